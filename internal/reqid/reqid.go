@@ -1,0 +1,21 @@
+// Package reqid carries the request's correlation id in a context.
+//
+// It lives in internal/ so that every top-level package can read the id
+// (for problem+json bodies, logs and audit records) without importing the
+// correlation package, which owns how ids are accepted and generated.
+package reqid
+
+import "context"
+
+type ctxKey struct{}
+
+// NewContext returns a copy of ctx carrying the correlation id.
+func NewContext(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+// FromContext returns the correlation id in ctx, if any.
+func FromContext(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(ctxKey{}).(string)
+	return id, ok && id != ""
+}

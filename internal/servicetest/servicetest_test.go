@@ -1,0 +1,69 @@
+package servicetest
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestRedisPrefixIsolatedAndCleaned(t *testing.T) {
+	var prefix string
+	t.Run("inner", func(t *testing.T) {
+		r := NewRedis(t)
+		prefix = r.Prefix
+		if err := r.Client.Set(context.Background(), r.Prefix+"k", "v", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if prefix == "" {
+		return // skipped: no Redis configured
+	}
+	r := NewRedis(t)
+	if n, err := r.Client.Exists(context.Background(), prefix+"k").Result(); err != nil || n != 0 {
+		t.Fatalf("key under a finished test's prefix still exists: n=%d err=%v", n, err)
+	}
+}
+
+func TestPostgresSchemaIsFreshAndDropped(t *testing.T) {
+	var schema string
+	t.Run("inner", func(t *testing.T) {
+		pg := NewPostgres(t)
+		schema = pg.Schema
+		ctx := context.Background()
+		if _, err := pg.Pool.Exec(ctx, "CREATE TABLE t (x int)"); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := pg.Pool.QueryRow(ctx, "SELECT table_schema FROM information_schema.tables WHERE table_name='t' AND table_schema=$1", pg.Schema).Scan(&got); err != nil || got != pg.Schema {
+			t.Fatalf("table not created in the test schema: %q %v", got, err)
+		}
+	})
+	if schema == "" {
+		return // skipped: no PostgreSQL configured
+	}
+	pg := NewPostgres(t)
+	var n int
+	if err := pg.Pool.QueryRow(context.Background(), "SELECT count(*) FROM information_schema.schemata WHERE schema_name=$1", schema).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("schema %s survived cleanup (n=%d, err=%v)", schema, n, err)
+	}
+}
+
+func TestProxyDownAndUp(t *testing.T) {
+	r := NewRedis(t)
+	p := NewProxy(t, r.Addr)
+	c := r.NewClient(t, p.Addr())
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("through proxy: %v", err)
+	}
+	p.Down()
+	ctx2, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx2).Err(); err == nil {
+		t.Fatal("ping succeeded while the proxy was down")
+	}
+	p.Up()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("after Up: %v", err)
+	}
+}
