@@ -2,6 +2,7 @@ package seal
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -104,19 +105,23 @@ func TestKeyRedacts(t *testing.T) {
 	}
 }
 
+// fuzzGood is "hello" sealed under key {1,2,3} with id "k" and no AAD. It
+// is fixed so every fuzz worker agrees on the one record that may open.
+const fuzzGood = "01016bdae330cd8a2943b483e949a3e35d8903e371001e433f98664fd9ae74062fde4713"
+
 func FuzzOpen(f *testing.F) {
 	r, _ := NewRing("k", map[string]Key{"k": {1, 2, 3}})
-	good, _ := r.Seal(nil, []byte("hello"), nil)
+	good, _ := hex.DecodeString(fuzzGood)
+	if pt, _, err := r.Open(nil, good, nil); err != nil || string(pt) != "hello" {
+		f.Fatalf("fixed record does not open: %q %v", pt, err)
+	}
 	f.Add(good)
 	f.Add([]byte{})
 	f.Add([]byte{1, 255})
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		pt, _, err := r.Open(nil, rec, nil)
-		if err == nil && !bytes.Equal(rec, good) && string(pt) == "hello" && len(rec) == len(good) {
-			// A different record that opens to the same plaintext would be
-			// a forgery unless only the nonce-independent parts differ,
-			// which GCM forbids.
-			t.Fatalf("forged record opened: %x", rec)
+		_, _, err := r.Open(nil, rec, nil)
+		if err == nil && !bytes.Equal(rec, good) {
+			t.Fatalf("a record nobody sealed opened: %x", rec)
 		}
 	})
 }
