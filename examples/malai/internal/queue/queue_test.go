@@ -22,26 +22,25 @@ func runRedelivery(t *testing.T, q Queue, advance func()) {
 		t.Fatal(err)
 	}
 	var calls atomic.Int32
-	done := make(chan Message, 1)
-	go q.Consume(ctx, "w1", func(ctx context.Context, m Message) error {
+	var got Message
+	handler := func(ctx context.Context, m Message) error {
 		if calls.Add(1) == 1 {
 			advance()
 			return errors.New("back-pressure: try later")
 		}
-		done <- m
-		cancel()
+		got = m
+		cancel() // stop consuming once the redelivery is handled
 		return nil
-	})
-	select {
-	case m := <-done:
-		if m.ID != id || m.IdempotencyKey != "k-1" || m.Principal != "alice" || m.CorrelationID != "c1" || string(m.Body) != `{"amount":5}` {
-			t.Fatalf("redelivered message differs: %+v", m)
-		}
-		if m.Deliveries < 2 {
-			t.Fatalf("deliveries = %d, want >= 2", m.Deliveries)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("failed message was never redelivered")
+	}
+	// Consume returns after the redelivered message was handled and acked.
+	if err := q.Consume(ctx, "w1", handler); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Consume = %v, want context.Canceled (redelivery never came?)", err)
+	}
+	if got.ID != id || got.IdempotencyKey != "k-1" || got.Principal != "alice" || got.CorrelationID != "c1" || string(got.Body) != `{"amount":5}` {
+		t.Fatalf("redelivered message differs: %+v", got)
+	}
+	if got.Deliveries < 2 {
+		t.Fatalf("deliveries = %d, want >= 2", got.Deliveries)
 	}
 }
 
