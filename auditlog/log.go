@@ -1,0 +1,573 @@
+package auditlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/malai-sec/malai/internal/seal"
+)
+
+// Config configures a [Log]. The zero value is not usable: Store, Origin
+// and at least one Signer are required, and payloads are sealed unless
+// Plaintext is set.
+type Config struct {
+	// Store keeps the rows. Required. The Log does not close it.
+	Store Store
+	// Origin is the checkpoint origin line, a unique name for this log
+	// such as "ledger.example.com/audit". Required.
+	Origin string
+	// Signers sign every checkpoint (several keys during a rotation).
+	// Required: at least one Ed25519 note signer (note.NewSigner).
+	Signers []note.Signer
+	// Witness, when set, receives every checkpoint with a consistency
+	// proof from the witness's previous one, so the log's history is held
+	// somewhere its operator cannot rewrite.
+	Witness Witness
+	// Ring seals payloads at rest (AES-256-GCM, key id per row). Required
+	// unless Plaintext is true.
+	Ring *seal.Ring
+	// Plaintext stores payloads unencrypted. Loosening; off by default.
+	Plaintext bool
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// CheckpointInterval is how often a new checkpoint is signed, stored
+	// and published while rows arrive; default one second. A checkpoint
+	// is also issued by Checkpoint and Close.
+	CheckpointInterval time.Duration
+	// MaxBatch caps the events of one group commit; default 4096.
+	MaxBatch int
+	// CommitTimeout bounds each store call of a commit; default 30s.
+	CommitTimeout time.Duration
+	// OnError receives errors of background work (periodic checkpoints,
+	// witness publication). Default: ignored; the next checkpoint retries.
+	OnError func(error)
+}
+
+// Receipt acknowledges a durable event.
+type Receipt struct {
+	Seq  uint64
+	Hash Hash
+	Time time.Time
+}
+
+// SignedCheckpoint is a checkpoint with its signed note.
+type SignedCheckpoint struct {
+	Checkpoint
+	Note []byte
+}
+
+// Witness keeps checkpoints where the log's operator cannot rewrite them.
+// [NewWitness] builds one that verifies and stores them in a separate
+// [Store].
+type Witness interface {
+	// Latest returns the newest signed checkpoint the witness holds, or
+	// nil when it holds none.
+	Latest(ctx context.Context) ([]byte, error)
+	// Publish offers a signed checkpoint with a consistency proof from the
+	// witness's latest checkpoint.
+	Publish(ctx context.Context, signed []byte, proof [][]byte) error
+}
+
+type request struct {
+	events   []Event
+	payloads [][]byte
+	receipts []Receipt
+	err      error
+	done     chan struct{}
+}
+
+// Log is an append-only, hash-chained, Merkle-tree audit log with signed
+// checkpoints. Appends from many goroutines are group-committed: one store
+// call (one fsync, one PostgreSQL transaction) covers every event waiting.
+// A Log is safe for concurrent use. It keeps the tree's node hashes in
+// memory, about 64 bytes per event.
+type Log struct {
+	cfg   Config
+	reqs  chan *request
+	done  chan struct{}
+	close sync.RWMutex // held for reading by senders, for writing by Close
+	shut  bool
+
+	mu   sync.RWMutex // guards tree and head
+	tree tree
+	head Head
+	last int64 // time of the last row (committer only)
+
+	cpMu         sync.Mutex // serialises checkpoints
+	lastCP       SignedCheckpoint
+	lastCPAt     time.Time
+	witnessStale bool
+}
+
+const maxConflictRetries = 64
+
+// New opens a log over cfg.Store: it reads the stored chain (checking
+// each row links to the one before), rebuilds the Merkle tree, checks the
+// latest stored checkpoint against it, and refuses to start if the witness
+// holds a larger checkpoint than the store (rows were lost or removed).
+func New(cfg Config) (*Log, error) {
+	if cfg.Store == nil {
+		return nil, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
+	}
+	if cfg.Origin == "" {
+		return nil, fmt.Errorf("%w: Origin is required", ErrInvalidConfig)
+	}
+	if _, err := ParseCheckpoint(Checkpoint{Origin: cfg.Origin}.Marshal()); err != nil {
+		return nil, fmt.Errorf("%w: Origin must be one line", ErrInvalidConfig)
+	}
+	if len(cfg.Signers) == 0 {
+		return nil, fmt.Errorf("%w: at least one Signer is required", ErrInvalidConfig)
+	}
+	for _, s := range cfg.Signers {
+		if s == nil {
+			return nil, fmt.Errorf("%w: nil Signer", ErrInvalidConfig)
+		}
+	}
+	if cfg.Ring == nil && !cfg.Plaintext {
+		return nil, fmt.Errorf("%w: Ring is required unless Plaintext is set", ErrInvalidConfig)
+	}
+	if cfg.CheckpointInterval < 0 || cfg.MaxBatch < 0 || cfg.CommitTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative interval, batch or timeout", ErrInvalidConfig)
+	}
+	cfg.Signers = append([]note.Signer(nil), cfg.Signers...)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = time.Second
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 4096
+	}
+	if cfg.CommitTimeout == 0 {
+		cfg.CommitTimeout = 30 * time.Second
+	}
+	if cfg.OnError == nil {
+		cfg.OnError = func(error) {}
+	}
+	l := &Log{cfg: cfg, reqs: make(chan *request, 1024), done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.CommitTimeout)
+	defer cancel()
+	if err := l.sync(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.loadCheckpoint(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Witness != nil {
+		if _, err := l.witnessSize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	l.lastCPAt = cfg.Now()
+	go l.run()
+	return l, nil
+}
+
+// sync reads rows past the in-memory head from the store into the tree.
+func (l *Log) sync(ctx context.Context) error {
+	head := l.head
+	var hashes []Hash
+	var lastTime = l.last
+	err := l.cfg.Store.Scan(ctx, head.Size, func(r Record) error {
+		if r.Seq != head.Size || r.PrevHash != head.Last {
+			return fmt.Errorf("%w: row %d does not link to row %d", ErrTampered, r.Seq, head.Size-1)
+		}
+		hashes = append(hashes, r.Hash)
+		head = Head{Size: head.Size + 1, Last: r.Hash}
+		lastTime = r.Time
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	for _, h := range hashes {
+		l.tree.append(h)
+	}
+	l.head = head
+	l.last = lastTime
+	l.mu.Unlock()
+	return nil
+}
+
+// loadCheckpoint takes the newest stored checkpoint and checks it against
+// the tree.
+func (l *Log) loadCheckpoint(ctx context.Context) error {
+	var newest []byte
+	if err := l.cfg.Store.Checkpoints(ctx, func(s []byte) error {
+		newest = append(newest[:0], s...)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if newest == nil {
+		return nil
+	}
+	c, err := parseUnverified(newest)
+	if err != nil {
+		return err
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if c.Size > l.tree.size {
+		return fmt.Errorf("%w: stored checkpoint covers %d rows, store holds %d", ErrTampered, c.Size, l.tree.size)
+	}
+	if l.tree.rootAt(c.Size) != c.Root {
+		return fmt.Errorf("%w: stored rows do not match the checkpoint at size %d", ErrTampered, c.Size)
+	}
+	l.lastCP = SignedCheckpoint{Checkpoint: c, Note: newest}
+	return nil
+}
+
+// parseUnverified parses the checkpoint in a signed note without checking
+// signatures (the caller checks it against the tree instead).
+func parseUnverified(signed []byte) (Checkpoint, error) {
+	_, err := note.Open(signed, note.VerifierList())
+	var unverified *note.UnverifiedNoteError
+	if !errors.As(err, &unverified) {
+		return Checkpoint{}, fmt.Errorf("%w: %w", ErrCheckpoint, errMalformedNote)
+	}
+	return ParseCheckpoint([]byte(unverified.Note.Text))
+}
+
+// Append validates e, commits it with whatever else is waiting, and
+// returns once it is durable. If ctx ends first Append returns ctx's
+// error; the event may still be committed.
+func (l *Log) Append(ctx context.Context, e Event) (Receipt, error) {
+	rs, err := l.AppendBatch(ctx, []Event{e})
+	if err != nil {
+		return Receipt{}, err
+	}
+	return rs[0], nil
+}
+
+// AppendBatch appends events as consecutive rows in one commit and returns
+// their receipts in order.
+func (l *Log) AppendBatch(ctx context.Context, events []Event) ([]Receipt, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	if len(events) > l.cfg.MaxBatch {
+		return nil, fmt.Errorf("%w: %d events exceed MaxBatch %d", ErrInvalidEvent, len(events), l.cfg.MaxBatch)
+	}
+	req := &request{events: events, payloads: make([][]byte, len(events)), done: make(chan struct{})}
+	for i := range events {
+		e := &events[i]
+		p, err := canonicalPayload(e.Payload)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkFields(e.Type, e.Actor, e.CorrelationID, p); err != nil {
+			return nil, err
+		}
+		req.payloads[i] = p
+	}
+	l.close.RLock()
+	if l.shut {
+		l.close.RUnlock()
+		return nil, ErrClosed
+	}
+	select {
+	case l.reqs <- req:
+	case <-ctx.Done():
+		l.close.RUnlock()
+		return nil, ctx.Err()
+	}
+	l.close.RUnlock()
+	select {
+	case <-req.done:
+		return req.receipts, req.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("auditlog: append may still commit: %w", ctx.Err())
+	}
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	tick := time.NewTicker(l.cfg.CheckpointInterval)
+	defer tick.Stop()
+	var batch []*request
+	for {
+		select {
+		case r, ok := <-l.reqs:
+			if !ok {
+				l.finalCheckpoint()
+				return
+			}
+			batch = append(batch[:0], r)
+			n := len(r.events)
+		drain:
+			for n < l.cfg.MaxBatch {
+				select {
+				case r, ok := <-l.reqs:
+					if !ok {
+						break drain
+					}
+					if n+len(r.events) > l.cfg.MaxBatch {
+						l.commit(batch)
+						batch = append(batch[:0], r)
+						n = len(r.events)
+						continue
+					}
+					batch = append(batch, r)
+					n += len(r.events)
+				default:
+					break drain
+				}
+			}
+			l.commit(batch)
+			if l.cfg.Now().Sub(l.lastCPAt) >= l.cfg.CheckpointInterval {
+				l.backgroundCheckpoint()
+			}
+		case <-tick.C:
+			l.backgroundCheckpoint()
+		}
+	}
+}
+
+func (l *Log) backgroundCheckpoint() {
+	l.mu.RLock()
+	size := l.head.Size
+	l.mu.RUnlock()
+	l.cpMu.Lock()
+	due := size > l.lastCP.Size || l.witnessStale
+	l.cpMu.Unlock()
+	if !due {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
+	defer cancel()
+	if _, err := l.Checkpoint(ctx); err != nil {
+		l.cfg.OnError(err)
+	}
+}
+
+func (l *Log) finalCheckpoint() {
+	l.backgroundCheckpoint()
+}
+
+// commit writes one group of requests as consecutive rows.
+func (l *Log) commit(batch []*request) {
+	n := 0
+	for _, r := range batch {
+		n += len(r.events)
+	}
+	recs := make([]Record, n)
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = l.build(batch, recs)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
+			err = l.cfg.Store.Append(ctx, recs)
+			if errors.Is(err, ErrConflict) && attempt < maxConflictRetries {
+				err = l.sync(ctx)
+				cancel()
+				if err == nil {
+					continue
+				}
+			}
+			cancel()
+		}
+		break
+	}
+	if err != nil {
+		for _, r := range batch {
+			r.err = fmt.Errorf("auditlog: append: %w", err)
+			close(r.done)
+		}
+		return
+	}
+	l.mu.Lock()
+	for i := range recs {
+		l.tree.append(recs[i].Hash)
+	}
+	l.head = Head{Size: l.head.Size + uint64(n), Last: recs[n-1].Hash}
+	l.last = recs[n-1].Time
+	l.mu.Unlock()
+	i := 0
+	for _, r := range batch {
+		r.receipts = make([]Receipt, len(r.events))
+		for j := range r.events {
+			r.receipts[j] = Receipt{Seq: recs[i].Seq, Hash: recs[i].Hash, Time: time.Unix(0, recs[i].Time).UTC()}
+			i++
+		}
+		close(r.done)
+	}
+}
+
+// build fills recs for the batch on top of the current head.
+func (l *Log) build(batch []*request, recs []Record) error {
+	now := l.cfg.Now().UTC().UnixNano()
+	if now < l.last {
+		now = l.last // row times never go backwards
+	}
+	seq, prev := l.head.Size, l.head.Last
+	i := 0
+	var aad [40]byte
+	for _, r := range batch {
+		for j := range r.events {
+			e := &r.events[j]
+			rec := &recs[i]
+			*rec = Record{Seq: seq, Time: now, Type: e.Type, Actor: e.Actor, CorrelationID: e.CorrelationID, PrevHash: prev}
+			rec.Hash = LeafHash(rec, r.payloads[j])
+			rec.Payload = r.payloads[j]
+			if l.cfg.Ring != nil {
+				sealed, err := l.cfg.Ring.Seal(nil, r.payloads[j], sealAAD(aad[:0], seq, rec.Hash))
+				if err != nil {
+					return err
+				}
+				kid, err := seal.KeyID(sealed)
+				if err != nil {
+					return err
+				}
+				rec.Payload, rec.KeyID = sealed, kid
+			}
+			prev = rec.Hash
+			seq++
+			i++
+		}
+	}
+	return nil
+}
+
+// Head returns the durable size and last leaf hash.
+func (l *Log) Head() Head {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.head
+}
+
+// Root returns the Merkle root of the first size rows.
+func (l *Log) Root(size uint64) (Hash, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if size > l.tree.size {
+		return Hash{}, fmt.Errorf("auditlog: size %d is past the log's %d", size, l.tree.size)
+	}
+	return l.tree.rootAt(size), nil
+}
+
+// InclusionProof proves row seq is in the tree of the given size.
+func (l *Log) InclusionProof(seq, size uint64) ([][]byte, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.tree.inclusion(seq, size)
+}
+
+// ConsistencyProof proves the tree of size1 is a prefix of the tree of
+// size2.
+func (l *Log) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.tree.consistency(size1, size2)
+}
+
+// LatestCheckpoint returns the newest checkpoint issued (zero before the
+// first).
+func (l *Log) LatestCheckpoint() SignedCheckpoint {
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
+	return l.lastCP
+}
+
+// Checkpoint signs a checkpoint over every durable row, stores it and
+// publishes it to the witness. When nothing was appended since the last
+// checkpoint it returns that one (publishing it again if the witness
+// missed it).
+func (l *Log) Checkpoint(ctx context.Context) (SignedCheckpoint, error) {
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
+	l.mu.RLock()
+	size := l.head.Size
+	root := l.tree.rootAt(size)
+	l.mu.RUnlock()
+	cp := l.lastCP
+	if cp.Note == nil || size != cp.Size {
+		c := Checkpoint{Origin: l.cfg.Origin, Size: size, Root: root}
+		signed, err := SignCheckpoint(c, l.cfg.Signers...)
+		if err != nil {
+			return SignedCheckpoint{}, err
+		}
+		if err := l.cfg.Store.AddCheckpoint(ctx, signed); err != nil {
+			return SignedCheckpoint{}, fmt.Errorf("auditlog: store checkpoint: %w", err)
+		}
+		cp = SignedCheckpoint{Checkpoint: c, Note: signed}
+		l.lastCP = cp
+		l.lastCPAt = l.cfg.Now()
+		l.witnessStale = l.cfg.Witness != nil
+	}
+	if l.witnessStale {
+		if err := l.publish(ctx, cp); err != nil {
+			return cp, err
+		}
+		l.witnessStale = false
+	}
+	return cp, nil
+}
+
+// witnessSize returns the size of the witness's latest checkpoint and
+// refuses a witness that is ahead of the log.
+func (l *Log) witnessSize(ctx context.Context) (uint64, error) {
+	signed, err := l.cfg.Witness.Latest(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("auditlog: witness: %w", err)
+	}
+	if signed == nil {
+		return 0, nil
+	}
+	c, err := parseUnverified(signed)
+	if err != nil {
+		return 0, fmt.Errorf("auditlog: witness: %w", err)
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if c.Size > l.tree.size {
+		return 0, fmt.Errorf("%w: witness holds a checkpoint of size %d, the store %d rows", ErrRollback, c.Size, l.tree.size)
+	}
+	if l.tree.rootAt(c.Size) != c.Root {
+		return 0, fmt.Errorf("%w: stored rows do not match the witness's checkpoint at size %d", ErrFork, c.Size)
+	}
+	return c.Size, nil
+}
+
+func (l *Log) publish(ctx context.Context, cp SignedCheckpoint) error {
+	ws, err := l.witnessSize(ctx)
+	if err != nil {
+		return err
+	}
+	var p [][]byte
+	if ws > 0 {
+		l.mu.RLock()
+		p, err = l.tree.consistency(ws, cp.Size)
+		l.mu.RUnlock()
+		if err != nil {
+			return err
+		}
+	}
+	if err := l.cfg.Witness.Publish(ctx, cp.Note, p); err != nil {
+		return fmt.Errorf("auditlog: witness: %w", err)
+	}
+	return nil
+}
+
+// Close commits every event already accepted, issues a final checkpoint
+// and stops. Appends after Close return ErrClosed. It does not close the
+// store.
+func (l *Log) Close() error {
+	l.close.Lock()
+	if l.shut {
+		l.close.Unlock()
+		return nil
+	}
+	l.shut = true
+	close(l.reqs)
+	l.close.Unlock()
+	<-l.done
+	return nil
+}

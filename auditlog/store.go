@@ -1,0 +1,51 @@
+package auditlog
+
+import "context"
+
+// Head is a log's durable size and the leaf hash of its last row (the zero
+// Hash when Size is 0).
+type Head struct {
+	Size uint64
+	Last Hash
+}
+
+// Rekeyed is a row's payload sealed again under another key, for
+// [Store.Rekey].
+type Rekeyed struct {
+	Seq      uint64
+	OldKeyID string
+	KeyID    string
+	Payload  []byte
+}
+
+// Store keeps audit rows and checkpoints. Implementations: memstore (the
+// default, for tests and single-process use), filestore (the embedded
+// default on disk) and pgstore (PostgreSQL). All run the shared suite in
+// auditlog/storetest.
+//
+// A Store is safe for concurrent use. It never updates or deletes a row,
+// except for the sealed payload bytes and key id through Rekey.
+type Store interface {
+	// Append durably appends recs, which are consecutive. recs[0].Seq must
+	// be the store's size and recs[0].PrevHash its last hash, otherwise
+	// Append returns an error wrapping ErrConflict and appends nothing. It
+	// returns only once every record is durable; on error none or all of
+	// the records were appended, never a subset.
+	Append(ctx context.Context, recs []Record) error
+	// Head returns the durable size and last hash.
+	Head(ctx context.Context) (Head, error)
+	// Scan calls fn for every row with Seq >= from, in order, as of the
+	// call. The Record's slices are valid only during fn; an error from
+	// fn stops the scan and is returned.
+	Scan(ctx context.Context, from uint64, fn func(Record) error) error
+	// AddCheckpoint durably keeps a signed checkpoint.
+	AddCheckpoint(ctx context.Context, signed []byte) error
+	// Checkpoints calls fn for every checkpoint kept, oldest first.
+	Checkpoints(ctx context.Context, fn func(signed []byte) error) error
+	// Rekey replaces the sealed payloads of rows; a row whose key id is
+	// no longer OldKeyID is left alone and reported with ErrConflict
+	// after the others are done. Hashes are never touched.
+	Rekey(ctx context.Context, rows []Rekeyed) error
+	// Close releases the store's resources.
+	Close() error
+}
