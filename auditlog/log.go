@@ -322,7 +322,10 @@ func (l *Log) run() {
 				}
 			}
 			l.commit(batch)
-			if l.cfg.Now().Sub(l.lastCPAt) >= l.cfg.CheckpointInterval {
+			l.cpMu.Lock()
+			due := l.cfg.Now().Sub(l.lastCPAt) >= l.cfg.CheckpointInterval
+			l.cpMu.Unlock()
+			if due {
 				l.backgroundCheckpoint()
 			}
 		case <-tick.C:
