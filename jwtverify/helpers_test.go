@@ -1,0 +1,99 @@
+package jwtverify
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/malai-sec/malai/jwtverify/jwttest"
+)
+
+const (
+	testIss = "https://id.malai.test"
+	testAud = "ledger"
+)
+
+// fakeClock is an injected clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// recorder collects Observe events.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) observe(_ context.Context, e Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+func (r *recorder) last() Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) == 0 {
+		return Event{}
+	}
+	return r.events[len(r.events)-1]
+}
+
+func newStatic(t *testing.T, clock *fakeClock, mod func(*Config), keys ...*jwttest.Key) *Verifier {
+	t.Helper()
+	cfg := Config{
+		Issuers: []Issuer{{Issuer: testIss, Keys: jwttest.Set(t, keys...), Audiences: []string{testAud}}},
+		Now:     clock.Now,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	v, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	return v
+}
+
+// routes returns a mux like a service: /user for user tokens, /internal for
+// service tokens, /any for either, all behind v.Handler.
+func routes(v *Verifier) http.Handler {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := FromContext(r.Context())
+		_, _ = w.Write([]byte(c.Subject()))
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/user", v.RequireUser()(ok))
+	mux.Handle("/internal", v.RequireService("ledger:write")(ok))
+	mux.Handle("/any", ok)
+	return v.Handler(mux)
+}
+
+func get(h http.Handler, path string, auth ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodGet, path, nil)
+	for _, a := range auth {
+		r.Header.Add("Authorization", a)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}

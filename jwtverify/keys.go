@@ -1,0 +1,259 @@
+package jwtverify
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync/atomic"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+)
+
+// MinRSABits is the smallest RSA modulus accepted from a key set.
+const MinRSABits = 2048
+
+// supportedAlgs are the asymmetric JWS algorithms this package verifies.
+// "none" and the HMAC family are absent on purpose: a verifier holding only
+// public keys must never accept a MAC (the algorithm-confusion attack).
+var supportedAlgs = map[string]bool{
+	"ES256": true, "ES384": true, "ES512": true,
+	"RS256": true, "RS384": true, "RS512": true,
+	"PS256": true, "PS384": true, "PS512": true,
+	"EdDSA": true,
+}
+
+// defaultAlgs is the allow-list when [Issuer.Algorithms] is empty.
+var defaultAlgs = []string{"ES256", "EdDSA", "RS256", "PS256"}
+
+// publicKey is one verification key from a key set.
+type publicKey struct {
+	kid string
+	alg string // the JWK "alg", empty if the key did not name one
+	pub crypto.PublicKey
+	// removed is set when a refresh no longer lists this key; cached
+	// verifications made with it stop counting at once.
+	removed atomic.Bool
+}
+
+// fits reports whether the key may verify a token signed with alg: the key
+// type and curve must match the algorithm, and a key that names its own
+// algorithm accepts only that one.
+func (k *publicKey) fits(alg string) bool {
+	if k.alg != "" && k.alg != alg {
+		return false
+	}
+	switch pub := k.pub.(type) {
+	case *ecdsa.PublicKey:
+		switch alg {
+		case "ES256":
+			return pub.Curve == elliptic.P256()
+		case "ES384":
+			return pub.Curve == elliptic.P384()
+		case "ES512":
+			return pub.Curve == elliptic.P521()
+		}
+	case *rsa.PublicKey:
+		switch alg {
+		case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
+			return true
+		}
+	case ed25519.PublicKey:
+		return alg == "EdDSA"
+	}
+	return false
+}
+
+// verifySignature checks sig over input with the key, for alg. The caller
+// has already checked k.fits(alg).
+func verifySignature(alg string, k *publicKey, input, sig []byte) bool {
+	switch alg {
+	case "EdDSA":
+		pub, ok := k.pub.(ed25519.PublicKey)
+		return ok && len(sig) == ed25519.SignatureSize && ed25519.Verify(pub, input, sig)
+	case "ES256":
+		h := sha256.Sum256(input)
+		return verifyECDSA(k.pub, h[:], sig, 32)
+	case "ES384":
+		h := sha512.Sum384(input)
+		return verifyECDSA(k.pub, h[:], sig, 48)
+	case "ES512":
+		h := sha512.Sum512(input)
+		return verifyECDSA(k.pub, h[:], sig, 66)
+	case "RS256", "PS256":
+		h := sha256.Sum256(input)
+		return verifyRSA(alg, k.pub, crypto.SHA256, h[:], sig)
+	case "RS384", "PS384":
+		h := sha512.Sum384(input)
+		return verifyRSA(alg, k.pub, crypto.SHA384, h[:], sig)
+	case "RS512", "PS512":
+		h := sha512.Sum512(input)
+		return verifyRSA(alg, k.pub, crypto.SHA512, h[:], sig)
+	}
+	return false
+}
+
+// verifyECDSA checks a JWS ECDSA signature: R and S as fixed-size
+// big-endian integers, concatenated (RFC 7518 §3.4). Any other length,
+// including DER, is refused.
+func verifyECDSA(key crypto.PublicKey, hash, sig []byte, size int) bool {
+	pub, ok := key.(*ecdsa.PublicKey)
+	if !ok || len(sig) != 2*size {
+		return false
+	}
+	r := new(big.Int).SetBytes(sig[:size])
+	s := new(big.Int).SetBytes(sig[size:])
+	return ecdsa.Verify(pub, hash, r, s)
+}
+
+func verifyRSA(alg string, key crypto.PublicKey, h crypto.Hash, hash, sig []byte) bool {
+	pub, ok := key.(*rsa.PublicKey)
+	if !ok {
+		return false
+	}
+	if alg[0] == 'P' {
+		return rsa.VerifyPSS(pub, h, hash, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
+	}
+	return rsa.VerifyPKCS1v15(pub, h, hash, sig) == nil
+}
+
+// keySet is an immutable snapshot of an issuer's keys.
+type keySet struct {
+	keys []*publicKey
+}
+
+// find returns the one key that may verify a token with this kid and alg.
+// A token without kid is accepted only when exactly one key fits.
+func (s *keySet) find(kid, alg string) (*publicKey, *Error) {
+	var found *publicKey
+	n := 0
+	for _, k := range s.keys {
+		if kid != "" && k.kid != kid {
+			continue
+		}
+		if !k.fits(alg) {
+			continue
+		}
+		found = k
+		n++
+	}
+	switch n {
+	case 0:
+		return nil, errUnknownKey
+	case 1:
+		return found, nil
+	default:
+		return nil, errAmbiguousKey
+	}
+}
+
+var errNoUsableKey = errors.New("jwtverify: key set has no usable signature key")
+
+// parseJWKS decodes a JWK Set document. Keys not meant for signatures
+// (use other than "sig", key_ops without "verify"), symmetric keys, unknown
+// key types, RSA keys under MinRSABits and, when allowPrivate is false,
+// keys that carry private material are skipped. It fails when the document
+// is not strict JSON (duplicate keys included) or no usable key remains.
+func parseJWKS(doc []byte, allowPrivate bool) ([]*publicKey, error) {
+	if err := validJSON(string(doc)); err != nil {
+		return nil, fmt.Errorf("jwtverify: key set: %w", err)
+	}
+	set, err := jwk.Parse(doc, jwk.WithIgnoreParseError(true))
+	if err != nil {
+		return nil, fmt.Errorf("jwtverify: key set: %w", err)
+	}
+	return keysOf(set, allowPrivate)
+}
+
+func keysOf(set jwk.Set, allowPrivate bool) ([]*publicKey, error) {
+	var out []*publicKey
+	ctx := context.Background()
+	for it := set.Keys(ctx); it.Next(ctx); {
+		k, ok := it.Pair().Value.(jwk.Key)
+		if !ok {
+			continue
+		}
+		if pk, ok := convertKey(k, allowPrivate); ok {
+			out = append(out, pk)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errNoUsableKey
+	}
+	return out, nil
+}
+
+func convertKey(k jwk.Key, allowPrivate bool) (*publicKey, bool) {
+	if u := k.KeyUsage(); u != "" && u != string(jwk.ForSignature) {
+		return nil, false
+	}
+	if ops := k.KeyOps(); len(ops) > 0 {
+		verify := false
+		for _, op := range ops {
+			if op == jwk.KeyOpVerify {
+				verify = true
+			}
+		}
+		if !verify {
+			return nil, false
+		}
+	}
+	if alg := k.Algorithm().String(); alg != "" && !supportedAlgs[alg] {
+		return nil, false
+	}
+	var raw any
+	if err := k.Raw(&raw); err != nil {
+		return nil, false
+	}
+	var pub crypto.PublicKey
+	private := false
+	switch key := raw.(type) {
+	case *ecdsa.PublicKey:
+		pub = key
+	case *rsa.PublicKey:
+		pub = key
+	case ed25519.PublicKey:
+		pub = key
+	case *ecdsa.PrivateKey:
+		pub, private = &key.PublicKey, true
+	case *rsa.PrivateKey:
+		pub, private = &key.PublicKey, true
+	case ed25519.PrivateKey:
+		pub, private = key.Public(), true
+	default:
+		return nil, false
+	}
+	if private && !allowPrivate {
+		return nil, false
+	}
+	switch key := pub.(type) {
+	case *rsa.PublicKey:
+		if key.N.BitLen() < MinRSABits {
+			return nil, false
+		}
+	case *ecdsa.PublicKey:
+		switch key.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+		default:
+			return nil, false
+		}
+	}
+	return &publicKey{kid: k.KeyID(), alg: k.Algorithm().String(), pub: pub}, true
+}
+
+// sameKey reports whether two keys are the same key under the same id.
+func sameKey(a, b *publicKey) bool {
+	if a.kid != b.kid || a.alg != b.alg {
+		return false
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	e, ok := a.pub.(equaler)
+	return ok && e.Equal(b.pub)
+}
