@@ -1,0 +1,110 @@
+package headers
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestRedirect(t *testing.T) {
+	rd, err := NewRedirect(RedirectConfig{AllowedHosts: []string{"Example.com", "api.example.com."}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd8443, err := NewRedirect(RedirectConfig{AllowedHosts: []string{"example.com"}, HTTPSPort: 8443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		h      http.Handler
+		method string
+		target string
+		host   string
+		status int
+		loc    string
+	}{
+		{"path and query kept", rd, "GET", "/a/b?x=1&y=%20", "example.com", 308, "https://example.com/a/b?x=1&y=%20"},
+		{"port dropped, case folded", rd, "POST", "/submit", "EXAMPLE.COM:80", 308, "https://example.com/submit"},
+		{"trailing dot", rd, "GET", "/", "api.example.com.", 308, "https://api.example.com/"},
+		{"custom HTTPS port", rd8443, "GET", "/p", "example.com:8080", 308, "https://example.com:8443/p"},
+		{"double slash stays on host", rd, "GET", "//evil.example/x", "example.com", 308, "https://example.com//evil.example/x"},
+		{"escaped path kept escaped", rd, "GET", "/a%2Fb/%0d%0a", "example.com", 308, "https://example.com/a%2Fb/%0d%0a"},
+		{"foreign host refused", rd, "GET", "/", "evil.example", 400, ""},
+		{"suffix trick refused", rd, "GET", "/", "example.com.evil.example", 400, ""},
+		{"userinfo trick refused", rd, "GET", "/", "example.com@evil.example", 400, ""},
+		{"empty host refused", rd, "GET", "/", "", 400, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, "http://placeholder"+tc.target, nil)
+			req.Host = tc.host
+			rec := httptest.NewRecorder()
+			tc.h.ServeHTTP(rec, req)
+			if rec.Code != tc.status || rec.Header().Get("Location") != tc.loc {
+				t.Fatalf("got %d Location %q, want %d %q", rec.Code, rec.Header().Get("Location"), tc.status, tc.loc)
+			}
+			if tc.status == 400 {
+				var body struct{ Type string }
+				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || !strings.HasSuffix(body.Type, "#host-not-allowed") {
+					t.Fatalf("problem body %q (%v)", rec.Body.String(), err)
+				}
+				if strings.Contains(rec.Body.String(), tc.host) && tc.host != "" {
+					t.Errorf("the refused host is echoed back: %s", rec.Body.String())
+				}
+			}
+		})
+	}
+}
+
+func TestRedirectErrorHandlerAndConfig(t *testing.T) {
+	var got error
+	rd, err := NewRedirect(RedirectConfig{AllowedHosts: []string{"example.com"}, ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		got = err
+		w.WriteHeader(421)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "http://other.example/", nil)
+	rec := httptest.NewRecorder()
+	rd.ServeHTTP(rec, req)
+	if rec.Code != 421 || !errors.Is(got, ErrHostNotAllowed) {
+		t.Fatalf("custom error handler not used: %d %v", rec.Code, got)
+	}
+	for name, cfg := range map[string]RedirectConfig{
+		"no hosts":       {},
+		"host with port": {AllowedHosts: []string{"example.com:443"}},
+		"url as host":    {AllowedHosts: []string{"https://example.com"}},
+		"blank host":     {AllowedHosts: []string{" "}},
+		"bad port":       {AllowedHosts: []string{"example.com"}, HTTPSPort: 70000},
+	} {
+		if _, err := NewRedirect(cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: err = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+}
+
+// Wired as the reference gateway does it: the redirect handler behind the
+// middleware on the plain-HTTP port. No HSTS (plain HTTP), everything else.
+func TestRedirectBehindMiddleware(t *testing.T) {
+	rd, err := NewRedirect(RedirectConfig{AllowedHosts: []string{"example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mustNew(t, Config{}).Handler(rd)
+	for _, host := range []string{"example.com", "evil.example"} {
+		req := httptest.NewRequest("GET", "http://"+host+"/", nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		want := strictSet()
+		delete(want, HeaderHSTS)
+		checkSet(t, rec.Result().Header, want)
+		if rec.Result().Header.Get(HeaderHSTS) != "" {
+			t.Error("HSTS sent over plain HTTP")
+		}
+	}
+}
