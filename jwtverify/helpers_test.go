@@ -48,6 +48,12 @@ func (r *recorder) observe(_ context.Context, e Event) {
 	r.mu.Unlock()
 }
 
+func (r *recorder) all() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
 func (r *recorder) last() Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()

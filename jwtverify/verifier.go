@@ -97,6 +97,14 @@ func New(cfg Config) (*Verifier, error) {
 			s.start()
 		}
 	}
+	allStatic := true
+	for _, s := range sources {
+		allStatic = allStatic && s.static
+	}
+	if allStatic {
+		close(v.ready)
+		return v, nil
+	}
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
