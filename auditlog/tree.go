@@ -46,7 +46,6 @@ func (t *tree) append(h Hash) {
 	t.size++
 }
 
-
 // rootAt returns the root of the tree's first size leaves.
 func (t *tree) rootAt(size uint64) Hash {
 	if size == 0 {
