@@ -245,18 +245,23 @@ func method(r *http.Request) string { return r.Method }
 func PatternObject(r *http.Request) string { return patternObject(r.Pattern) }
 
 func patternObject(p string) string {
-	// A pattern is "[METHOD ][HOST]/[PATH]"; only the method contains no
-	// '/' before the first blank (ServeMux accepts spaces or tabs).
-	i := strings.IndexAny(p, " \t")
-	if i < 0 {
-		return p
+	// A pattern is "[METHOD ][HOST]/[PATH]", and ServeMux separates the
+	// method with spaces or tabs. A blank before the first '/' ends the
+	// method; a '/' first means there is no method. (A blank inside the
+	// host or path is not a separator; ServeMux rejects such patterns.)
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '/':
+			return p
+		case ' ', '\t':
+			j := i + 1
+			for j < len(p) && (p[j] == ' ' || p[j] == '\t') {
+				j++
+			}
+			return p[j:]
+		}
 	}
-	if strings.IndexByte(p[:i], '/') >= 0 {
-		// A blank inside the host or path is not a method separator;
-		// ServeMux rejects such patterns, so this is not a route.
-		return p
-	}
-	return strings.TrimLeft(p[i+1:], " \t")
+	return p
 }
 
 // MuxObject returns an Object function for a middleware that wraps a whole

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/casbin/casbin/v2"
+	stringadapter "github.com/casbin/casbin/v2/persist/string-adapter"
 	"github.com/google/go-cmp/cmp"
 	"github.com/malai-sec/malai/internal/reqid"
 	"github.com/malai-sec/malai/rbac"
@@ -818,5 +819,58 @@ func TestCancelledRequestGetsNoBody(t *testing.T) {
 	routes(authz, &reached).ServeHTTP(rr, req)
 	if rr.Body.Len() != 0 || reached.Load() != 0 {
 		t.Fatalf("cancelled request: body %q, reached %d", rr.Body.String(), reached.Load())
+	}
+}
+
+// TestInFlightDecisionNotCachedAcrossInvalidate: a decision computed
+// under the old policy, finishing after the cache was replaced, must not
+// land in the new cache.
+func TestInFlightDecisionNotCachedAcrossInvalidate(t *testing.T) {
+	var allow atomic.Bool
+	allow.Store(true)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int64
+	enf := enforcerFunc(func(...any) (bool, error) {
+		verdict := allow.Load()
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		return verdict, nil
+	})
+	authz, err := rbac.New(rbac.Config{Enforcer: enf, Subject: subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reached atomic.Int64
+	mux := routes(authz, &reached)
+	first := make(chan int)
+	go func() { first <- serve(mux, "GET", "/audit", principal{id: "alice"}) }()
+	<-entered
+	allow.Store(false) // the policy changes…
+	if err := authz.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	close(release) // …while the old decision is in flight
+	if code := <-first; code != 200 {
+		t.Fatalf("in-flight request: %d, want 200 (decided on the old policy)", code)
+	}
+	if code := serve(mux, "GET", "/audit", principal{id: "alice"}); code != 403 {
+		t.Fatalf("request after Reload: %d, want 403; a stale decision was cached", code)
+	}
+}
+
+func TestNewEnforcerAnyAdapter(t *testing.T) {
+	e, err := rbac.NewEnforcer(rbac.RBAC, stringadapter.NewAdapter("p, role:a, /x, GET\ng, service:job, role:a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sub  string
+		want bool
+	}{{"service:job", true}, {"user:job", false}} {
+		if ok, err := e.Enforce(tc.sub, "/x", "GET"); err != nil || ok != tc.want {
+			t.Fatalf("Enforce(%s) = %v, %v; want %v", tc.sub, ok, err, tc.want)
+		}
 	}
 }
