@@ -1,0 +1,134 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// MigrateConfig configures [Migrate].
+type MigrateConfig struct {
+	// Schema and Table as in Config; Table defaults to "audit_log". The
+	// schema must exist.
+	Schema, Table string
+	// Owner is the migrator role that owns the tables, triggers and the
+	// rekey function. The runtime never connects as it. Required; it must
+	// exist.
+	Owner string
+	// AppRole is the role the runtime connects as. It gets USAGE on the
+	// schema, SELECT and INSERT on the tables and EXECUTE on the rekey
+	// function; nothing else. Required; it must exist.
+	AppRole string
+}
+
+// Migrate creates the tables, triggers and grants. Run it with a
+// privileged role (a superuser or the schema's owner) that the runtime
+// never holds. It is idempotent: running it again re-applies the grants
+// and triggers. After it:
+//
+//   - the tables are owned by Owner;
+//   - AppRole may SELECT and INSERT, and nothing else: no UPDATE, DELETE,
+//     TRUNCATE, row locks (SELECT … FOR UPDATE) or DDL;
+//   - ENABLE ALWAYS triggers refuse UPDATE (except of the sealed payload and
+//     key id, through the rekey function), DELETE and TRUNCATE even under
+//     session_replication_role = replica. The tables' owner or a superuser
+//     can still disable them: that is why checkpoints are signed and kept
+//     by a witness.
+func Migrate(ctx context.Context, conn *pgx.Conn, cfg MigrateConfig) error {
+	if cfg.Table == "" {
+		cfg.Table = "audit_log"
+	}
+	if !validName(cfg.Schema) || !validName(cfg.Table) || cfg.Owner == "" || cfg.AppRole == "" {
+		return fmt.Errorf("%w: Migrate needs Schema, Owner and AppRole", ErrInvalidConfig)
+	}
+	id := func(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
+	t := id(cfg.Schema, cfg.Table)
+	cp := id(cfg.Schema, cfg.Table+"_checkpoint")
+	refuse := id(cfg.Schema, cfg.Table+"_refuse")
+	guard := id(cfg.Schema, cfg.Table+"_guard_update")
+	rekey := id(cfg.Schema, cfg.Table+"_rekey")
+	owner, app, schema := id(cfg.Owner), id(cfg.AppRole), id(cfg.Schema)
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS ` + t + ` (
+			seq bigint PRIMARY KEY CHECK (seq >= 0),
+			ts bigint NOT NULL,
+			type text NOT NULL,
+			actor text NOT NULL,
+			correlation_id text NOT NULL,
+			payload bytea NOT NULL,
+			key_id text NOT NULL,
+			prev_hash bytea NOT NULL CHECK (octet_length(prev_hash) = 32),
+			hash bytea NOT NULL CHECK (octet_length(hash) = 32))`,
+		`CREATE TABLE IF NOT EXISTS ` + cp + ` (
+			id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+			note bytea NOT NULL)`,
+		`CREATE OR REPLACE FUNCTION ` + refuse + `() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			RAISE EXCEPTION 'audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME
+				USING ERRCODE = 'insufficient_privilege';
+		END $$`,
+		`CREATE OR REPLACE FUNCTION ` + guard + `() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF (NEW.seq, NEW.ts, NEW.type, NEW.actor, NEW.correlation_id, NEW.prev_hash, NEW.hash)
+				IS DISTINCT FROM (OLD.seq, OLD.ts, OLD.type, OLD.actor, OLD.correlation_id, OLD.prev_hash, OLD.hash) THEN
+				RAISE EXCEPTION 'audit log is append-only: only the sealed payload may be re-encrypted'
+					USING ERRCODE = 'insufficient_privilege';
+			END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE OR REPLACE FUNCTION ` + rekey + `(p_seq bigint, p_old text, p_key text, p_payload bytea)
+		RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+			WITH u AS (UPDATE ` + t + ` SET payload = p_payload, key_id = p_key
+				WHERE seq = p_seq AND key_id = p_old RETURNING 1)
+			SELECT count(*) = 1 FROM u
+		$$`,
+	}
+	for _, tr := range []struct{ table, name, when, fn string }{
+		{t, cfg.Table + "_no_update", "BEFORE UPDATE ON " + t + " FOR EACH ROW", guard},
+		{t, cfg.Table + "_no_delete", "BEFORE DELETE ON " + t + " FOR EACH ROW", refuse},
+		{t, cfg.Table + "_no_truncate", "BEFORE TRUNCATE ON " + t + " FOR EACH STATEMENT", refuse},
+		{cp, cfg.Table + "_cp_no_update", "BEFORE UPDATE ON " + cp + " FOR EACH ROW", refuse},
+		{cp, cfg.Table + "_cp_no_delete", "BEFORE DELETE ON " + cp + " FOR EACH ROW", refuse},
+		{cp, cfg.Table + "_cp_no_truncate", "BEFORE TRUNCATE ON " + cp + " FOR EACH STATEMENT", refuse},
+	} {
+		name := id(tr.name)
+		stmts = append(stmts,
+			`DROP TRIGGER IF EXISTS `+name+` ON `+tr.table,
+			`CREATE TRIGGER `+name+` `+tr.when+` EXECUTE FUNCTION `+tr.fn+`()`,
+			`ALTER TABLE `+tr.table+` ENABLE ALWAYS TRIGGER `+name)
+	}
+	stmts = append(stmts,
+		`ALTER TABLE `+t+` OWNER TO `+owner,
+		`ALTER TABLE `+cp+` OWNER TO `+owner,
+		`ALTER FUNCTION `+refuse+`() OWNER TO `+owner,
+		`ALTER FUNCTION `+guard+`() OWNER TO `+owner,
+		`ALTER FUNCTION `+rekey+`(bigint, text, text, bytea) OWNER TO `+owner,
+		`GRANT USAGE ON SCHEMA `+schema+` TO `+owner,
+		`REVOKE ALL ON `+t+`, `+cp+` FROM PUBLIC, `+app,
+		`GRANT SELECT, INSERT ON `+t+`, `+cp+` TO `+app,
+		`REVOKE ALL ON FUNCTION `+rekey+`(bigint, text, text, bytea) FROM PUBLIC`,
+		`GRANT EXECUTE ON FUNCTION `+rekey+`(bigint, text, text, bytea) TO `+app,
+		`GRANT USAGE ON SCHEMA `+schema+` TO `+app,
+	)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return fmt.Errorf("pgstore: migrate: %s: %w", firstLine(s), err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}

@@ -1,0 +1,352 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/malai-sec/malai/auditlog"
+)
+
+// Errors returned by New.
+var (
+	// ErrInsecureDSN: the DSN does not verify the server (sslmode below
+	// verify-full) and the host is neither loopback nor a Unix socket.
+	ErrInsecureDSN = errors.New("pgstore: DSN must use sslmode=verify-full for a non-local host")
+	// ErrInvalidConfig: a Config field is missing or malformed.
+	ErrInvalidConfig = errors.New("pgstore: invalid config")
+)
+
+// Config configures [New]. The zero value is not usable: DSN and Schema
+// are required.
+type Config struct {
+	// DSN is the connection string of the application role (the role
+	// granted by Migrate), as a URL or keyword/value string. A password in
+	// it is overridden by Password.
+	DSN string
+	// Password, when set, is called for every new connection and its
+	// result used as the password, so a rotated credential is picked up
+	// without a restart. It must not log the password.
+	Password func(ctx context.Context) (string, error)
+	// Schema holds the tables created by Migrate. Required.
+	Schema string
+	// Table is the rows table; default "audit_log". Checkpoints live in
+	// Table+"_checkpoint".
+	Table string
+	// AllowInsecureTLS accepts a DSN without sslmode=verify-full for a
+	// non-local host. Loosening; off by default.
+	AllowInsecureTLS bool
+	// MaxConns caps the pool; default pgxpool's.
+	MaxConns int32
+}
+
+// Store is the PostgreSQL [auditlog.Store]. It is safe for concurrent use
+// by many goroutines and many processes: appends are serialised by a
+// transaction-scoped advisory lock and each batch is one transaction with
+// one COPY.
+type Store struct {
+	pool    *pgxpool.Pool
+	ident   pgx.Identifier
+	cpIdent pgx.Identifier
+	rekeyFn string
+	lockKey int64
+	q       queries
+}
+
+type queries struct {
+	head, scan, cps, addCP string
+}
+
+var _ auditlog.Store = (*Store)(nil)
+
+var columns = []string{"seq", "ts", "type", "actor", "correlation_id", "payload", "key_id", "prev_hash", "hash"}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 48 {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return s[0] < '0' || s[0] > '9'
+}
+
+func (c *Config) names() error {
+	if c.Table == "" {
+		c.Table = "audit_log"
+	}
+	if !validName(c.Schema) || !validName(c.Table) {
+		return fmt.Errorf("%w: Schema and Table must be lowercase identifiers", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// CheckTLS returns ErrInsecureDSN unless every host the config may connect
+// to is reached over TLS that verifies the server's name
+// (sslmode=verify-full), or is loopback or a Unix socket.
+func CheckTLS(cc *pgx.ConnConfig) error {
+	if err := checkHost(cc.Host, cc.TLSConfig == nil || cc.TLSConfig.InsecureSkipVerify); err != nil {
+		return err
+	}
+	for _, f := range cc.Fallbacks {
+		if err := checkHost(f.Host, f.TLSConfig == nil || f.TLSConfig.InsecureSkipVerify); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkHost(host string, unverified bool) error {
+	if !unverified || strings.HasPrefix(host, "/") || host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w (host %s)", ErrInsecureDSN, host)
+}
+
+// New connects as the application role. It refuses a DSN that does not
+// verify the server unless the host is local, and checks the tables are
+// reachable.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.DSN == "" {
+		return nil, fmt.Errorf("%w: DSN is required", ErrInvalidConfig)
+	}
+	if err := cfg.names(); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		// pgx errors can echo the DSN, password included: say less.
+		return nil, fmt.Errorf("%w: DSN does not parse", ErrInvalidConfig)
+	}
+	if !cfg.AllowInsecureTLS {
+		if err := CheckTLS(pc.ConnConfig); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Password != nil {
+		provider := cfg.Password
+		pc.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+			pw, err := provider(ctx)
+			if err != nil {
+				return fmt.Errorf("pgstore: password provider: %w", err)
+			}
+			cc.Password = pw
+			return nil
+		}
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	s := newStore(pool, cfg.Schema, cfg.Table)
+	if _, err := s.Head(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newStore(pool *pgxpool.Pool, schema, table string) *Store {
+	h := fnv.New64a()
+	h.Write([]byte("malai.auditlog:" + schema + "." + table))
+	t := pgx.Identifier{schema, table}.Sanitize()
+	cp := pgx.Identifier{schema, table + "_checkpoint"}.Sanitize()
+	return &Store{
+		pool:    pool,
+		ident:   pgx.Identifier{schema, table},
+		cpIdent: pgx.Identifier{schema, table + "_checkpoint"},
+		rekeyFn: pgx.Identifier{schema, table + "_rekey"}.Sanitize(),
+		lockKey: int64(h.Sum64()),
+		q: queries{
+			head:  "SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
+			scan:  "SELECT " + strings.Join(columns, ", ") + " FROM " + t + " WHERE seq >= $1 ORDER BY seq",
+			cps:   "SELECT note FROM " + cp + " ORDER BY id",
+			addCP: "INSERT INTO " + cp + " (note) VALUES ($1)",
+		},
+	}
+}
+
+// Pool returns the store's connection pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+func headOf(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, sql string) (auditlog.Head, error) {
+	var seq int64
+	var hash []byte
+	err := q.QueryRow(ctx, sql).Scan(&seq, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return auditlog.Head{}, nil
+	}
+	if err != nil {
+		return auditlog.Head{}, fmt.Errorf("pgstore: head: %w", err)
+	}
+	if seq < 0 || len(hash) != 32 {
+		return auditlog.Head{}, fmt.Errorf("pgstore: head row is malformed")
+	}
+	h := auditlog.Head{Size: uint64(seq) + 1}
+	copy(h.Last[:], hash)
+	return h, nil
+}
+
+// Append implements auditlog.Store: one transaction holding the advisory
+// lock checks the head and COPYs the batch.
+func (s *Store) Append(ctx context.Context, recs []auditlog.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Seq != recs[i-1].Seq+1 || recs[i].PrevHash != recs[i-1].Hash {
+			return fmt.Errorf("pgstore: batch is not consecutive at %d: %w", recs[i].Seq, auditlog.ErrConflict)
+		}
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("pgstore: begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.lockKey); err != nil {
+		return fmt.Errorf("pgstore: lock: %w", err)
+	}
+	head, err := headOf(ctx, tx, s.q.head)
+	if err != nil {
+		return err
+	}
+	if recs[0].Seq != head.Size || recs[0].PrevHash != head.Last {
+		return fmt.Errorf("pgstore: batch starts at %d, store holds %d: %w", recs[0].Seq, head.Size, auditlog.ErrConflict)
+	}
+	n, err := tx.CopyFrom(ctx, s.ident, columns, pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+		r := &recs[i]
+		p := r.Payload
+		if p == nil {
+			p = []byte{}
+		}
+		return []any{int64(r.Seq), r.Time, r.Type, r.Actor, r.CorrelationID, p, r.KeyID, r.PrevHash[:], r.Hash[:]}, nil
+	}))
+	if err != nil {
+		return fmt.Errorf("pgstore: copy: %w", err)
+	}
+	if n != int64(len(recs)) {
+		return fmt.Errorf("pgstore: copied %d of %d rows", n, len(recs))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("pgstore: commit: %w", err)
+	}
+	return nil
+}
+
+// Head implements auditlog.Store.
+func (s *Store) Head(ctx context.Context) (auditlog.Head, error) {
+	return headOf(ctx, s.pool, s.q.head)
+}
+
+// Scan implements auditlog.Store; one query, one snapshot.
+func (s *Store) Scan(ctx context.Context, from uint64, fn func(auditlog.Record) error) error {
+	if from > 1<<62 {
+		return nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.scan, int64(from))
+	if err != nil {
+		return fmt.Errorf("pgstore: scan: %w", err)
+	}
+	defer rows.Close()
+	var (
+		r          auditlog.Record
+		seq        int64
+		prev, hash []byte
+	)
+	for rows.Next() {
+		if err := rows.Scan(&seq, &r.Time, &r.Type, &r.Actor, &r.CorrelationID, &r.Payload, &r.KeyID, &prev, &hash); err != nil {
+			return fmt.Errorf("pgstore: scan: %w", err)
+		}
+		if seq < 0 || len(prev) != 32 || len(hash) != 32 {
+			return fmt.Errorf("pgstore: row %d is malformed", seq)
+		}
+		r.Seq = uint64(seq)
+		copy(r.PrevHash[:], prev)
+		copy(r.Hash[:], hash)
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("pgstore: scan: %w", err)
+	}
+	return nil
+}
+
+// AddCheckpoint implements auditlog.Store.
+func (s *Store) AddCheckpoint(ctx context.Context, signed []byte) error {
+	if _, err := s.pool.Exec(ctx, s.q.addCP, signed); err != nil {
+		return fmt.Errorf("pgstore: checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Checkpoints implements auditlog.Store.
+func (s *Store) Checkpoints(ctx context.Context, fn func([]byte) error) error {
+	rows, err := s.pool.Query(ctx, s.q.cps)
+	if err != nil {
+		return fmt.Errorf("pgstore: checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var note []byte
+	for rows.Next() {
+		if err := rows.Scan(&note); err != nil {
+			return fmt.Errorf("pgstore: checkpoints: %w", err)
+		}
+		if err := fn(note); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("pgstore: checkpoints: %w", err)
+	}
+	return nil
+}
+
+// Rekey implements auditlog.Store through the SECURITY DEFINER function
+// Migrate creates: the application role itself has no UPDATE privilege,
+// and the function can change nothing but the payload and key id.
+func (s *Store) Rekey(ctx context.Context, rows []auditlog.Rekeyed) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, r := range rows {
+		b.Queue("SELECT "+s.rekeyFn+"($1, $2, $3, $4)", int64(r.Seq), r.OldKeyID, r.KeyID, r.Payload)
+	}
+	res := s.pool.SendBatch(ctx, b)
+	defer res.Close()
+	var conflict error
+	for _, r := range rows {
+		var ok bool
+		if err := res.QueryRow().Scan(&ok); err != nil {
+			return fmt.Errorf("pgstore: rekey row %d: %w", r.Seq, err)
+		}
+		if !ok {
+			conflict = fmt.Errorf("pgstore: rekey row %d: %w", r.Seq, auditlog.ErrConflict)
+		}
+	}
+	return conflict
+}
+
+// Close closes the pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
