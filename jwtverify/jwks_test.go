@@ -296,3 +296,51 @@ func jwks(t *testing.T, keys ...*jwttest.Key) string {
 	}
 	return string(b)
 }
+
+func TestCloseStopsFetching(t *testing.T) {
+	k1 := jwttest.NewKey(t, "ES256", "k1")
+	f := newRemote(t, nil, k1)
+	if err := f.v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.v.Close() // idempotent
+	hits := f.srv.Hits()
+	f.clock.Advance(DefaultRefresh + DefaultCooldown)
+	// Known keys still verify; unknown kids and due refreshes fetch nothing.
+	if _, err := f.v.Verify(context.Background(), f.mint(t, k1)); err != nil {
+		t.Fatal(err)
+	}
+	h := k1.Header()
+	h["kid"] = "new"
+	if _, err := f.v.Verify(context.Background(), k1.MintWith(t, h, jwttest.Claims(testIss, testAud, "a", f.clock.Now()))); ReasonOf(err) != ReasonUnknownKey {
+		t.Fatalf("unknown kid after Close: %v", err)
+	}
+	if f.srv.Hits() != hits {
+		t.Fatal("a closed Verifier fetched")
+	}
+}
+
+func TestUnknownKIDWaitHonoursContext(t *testing.T) {
+	k1 := jwttest.NewKey(t, "ES256", "k1")
+	release := make(chan struct{})
+	var once sync.Once
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })
+	f := newRemote(t, nil, k1)
+	f.srv.Config.Handler = slow
+	defer once.Do(func() { close(release) })
+	ctx, cancel := context.WithCancel(context.Background())
+	h := k1.Header()
+	h["kid"] = "rotating"
+	tok := k1.MintWith(t, h, jwttest.Claims(testIss, testAud, "a", f.clock.Now()))
+	done := make(chan error)
+	go func() { _, err := f.v.Verify(ctx, tok); done <- err }()
+	cancel()
+	if err := <-done; ReasonOf(err) != ReasonContextCancelled {
+		t.Fatalf("err %v, want context_cancelled", err)
+	}
+	// A known key is never held up by the fetch in flight.
+	if _, err := f.v.Verify(context.Background(), f.mint(t, k1)); err != nil {
+		t.Fatal(err)
+	}
+	once.Do(func() { close(release) })
+}
