@@ -112,3 +112,20 @@ func TestDecisionCacheConcurrent(t *testing.T) {
 		t.Fatalf("cache holds %d > 16 entries", n)
 	}
 }
+
+// TestDecisionCacheNoKeyCollision: keys are compared field by field, so
+// no choice of separators in a subject can alias another request's key
+// (Casbin's own cache joins the values with "$$").
+func TestDecisionCacheNoKeyCollision(t *testing.T) {
+	c := newDecisionCache(10)
+	c.put(key{sub: "user:a$$/audit", obj: "GET", act: "x"}, entry{allowed: true})
+	for _, k := range []key{
+		{sub: "user:a", obj: "/audit$$GET", act: "x"},
+		{sub: "user:a$$/audit$$GET", act: "x"},
+		{sub: "user:a$$", dom: "/audit", obj: "GET", act: "x"},
+	} {
+		if _, ok := c.get(k); ok {
+			t.Fatalf("key %+v hit another key's entry", k)
+		}
+	}
+}

@@ -39,10 +39,10 @@
 //			if !ok {
 //				return "", false
 //			}
-//			if c.Service() {
-//				return rbac.ServiceSubject(c.ClientID), true
+//			if c.Class() == jwtverify.ClassService {
+//				return rbac.ServiceSubject(c.ClientID()), true
 //			}
-//			return rbac.UserSubject(c.Subject), true
+//			return rbac.UserSubject(c.Subject()), true
 //		},
 //		OnDecision: func(r *http.Request, d rbac.Decision) { audit(r, d) },
 //	})
@@ -68,7 +68,22 @@
 // above. To wrap a whole mux instead, set Object to [MuxObject](mux),
 // which looks the pattern up first (one extra route match). A middleware
 // wrapped around a mux with the default Object refuses every request
-// (403), which is the safe failure.
+// (403), which is the safe failure. With MuxObject, a request the mux
+// answers with a redirect (an unclean path, a missing trailing slash) is
+// authorised as the route the redirect leads to, and the redirected
+// request is authorised again.
+//
+// # Decision cache
+//
+// Decisions are cached in the middleware, keyed by the four values
+// compared field by field (no joined string that a crafted subject could
+// alias), in two generations of at most [Config].CacheSize entries in all;
+// entries in use survive, idle ones age out. Casbin's
+// SyncedCachedEnforcer is not used because its cache is unbounded and
+// keeps no matched policy line. A hit costs a read lock and a map lookup,
+// and no allocation. Fields longer than 256 bytes are decided but never
+// cached, and cached keys are copies, so an entry pins no request memory.
+// Errors are never cached.
 //
 // # Security caveats
 //
