@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/quic-go/quic-go/http3"
 	"github.com/unrolled/secure"
 )
 
@@ -154,15 +155,20 @@ func TestSurvivesMisbehavingHandlers(t *testing.T) {
 		})), 500},
 	}
 	m := mustNew(t, Config{})
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := serveTLS(t, m.Handler(tc.handler))
-			res := get(t, srv, "/x")
-			if res.StatusCode != tc.wantStatus {
-				t.Fatalf("status %d, want %d", res.StatusCode, tc.wantStatus)
-			}
-			checkSet(t, res.Header, strictSet())
-		})
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		for _, tc := range tests {
+			t.Run(proto+"/"+tc.name, func(t *testing.T) {
+				srv := httptest.NewUnstartedServer(m.Handler(tc.handler))
+				srv.EnableHTTP2 = proto == "HTTP/2.0"
+				srv.StartTLS()
+				t.Cleanup(srv.Close)
+				res := get(t, srv, "/x")
+				if res.StatusCode != tc.wantStatus || res.Proto != proto {
+					t.Fatalf("%s status %d, want %s %d", res.Proto, res.StatusCode, proto, tc.wantStatus)
+				}
+				checkSet(t, res.Header, strictSet())
+			})
+		}
 	}
 }
 
@@ -514,4 +520,54 @@ func TestConfigNotMutated(t *testing.T) {
 	if cfg.Default != (App{}) || cfg.HSTSMaxAge != 0 || cfg.Apps["web"].CSP != webPolicy {
 		t.Fatalf("New changed the caller's Config: %+v", cfg)
 	}
+}
+
+// The reference gateway's HTTP/3 wiring: a quic-go http3.Server on a UDP
+// port serves the same middleware, whose AltSvc hook is that server's
+// SetQUICHeaders. Over HTTP/3 the set is enforced too, and Alt-Svc names
+// the port the server listens on.
+func TestHTTP3ServerAndAltSvc(t *testing.T) {
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := udp.LocalAddr().(*net.UDPAddr).Port
+	h3 := &http3.Server{TLSConfig: http3.ConfigureTLSConfig(TLSConfig(&tls.Config{Certificates: testCerts(t)}))}
+	m := mustNew(t, Config{AltSvc: h3.SetQUICHeaders})
+	h3.Handler = m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		weaken(w.Header())
+		io.WriteString(w, r.Proto)
+	}))
+	served := make(chan error, 1)
+	go func() { served <- h3.Serve(udp) }()
+	t.Cleanup(func() {
+		h3.Close()
+		<-served
+	})
+
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // self-signed
+	defer tr.Close()
+	res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(fmt.Sprintf("https://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatalf("HTTP/3 request: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(body) != "HTTP/3.0" {
+		t.Fatalf("served over %q", body)
+	}
+	checkSet(t, res.Header, strictSet())
+	if got := res.Header.Values("Alt-Svc"); len(got) != 1 || got[0] != fmt.Sprintf(`h3=":%d"; ma=2592000`, port) {
+		t.Fatalf("Alt-Svc %q", got)
+	}
+
+	// A server that listens nowhere yet: the hook fails and no Alt-Svc is
+	// sent, the rest of the set is.
+	m = mustNew(t, Config{AltSvc: (&http3.Server{}).SetQUICHeaders})
+	rec := httptest.NewRecorder()
+	m.Handler(http.NotFoundHandler()).ServeHTTP(rec, httptest.NewRequest("GET", "https://example.com/", nil))
+	if got := rec.Result().Header.Values("Alt-Svc"); len(got) != 0 {
+		t.Fatalf("Alt-Svc %q without a port", got)
+	}
+	checkSet(t, rec.Result().Header, strictSet())
 }
