@@ -1,0 +1,88 @@
+// Package correlation gives every request one correlation id and carries
+// it, with the OpenTelemetry trace, through spans, RED metrics and JSON
+// logs; it raises an alarm when the 5xx ratio crosses a threshold, and
+// writes log streams that are encrypted and tamper-evident.
+//
+// # Guarantees
+//
+//   - Every response carries an X-Request-ID and every request context an
+//     id ([IDFromContext]). An inbound id is kept only when
+//     Config.TrustIncoming approves the hop and the id passes [ValidID]
+//     (8-64 bytes of [A-Za-z0-9._-]); otherwise a fresh time-sortable id
+//     ([NewID], a ULID) replaces it and the inbound value is never echoed.
+//     Untrusted hops cannot choose the trace parent either: their span
+//     starts a new trace that links to the inbound one.
+//   - [Transport] sends the id and the W3C traceparent on outbound calls,
+//     so gateway → service → worker share one id and one trace.
+//   - Spans come from otelhttp's maintained handler and transport, named
+//     "METHOD route" from the matched pattern, with the id as the
+//     [SpanAttribute] attribute.
+//   - [LogHandler] adds request_id, trace_id and span_id to every record
+//     logged with a request context. The access log records method, route
+//     pattern, status, bytes, duration and client IP; never the path, the
+//     query, headers, cookies or bodies.
+//   - RED metrics through the OpenTelemetry metric API: the
+//     [MetricDuration] histogram (its count is the rate) and the
+//     [MetricErrors] counter, labelled by method, route pattern and status
+//     class. Label values come from a bounded set: unknown methods become
+//     "_OTHER", unmatched routes carry no route label.
+//   - A handler panic is answered with a generic 500 problem+json (or the
+//     connection is cut if the response had begun), counted and logged
+//     without the panic value.
+//   - [Alarm] fires its hook once per crossing of the 5xx-ratio threshold
+//     and resolves once with hysteresis; it logs at ERROR with
+//     alarm=<name> and exports gauges.
+//   - [EncryptedWriter] seals each log record with AES-256-GCM under a
+//     rotating [KeyRing]; [EncryptedReader] verifies the chain and names
+//     the first altered, moved, removed or cut record by index and offset.
+//
+// # Usage
+//
+// The reference system wires each service like this, with the correlation
+// middleware outermost (inside the security headers):
+//
+//	logger := slog.New(correlation.NewLogHandler(slog.NewJSONHandler(os.Stdout, nil)))
+//	alarm, err := correlation.NewAlarm(correlation.AlarmConfig{
+//		MeterProvider: mp, Logger: logger, OnFire: page,
+//	})
+//	mw, err := correlation.New(correlation.Config{
+//		TrustIncoming:  fromGateway, // e.g. checks the mTLS peer
+//		Logger:         logger,
+//		TracerProvider: tp,
+//		MeterProvider:  mp, // otel SDK with the Prometheus exporter
+//		Alarm:          alarm,
+//		ClientIP:       resolver.ClientIP,
+//	})
+//	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//	srv.Handler = headers.Handler(mw.Handler(authn(correlation.RecordPattern(mux))))
+//	ledger := &http.Client{Transport: mw.Transport(tlsTransport)}
+//
+// In PromQL the request rate is
+// rate(http_server_request_duration_seconds_count[5m]) and the error
+// ratio is rate(malai_http_server_errors_total[5m]) over it.
+//
+// # Route patterns
+//
+// [http.ServeMux] sets [http.Request.Pattern] on the request it is handed;
+// any middleware that calls r.WithContext between [Middleware.Handler] and
+// the mux hides it from the outer layers. Wrap the mux with
+// [RecordPattern] (or call [SetRoute] from another router) and the pattern
+// reaches spans, logs and metrics through a holder in the context.
+//
+// # Security caveats
+//
+//   - TrustIncoming must identify the hop (mTLS peer, private listener),
+//     never a header the client controls. Trusted ids are still validated.
+//   - Ids are labels, not secrets: never authorise anything by one.
+//   - The client IP comes from Config.ClientIP; the default is the TCP
+//     peer, so behind a proxy pass a resolver that trusts only that proxy.
+//   - Logging still needs care inside handlers: wrap secrets in [Secret]
+//     (or implement [slog.LogValuer]) so they print as [Redacted].
+//   - The encrypted stream detects changes but cannot detect a whole file
+//     being replaced by another valid stream, or deleted; anchor it with
+//     signed checkpoints (auditlog) if that matters. A crashed writer
+//     leaves a stream without its end record, which reads as
+//     [ErrTruncated]; the records before it are still verified.
+//   - The alarm's hooks run synchronously under its lock: hand slow work
+//     to a goroutine.
+package correlation

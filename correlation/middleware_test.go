@@ -1,0 +1,438 @@
+package correlation
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/malai-sec/malai/internal/problem"
+)
+
+func mustNew(t *testing.T, cfg Config) *Middleware {
+	t.Helper()
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestInboundID(t *testing.T) {
+	const good = "01JD8Z6X8W2Q4K0V3N5R7T9Y1B"
+	tests := []struct {
+		name    string
+		trusted bool
+		header  []string
+		keep    bool
+	}{
+		{"trusted well formed", true, []string{good}, true},
+		{"trusted uuid", true, []string{"3f2b8c1e-9a4d-4e7b-8f6a-1c2d3e4f5a6b"}, true},
+		{"untrusted well formed", false, []string{good}, false},
+		{"trusted oversized", true, []string{strings.Repeat("a", MaxIDLength+1)}, false},
+		{"trusted malformed", true, []string{"abc def <script>"}, false},
+		{"trusted log injection", true, []string{"abcdefgh\",\"level\":\"ERROR"}, false},
+		{"trusted two headers", true, []string{good, good}, false},
+		{"trusted none", true, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var seen string
+			m := mustNew(t, Config{TrustIncoming: func(*http.Request) bool { return tc.trusted }})
+			h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen, _ = IDFromContext(r.Context())
+			}))
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header[headerKey] = tc.header
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			got := rec.Header().Values(HeaderName)
+			if len(got) != 1 || got[0] != seen {
+				t.Fatalf("response ids %q, context id %q: want one id equal to the context's", got, seen)
+			}
+			if tc.keep {
+				if got[0] != tc.header[0] {
+					t.Fatalf("id %q replaced by %q", tc.header[0], got[0])
+				}
+				return
+			}
+			for _, in := range tc.header {
+				if strings.Contains(rec.Header().Get(HeaderName), in) {
+					t.Fatalf("inbound id %q echoed", in)
+				}
+			}
+			if len(got[0]) != IDLength || !ValidID(got[0]) {
+				t.Fatalf("replacement %q is not a generated id", got[0])
+			}
+		})
+	}
+}
+
+func TestZeroConfigDistrustsInbound(t *testing.T) {
+	m := mustNew(t, Config{})
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set(HeaderName, "01JD8Z6X8W2Q4K0V3N5R7T9Y1B")
+	rec := httptest.NewRecorder()
+	m.Handler(http.NotFoundHandler()).ServeHTTP(rec, req)
+	if got := rec.Header().Get(HeaderName); got == "01JD8Z6X8W2Q4K0V3N5R7T9Y1B" || !ValidID(got) {
+		t.Fatalf("zero Config: response id %q", got)
+	}
+}
+
+// hop is one service of the end-to-end chain.
+type hop struct {
+	name string
+	logs *syncBuffer
+	srv  *httptest.Server
+}
+
+// TestOneIDEndToEnd chains gateway → service → worker through the
+// Transport: one id in all three access logs, one trace id in every span.
+func TestOneIDEndToEnd(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+
+	newHop := func(name string, trust bool, next *hop) *hop {
+		h := &hop{name: name, logs: &syncBuffer{}}
+		var trustFn func(*http.Request) bool
+		if trust {
+			trustFn = func(*http.Request) bool { return true }
+		}
+		m := mustNew(t, Config{TrustIncoming: trustFn, Logger: jsonLogger(h.logs), TracerProvider: tp})
+		client := &http.Client{Transport: m.Transport(nil)}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /"+name+"/{id}", func(w http.ResponseWriter, r *http.Request) {
+			slog.New(NewLogHandler(slog.NewJSONHandler(h.logs, nil))).InfoContext(r.Context(), "inside", "hop", name)
+			if next == nil {
+				io.WriteString(w, "done")
+				return
+			}
+			out, _ := http.NewRequestWithContext(r.Context(), "GET", next.srv.URL+"/"+next.name+"/7", nil)
+			// A caller-set id must be overridden by the context's.
+			out.Header.Set(HeaderName, "caller-chosen-id")
+			resp, err := client.Do(out)
+			if err != nil {
+				http.Error(w, "upstream", http.StatusBadGateway)
+				return
+			}
+			defer resp.Body.Close()
+			io.Copy(w, resp.Body)
+		})
+		h.srv = httptest.NewServer(m.Handler(mux))
+		t.Cleanup(h.srv.Close)
+		return h
+	}
+	worker := newHop("worker", true, nil)
+	service := newHop("service", true, worker)
+	gateway := newHop("gateway", false, service) // faces the client: trusts nothing
+
+	req, _ := http.NewRequest("GET", gateway.srv.URL+"/gateway/1", nil)
+	req.Header.Set(HeaderName, "client-forged-id-0001")
+	req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "done" {
+		t.Fatalf("body %q", body)
+	}
+	id := resp.Header.Get(HeaderName)
+	if id == "client-forged-id-0001" || !ValidID(id) {
+		t.Fatalf("gateway answered id %q", id)
+	}
+
+	var traceID string
+	for _, h := range []*hop{gateway, service, worker} {
+		logs := h.accessLogsOrFail(t)
+		if logs["request_id"] != id {
+			t.Errorf("%s access log request_id = %v, want %s", h.name, logs["request_id"], id)
+		}
+		if logs["route"] != "/"+h.name+"/{id}" {
+			t.Errorf("%s access log route = %v", h.name, logs["route"])
+		}
+		tid, _ := logs["trace_id"].(string)
+		if traceID == "" {
+			traceID = tid
+		}
+		if tid == "" || tid != traceID {
+			t.Errorf("%s access log trace_id = %q, want %q", h.name, tid, traceID)
+		}
+		inside := false
+		for _, r := range h.logs.records(t) {
+			if r["msg"] == "inside" && r["request_id"] == id && r["trace_id"] == traceID {
+				inside = true
+			}
+		}
+		if !inside {
+			t.Errorf("%s handler log lacks the ids: %s", h.name, h.logs.String())
+		}
+	}
+	if traceID == "0af7651916cd43dd8448eb211c80319c" {
+		t.Fatal("the gateway continued a trace chosen by the client")
+	}
+
+	spans := rec.Ended()
+	if len(spans) != 5 { // 3 server spans, 2 client spans
+		t.Fatalf("%d spans, want 5", len(spans))
+	}
+	names := map[string]bool{}
+	for _, s := range spans {
+		names[s.Name()] = true
+		if got := s.SpanContext().TraceID().String(); got != traceID {
+			t.Errorf("span %q in trace %s, want %s", s.Name(), got, traceID)
+		}
+		if s.SpanKind() == trace.SpanKindServer && !hasAttr(s.Attributes(), SpanAttribute, id) {
+			t.Errorf("server span %q lacks %s=%s: %v", s.Name(), SpanAttribute, id, s.Attributes())
+		}
+	}
+	for _, n := range []string{"GET /gateway/{id}", "GET /service/{id}", "GET /worker/{id}"} {
+		if !names[n] {
+			t.Errorf("no span named %q in %v", n, names)
+		}
+	}
+	// The gateway's span links to the untrusted inbound context instead
+	// of continuing it.
+	for _, s := range spans {
+		if s.Name() == "GET /gateway/{id}" {
+			if s.Parent().IsValid() {
+				t.Error("gateway span has a remote parent")
+			}
+			if len(s.Links()) != 1 || s.Links()[0].SpanContext.TraceID().String() != "0af7651916cd43dd8448eb211c80319c" {
+				t.Errorf("gateway span links = %v", s.Links())
+			}
+		}
+	}
+}
+
+func (h *hop) accessLogsOrFail(t *testing.T) map[string]any {
+	t.Helper()
+	logs := h.logs.accessLogs(t)
+	if len(logs) != 1 {
+		t.Fatalf("%s: %d access logs, want 1: %s", h.name, len(logs), h.logs.String())
+	}
+	return logs[0]
+}
+
+func hasAttr(attrs []attribute.KeyValue, key, val string) bool {
+	for _, a := range attrs {
+		if string(a.Key) == key && a.Value.AsString() == val {
+			return true
+		}
+	}
+	return false
+}
+
+// withValue is a middleware that replaces the request, as most do; it
+// hides the mux's r.Pattern from the layers outside it.
+func withValue(next http.Handler) http.Handler {
+	type k struct{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), k{}, 1)))
+	})
+}
+
+func TestRoutePattern(t *testing.T) {
+	newMux := func() *http.ServeMux {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) {})
+		return mux
+	}
+	tests := []struct {
+		name  string
+		inner func() http.Handler
+		route string
+	}{
+		{"mux directly inside", func() http.Handler { return newMux() }, "/accounts/{id}"},
+		{"middleware between, RecordPattern", func() http.Handler { return withValue(RecordPattern(newMux())) }, "/accounts/{id}"},
+		{"middleware between, no hook", func() http.Handler { return withValue(newMux()) }, ""},
+		{"nested muxes: innermost wins", func() http.Handler {
+			outer := http.NewServeMux()
+			outer.Handle("/api/", RecordPattern(http.StripPrefix("/api", RecordPattern(newMux()))))
+			return withValue(outer)
+		}, "/accounts/{id}"},
+		{"SetRoute from another router", func() http.Handler {
+			return withValue(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				SetRoute(r.Context(), "/custom/:id")
+			}))
+		}, "/custom/:id"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &syncBuffer{}
+			rec := tracetest.NewSpanRecorder()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+			m := mustNew(t, Config{Logger: jsonLogger(logs), TracerProvider: tp})
+			path := "/accounts/42"
+			if strings.HasPrefix(tc.name, "nested") {
+				path = "/api/accounts/42"
+			}
+			m.Handler(tc.inner()).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
+			al := logs.accessLogs(t)
+			if len(al) != 1 || al[0]["route"] != tc.route {
+				t.Fatalf("access log route: %v, want %q", al, tc.route)
+			}
+			wantName := "GET"
+			if tc.route != "" {
+				wantName = "GET " + tc.route
+			}
+			if sp := rec.Ended(); len(sp) != 1 || sp[0].Name() != wantName {
+				t.Fatalf("span name %q, want %q", sp[0].Name(), wantName)
+			}
+		})
+	}
+}
+
+func TestPanicAnswersProblem(t *testing.T) {
+	logs := &syncBuffer{}
+	m := mustNew(t, Config{Logger: jsonLogger(logs)})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		panic("db password is hunter2")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != 500 || rec.Header().Get("Content-Type") != problem.ContentType {
+		t.Fatalf("status %d, type %q", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body["correlation_id"] != rec.Header().Get(HeaderName) {
+		t.Fatalf("problem correlation_id %v, header %q", body["correlation_id"], rec.Header().Get(HeaderName))
+	}
+	if strings.Contains(rec.Body.String()+logs.String(), "hunter2") {
+		t.Fatal("panic value leaked")
+	}
+	al := logs.accessLogs(t)
+	if len(al) != 1 || al[0]["status"] != float64(500) || al[0]["level"] != "ERROR" {
+		t.Fatalf("access log %v", al)
+	}
+	if !strings.Contains(logs.String(), `"msg":"handler panicked"`) {
+		t.Fatalf("no panic record: %s", logs.String())
+	}
+}
+
+func TestPanicAfterHeaderAborts(t *testing.T) {
+	logs := &syncBuffer{}
+	called := false
+	m := mustNew(t, Config{Logger: jsonLogger(logs), ErrorHandler: func(http.ResponseWriter, *http.Request, error) { called = true }})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		io.WriteString(w, "partial")
+		panic("boom")
+	}))
+	defer func() {
+		if p := recover(); p != http.ErrAbortHandler {
+			t.Fatalf("recovered %v, want http.ErrAbortHandler", p)
+		}
+		if called {
+			t.Fatal("ErrorHandler ran after the header was sent")
+		}
+		if al := logs.accessLogs(t); len(al) != 1 || al[0]["status"] != float64(500) {
+			t.Fatalf("access log %v", al)
+		}
+	}()
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+}
+
+func TestAccessLogLeaksNothing(t *testing.T) {
+	logs := &syncBuffer{}
+	m := mustNew(t, Config{Logger: jsonLogger(logs), ClientIP: func(*http.Request) string { return "203.0.113.9" }})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "12345") })
+	req := httptest.NewRequest("POST", "/login?token=qs-secret-1&code=qs-secret-2", strings.NewReader("password=body-secret"))
+	req.Header.Set("Authorization", "Bearer auth-secret")
+	req.Header.Set("Cookie", "session=cookie-secret")
+	m.Handler(mux).ServeHTTP(httptest.NewRecorder(), req)
+	out := logs.String()
+	for _, s := range []string{"qs-secret", "auth-secret", "cookie-secret", "body-secret", "token", "Bearer"} {
+		if strings.Contains(out, s) {
+			t.Errorf("access log contains %q: %s", s, out)
+		}
+	}
+	al := logs.accessLogs(t)
+	if len(al) != 1 {
+		t.Fatalf("access logs: %v", al)
+	}
+	want := map[string]any{"method": "POST", "route": "/login", "status": float64(200), "bytes": float64(5), "client_ip": "203.0.113.9", "level": "INFO"}
+	for k, v := range want {
+		if al[0][k] != v {
+			t.Errorf("%s = %v, want %v", k, al[0][k], v)
+		}
+	}
+	if _, ok := al[0]["duration_ms"].(float64); !ok {
+		t.Errorf("duration_ms missing: %v", al[0])
+	}
+}
+
+func TestDurationUsesInjectedClock(t *testing.T) {
+	clk := newFakeClock()
+	logs := &syncBuffer{}
+	m := mustNew(t, Config{Logger: jsonLogger(logs), Now: clk.Now})
+	m.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { clk.Step(1500 * time.Microsecond) })).
+		ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	if al := logs.accessLogs(t); len(al) != 1 || al[0]["duration_ms"] != 1.5 {
+		t.Fatalf("access log %v, want duration_ms 1.5", al)
+	}
+}
+
+func TestTransportDoesNotMutateRequest(t *testing.T) {
+	var got http.Header
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		got = r.Header
+		return &http.Response{StatusCode: 204, Body: http.NoBody, Request: r}, nil
+	})
+	rt := Transport(base, nil)
+
+	ctx, id := ContextWithID(context.Background(), "01JD8Z6X8W2Q4K0V3N5R7T9Y1B")
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	ctx = trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1/x", nil)
+	req.Header.Set(HeaderName, "stale-id-0000")
+	if _, err := rt.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	if got.Get(HeaderName) != id {
+		t.Fatalf("outbound id %q, want %q", got.Get(HeaderName), id)
+	}
+	if tp := got.Get("Traceparent"); tp != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" {
+		t.Fatalf("traceparent %q", tp)
+	}
+	if req.Header.Get(HeaderName) != "stale-id-0000" || req.Header.Get("Traceparent") != "" {
+		t.Fatal("the caller's request was modified")
+	}
+
+	// Without an id or a span the request passes through untouched.
+	plain, _ := http.NewRequest("GET", "http://127.0.0.1/x", nil)
+	if _, err := rt.RoundTrip(plain); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("headers added to a request without context: %v", got)
+	}
+}
+
+func TestContextWithIDReplacesInvalid(t *testing.T) {
+	ctx, id := ContextWithID(context.Background(), "bad id\n")
+	if got, _ := IDFromContext(ctx); got != id || !ValidID(id) || id == "bad id\n" {
+		t.Fatalf("ContextWithID stored %q, returned %q", got, id)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
