@@ -98,6 +98,8 @@ type Log struct {
 	head Head
 	last int64 // time of the last row (committer only)
 
+	closeErr error // the final checkpoint's error, returned by Close
+
 	cpMu         sync.Mutex // serialises checkpoints
 	lastCP       SignedCheckpoint
 	lastCPAt     time.Time
@@ -352,7 +354,12 @@ func (l *Log) backgroundCheckpoint() {
 }
 
 func (l *Log) finalCheckpoint() {
-	l.backgroundCheckpoint()
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
+	defer cancel()
+	if _, err := l.Checkpoint(ctx); err != nil {
+		l.closeErr = err
+		l.cfg.OnError(err)
+	}
 }
 
 // commit writes one group of requests as consecutive rows.
@@ -560,8 +567,8 @@ func (l *Log) publish(ctx context.Context, cp SignedCheckpoint) error {
 }
 
 // Close commits every event already accepted, issues a final checkpoint
-// and stops. Appends after Close return ErrClosed. It does not close the
-// store.
+// (returning its error, if any) and stops. Appends after Close return
+// ErrClosed. It does not close the store.
 func (l *Log) Close() error {
 	l.close.Lock()
 	if l.shut {
@@ -572,5 +579,5 @@ func (l *Log) Close() error {
 	close(l.reqs)
 	l.close.Unlock()
 	<-l.done
-	return nil
+	return l.closeErr
 }
