@@ -172,4 +172,3 @@ func FuzzReadExport(f *testing.F) {
 		auditlog.Verify(context.Background(), e, auditlog.VerifyConfig{Origin: "o"})
 	})
 }
-
