@@ -11,7 +11,8 @@
 // while a panic unwinds through it (so a recovery middleware outside it
 // still sends the set). Values a handler put there under any spelling of
 // the name are removed first, so a handler that deletes, overwrites or
-// clears the headers, streams, upgrades (101 + Hijack), calls http.Error or
+// clears the headers, streams, upgrades (101 + Hijack, or Hijack and a raw
+// response head), calls http.Error or
 // http.Redirect, or is a mux 404 or http.ServeContent, still sends:
 //
 //	Strict-Transport-Security: max-age=31536000; includeSubDomains; preload  (HTTPS only)
@@ -58,8 +59,16 @@
 //
 // # Security caveats
 //
-//   - Bytes a handler writes to a hijacked connection are its own: only the
-//     101 sent through WriteHeader before Hijack carries the set.
+//   - After Hijack the handler writes raw bytes. A 101 sent through
+//     WriteHeader before Hijack carries the set; otherwise the hijacked
+//     connection holds back a leading "HTTP/1.x" response head (up to 64
+//     KiB) and rewrites it with the set. Bytes of any other protocol pass
+//     through as written.
+//   - 1xx informational responses (103 Early Hints) pass through with the
+//     handler's headers; the final response carries the set.
+//   - Cookies are the application's: the middleware does not add Secure,
+//     HttpOnly or SameSite to Set-Cookie (the Observatory's cookie test
+//     grades them).
 //   - Headers written by middleware outside this one are not controlled:
 //     wire it outermost.
 //   - HSTS behind a TLS-ending proxy needs [Config.TrustedProxies]; an

@@ -419,7 +419,7 @@ func defaultErrorHandler(w http.ResponseWriter, r *http.Request, _ error) {
 func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := &stamper{m: m, app: m.def, secure: m.isHTTPS(r)}
-		s.rw.Reset(w, s.before)
+		s.Reset(w, s.before)
 		var failure error
 		if m.sel != nil {
 			if name := m.sel(r); name != "" {
@@ -443,7 +443,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			}
 		}
 		defer func() {
-			if !s.rw.WroteHeader() && !s.rw.Hijacked() {
+			if !s.WroteHeader() && !s.Hijacked() {
 				// Nothing was written (net/http will send 200 with this
 				// map), or next panicked: stamp the map so whatever is
 				// sent next carries the headers.
@@ -453,10 +453,10 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 		if failure != nil {
 			s.app = m.fallback
 			s.nonce = ""
-			m.errorFunc(&s.rw, r, failure)
+			m.errorFunc(s, r, failure)
 			return
 		}
-		next.ServeHTTP(&s.rw, r)
+		next.ServeHTTP(s, r)
 	})
 }
 
@@ -486,14 +486,16 @@ func (m *Middleware) isHTTPS(r *http.Request) bool {
 	return false
 }
 
-// stamper holds one request's state; the respwriter hook calls before.
+// stamper holds one request's state and is the ResponseWriter the handler
+// sees: the embedded respwriter.Writer calls before just ahead of the
+// header, and Hijack (hijack.go) guards a raw response.
 type stamper struct {
 	m      *Middleware
 	app    *compiledApp
 	secure bool
 	nonce  string
 	done   bool
-	rw     respwriter.Writer
+	respwriter.Writer
 }
 
 func (s *stamper) before(h http.Header, _ int) { s.apply(h) }

@@ -571,3 +571,97 @@ func TestHTTP3ServerAndAltSvc(t *testing.T) {
 	}
 	checkSet(t, rec.Result().Header, strictSet())
 }
+
+// A handler that hijacks without WriteHeader and writes its own response
+// head (as WebSocket libraries do) still sends the set: the hijacked
+// connection rewrites the head, even when it arrives in pieces.
+func TestSurvivesRawHijack(t *testing.T) {
+	tests := []struct {
+		name   string
+		writes []string
+		status int
+	}{
+		{"one write", []string{"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Frame-Options: ALLOWALL\r\nserver: x\r\nContent-Security-Policy: default-src *\r\n \tscript-src *\r\n\r\n"}, 101},
+		{"byte pieces", []string{"HT", "TP/1.1 200 OK\r\nx-frame-options: ALLOWALL\r", "\nContent-Length: 0\r\n", "\r\n"}, 200},
+	}
+	m := mustNew(t, Config{})
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				conn, brw, err := w.(http.Hijacker).Hijack()
+				if err != nil {
+					t.Errorf("Hijack: %v", err)
+					return
+				}
+				defer conn.Close()
+				for i, p := range tc.writes {
+					if i%2 == 0 {
+						conn.Write([]byte(p))
+					} else {
+						brw.WriteString(p)
+						brw.Flush()
+					}
+				}
+				if tc.status == 101 {
+					line, _ := brw.ReadString('\n')
+					brw.WriteString("echo:" + line)
+					brw.Flush()
+				}
+			})))
+			defer srv.Close()
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			br := bufio.NewReader(conn)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d", res.StatusCode)
+			}
+			want := strictSet()
+			delete(want, HeaderHSTS)
+			checkSet(t, res.Header, want)
+			if tc.status == 101 {
+				if res.Header.Get("Upgrade") != "echo" {
+					t.Errorf("handler's own headers lost: %v", res.Header)
+				}
+				fmt.Fprintf(conn, "hello\n")
+				if got, _ := br.ReadString('\n'); got != "echo:hello\n" {
+					t.Fatalf("after the head: %q", got)
+				}
+			}
+		})
+	}
+}
+
+// Bytes that are not an HTTP/1 response pass through a hijacked connection
+// unchanged.
+func TestRawHijackOtherProtocol(t *testing.T) {
+	m := mustNew(t, Config{})
+	srv := httptest.NewServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		conn.Write([]byte("HTX"))
+		conn.Write([]byte("-raw\r\n\r\n"))
+	})))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	got, _ := io.ReadAll(conn)
+	if string(got) != "HTX-raw\r\n\r\n" {
+		t.Fatalf("got %q", got)
+	}
+}
