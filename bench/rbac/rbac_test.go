@@ -39,14 +39,14 @@ func policy() string {
 	return b.String()
 }
 
-// Queries: u0 (role r0) reaching a rule of r4 through the chain; u0 asking
+// Queries (user "u"+"0"): u0 (role r0) reaching a rule of r4 through the chain; u0 asking
 // for a route it has no grant for (the worst case: every rule is tried).
 var queries = []struct {
 	name, user, pattern, obj, act string
 	want                          bool
 }{
-	{"allow", "u0", "GET /res24/{id}", "/res24/{id}", "GET", true},
-	{"deny", "u0", "GET /res5/{id}", "/res5/{id}", "GET", false},
+	{"allow", "u", "GET /res24/{id}", "/res24/{id}", "GET", true},
+	{"deny", "u", "GET /res5/{id}", "/res5/{id}", "GET", false},
 }
 
 func plainEnforcer(b *testing.B) *casbin.Enforcer {
@@ -76,7 +76,7 @@ func BenchmarkCasbinEnforce(b *testing.B) {
 		b.Run(q.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if ok, err := e.Enforce("user:"+q.user, q.obj, q.act); err != nil || ok != q.want {
+				if ok, err := e.Enforce("user:"+q.user+"0", q.obj, q.act); err != nil || ok != q.want {
 					b.Fatal(ok, err)
 				}
 			}
@@ -92,7 +92,7 @@ func BenchmarkCasbinEnforceEx(b *testing.B) {
 		b.Run(q.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if ok, _, err := e.EnforceEx("user:"+q.user, q.obj, q.act); err != nil || ok != q.want {
+				if ok, _, err := e.EnforceEx("user:"+q.user+"0", q.obj, q.act); err != nil || ok != q.want {
 					b.Fatal(ok, err)
 				}
 			}
@@ -114,7 +114,7 @@ func BenchmarkCasbinSyncedCachedEnforce(b *testing.B) {
 		b.Run(q.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if ok, err := e.Enforce("user:"+q.user, q.obj, q.act); err != nil || ok != q.want {
+				if ok, err := e.Enforce("user:"+q.user+"0", q.obj, q.act); err != nil || ok != q.want {
 					b.Fatal(ok, err)
 				}
 			}
@@ -142,6 +142,12 @@ func (d *discard) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discard) WriteHeader(int)             {}
 
 func benchMiddleware(b *testing.B, cfg rbac.Config) {
+	benchMiddlewareUsers(b, cfg, 1)
+}
+
+// benchMiddlewareUsers serves the queries for users u0, u10, u20… (all
+// hold role r0, so every decision costs Casbin the same), in rotation.
+func benchMiddlewareUsers(b *testing.B, cfg rbac.Config, users int) {
 	cfg.Enforcer, cfg.Subject = syncedEnforcer(b), subject
 	authz, err := rbac.New(cfg)
 	if err != nil {
@@ -151,17 +157,27 @@ func benchMiddleware(b *testing.B, cfg rbac.Config) {
 		b.Run(q.name, func(b *testing.B) {
 			var reached bool
 			h := authz.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
-			req, err := http.NewRequestWithContext(context.WithValue(context.Background(), claimsKey{}, q.user), q.act, "/x", nil)
-			if err != nil {
-				b.Fatal(err)
+			reqs := make([]*http.Request, users)
+			for i := range reqs {
+				user := fmt.Sprint(q.user, i*10)
+				if users == 1 {
+					user = q.user
+				}
+				req, err := http.NewRequestWithContext(context.WithValue(context.Background(), claimsKey{}, user), q.act, "/x", nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				// As ServeMux sets it on the request it passes to the route.
+				req.Pattern = q.pattern
+				reqs[i] = req
 			}
-			// As ServeMux sets it on the request it passes to the route.
-			req.Pattern = q.pattern
 			w := &discard{h: http.Header{}}
 			b.ReportAllocs()
+			i := 0
 			for b.Loop() {
 				reached = false
-				h.ServeHTTP(w, req)
+				h.ServeHTTP(w, reqs[i%users])
+				i++
 				if reached != q.want {
 					b.Fatalf("reached = %v", reached)
 				}
@@ -193,4 +209,18 @@ func BenchmarkMiddlewareUncached(b *testing.B) {
 // compare with BenchmarkCasbinEnforceEx.
 func BenchmarkMiddlewareUncachedOnDecision(b *testing.B) {
 	benchMiddleware(b, rbac.Config{DisableCache: true, OnDecision: func(*http.Request, rbac.Decision) {}})
+}
+
+// BenchmarkMiddlewareMiss rotates four users through a two-entry cache,
+// so every request misses: the lookup, the enforcer call and the insert
+// (copying the key) on every request, with OnDecision (EnforceEx).
+// Compare with BenchmarkCasbinEnforceEx.
+func BenchmarkMiddlewareMissOnDecision(b *testing.B) {
+	benchMiddlewareUsers(b, rbac.Config{CacheSize: 2, OnDecision: func(*http.Request, rbac.Decision) {}}, 4)
+}
+
+// BenchmarkMiddlewareMiss is BenchmarkMiddlewareMissOnDecision without
+// the hook (Enforce). Compare with BenchmarkCasbinEnforce.
+func BenchmarkMiddlewareMiss(b *testing.B) {
+	benchMiddlewareUsers(b, rbac.Config{CacheSize: 2}, 4)
 }
