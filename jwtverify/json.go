@@ -53,7 +53,7 @@ func parseObject(s string) (members, error) {
 	if p.i >= len(p.s) || p.s[p.i] != '{' {
 		return nil, errJSON
 	}
-	var top members
+	top := make(members, 0, 16)
 	if err := p.object(&top); err != nil {
 		return nil, err
 	}
@@ -231,7 +231,8 @@ func (p *scanner) object(top *members) error {
 		return nil
 	}
 	var (
-		keys []string
+		buf  [linearKeyLimit + 1]string
+		keys = buf[:0]
 		seen map[string]struct{}
 	)
 	for {
