@@ -115,6 +115,7 @@ func TestAttacks(t *testing.T) {
 		{"two segments", "/any", []string{"Bearer " + parts[0] + "." + parts[1]}, 401, ReasonMalformed},
 		{"bad base64", "/any", []string{"Bearer " + parts[0] + "." + parts[1] + "+/." + parts[2]}, 401, ReasonMalformed},
 		{"padded base64", "/any", []string{"Bearer " + parts[0] + "=." + parts[1] + "." + parts[2]}, 401, ReasonMalformed},
+		{"line break inside a segment", "/any", []string{"Bearer " + valid[:10] + "\n" + valid[10:]}, 401, ReasonMalformed},
 		{"duplicate claim", "/any", []string{"Bearer " + key.SignRaw(t, []byte(`{"alg":"ES256","kid":"k1","typ":"at+jwt"}`), []byte(dupPayload))}, 401, ReasonDuplicateKey},
 		{"duplicate claim via escape", "/any", []string{"Bearer " + key.SignRaw(t, []byte(`{"alg":"ES256","kid":"k1","typ":"at+jwt"}`), []byte(escDupPayload))}, 401, ReasonDuplicateKey},
 		{"duplicate header member", "/any", []string{"Bearer " + key.SignRaw(t, []byte(dupHeader), []byte(strings.Replace(dupPayload, `"sub":"admin",`, "", 1)))}, 401, ReasonDuplicateKey},

@@ -29,6 +29,13 @@ func parseToken(tok string, maxSize int) (*rawToken, *Error) {
 	if len(tok) > maxSize {
 		return nil, errTooLarge
 	}
+	// Only the base64url alphabet and dots: the decoder would otherwise
+	// skip CR and LF, letting two different strings carry one token.
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return nil, errMalformed
+		}
+	}
 	d1 := strings.IndexByte(tok, '.')
 	if d1 <= 0 {
 		return nil, errMalformed

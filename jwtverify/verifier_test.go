@@ -395,3 +395,18 @@ func TestDefaultErrorBody(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyRefusesNonAlphabet(t *testing.T) {
+	clock := newClock()
+	key := jwttest.NewKey(t, "ES256", "k1")
+	v := newStatic(t, clock, nil, key)
+	tok := key.Mint(t, jwttest.Claims(testIss, testAud, "alice", clock.Now()))
+	for _, bad := range []string{tok[:10] + "\n" + tok[10:], tok[:10] + "\r" + tok[10:], " " + tok, tok + "="} {
+		if _, err := v.Verify(context.Background(), bad); ReasonOf(err) != ReasonMalformed {
+			t.Errorf("%q: %v", bad[:12], err)
+		}
+	}
+	if _, err := v.Verify(context.Background(), ""); !errors.Is(err, ErrNoToken) {
+		t.Errorf("empty: %v", err)
+	}
+}
