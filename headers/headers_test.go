@@ -208,8 +208,12 @@ func TestSurvivesStreamingFlush(t *testing.T) {
 	srv := serveTLS(t, m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		weaken(w.Header())
 		io.WriteString(w, "event: 1\n\n")
-		if err := http.NewResponseController(w).Flush(); err != nil {
+		rc := http.NewResponseController(w)
+		if err := rc.Flush(); err != nil {
 			t.Errorf("Flush: %v", err)
+		}
+		if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+			t.Errorf("SetWriteDeadline through Unwrap: %v", err)
 		}
 		<-release
 		weaken(w.Header()) // too late to matter, and must not corrupt anything
