@@ -18,30 +18,33 @@ import (
 	"github.com/unrolled/secure"
 )
 
-// Header names the middleware owns.
+// Header names the middleware owns, in canonical form.
 const (
-	HeaderHSTS                  = "Strict-Transport-Security"
-	HeaderCSP                   = "Content-Security-Policy"
-	HeaderCSPReportOnly         = "Content-Security-Policy-Report-Only"
-	HeaderFrameOptions          = "X-Frame-Options"
-	HeaderContentTypeOptions    = "X-Content-Type-Options"
-	HeaderReferrerPolicy        = "Referrer-Policy"
-	HeaderCrossOriginOpener     = "Cross-Origin-Opener-Policy"
-	HeaderCrossOriginResource   = "Cross-Origin-Resource-Policy"
-	HeaderPermissionsPolicy     = "Permissions-Policy"
-	HeaderCacheControl          = "Cache-Control"
-	HeaderXSSProtection         = "X-Xss-Protection" // canonical form of X-XSS-Protection
-	HeaderAltSvc                = "Alt-Svc"
+	HeaderHSTS                = "Strict-Transport-Security"
+	HeaderCSP                 = "Content-Security-Policy"
+	HeaderCSPReportOnly       = "Content-Security-Policy-Report-Only"
+	HeaderFrameOptions        = "X-Frame-Options"
+	HeaderContentTypeOptions  = "X-Content-Type-Options"
+	HeaderReferrerPolicy      = "Referrer-Policy"
+	HeaderCrossOriginOpener   = "Cross-Origin-Opener-Policy"
+	HeaderCrossOriginResource = "Cross-Origin-Resource-Policy"
+	HeaderPermissionsPolicy   = "Permissions-Policy"
+	HeaderCacheControl        = "Cache-Control"
+	HeaderXSSProtection       = "X-Xss-Protection" // canonical form of X-XSS-Protection
+	HeaderAltSvc              = "Alt-Svc"
+)
+
+const (
 	headerForwardedProto        = "X-Forwarded-Proto"
 	defaultHSTSMaxAge           = 365 * 24 * time.Hour
+	hstsPreloadMinimum          = 365 * 24 * time.Hour
 	nonceBytes                  = 16
 	defaultReferrerPolicy       = "no-referrer"
 	defaultCrossOriginPolicy    = "same-origin"
 	defaultCacheControl         = "no-store"
-	xssProtectionOff            = "0"
+	xssProtectionOff            = "0" // OWASP: turn the legacy XSS auditor off, never "1"
 	frameDeny                   = "DENY"
 	nosniff                     = "nosniff"
-	hstsPreloadMinimum          = 365 * 24 * time.Hour
 	maxConfiguredHeaderValueLen = 8 << 10
 )
 
@@ -58,7 +61,7 @@ const DenyAllPermissionsPolicy = "accelerometer=(), autoplay=(), camera=(), disp
 	"publickey-credentials-get=(), screen-wake-lock=(), serial=(), sync-xhr=(), usb=(), " +
 	"xr-spatial-tracking=()"
 
-// DefaultStripped are removed from every response: they only tell an
+// defaultStripped are removed from every response: they only tell an
 // attacker which software and version answered.
 var defaultStripped = []string{
 	"Server", "X-Powered-By", "X-Aspnet-Version", "X-Aspnetmvc-Version", "X-Runtime",
