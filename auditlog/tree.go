@@ -3,6 +3,7 @@ package auditlog
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -30,6 +31,17 @@ func hashChildren(l, r *Hash) Hash {
 type tree struct {
 	size   uint64
 	hashes [][]Hash
+}
+
+// grow reserves room for n more leaves.
+func (t *tree) grow(n int) {
+	for level := 0; n > 0; level++ {
+		if level == len(t.hashes) {
+			t.hashes = append(t.hashes, nil)
+		}
+		t.hashes[level] = slices.Grow(t.hashes[level], n)
+		n /= 2
+	}
 }
 
 func (t *tree) append(h Hash) {

@@ -268,6 +268,7 @@ func (v *verifier) chain() {
 	}
 	v.chainPos = pos
 	v.prefix = 0
+	v.tree.grow(len(pos))
 	gap := false
 	for k, p := range pos {
 		r := &recs[p]
