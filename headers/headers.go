@@ -349,6 +349,27 @@ func compileApp(a App) (*compiledApp, error) {
 	return c, nil
 }
 
+// withNonce is the policy with every placeholder replaced by
+// 'nonce-<n>', built in one allocation.
+func (c *compiledApp) withNonce(n string) string {
+	const pre, post = "'nonce-", "'"
+	size := (len(c.cspParts) - 1) * (len(pre) + len(n) + len(post))
+	for _, p := range c.cspParts {
+		size += len(p)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i, p := range c.cspParts {
+		if i > 0 {
+			b.WriteString(pre)
+			b.WriteString(n)
+			b.WriteString(post)
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
 // validToken reports whether s is an RFC 9110 token (a header name).
 func validToken(s string) bool {
 	if s == "" || len(s) > 256 {
@@ -434,14 +455,14 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			}
 		}
 		if failure == nil && s.app.nonce {
-			var b [nonceBytes]byte
+			b := s.nonceBuf[:]
 			if m.rand == nil {
-				_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
-			} else if _, err := io.ReadFull(m.rand, b[:]); err != nil {
+				_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+).
+			} else if _, err := io.ReadFull(m.rand, b); err != nil {
 				failure = fmt.Errorf("%w: %w", ErrNonce, err)
 			}
 			if failure == nil {
-				s.nonce = base64.StdEncoding.EncodeToString(b[:])
+				s.nonce = base64.StdEncoding.EncodeToString(b)
 				r = r.WithContext(secure.WithCSPNonce(r.Context(), s.nonce))
 			}
 		}
@@ -498,6 +519,8 @@ type stamper struct {
 	secure bool
 	nonce  string
 	done   bool
+
+	nonceBuf [nonceBytes]byte
 	respwriter.Writer
 }
 
@@ -536,7 +559,7 @@ func (s *stamper) apply(h http.Header) {
 	if s.nonce == "" {
 		set(app.cspHeader, app.cspParts[0])
 	} else {
-		set(app.cspHeader, strings.Join(app.cspParts, "'nonce-"+s.nonce+"'"))
+		set(app.cspHeader, app.withNonce(s.nonce))
 	}
 	set(HeaderFrameOptions, frameDeny)
 	set(HeaderContentTypeOptions, nosniff)
