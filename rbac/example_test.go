@@ -153,3 +153,42 @@ func ExampleMuxObject() {
 	// /accounts/7 200
 	// /admin 403
 }
+
+// With RBACWithDomains a role is held in one tenant; the tenant comes
+// from the verified token, like the subject.
+func ExampleNewFileEnforcer_domains() {
+	enf, err := rbac.NewFileEnforcer(rbac.RBACWithDomains, "testdata/policy_domains.csv")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	type tenantClaims struct{ sub, tenant string }
+	type key struct{}
+	authz, err := rbac.New(rbac.Config{
+		Enforcer: enf,
+		Subject: func(r *http.Request) (string, bool) {
+			c, ok := r.Context().Value(key{}).(tenantClaims)
+			return rbac.UserSubject(c.sub), ok
+		},
+		Domain: func(r *http.Request) (string, bool) {
+			c, ok := r.Context().Value(key{}).(tenantClaims)
+			return c.tenant, ok
+		},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST /transfers", authz.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	for _, tenant := range []string{"tenant-a", "tenant-b"} {
+		req := httptest.NewRequest("POST", "/transfers", nil)
+		req = req.WithContext(context.WithValue(req.Context(), key{}, tenantClaims{"alice", tenant}))
+		rr := httptest.NewRecorder()
+		mux.ServeHTTP(rr, req)
+		fmt.Println("alice in", tenant, "→", rr.Code)
+	}
+	// Output:
+	// alice in tenant-a → 200
+	// alice in tenant-b → 403
+}
