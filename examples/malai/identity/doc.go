@@ -21,10 +21,13 @@
 // client_id, scope and [ClaimTokenClass]. They live [DefaultAccessTokenTTL]
 // (five minutes; at most [MaxAccessTokenTTL]).
 //
-//   - User tokens: aud [AudienceUser], class [ClassUser], client_id
-//     Config.UserClientID, plus auth_time and amr.
+//   - User tokens: sub "user:<username>" ([UserSubject], [Username]), aud
+//     [AudienceUser], class [ClassUser], client_id Config.UserClientID,
+//     plus auth_time and amr.
 //   - Service tokens: aud [AudienceService], class [ClassService],
-//     sub == client_id. A service token is not a user token: a verifier
+//     sub == client_id. Client ids cannot contain ':', so user and
+//     service subjects never collide (RFC 9068 §5). A service token is
+//     not a user token: a verifier
 //     that requires aud malai-api and class user refuses it, and the
 //     reverse holds for internal routes.
 //

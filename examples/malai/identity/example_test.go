@@ -91,7 +91,7 @@ func Example() {
 	// sign-up: 201
 	// sign-in: 200 Bearer 300 refresh cookie: true
 	// client credentials: 200 audit:append
-	// verified: alice user
+	// verified: user:alice user
 	// verified: ledger service
 	// refused as user
 }

@@ -40,6 +40,12 @@ const (
 	// AudienceService is the "aud" of tokens issued to components through
 	// the client-credentials grant.
 	AudienceService = "malai-internal"
+	// UserSubjectPrefix starts the "sub" of every user token. Client ids
+	// cannot contain ':', so a user subject never equals a service
+	// subject (the client id): the disjoint namespaces RFC 9068 §5 asks
+	// for, so a policy keyed by subject cannot confuse a user called
+	// "ledger" with the ledger component.
+	UserSubjectPrefix = "user:"
 	// ClaimTokenClass names the claim carrying [ClassUser] or [ClassService].
 	ClaimTokenClass = "token_class"
 	// ClaimClientID is the RFC 9068 client_id claim. For service tokens it
@@ -245,7 +251,7 @@ type Service struct {
 	ring     *keyring.Ring
 	risk     *risk.Engine
 	hashSem  chan struct{}
-	hashes   atomic.Int64 // argon2id computations started (tests, metrics)
+	hashes   atomic.Int64 // argon2id computations run (tests, metrics)
 	dummy    string       // a hash compared against when the user is unknown
 	handler  http.Handler
 	log      *slog.Logger
@@ -503,13 +509,13 @@ func (s *Service) newPasswordHash(ctx context.Context, username, pw string) (str
 		return "", err
 	}
 	defer s.releaseHash()
+	s.hashes.Add(1)
 	return password.Hash(pw, s.argon)
 }
 
 func (s *Service) acquireHash(ctx context.Context) error {
 	select {
 	case s.hashSem <- struct{}{}:
-		s.hashes.Add(1)
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())

@@ -157,7 +157,7 @@ func TestTokenVerifiesAgainstJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("user token does not verify against the JWKS: %v", err)
 	}
-	if tok.Subject() != "alice" || tok.Expiration().Sub(tok.IssuedAt()) != 5*time.Minute ||
+	if tok.Subject() != "user:alice" || tok.Expiration().Sub(tok.IssuedAt()) != 5*time.Minute ||
 		!tok.NotBefore().Equal(tok.IssuedAt()) || tok.JwtID() == "" {
 		t.Fatalf("claims: sub %q exp-iat %v nbf %v jti %q", tok.Subject(), tok.Expiration().Sub(tok.IssuedAt()), tok.NotBefore(), tok.JwtID())
 	}
@@ -659,4 +659,69 @@ func TestClientIPResolver(t *testing.T) {
 		c.ClientIP = func(r *http.Request) (netip.Addr, error) { return netip.Addr{}, errors.New("untrusted hop") }
 	})
 	wantProblem(t, h.signIn(map[string]string{"username": "a", "password": "b"}), 400, "client-address")
+}
+
+func TestSubjectNamespaces(t *testing.T) {
+	for _, tt := range []struct {
+		sub  string
+		name string
+		ok   bool
+	}{
+		{"user:alice", "alice", true},
+		{"alice", "", false},
+		{"ledger", "", false},
+		{"user:", "", false},
+		{"user:A B", "", false},
+	} {
+		name, ok := Username(tt.sub)
+		if name != tt.name || ok != tt.ok {
+			t.Errorf("Username(%q) = %q, %v", tt.sub, name, ok)
+		}
+	}
+	// A user cannot take a client's subject: the user named "ledger" and
+	// the ledger component get different subs.
+	h := newHarness(t, nil)
+	secret, _ := h.svc.RegisterClient("ledger", []string{"audit:append"})
+	h.signUp("ledger", goodPW)
+	user, _ := h.signInOK(map[string]string{"username": "ledger", "password": goodPW})
+	ut, err := h.verifyWithJWKS(user.AccessToken, AudienceUser, ClassUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.verifyWithJWKS(h.clientToken("ledger", secret, ""), AudienceService, ClassService)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ut.Subject() == st.Subject() {
+		t.Fatalf("user and service share subject %q", ut.Subject())
+	}
+}
+
+func TestConcurrentTOTPSingleUse(t *testing.T) {
+	h := newHarness(t, nil)
+	h.signUp("alice", goodPW)
+	tr, _ := h.signInOK(map[string]string{"username": "alice", "password": goodPW})
+	secret, recovery := h.enrollTOTP(tr.AccessToken)
+	h.clock.Advance(otpcode.Period)
+	code, _ := otpcode.Code(secret, h.clock.Now())
+	const n = 8
+	results := make(chan int, 2*n)
+	for i := range 2 * n {
+		go func() {
+			body := map[string]string{"username": "alice", "password": goodPW, "totp_code": code}
+			if i%2 == 1 {
+				body = map[string]string{"username": "alice", "password": goodPW, "recovery_code": recovery[0]}
+			}
+			results <- h.signIn(body).Code
+		}()
+	}
+	ok := 0
+	for range 2 * n {
+		if <-results == http.StatusOK {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("%d concurrent sign-ins succeeded with one TOTP code and one recovery code, want 2", ok)
+	}
 }

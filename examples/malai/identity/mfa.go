@@ -41,13 +41,13 @@ func (s *Service) serveTOTPEnroll(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	enr, err := otpcode.Generate(s.cfg.TOTPIssuer, c.subject)
+	enr, err := otpcode.Generate(s.cfg.TOTPIssuer, c.username)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.mu.Lock()
-	u := s.users[c.subject]
+	u := s.users[c.username]
 	switch {
 	case u == nil:
 		err = ErrInvalidToken
@@ -83,7 +83,7 @@ func (s *Service) serveTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.cfg.Now()
 	s.mu.Lock()
-	u := s.users[c.subject]
+	u := s.users[c.username]
 	switch {
 	case u == nil:
 		err = ErrInvalidToken
@@ -106,7 +106,7 @@ func (s *Service) serveTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "identity: TOTP enrolled", slog.String("user", c.subject))
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "identity: TOTP enrolled", slog.String("user", c.username))
 	b, _ := json.Marshal(map[string][]string{"recovery_codes": codes})
 	writeJSON(w, http.StatusOK, b)
 }

@@ -244,7 +244,7 @@ func (s *Service) serveRefresh(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, ErrInvalidRefresh)
 		return
 	}
-	res, err := s.mint(grant{class: ClassUser, subject: rot.user, clientID: s.cfg.UserClientID,
+	res, err := s.mint(grant{class: ClassUser, subject: UserSubject(rot.user), clientID: s.cfg.UserClientID,
 		scopes: s.cfg.UserScopes, amr: rot.amr, authTime: rot.authTime})
 	if err != nil {
 		s.fail(w, r, err)

@@ -29,6 +29,20 @@ type TokenResponse struct {
 	Scope       string `json:"scope,omitempty"`
 }
 
+// UserSubject returns the "sub" of a user's tokens: [UserSubjectPrefix]
+// followed by the username.
+func UserSubject(username string) string { return UserSubjectPrefix + username }
+
+// Username returns the username in a user token's "sub", and false when
+// sub is not a user subject (a service token's sub is its client id).
+func Username(sub string) (string, bool) {
+	name, ok := strings.CutPrefix(sub, UserSubjectPrefix)
+	if !ok || !usernameRE.MatchString(name) {
+		return "", false
+	}
+	return name, true
+}
+
 // grant describes one access token to mint.
 type grant struct {
 	class    string
@@ -100,7 +114,7 @@ func (s *Service) mint(g grant) (TokenResponse, error) {
 
 // userClaims are what the service needs from its own user tokens.
 type userClaims struct {
-	subject  string
+	username string
 	authTime time.Time
 	amr      []string
 }
@@ -137,10 +151,14 @@ func (s *Service) verifyUserToken(r *http.Request) (userClaims, error) {
 		jwt.WithRequiredClaim(jwt.ExpirationKey),
 		jwt.WithRequiredClaim(ClaimAuthTime),
 	)
-	if err != nil || tok.Subject() == "" {
+	if err != nil {
 		return userClaims{}, ErrInvalidToken
 	}
-	c := userClaims{subject: tok.Subject()}
+	name, ok := Username(tok.Subject())
+	if !ok {
+		return userClaims{}, ErrInvalidToken
+	}
+	c := userClaims{username: name}
 	if v, ok := tok.Get(ClaimAuthTime); ok {
 		if f, ok := v.(float64); ok {
 			c.authTime = time.Unix(int64(f), 0)

@@ -217,6 +217,9 @@ func (s *Service) signIn(ctx context.Context, req signInRequest, network netip.P
 	}
 	ok, stale, err := password.Verify(pw, hash, s.argon)
 	s.releaseHash()
+	if err == nil {
+		s.hashes.Add(1)
+	}
 	if err != nil || !ok || !exists {
 		s.risk.Failure(name, network)
 		event(slog.LevelInfo, "invalid-credentials", pre, exists)
@@ -287,7 +290,7 @@ func (s *Service) signIn(ctx context.Context, req signInRequest, network netip.P
 		s.rehash(ctx, name, pw)
 	}
 	amr := amrFor(factor)
-	tok, err := s.mint(grant{class: ClassUser, subject: name, clientID: s.cfg.UserClientID,
+	tok, err := s.mint(grant{class: ClassUser, subject: UserSubject(name), clientID: s.cfg.UserClientID,
 		scopes: s.cfg.UserScopes, amr: amr, authTime: now})
 	if err != nil {
 		return signInResult{}, err
