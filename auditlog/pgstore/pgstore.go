@@ -2,13 +2,16 @@ package pgstore
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/malai-sec/malai/auditlog"
@@ -55,12 +58,11 @@ type Store struct {
 	ident   pgx.Identifier
 	cpIdent pgx.Identifier
 	rekeyFn string
-	lockKey int64
 	q       queries
 }
 
 type queries struct {
-	head, scan, cps, addCP string
+	begin, head, scan, cps, addCP string
 }
 
 var _ auditlog.Store = (*Store)(nil)
@@ -170,8 +172,9 @@ func newStore(pool *pgxpool.Pool, schema, table string) *Store {
 		ident:   pgx.Identifier{schema, table},
 		cpIdent: pgx.Identifier{schema, table + "_checkpoint"},
 		rekeyFn: pgx.Identifier{schema, table + "_rekey"}.Sanitize(),
-		lockKey: int64(h.Sum64()),
 		q: queries{
+			begin: "BEGIN; SELECT pg_advisory_xact_lock(" + strconv.FormatInt(int64(h.Sum64()), 10) + "); " +
+				"SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
 			head:  "SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
 			scan:  "SELECT " + strings.Join(columns, ", ") + " FROM " + t + " WHERE seq >= $1 ORDER BY seq",
 			cps:   "SELECT note FROM " + cp + " ORDER BY id",
@@ -204,7 +207,10 @@ func headOf(ctx context.Context, q interface {
 }
 
 // Append implements auditlog.Store: one transaction holding the advisory
-// lock checks the head and COPYs the batch.
+// lock checks the head and COPYs the batch. BEGIN, the lock and the head
+// query travel in one simple-protocol message (each statement takes a
+// fresh snapshot, so the head is read after the lock is held): three round
+// trips per batch in all.
 func (s *Store) Append(ctx context.Context, recs []auditlog.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -214,22 +220,25 @@ func (s *Store) Append(ctx context.Context, recs []auditlog.Record) error {
 			return fmt.Errorf("pgstore: batch is not consecutive at %d: %w", recs[i].Seq, auditlog.ErrConflict)
 		}
 	}
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("pgstore: begin: %w", err)
+		return fmt.Errorf("pgstore: acquire: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.lockKey); err != nil {
+	// A connection left inside a transaction is destroyed by Release.
+	defer conn.Release()
+	pc := conn.Conn().PgConn()
+	results, err := pc.Exec(ctx, s.q.begin).ReadAll()
+	if err != nil {
 		return fmt.Errorf("pgstore: lock: %w", err)
 	}
-	head, err := headOf(ctx, tx, s.q.head)
+	head, err := parseHead(results)
 	if err != nil {
 		return err
 	}
 	if recs[0].Seq != head.Size || recs[0].PrevHash != head.Last {
 		return fmt.Errorf("pgstore: batch starts at %d, store holds %d: %w", recs[0].Seq, head.Size, auditlog.ErrConflict)
 	}
-	n, err := tx.CopyFrom(ctx, s.ident, columns, pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+	n, err := conn.CopyFrom(ctx, s.ident, columns, pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 		r := &recs[i]
 		p := r.Payload
 		if p == nil {
@@ -243,10 +252,38 @@ func (s *Store) Append(ctx context.Context, recs []auditlog.Record) error {
 	if n != int64(len(recs)) {
 		return fmt.Errorf("pgstore: copied %d of %d rows", n, len(recs))
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if _, err := pc.Exec(ctx, "COMMIT").ReadAll(); err != nil {
 		return fmt.Errorf("pgstore: commit: %w", err)
 	}
+	if pc.TxStatus() != 'I' {
+		return fmt.Errorf("pgstore: commit did not end the transaction")
+	}
 	return nil
+}
+
+// parseHead reads the head row from the text-format result of the begin
+// message.
+func parseHead(results []*pgconn.Result) (auditlog.Head, error) {
+	if len(results) != 3 {
+		return auditlog.Head{}, fmt.Errorf("pgstore: lock: %d results", len(results))
+	}
+	rows := results[2].Rows
+	if len(rows) == 0 {
+		return auditlog.Head{}, nil
+	}
+	if len(rows) != 1 || len(rows[0]) != 2 {
+		return auditlog.Head{}, fmt.Errorf("pgstore: head row is malformed")
+	}
+	seq, err := strconv.ParseInt(string(rows[0][0]), 10, 64)
+	hx := string(rows[0][1])
+	if err != nil || seq < 0 || !strings.HasPrefix(hx, `\x`) || len(hx) != 2+64 {
+		return auditlog.Head{}, fmt.Errorf("pgstore: head row is malformed")
+	}
+	h := auditlog.Head{Size: uint64(seq) + 1}
+	if _, err := hex.Decode(h.Last[:], []byte(hx[2:])); err != nil {
+		return auditlog.Head{}, fmt.Errorf("pgstore: head row is malformed")
+	}
+	return h, nil
 }
 
 // Head implements auditlog.Store.
