@@ -1,0 +1,250 @@
+// Package memstore is the in-process ratelimit store, and the default one.
+//
+// # Guarantees
+//
+//   - The same GCRA arithmetic as every other ratelimit store (integer
+//     microseconds), so a single-node deployment decides exactly as a Redis
+//     one fed the same clock.
+//   - A hard cap on keys ([Config.MaxKeys]): the store never holds more.
+//     When a shard is full, a new key evicts the sampled key closest to a
+//     full refill (whose state matters least), so a flood of distinct keys
+//     costs memory the operator chose and nothing more.
+//   - A sweep drops keys that have fully refilled: their state equals a
+//     fresh key's, so dropping them changes no decision.
+//   - [Store.Allow] allocates nothing. Each key costs a 64-bit hash and a
+//     64-bit timestamp in a map (see BENCHMARKS.md for bytes per key).
+//
+// # Usage
+//
+//	st, err := memstore.New(memstore.Config{MaxKeys: 1 << 20})
+//	...
+//	defer st.Close()
+//	lim, err := ratelimit.New(ratelimit.Config{Store: st, ...})
+//
+// # Security caveats
+//
+// Keys are stored as 64-bit hashes under a per-process random seed: two
+// keys collide with probability about n²/2⁶⁵ (3·10⁻⁸ for a million keys)
+// and an attacker cannot aim for a collision. Under a flood of distinct
+// keys larger than MaxKeys, evicted keys restart with a full burst; size
+// MaxKeys for the keys you expect plus headroom, and put per-IP prefix
+// limits (IPv6 /64) before per-anything-else limits.
+package memstore
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"math/bits"
+	"sync"
+	"time"
+
+	"github.com/malai-sec/malai/ratelimit/internal/gcra"
+)
+
+// Defaults applied by [New].
+const (
+	DefaultMaxKeys       = 1 << 20
+	DefaultSweepInterval = time.Minute
+	maxShards            = 64
+	evictionSample       = 8
+)
+
+// Config configures a [Store]. The zero Config is usable: at most
+// [DefaultMaxKeys] keys, swept every [DefaultSweepInterval], real time.
+type Config struct {
+	// MaxKeys is the hard cap on keys held. Default [DefaultMaxKeys].
+	MaxKeys int
+	// SweepInterval is how often a background goroutine drops fully
+	// refilled keys. Default [DefaultSweepInterval]; negative disables the
+	// goroutine (call [Store.Sweep] yourself).
+	SweepInterval time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// ErrClosed is returned by Allow after Close.
+var ErrClosed = errors.New("memstore: store is closed")
+
+// Store is an in-memory GCRA store. Build it with [New]; the zero value is
+// not usable. It is safe for concurrent use.
+type Store struct {
+	seed   maphash.Seed
+	now    func() time.Time
+	shards []shard
+	shift  uint // top bits of the hash select the shard
+
+	stop     chan struct{}
+	done     chan struct{}
+	closeMu  sync.Mutex
+	isClosed bool
+}
+
+type shard struct {
+	mu     sync.Mutex
+	m      map[uint64]int64 // key hash → TAT in µs
+	cap    int
+	closed bool
+	_      [32]byte // keep hot shards on separate cache lines
+}
+
+// New returns a Store. It starts the sweep goroutine unless disabled; call
+// Close to stop it.
+func New(cfg Config) (*Store, error) {
+	if cfg.MaxKeys < 0 {
+		return nil, errors.New("memstore: MaxKeys must not be negative")
+	}
+	if cfg.MaxKeys == 0 {
+		cfg.MaxKeys = DefaultMaxKeys
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = DefaultSweepInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	n := maxShards
+	for n > 1 && n > cfg.MaxKeys {
+		n /= 2
+	}
+	s := &Store{
+		seed:   maphash.MakeSeed(),
+		now:    cfg.Now,
+		shards: make([]shard, n),
+		shift:  uint(64 - bits.TrailingZeros(uint(n))),
+	}
+	per := cfg.MaxKeys / n
+	for i := range s.shards {
+		s.shards[i].m = make(map[uint64]int64)
+		s.shards[i].cap = per
+	}
+	if cfg.SweepInterval > 0 {
+		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		go s.sweepLoop(cfg.SweepInterval)
+	}
+	return s, nil
+}
+
+func (s *Store) shardOf(h uint64) *shard {
+	if s.shift == 64 {
+		return &s.shards[0]
+	}
+	return &s.shards[h>>s.shift]
+}
+
+// Allow decides one request of cost n (usually 1) for key under limit.
+// The error is non-nil only for an invalid limit or a closed store.
+func (s *Store) Allow(_ context.Context, key string, limit gcra.Limit, n int) (gcra.Result, error) {
+	p, err := gcra.Compile(limit, n)
+	if err != nil {
+		return gcra.Result{}, err
+	}
+	h := maphash.String(s.seed, key)
+	sh := s.shardOf(h)
+	now := s.now().UnixMicro()
+	sh.mu.Lock()
+	if sh.closed {
+		sh.mu.Unlock()
+		return gcra.Result{}, ErrClosed
+	}
+	tat, ok := sh.m[h]
+	newTAT, r := gcra.Decide(tat, now, p)
+	if r.Allowed {
+		if !ok && len(sh.m) >= sh.cap {
+			sh.evict(now)
+		}
+		sh.m[h] = newTAT
+	}
+	sh.mu.Unlock()
+	return r, nil
+}
+
+// evict removes one key: a refilled one if the sample holds one, else the
+// sampled key with the earliest TAT. Map iteration starts at a random
+// position, which makes the sample random.
+func (sh *shard) evict(now int64) {
+	var victim uint64
+	best := int64(1<<63 - 1)
+	seen := 0
+	for h, tat := range sh.m {
+		if tat <= now {
+			victim = h
+			break
+		}
+		if tat < best {
+			victim, best = h, tat
+		}
+		if seen++; seen == evictionSample {
+			break
+		}
+	}
+	delete(sh.m, victim)
+}
+
+// Len returns the number of keys held.
+func (s *Store) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Sweep drops every key that has fully refilled and returns how many it
+// dropped. It locks one shard at a time.
+func (s *Store) Sweep() int {
+	now := s.now().UnixMicro()
+	dropped := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for h, tat := range sh.m {
+			if tat <= now {
+				delete(sh.m, h)
+				dropped++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return dropped
+}
+
+func (s *Store) sweepLoop(every time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}
+
+// Close stops the sweep goroutine and releases the keys. Allow fails with
+// [ErrClosed] afterwards. Close is idempotent.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.isClosed {
+		return nil
+	}
+	s.isClosed = true
+	if s.stop != nil {
+		close(s.stop)
+		<-s.done
+	}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		sh.closed = true
+		sh.m = nil
+		sh.mu.Unlock()
+	}
+	return nil
+}

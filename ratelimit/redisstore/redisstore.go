@@ -1,0 +1,250 @@
+// Package redisstore is the Redis ratelimit store: one GCRA timestamp per
+// key, decided by a short Lua script in one round trip.
+//
+// # Guarantees
+//
+//   - The same integer-microsecond GCRA as the memory store: the script only
+//     reads the stored timestamp, compares and writes; Go computes the
+//     reported Remaining/RetryAfter/ResetAfter from the numbers the script
+//     returns with the same code the memory store uses, and checks that the
+//     script's verdict agrees.
+//   - One clock: time comes from Redis TIME inside the script, so hosts with
+//     skewed clocks agree (unless [Config.Now] is set, for tests).
+//   - One round trip per decision (EVALSHA, falling back to EVAL once after
+//     a server restart), one key per call, so it works with Redis Cluster
+//     through [redis.UniversalClient].
+//   - Keys expire (PX) when they have fully refilled, and at the earliest
+//     one second after their last write, so a caller's clock ([Config.Now])
+//     that runs apart from real time never loses state early; no sweeping.
+//   - A key Redis has denied is remembered locally until it would be
+//     admitted again, and further requests on it are denied without a
+//     round trip. This is exact, not a heuristic: a denied request changes
+//     nothing in GCRA and another node can only push the key's timestamp
+//     later, never earlier.
+//
+// # Usage
+//
+//	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
+//		Addrs:                 []string{"10.0.0.5:6379"},
+//		ContextTimeoutEnabled: true, // lets Config.Timeout bound each call
+//	})
+//	st, err := redisstore.New(redisstore.Config{Client: rdb, Prefix: "gw:rl:"})
+//	...
+//	lim, err := ratelimit.New(ratelimit.Config{Store: st, ...})
+//
+// # Security caveats
+//
+// go-redis bounds socket reads by its ReadTimeout (3 s by default) and
+// ignores context deadlines unless the client has ContextTimeoutEnabled:
+// set it, or a hung Redis holds requests for seconds before the outage
+// policy applies. The store never closes the caller's client.
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/malai-sec/malai/ratelimit/internal/gcra"
+)
+
+// Defaults applied by [New].
+const (
+	DefaultPrefix        = "malai:rl:"
+	DefaultTimeout       = 100 * time.Millisecond
+	DefaultDenyCacheSize = 1 << 16
+)
+
+// Config configures a [Store].
+type Config struct {
+	// Client is the Redis client (single node, Sentinel or Cluster). It is
+	// required and is not closed by Close.
+	Client redis.UniversalClient
+	// Prefix is prepended to every key. Default [DefaultPrefix].
+	Prefix string
+	// Timeout bounds each decision. Default [DefaultTimeout]. It only
+	// shortens socket reads when the client has ContextTimeoutEnabled.
+	Timeout time.Duration
+	// Now, when set, replaces Redis TIME: the caller's clock is sent with
+	// each call. For tests with a fake clock, and for one-host setups. Leave
+	// it nil in production so every host uses the server's clock.
+	Now func() time.Time
+	// DenyCacheSize bounds the local cache of denied keys. Default
+	// [DefaultDenyCacheSize]; negative disables the cache.
+	DenyCacheSize int
+}
+
+// Store is a Redis-backed GCRA store. Build it with [New]; the zero value
+// is not usable. It is safe for concurrent use.
+type Store struct {
+	client  redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	now     func() time.Time // caller's clock, nil → Redis TIME
+	local   func() time.Time // clock for the deny cache
+
+	closed atomic.Bool
+
+	mu      sync.Mutex
+	denied  map[string]int64 // key → TAT translated to the local clock, µs
+	denyCap int
+}
+
+// ErrClosed is returned by Allow after Close.
+var ErrClosed = errors.New("redisstore: store is closed")
+
+// script runs GCRA's compare-and-set. ARGV: tolerance µs, cost µs,
+// [now µs]. Returns {allowed, tat before the call, now}. The TTL is the
+// time to a full refill, at least 1 s. Numbers stay
+// below 2^53, exact as Lua doubles; the stored value is written with %d so
+// no digits are lost to Lua's default %.14g.
+var script = redis.NewScript(`
+local now
+if ARGV[3] then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = t[1] * 1000000 + t[2]
+end
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new = tat + tonumber(ARGV[2])
+if new - now > tonumber(ARGV[1]) then
+  return {0, tat, now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.max(1000, math.ceil((new - now) / 1000)))
+return {1, tat, now}
+`)
+
+// New validates cfg and returns a Store.
+func New(cfg Config) (*Store, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("redisstore: Client is required")
+	}
+	if cfg.Timeout < 0 {
+		return nil, errors.New("redisstore: Timeout must not be negative")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.DenyCacheSize == 0 {
+		cfg.DenyCacheSize = DefaultDenyCacheSize
+	}
+	s := &Store{
+		client:  cfg.Client,
+		prefix:  cfg.Prefix,
+		timeout: cfg.Timeout,
+		now:     cfg.Now,
+		local:   cfg.Now,
+		denyCap: cfg.DenyCacheSize,
+	}
+	if s.local == nil {
+		s.local = time.Now
+	}
+	if s.denyCap > 0 {
+		s.denied = make(map[string]int64)
+	}
+	return s, nil
+}
+
+// Allow decides one request of cost n for key in one round trip, or none
+// when the key is known to be over its limit.
+func (s *Store) Allow(ctx context.Context, key string, limit gcra.Limit, n int) (gcra.Result, error) {
+	if s.closed.Load() {
+		return gcra.Result{}, ErrClosed
+	}
+	p, err := gcra.Compile(limit, n)
+	if err != nil {
+		return gcra.Result{}, err
+	}
+	localNow := s.local().UnixMicro()
+	if r, ok := s.cachedDenial(key, localNow, p); ok {
+		return r, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var res []int64
+	if s.now != nil {
+		res, err = script.Run(ctx, s.client, []string{s.prefix + key}, p.Tolerance, p.Cost, localNow).Int64Slice()
+	} else {
+		res, err = script.Run(ctx, s.client, []string{s.prefix + key}, p.Tolerance, p.Cost).Int64Slice()
+	}
+	if err != nil {
+		return gcra.Result{}, fmt.Errorf("redisstore: %w", err)
+	}
+	if len(res) != 3 {
+		return gcra.Result{}, fmt.Errorf("redisstore: script returned %d values, want 3", len(res))
+	}
+	tat, now := res[1], res[2]
+	_, r := gcra.Decide(tat, now, p)
+	if r.Allowed != (res[0] == 1) {
+		return gcra.Result{}, errors.New("redisstore: script and Go disagree on a decision")
+	}
+	if !r.Allowed {
+		s.rememberDenial(key, localNow+(tat-now), localNow)
+	}
+	return r, nil
+}
+
+func (s *Store) cachedDenial(key string, now int64, p gcra.Params) (gcra.Result, bool) {
+	if s.denyCap <= 0 {
+		return gcra.Result{}, false
+	}
+	s.mu.Lock()
+	tat, ok := s.denied[key]
+	if !ok {
+		s.mu.Unlock()
+		return gcra.Result{}, false
+	}
+	_, r := gcra.Decide(tat, now, p)
+	if r.Allowed {
+		delete(s.denied, key)
+	}
+	s.mu.Unlock()
+	return r, !r.Allowed
+}
+
+func (s *Store) rememberDenial(key string, tat, now int64) {
+	if s.denyCap <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	if _, ok := s.denied[key]; !ok && len(s.denied) >= s.denyCap {
+		// Drop an entry that no longer denies anything, or, failing that
+		// within a small random sample, any sampled one: forgetting a
+		// denial only costs a round trip.
+		seen := 0
+		for k, t := range s.denied {
+			seen++
+			if t <= now || seen == 8 {
+				delete(s.denied, k)
+				break
+			}
+		}
+	}
+	s.denied[key] = tat
+}
+
+// Close forgets the local denials; Allow fails with [ErrClosed] afterwards.
+// It does not close the Redis client.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	s.mu.Lock()
+	if s.denied != nil {
+		clear(s.denied)
+	}
+	s.mu.Unlock()
+	return nil
+}
