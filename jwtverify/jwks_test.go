@@ -2,6 +2,7 @@ package jwtverify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -343,4 +344,40 @@ func TestUnknownKIDWaitHonoursContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	once.Do(func() { close(release) })
+}
+
+func TestReadyWaitsForFirstKeySet(t *testing.T) {
+	k1 := jwttest.NewKey(t, "ES256", "k1")
+	srv := jwttest.NewServer(t, k1)
+	srv.SetStatus(http.StatusBadGateway)
+	clock := newClock()
+	refresh := make(chan RefreshEvent, 8)
+	v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, Audiences: []string{testAud}}},
+		Now: clock.Now, OnRefresh: func(e RefreshEvent) { refresh <- e }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if e := <-refresh; e.Err == nil || e.Trigger != "start" || e.Keys != 0 {
+		t.Fatalf("start fetch %+v", e)
+	}
+	select {
+	case <-v.Ready():
+		t.Fatal("ready without keys")
+	default:
+	}
+	tok := k1.Mint(t, jwttest.Claims(testIss, testAud, "a", clock.Now()))
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrKeysUnavailable) {
+		t.Fatalf("before keys: %v", err)
+	}
+	srv.SetStatus(http.StatusOK)
+	clock.Advance(DefaultCooldown)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("after the server recovered: %v", err)
+	}
+	select {
+	case <-v.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("never ready")
+	}
 }
