@@ -24,6 +24,8 @@ import (
 // separate benchmarks.
 //
 //   - uncached: the middleware with DisableCache vs Casbin's Enforce.
+//   - uncached-no-body: the same with an ErrorHandler that writes only the
+//     status, isolating the decision from writing the 403 problem body.
 //   - uncached-explain: the same with OnDecision (EnforceEx) vs EnforceEx.
 //   - miss: a cache-missing request (lookup, Enforce, insert) vs Enforce.
 //   - cached: a cache hit through the middleware vs a hit in Casbin's
@@ -50,6 +52,8 @@ func BenchmarkPaired(b *testing.B) {
 		peer  func(sub, obj, act string) bool
 	}{
 		{"uncached", rbac.Config{DisableCache: true}, 1, 4,
+			func(s, o, a string) bool { ok, _ := plain.Enforce(s, o, a); return ok }},
+		{"uncached-no-body", rbac.Config{DisableCache: true, ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(403) }}, 1, 4,
 			func(s, o, a string) bool { ok, _ := plain.Enforce(s, o, a); return ok }},
 		{"uncached-explain", rbac.Config{DisableCache: true, OnDecision: hook}, 1, 4,
 			func(s, o, a string) bool { ok, _, _ := plain.EnforceEx(s, o, a); return ok }},

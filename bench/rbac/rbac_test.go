@@ -160,9 +160,6 @@ func benchMiddlewareUsers(b *testing.B, cfg rbac.Config, users int) {
 			reqs := make([]*http.Request, users)
 			for i := range reqs {
 				user := fmt.Sprint(q.user, i*10)
-				if users == 1 {
-					user = q.user
-				}
 				req, err := http.NewRequestWithContext(context.WithValue(context.Background(), claimsKey{}, user), q.act, "/x", nil)
 				if err != nil {
 					b.Fatal(err)
