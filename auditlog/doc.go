@@ -1,50 +1,79 @@
-// Package auditlog is an append-only, tamper-evident audit log: every
-// event is hash-chained to the one before it (prev_hash, for cheap replay)
-// and is a leaf of an RFC 6962 Merkle tree (for O(log n) inclusion and
-// consistency proofs), and the log signs C2SP checkpoints (signed notes,
-// Ed25519) over its durable rows and hands them to a [Witness] kept out of
-// the operator's reach.
+// Package auditlog is an append-only, tamper-evident audit log. Every
+// event is hash-chained to the one before it (prev_hash, for cheap
+// replay) and is a leaf of an RFC 6962 Merkle tree (transparency-dev/merkle,
+// for O(log n) inclusion and consistency proofs). The log signs C2SP
+// tlog-checkpoint signed notes (Ed25519, golang.org/x/mod/sumdb/note) over
+// its durable rows and hands each to a [Witness] kept out of the
+// operator's reach.
 //
 // # Guarantees
 //
-//   - [Log.Append] returns only after the event is durable in the [Store];
-//     concurrent appends are group-committed (one fsync or one PostgreSQL
-//     transaction covers every event waiting) into one linear chain.
-//   - The leaf hash covers the plaintext canonical encoding (see
-//     [LeafHash]), so payload encryption and key rotation never change a
-//     hash.
-//   - Checkpoints are issued only over durable rows, at most
-//     Config.CheckpointInterval apart while rows arrive, and by
-//     [Log.Checkpoint] and [Log.Close].
-//   - [Verify] works offline from an [Export] and public keys and locates
-//     every kind of tampering by position: see [FindingKind].
-//   - [Replay] folds events into application state (a ledger's balances)
-//     after checking every row.
+//   - [Log.Append] and [Log.AppendBatch] return only after the events are
+//     durable in the [Store]. Concurrent appends are group-committed: one
+//     store call (one fsync in filestore, one transaction with one COPY in
+//     pgstore) covers every event waiting, and the next group starts as
+//     soon as the previous one is durable. The result is one linear chain,
+//     also with several processes on one PostgreSQL table.
+//   - The leaf hash covers the plaintext canonical encoding ([LeafHash]):
+//     sealing payloads with an internal/seal key ring, rotating the key and
+//     re-encrypting old rows ([Log.Reencrypt]) never change a hash.
+//   - Checkpoints are issued only over durable rows: at most
+//     Config.CheckpointInterval (default one second) apart while rows
+//     arrive, and by [Log.Checkpoint] and [Log.Close]. Several keys may sign
+//     (rotation).
+//   - [New] refuses a store whose rows contradict its own newest checkpoint
+//     or that holds fewer rows than the witness has seen.
+//   - [Verify] works offline from an [Export] and public keys and reports,
+//     by row position: modified, deleted (gap), reordered, duplicated and
+//     forged rows, a truncated tail, a rewritten history (root differs from
+//     a signed checkpoint, localised between checkpoints), forks,
+//     rollbacks, bad, unknown-key and wrong-origin signatures, a replayed
+//     state that differs from the application's, and rows not yet anchored
+//     by a checkpoint. See [FindingKind].
+//   - [Replay] checks every row and folds the events, in order, into the
+//     caller's state (a ledger's balances).
+//   - [Log.Sample] exports recent rows with chosen fields redacted and
+//     inclusion proofs to a signed checkpoint; [VerifySample] checks it.
 //
 // # Usage
 //
-//	ring, _ := seal.NewRing("k1", keys)           // internal/seal
-//	signer, _ := note.NewSigner(skey)             // golang.org/x/mod/sumdb/note
-//	l, err := auditlog.New(auditlog.Config{
-//		Store:   filestore.Open(dir),             // or pgstore, memstore
+//	st, err := filestore.Open(filepath.Join(dataDir, "audit")) // or pgstore.New, memstore.New
+//	log, err := auditlog.New(auditlog.Config{
+//		Store:   st,
 //		Origin:  "ledger.example.com/audit",
-//		Signers: []note.Signer{signer},
-//		Witness: witness,
-//		Ring:    ring,
+//		Signers: []note.Signer{signer},  // note.NewSigner(skey)
+//		Witness: witness,                // auditlog.NewWitness over a separate store
+//		Ring:    ring,                   // seal.NewRing: payloads sealed at rest
 //	})
-//	rcpt, err := l.Append(ctx, auditlog.Event{Type: "ledger.transfer",
-//		Actor: sub, CorrelationID: reqid, Payload: body})
+//	defer log.Close()
+//	rcpt, err := log.Append(ctx, auditlog.Event{Type: "ledger.transfer",
+//		Actor: subject, CorrelationID: requestID, Payload: body})
+//
+//	// state check
+//	head, err := log.Replay(ctx, balances.Fold)
+//
+//	// offline verification (the reference binary's verify command)
+//	exp, err := auditlog.ReadExport(file)
+//	rep := auditlog.Verify(ctx, exp, auditlog.VerifyConfig{
+//		Origin: origin, Verifiers: publicKeys, Trusted: witnessCheckpoints})
+//	for _, f := range rep.Findings { fmt.Println(f) }
 //
 // # Security caveats
 //
 // A hash chain alone detects nothing against someone who can rewrite the
 // whole store: they recompute every hash. Only checkpoints signed with a
-// key the operator does not hold, kept by a witness the operator cannot
-// rewrite, detect a rewrite, a truncated tail or a fork; rows past the
-// newest checkpoint are reported as unanchored. Keep the signing key out of
-// the database's reach and publish checkpoints.
+// key the store's operator does not hold, kept by a witness the operator
+// cannot rewrite, detect a rewrite, a truncated tail or a fork. Keep the
+// signing key away from the database, pass the witness's checkpoints to
+// [Verify] as Trusted, and treat unanchored rows as unprotected.
 //
-// The Log keeps every Merkle node in memory (about 64 bytes per event) and
-// reads the whole store at [New]; tiles for very large logs are not
-// implemented.
+// An export made with a key ring ([LoadExport]) holds plaintext payloads;
+// handle it as the data it is. A sample's redacted rows prove only that
+// their leaf hash is in the log, not the fields still shown.
+//
+// The Log keeps every Merkle node in memory (about 64 bytes per event)
+// and reads the whole store at [New] (within Config.CommitTimeout); tiles
+// for logs of hundreds of millions of rows are not implemented.
+//
+// A [Log] is safe for concurrent use.
 package auditlog

@@ -473,3 +473,27 @@ func TestVerifySealedWithoutKeysIsUnreadable(t *testing.T) {
 		t.Fatalf("sealed export verified without keys: %v", rep.Findings)
 	}
 }
+
+func TestKeyRotationTwoSigners(t *testing.T) {
+	ctx := context.Background()
+	oldKey, newKey := newKeys(t, "audit-2025"), newKeys(t, "audit-2026")
+	st := memstore.New()
+	l := newLog(t, auditlog.Config{Store: st, Origin: origin, Signers: []note.Signer{oldKey.signer, newKey.signer}, Plaintext: true})
+	if _, err := l.Append(ctx, auditlog.Event{Type: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []note.Verifier{oldKey.verifier, newKey.verifier} {
+		if _, names, err := auditlog.OpenCheckpoint(cp.Note, origin, note.VerifierList(v)); err != nil || len(names) != 1 {
+			t.Fatalf("checkpoint with verifier %s: %v %v", v.Name(), names, err)
+		}
+	}
+	exp, _ := auditlog.LoadExport(ctx, st, origin, nil)
+	rep := auditlog.Verify(ctx, exp, auditlog.VerifyConfig{Origin: origin, Verifiers: []note.Verifier{newKey.verifier}})
+	if len(rep.Findings) != 0 {
+		t.Fatalf("verifying with the new key only: %v", rep.Findings)
+	}
+}

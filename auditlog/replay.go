@@ -80,7 +80,7 @@ func (l *Log) Reencrypt(ctx context.Context) (int, error) {
 	if ring == nil {
 		return 0, fmt.Errorf("%w: no Ring configured", ErrInvalidConfig)
 	}
-	const batchSize = 256
+	const batchSize = 1024
 	total := 0
 	var from uint64
 	for {

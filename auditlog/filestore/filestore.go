@@ -343,7 +343,7 @@ func (s *Store) Checkpoints(ctx context.Context, fn func([]byte) error) error {
 	return nil
 }
 
-// Rekey implements auditlog.Store. The file is rewritten beside the
+// Rekey implements auditlog.Store. The whole file is rewritten beside the
 // original, fsynced and renamed over it, so a crash leaves either the old
 // or the new file; appends wait meanwhile.
 func (s *Store) Rekey(ctx context.Context, rows []auditlog.Rekeyed) error {
