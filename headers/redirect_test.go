@@ -1,10 +1,12 @@
 package headers
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -107,4 +109,44 @@ func TestRedirectBehindMiddleware(t *testing.T) {
 			t.Error("HSTS sent over plain HTTP")
 		}
 	}
+}
+
+// FuzzRedirect: whatever Host and target a client sends, the redirect
+// either points at an allowed host over HTTPS or refuses; it never sends
+// the client elsewhere.
+func FuzzRedirect(f *testing.F) {
+	for _, s := range [][2]string{
+		{"example.com", "/a/b?x=1"}, {"EXAMPLE.COM:80", "/submit"}, {"evil.example", "/"},
+		{"example.com@evil.example", "/"}, {"example.com", "//evil.example/x"}, {"[::1]:80", "/"},
+		{"example.com.", "/%0d%0aSet-Cookie:x"}, {"", "*"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	rd, err := NewRedirect(RedirectConfig{AllowedHosts: []string{"example.com"}, HTTPSPort: 8443})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, host, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		req := &http.Request{Method: "GET", Host: host, URL: u, Header: http.Header{}, RequestURI: target}
+		req = req.WithContext(context.Background())
+		rec := httptest.NewRecorder()
+		rd.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusPermanentRedirect:
+			loc, err := url.Parse(rec.Header().Get("Location"))
+			if err != nil || loc.Scheme != "https" || loc.Host != "example.com:8443" || loc.User != nil {
+				t.Fatalf("Host %q target %q redirected to %q", host, target, rec.Header().Get("Location"))
+			}
+			if strings.ContainsAny(rec.Header().Get("Location"), "\r\n") {
+				t.Fatalf("header injection: %q", rec.Header().Get("Location"))
+			}
+		case http.StatusBadRequest:
+		default:
+			t.Fatalf("status %d", rec.Code)
+		}
+	})
 }
