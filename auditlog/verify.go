@@ -239,20 +239,14 @@ func (v *verifier) chain() {
 	}
 	if !inOrder {
 		var maxSeq uint64
+		seen := make(map[uint64]struct{}, len(recs))
 		for i := range recs {
-			if i > 0 && recs[i].Seq < maxSeq {
-				// Reported as duplicate below if the seq was seen.
-				seen := false
-				for _, j := range pos[:i] {
-					if recs[j].Seq == recs[i].Seq {
-						seen = true
-						break
-					}
-				}
-				if !seen {
-					v.add(rowFinding(FindingReordered, i, recs[i].Seq, fmt.Sprintf("row %d appears after row %d", recs[i].Seq, maxSeq)))
-				}
+			_, dup := seen[recs[i].Seq]
+			if i > 0 && recs[i].Seq < maxSeq && !dup {
+				// a repeated seq is reported by dedupe instead
+				v.add(rowFinding(FindingReordered, i, recs[i].Seq, fmt.Sprintf("row %d appears after row %d", recs[i].Seq, maxSeq)))
 			}
+			seen[recs[i].Seq] = struct{}{}
 			maxSeq = max(maxSeq, recs[i].Seq)
 		}
 		slices.SortStableFunc(pos, func(a, b int) int {
