@@ -57,8 +57,30 @@
 // quic-go http3.Server's SetQUICHeaders to advertise HTTP/3 on HTTPS
 // responses.
 //
+// # CSP reports
+//
+// [NewReportHandler] is the endpoint for a policy's report-uri. It accepts
+// CSP Level 2 (application/csp-report) and Reporting API
+// (application/reports+json) bodies up to a size cap, answers 204, and
+// hands [Report] values to a callback (default: a slog Warn line). Query
+// strings, fragments and user info are cut from every URL in a report,
+// because a reset link or session id in a document URL must not reach the
+// logs.
+//
+// # Grading
+//
+// The subpackage observatory grades a response's headers with the Mozilla
+// HTTP Observatory's rules; the zero Config scores 130 (A+) on HTTPS.
+//
 // # Security caveats
 //
+//   - HSTS protects from the second visit on; the first needs the host on
+//     the browsers' preload list (submit it: the header already carries
+//     preload and includeSubDomains, and [NewRedirect] redirects to the
+//     same host first, as the list requires).
+//   - A Content-Security-Policy-Report-Only header set by a handler is
+//     removed; trial a policy with [App.CSPReportOnly] instead.
+
 //   - After Hijack the handler writes raw bytes. A 101 sent through
 //     WriteHeader before Hijack carries the set; otherwise the hijacked
 //     connection holds back a leading "HTTP/1.x" response head (up to 64
