@@ -188,7 +188,8 @@ var broadSources = map[string]bool{
 //   - base-uri and form-action are present (they do not fall back to
 //     default-src);
 //   - frame-ancestors, when present, is 'none' (X-Frame-Options is DENY);
-//   - no source loads over http: or ftp: (the site is HTTPS-only);
+//   - no source loads over http:, ws: or ftp:, and reports do not travel
+//     over http: (the site is HTTPS-only);
 //   - the $NONCE placeholder appears only in script and style directives.
 //
 // The error wraps [ErrCSPUnsafe] and names the rule that failed.
@@ -257,7 +258,7 @@ func (p Policy) Validate() error {
 	for _, d := range p.directives {
 		for _, v := range d.Values {
 			lv := strings.ToLower(v)
-			if d.Name != "report-uri" && (lv == "http:" || lv == "ftp:" || strings.HasPrefix(lv, "http://") || strings.HasPrefix(lv, "ftp://")) {
+			if insecureSource(lv) {
 				return unsafe("%s loads over an insecure scheme (%s)", d.Name, truncate(v))
 			}
 			if v == NoncePlaceholder && !strings.HasPrefix(d.Name, "script-src") && !strings.HasPrefix(d.Name, "style-src") && d.Name != "default-src" {
@@ -266,6 +267,16 @@ func (p Policy) Validate() error {
 		}
 	}
 	return nil
+}
+
+// insecureSource reports a source (or report-uri) over a cleartext scheme.
+func insecureSource(lv string) bool {
+	for _, scheme := range []string{"http", "ftp", "ws"} {
+		if lv == scheme+":" || strings.HasPrefix(lv, scheme+"://") {
+			return true
+		}
+	}
+	return false
 }
 
 func isHash(v string) bool {

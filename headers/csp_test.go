@@ -42,6 +42,10 @@ var cspCases = []struct {
 	{"form-action broad", "default-src 'none'; base-uri 'none'; form-action https:", ErrCSPUnsafe},
 	{"framing allowed", APIPolicy[:len(APIPolicy)-len("; frame-ancestors 'none'")] + "; frame-ancestors *", ErrCSPUnsafe},
 	{"insecure image", "default-src 'none'; img-src http://cdn.example.com; base-uri 'none'; form-action 'none'", ErrCSPUnsafe},
+	{"cleartext websocket", "default-src 'none'; connect-src ws://api.example.com; base-uri 'none'; form-action 'none'", ErrCSPUnsafe},
+	{"cleartext report-uri", APIPolicy + "; report-uri http://example.com/csp", ErrCSPUnsafe},
+	{"relative report-uri", APIPolicy + "; report-uri /csp-report", nil},
+	{"secure websocket", "default-src 'none'; connect-src wss://api.example.com; base-uri 'none'; form-action 'none'", nil},
 	{"nonce in img-src", "default-src 'none'; img-src $NONCE; base-uri 'none'; form-action 'none'", ErrCSPUnsafe},
 }
 
