@@ -88,7 +88,7 @@ func BenchmarkMintJWXFloor(b *testing.B) {
 // default (OWASP) argon2id cost, which dominates by design.
 func BenchmarkSignIn(b *testing.B) {
 	svc := benchService(b, Argon2Params{})
-	if err := svc.SignUp(context.Background(), "alice", goodPW, nil); err != nil {
+	if err := svc.CreateUser(context.Background(), "alice", goodPW); err != nil {
 		b.Fatal(err)
 	}
 	h := svc.Handler()

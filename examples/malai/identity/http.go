@@ -160,6 +160,8 @@ var problems = []mapped{
 		Title: "Second factor already enrolled"}},
 	{ErrMFANotPending, problem.Problem{Status: http.StatusConflict, Type: "mfa-not-pending",
 		Title: "No pending enrolment", Detail: "Start an enrolment with POST /v1/mfa/totp first."}},
+	{ErrInvalidCode, problem.Problem{Status: http.StatusUnprocessableEntity, Type: "invalid-otp-code",
+		Title: "Invalid code", Detail: "The code does not match the authenticator; check the device clock and enter the current code."}},
 	{ErrInvalidRefresh, problem.Problem{Status: http.StatusUnauthorized, Type: "invalid-refresh",
 		Title: "Invalid refresh session", Detail: "Sign in again."}},
 	{ErrRefreshReused, problem.Problem{Status: http.StatusUnauthorized, Type: "invalid-refresh",

@@ -114,6 +114,7 @@ var (
 	ErrReauthenticate        = errors.New("identity: sign-in too old for this action")
 	ErrMFAAlreadyEnrolled    = errors.New("identity: second factor already enrolled")
 	ErrMFANotPending         = errors.New("identity: no pending second-factor enrolment")
+	ErrInvalidCode           = errors.New("identity: invalid one-time code")
 	ErrInvalidRefresh        = errors.New("identity: invalid refresh token")
 	ErrRefreshReused         = errors.New("identity: refresh token reused; session revoked")
 	ErrClientIP              = errors.New("identity: client address unavailable")
@@ -260,7 +261,7 @@ type Service struct {
 	mu      sync.Mutex
 	users   map[string]*user
 	clients map[string]*client
-	closed  bool
+	closed  atomic.Bool
 }
 
 var (
@@ -415,23 +416,15 @@ func (s *Service) Handler() http.Handler { return s.handler }
 // Close drops the private signing keys and every session; requests and
 // calls made afterwards fail with [ErrClosed]. It is idempotent.
 func (s *Service) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if s.closed.Swap(true) {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
 	s.ring.Close()
 	s.sessions.clear()
 	return nil
 }
 
-func (s *Service) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
+func (s *Service) isClosed() bool { return s.closed.Load() }
 
 // RotateKey rotates the signing keys now: the pre-published next key
 // starts signing, the current key becomes the previous one (still
@@ -568,11 +561,11 @@ func (s *Service) RegisterClient(id string, scopes []string) (secret string, err
 	}
 	secret = base64.RawURLEncoding.EncodeToString(raw)
 	c := &client{digest: sha256.Sum256([]byte(secret)), scopes: slices.Compact(slices.Sorted(slices.Values(scopes)))}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if s.isClosed() {
 		return "", ErrClosed
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, ok := s.clients[id]; ok {
 		return "", ErrClientExists
 	}

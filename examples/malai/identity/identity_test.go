@@ -256,6 +256,24 @@ func TestAutomaticKeyRotation(t *testing.T) {
 	}
 }
 
+func TestCreateUser(t *testing.T) {
+	h := newHarness(t, nil)
+	if err := h.svc.CreateUser(context.Background(), "Seeded", goodPW); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.CreateUser(context.Background(), "seeded", goodPW); !errors.Is(err, ErrUsernameTaken) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	var pe *PolicyError
+	if err := h.svc.CreateUser(context.Background(), "other", "short"); !errors.As(err, &pe) || !errors.Is(err, ErrPasswordPolicy) {
+		t.Fatalf("weak password: %v", err)
+	}
+	if err := h.svc.CreateUser(context.Background(), "x", goodPW); !errors.Is(err, ErrInvalidUsername) {
+		t.Fatalf("bad name: %v", err)
+	}
+	h.signInOK(map[string]string{"username": "seeded", "password": goodPW})
+}
+
 func TestUniformUnknownUser(t *testing.T) {
 	h := newHarness(t, nil)
 	h.signUp("alice", goodPW)
@@ -426,6 +444,12 @@ func TestTOTP(t *testing.T) {
 
 	// Confirm before enrol, bad codes, double enrol.
 	wantProblem(t, h.postJSON("/v1/mfa/totp/confirm", map[string]string{"code": "123456"}, withBearer(tr.AccessToken)), 409, "mfa-not-pending")
+	// A wrong confirmation code leaves the enrolment pending.
+	if w := h.do(http.MethodPost, "/v1/mfa/totp", "", "", withBearer(tr.AccessToken)); w.Code != 201 {
+		t.Fatalf("enrol: %d", w.Code)
+	}
+	wantProblem(t, h.postJSON("/v1/mfa/totp/confirm", map[string]string{"code": "12345x"}, withBearer(tr.AccessToken)), 422, "invalid-otp-code")
+	h.signInOK(map[string]string{"username": "alice", "password": goodPW}) // not enrolled yet
 	secret, recovery := h.enrollTOTP(tr.AccessToken)
 	if len(recovery) != 10 {
 		t.Fatalf("%d recovery codes", len(recovery))
@@ -637,6 +661,9 @@ func TestClose(t *testing.T) {
 	}
 	if _, err := h.svc.RegisterClient("x", []string{"a"}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("RegisterClient after Close: %v", err)
+	}
+	if err := h.svc.CreateUser(context.Background(), "alice", goodPW); !errors.Is(err, ErrClosed) {
+		t.Fatalf("CreateUser after Close: %v", err)
 	}
 }
 

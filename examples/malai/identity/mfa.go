@@ -95,7 +95,7 @@ func (s *Service) serveTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		var step uint64
 		step, err = otpcode.Validate(code, u.totpPending, now, u.totpLastStep)
 		if err != nil {
-			err = ErrInvalidCredentials
+			err = ErrInvalidCode
 			break
 		}
 		u.totpSecret, u.totpPending, u.totpLastStep = u.totpPending, "", step

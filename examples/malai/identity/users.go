@@ -82,7 +82,11 @@ func (s *Service) serveSignUp(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.SignUp(r.Context(), req.Username, req.Password.Reveal(), r); err != nil {
+	var network netip.Prefix
+	if ip, err := s.cfg.ClientIP(r); err == nil {
+		network = risk.Network(ip)
+	}
+	if err := s.signUp(r.Context(), req.Username, req.Password.Reveal(), network); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -91,20 +95,24 @@ func (s *Service) serveSignUp(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, b)
 }
 
-// SignUp creates an account. r, when not nil, supplies the client address
-// remembered as the account's first known network. It returns
-// ErrInvalidUsername, a *PolicyError, ErrPasswordCompromised,
-// ErrUsernameTaken or ErrUnavailable.
-func (s *Service) SignUp(ctx context.Context, username, pw string, r *http.Request) error {
+// CreateUser creates an account the way POST /v1/users does (for seeding
+// and operator tools), with no known network yet: the first sign-in from
+// any network counts as a new network. It returns ErrInvalidUsername, a
+// *PolicyError, ErrPasswordCompromised, ErrUsernameTaken, ErrUnavailable
+// or ErrClosed.
+func (s *Service) CreateUser(ctx context.Context, username, password string) error {
+	return s.signUp(ctx, username, password, netip.Prefix{})
+}
+
+// signUp creates an account; network, when valid, is remembered as the
+// account's first known network.
+func (s *Service) signUp(ctx context.Context, username, pw string, network netip.Prefix) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
 	name, ok := normalizeUsername(username)
 	if !ok {
 		return ErrInvalidUsername
-	}
-	var network netip.Prefix
-	if r != nil {
-		if ip, err := s.cfg.ClientIP(r); err == nil {
-			network = risk.Network(ip)
-		}
 	}
 	s.mu.Lock()
 	_, taken := s.users[name]
@@ -123,9 +131,6 @@ func (s *Service) SignUp(ctx context.Context, username, pw string, r *http.Reque
 	u.rememberNetwork(network, s.cfg.Now())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
 	if _, taken := s.users[name]; taken {
 		return ErrUsernameTaken
 	}
