@@ -91,8 +91,16 @@ func (c *decisionCache) put(k key, e entry) {
 
 func (c *decisionCache) insertLocked(k key, e entry) {
 	if len(c.cur) >= c.half {
+		// Rotate, reusing the dropped generation's map: no allocation
+		// once both generations exist.
+		old := c.prev
 		c.prev = c.cur
-		c.cur = make(map[key]entry)
+		if old == nil {
+			old = make(map[key]entry, c.half)
+		} else {
+			clear(old)
+		}
+		c.cur = old
 	}
 	c.cur[k] = e
 }
