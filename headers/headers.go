@@ -32,6 +32,7 @@ const (
 	HeaderCacheControl        = "Cache-Control"
 	HeaderXSSProtection       = "X-Xss-Protection" // canonical form of X-XSS-Protection
 	HeaderAltSvc              = "Alt-Svc"
+	HeaderReportingEndpoints  = "Reporting-Endpoints"
 )
 
 const (
@@ -110,6 +111,12 @@ type App struct {
 	PermissionsPolicy string
 	// CacheControl is forced on every response; empty means no-store.
 	CacheControl string
+	// ReportingEndpoints is sent as the Reporting-Endpoints header, naming
+	// the endpoints a report-to directive refers to, for example
+	// `csp="https://malai.example/csp-report"`. Required when CSP uses
+	// report-to. Empty means none is sent (a handler's own is removed: it
+	// could redirect reports elsewhere).
+	ReportingEndpoints string
 	// KeepHandlerCacheControl keeps a Cache-Control the handler set (for
 	// static assets), using CacheControl only when the handler set none.
 	// Responses that carry a nonce are always no-store: a cached page
@@ -174,6 +181,7 @@ type compiledApp struct {
 	coop        string
 	corp        string
 	permissions string
+	endpoints   string
 	cache       string
 	keepCache   bool
 }
@@ -259,7 +267,7 @@ func New(cfg Config) (*Middleware, error) {
 	m.managed = make(map[string]bool)
 	for _, h := range []string{HeaderHSTS, HeaderCSP, HeaderFrameOptions, HeaderContentTypeOptions,
 		HeaderReferrerPolicy, HeaderCrossOriginOpener, HeaderCrossOriginResource, HeaderPermissionsPolicy,
-		HeaderCacheControl, HeaderXSSProtection} {
+		HeaderCacheControl, HeaderXSSProtection, HeaderReportingEndpoints} {
 		m.managed[h] = true
 	}
 	m.strip = append(m.strip, defaultStripped...)
@@ -339,6 +347,13 @@ func compileApp(a App) (*compiledApp, error) {
 	if !validValue(c.permissions) {
 		return nil, fmt.Errorf("PermissionsPolicy is not a valid header value")
 	}
+	if to, ok := p.Get("report-to"); ok && a.ReportingEndpoints == "" {
+		return nil, fmt.Errorf("CSP reports to %q but ReportingEndpoints is empty", strings.Join(to, " "))
+	}
+	if a.ReportingEndpoints != "" && !validValue(a.ReportingEndpoints) {
+		return nil, fmt.Errorf("ReportingEndpoints is not a valid header value")
+	}
+	c.endpoints = a.ReportingEndpoints
 	c.cache = a.CacheControl
 	if c.cache == "" {
 		c.cache = defaultCacheControl
@@ -568,6 +583,9 @@ func (s *stamper) apply(h http.Header) {
 	set(HeaderCrossOriginResource, app.corp)
 	set(HeaderPermissionsPolicy, app.permissions)
 	set(HeaderXSSProtection, xssProtectionOff)
+	if app.endpoints != "" {
+		set(HeaderReportingEndpoints, app.endpoints)
+	}
 	if _, kept := h[HeaderCacheControl]; !kept {
 		if s.nonce != "" {
 			set(HeaderCacheControl, defaultCacheControl)

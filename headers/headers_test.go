@@ -480,6 +480,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"empty app name", Config{Apps: map[string]App{"": {}}, Select: func(*http.Request) string { return "" }}, ErrInvalidConfig},
 		{"leaky referrer policy", Config{Default: App{ReferrerPolicy: "unsafe-url"}}, ErrInvalidConfig},
 		{"bad COOP", Config{Default: App{CrossOriginOpenerPolicy: "unsafe-none"}}, ErrInvalidConfig},
+		{"report-to without endpoints", Config{Default: App{CSP: APIPolicy + "; report-to csp"}}, ErrInvalidConfig},
 		{"bad CORP", Config{Default: App{CrossOriginResourcePolicy: "anyone"}}, ErrInvalidConfig},
 		{"header injection in Permissions-Policy", Config{Default: App{PermissionsPolicy: "camera=()\r\nSet-Cookie: x=1"}}, ErrInvalidConfig},
 		{"short HSTS with preload", Config{HSTSMaxAge: 24 * time.Hour}, ErrInvalidConfig},
@@ -514,6 +515,19 @@ func TestLoosenedHSTSAndStripHeaders(t *testing.T) {
 	if res.Header.Get("X-Debug") != "" || res.Header.Get("X-Keep") != "1" {
 		t.Errorf("strip list not applied exactly: %v", res.Header)
 	}
+}
+
+func TestReportingEndpoints(t *testing.T) {
+	m := mustNew(t, Config{Default: App{CSP: APIPolicy + "; report-to csp", ReportingEndpoints: `csp="https://example.com/csp-report"`}})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(HeaderReportingEndpoints, `csp="https://evil.example/"`)
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "https://example.com/", nil))
+	want := strictSet()
+	want[HeaderCSP] = APIPolicy + "; report-to csp"
+	want[HeaderReportingEndpoints] = `csp="https://example.com/csp-report"`
+	checkSet(t, rec.Result().Header, want)
 }
 
 func TestConfigNotMutated(t *testing.T) {
