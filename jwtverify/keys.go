@@ -11,7 +11,6 @@ import (
 	"crypto/sha512"
 	"errors"
 	"fmt"
-	"math/big"
 	"sync/atomic"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -102,15 +101,39 @@ func verifySignature(alg string, k *publicKey, input, sig []byte) bool {
 
 // verifyECDSA checks a JWS ECDSA signature: R and S as fixed-size
 // big-endian integers, concatenated (RFC 7518 §3.4). Any other length,
-// including DER, is refused.
+// including DER, is refused. The pair is re-encoded as the DER that
+// crypto/ecdsa verifies, without big.Int round trips.
 func verifyECDSA(key crypto.PublicKey, hash, sig []byte, size int) bool {
 	pub, ok := key.(*ecdsa.PublicKey)
 	if !ok || len(sig) != 2*size {
 		return false
 	}
-	r := new(big.Int).SetBytes(sig[:size])
-	s := new(big.Int).SetBytes(sig[size:])
-	return ecdsa.Verify(pub, hash, r, s)
+	var body, out [2 * (3 + 67)]byte
+	b := appendDERInt(appendDERInt(body[:0], sig[:size]), sig[size:])
+	der := append(out[:0], 0x30)
+	if len(b) >= 0x80 {
+		der = append(der, 0x81)
+	}
+	der = append(append(der, byte(len(b))), b...)
+	return ecdsa.VerifyASN1(pub, hash, der)
+}
+
+// appendDERInt appends x, an unsigned big-endian integer of at most 66
+// bytes, as a DER INTEGER.
+func appendDERInt(b, x []byte) []byte {
+	for len(x) > 1 && x[0] == 0 {
+		x = x[1:]
+	}
+	n := len(x)
+	pad := x[0]&0x80 != 0
+	if pad {
+		n++
+	}
+	b = append(b, 0x02, byte(n))
+	if pad {
+		b = append(b, 0)
+	}
+	return append(b, x...)
 }
 
 func verifyRSA(alg string, key crypto.PublicKey, h crypto.Hash, hash, sig []byte) bool {
