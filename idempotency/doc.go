@@ -1,0 +1,97 @@
+// Package idempotency makes a write happen once per key, whether the
+// request is retried by a client, redelivered by a queue or re-run by a
+// worker after back-pressure.
+//
+// One transport-neutral call, [Runner.Do], claims a key, runs the
+// operation, and stores its [Result] for replay. The HTTP [Middleware] is
+// built on it and implements the IETF draft "The Idempotency-Key HTTP
+// Header Field"; queue consumers and workers call Do directly. Records live
+// in a [Store]: memstore for one process, redisstore for many, both
+// checked by the storetest suite.
+//
+// # Guarantees
+//
+//   - At most one execution per record key while a record is live. A claim
+//     is atomic in the store: of 100 concurrent identical requests exactly
+//     one runs; the others receive the stored result or a 409.
+//   - A claim is a renewable lease separate from retention. The middleware
+//     and Do renew it in the background (RunnerConfig.Heartbeat); a worker
+//     waiting under back-pressure can also call [Lease.Extend]. A holder
+//     that crashes stops renewing, and after Lease a retry takes the key
+//     over with the next fencing token ([Lease.Token]); the old holder's
+//     late completion is rejected with [ErrLeaseLost], so it cannot
+//     overwrite its successor's result.
+//   - The result is stored before the response is sent. 2xx, 3xx and 4xx
+//     responses are stored; on 5xx, an error or a panic the claim is
+//     released so a retry runs again. A response over MaxResponseBytes is
+//     sent once and recorded as completed-but-not-replayable: a retry gets
+//     409 ([ErrNotReplayable]), never a second side effect.
+//   - Completed records are kept for Retention (24 h by default), decided
+//     against the injected clock (Now) from timestamps inside the record.
+//   - A store failure fails closed: 503 with Retry-After, the handler does
+//     not run (FailOpen loosens this).
+//
+// # HTTP
+//
+// A guarded request (POST and PATCH by default) must carry
+// Idempotency-Key as a structured-field string of 1 to 255 characters
+// ([ParseKey]). The record key is [RecordKey] of the verified caller
+// (Config.Principal, for example the JWT subject), the method, the route
+// pattern (r.Pattern) and the key, so callers and routes never share
+// records. The fingerprint is the SHA-256 of the request body (optionally
+// canonicalised, [CanonicalJSON]) and any Config.FingerprintHeaders.
+//
+// Answers, all application/problem+json (slugs in docs/problems.md):
+//
+//	no key                          400 idempotency-key-missing
+//	malformed key                   400 idempotency-key-invalid
+//	no verified caller              401 idempotency-unauthenticated
+//	body over MaxBodyBytes          413 idempotency-body-too-large
+//	body read error                 400 idempotency-body-unreadable
+//	same key, other payload         422 idempotency-key-reused
+//	first request still running     409 idempotency-in-flight + Retry-After
+//	completed, too large to replay  409 idempotency-not-replayable
+//	store unavailable               503 service-unavailable + Retry-After
+//
+// A replay returns the original status, the allow-listed headers
+// (Config.ReplayHeaders; never Set-Cookie by default) and body, with
+// Idempotent-Replayed: true.
+//
+// Wire it per route, behind authentication:
+//
+//	store, err := redisstore.New(redisstore.Config{Client: rdb, Prefix: "ledger:idem:"})
+//	...
+//	idem, err := idempotency.New(idempotency.Config{
+//		Store:     store,
+//		Principal: subjectFromVerifiedJWT, // func(*http.Request) (string, bool)
+//	})
+//	...
+//	mux.Handle("POST /transfers", auth.Handler(idem.Handler(transfers)))
+//
+// # Queues and workers
+//
+// A worker that must meet the same record as an HTTP retry derives the
+// key the middleware used and fingerprints the same body:
+//
+//	key := idempotency.RecordKey(msg.Subject, "POST", "POST /transfers", msg.Key)
+//	res, replayed, err := runner.Do(ctx, key, idempotency.Fingerprint(msg.Body, nil), transfer)
+//
+// [ErrInFlight] means "redeliver later"; [ErrKeyReused] and
+// [ErrNotReplayable] mean "acknowledge, do not run".
+//
+// # Security caveats
+//
+//   - Keys are hashed (SHA-256 of the record key) before they reach a store
+//     or a log; problem responses never echo them.
+//   - Scoping by caller is only as good as Config.Principal: it must read a
+//     verified identity, never a client-chosen header. AllowAnonymous makes
+//     every caller share one key space.
+//   - Leases are fenced in the store, but a holder that stalls past its
+//     lease still runs its side effect. Pass [Lease.Token] to the system
+//     that applies it (a ledger row, a downstream API) and reject lower
+//     tokens there to make the late write harmless.
+//   - The middleware buffers the response (up to MaxResponseBytes) and the
+//     request body (up to MaxBodyBytes); Flush is deferred and Hijack is not
+//     supported on guarded routes.
+//   - memstore gives no guarantee across replicas.
+package idempotency
