@@ -19,8 +19,8 @@ const (
 // LogHandler is a [slog.Handler] that adds the correlation id
 // ([LogKeyRequestID]) and the current span's trace and span ids
 // ([LogKeyTraceID], [LogKeySpanID]) from the record's context to every
-// record, then passes it on. Attributes absent from the context are left
-// out. Use the *Context logging methods (InfoContext, LogAttrs) so the
+// record, ahead of the record's own attributes, then passes it on. Ids
+// absent from the context are left out. Use the *Context logging methods (InfoContext, LogAttrs) so the
 // context reaches the handler.
 //
 // The ids join the record like any other attribute, so after
@@ -43,24 +43,35 @@ func (h *LogHandler) Handle(ctx context.Context, r slog.Record) error {
 	if ctx == nil {
 		return h.next.Handle(ctx, r)
 	}
-	var attrs [3]slog.Attr
-	n := 0
+	var buf [16]slog.Attr
+	attrs := appendIDs(buf[:0], ctx)
+	if len(attrs) == 0 {
+		return h.next.Handle(ctx, r)
+	}
+	// A fresh record with the ids first and the record's attributes after
+	// them: one allocation at most, and nothing written into an array the
+	// caller's copy of r shares.
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		attrs = append(attrs, a)
+		return true
+	})
+	out.AddAttrs(attrs...)
+	return h.next.Handle(ctx, out)
+}
+
+// appendIDs appends the correlation id and the span's trace and span ids
+// found in ctx.
+func appendIDs(dst []slog.Attr, ctx context.Context) []slog.Attr {
 	if id, ok := reqid.FromContext(ctx); ok {
-		attrs[n] = slog.String(LogKeyRequestID, id)
-		n++
+		dst = append(dst, slog.String(LogKeyRequestID, id))
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		attrs[n] = slog.String(LogKeyTraceID, sc.TraceID().String())
-		attrs[n+1] = slog.String(LogKeySpanID, sc.SpanID().String())
-		n += 2
+		dst = append(dst,
+			slog.String(LogKeyTraceID, sc.TraceID().String()),
+			slog.String(LogKeySpanID, sc.SpanID().String()))
 	}
-	if n > 0 {
-		// Clone so that appending never writes into an array the
-		// caller's copy of the record shares.
-		r = r.Clone()
-		r.AddAttrs(attrs[:n]...)
-	}
-	return h.next.Handle(ctx, r)
+	return dst
 }
 
 // WithAttrs returns a LogHandler around the wrapped handler's WithAttrs.

@@ -115,10 +115,14 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m := &Middleware{cfg: c, tracing: c.TracerProvider != nil}
 	if c.Logger != nil {
-		m.logger = c.Logger
-		if _, ok := c.Logger.Handler().(*LogHandler); !ok {
-			m.logger = slog.New(NewLogHandler(c.Logger.Handler()))
+		// The access log adds the ids itself; a LogHandler the caller
+		// already wrapped around the handler is unwrapped so they are not
+		// added twice.
+		h := c.Logger.Handler()
+		if lh, ok := h.(*LogHandler); ok {
+			h = lh.next
 		}
+		m.logger = slog.New(h)
 	}
 	if c.MeterProvider != nil {
 		rm, err := newREDMetrics(c.MeterProvider)
@@ -179,8 +183,9 @@ func (h *identify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		id = NewID(h.m.cfg.Now())
 	}
-	w.Header()[headerKey] = []string{id}
 	sc := &stateCtx{Context: r.Context(), st: requestState{trusted: trusted}}
+	sc.st.header[0] = id
+	w.Header()[headerKey] = sc.st.header[:]
 	h.next.ServeHTTP(w, r.WithContext(reqid.NewContext(sc, id)))
 }
 
@@ -199,7 +204,13 @@ func (o *observe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String(SpanAttribute, id))
 	}
-	rw := respwriter.New(w, nil)
+	var rw *respwriter.Writer
+	if st := stateFrom(ctx); st != nil {
+		rw = &st.rw
+		rw.Reset(w, nil)
+	} else {
+		rw = respwriter.New(w, nil)
+	}
 	defer func() {
 		p := recover()
 		status := rw.Status()
@@ -229,7 +240,8 @@ func (o *observe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, status int, written int64, p any) {
 	m := o.m
-	elapsed := m.cfg.Now().Sub(start)
+	end := m.cfg.Now()
+	elapsed := end.Sub(start)
 	pattern := ""
 	if st := stateFrom(r.Context()); st != nil && st.pattern != "" {
 		pattern = st.pattern
@@ -260,10 +272,16 @@ func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, stat
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	if !m.logger.Enabled(ctx, level) {
+	h := m.logger.Handler()
+	if !h.Enabled(ctx, level) {
 		return
 	}
-	m.logger.LogAttrs(ctx, level, "http request",
+	// Build the record here rather than through Logger.LogAttrs: that
+	// skips a runtime.Callers walk (the source of an access log is always
+	// this line) and lets the ids and the fields share one allocation.
+	var buf [3 + 6]slog.Attr
+	attrs := appendIDs(buf[:0], ctx)
+	attrs = append(attrs,
 		slog.String("method", r.Method),
 		slog.String("route", route),
 		slog.Int("status", status),
@@ -271,6 +289,9 @@ func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, stat
 		slog.Float64("duration_ms", float64(elapsed.Nanoseconds())/1e6),
 		slog.String("client_ip", m.cfg.ClientIP(r)),
 	)
+	rec := slog.NewRecord(end, level, "http request", 0)
+	rec.AddAttrs(attrs...)
+	_ = h.Handle(ctx, rec)
 }
 
 // routeOf returns the path part of a ServeMux pattern ("GET
@@ -291,10 +312,13 @@ func remoteHost(r *http.Request) string {
 }
 
 // requestState is the per-request holder that inner layers fill for the
-// outer ones.
+// outer ones. It also holds the request's recording writer and the
+// response header value, so that one allocation covers all three.
 type requestState struct {
 	trusted bool
 	pattern string
+	header  [1]string
+	rw      respwriter.Writer
 }
 
 type stateKey struct{}

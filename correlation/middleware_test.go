@@ -436,3 +436,51 @@ func TestContextWithIDReplacesInvalid(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestWrappedLoggerNoDuplicateIDs(t *testing.T) {
+	logs := &syncBuffer{}
+	logger := slog.New(NewLogHandler(slog.NewJSONHandler(logs, nil)))
+	m := mustNew(t, Config{Logger: logger})
+	m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logger.InfoContext(r.Context(), "inside")
+	})).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines: %s", len(lines), logs.String())
+	}
+	for _, l := range lines {
+		if n := strings.Count(l, `"request_id"`); n != 1 {
+			t.Errorf("request_id appears %d times in %s", n, l)
+		}
+	}
+}
+
+func FuzzInboundID(f *testing.F) {
+	for _, tc := range idCases {
+		f.Add(tc.in)
+	}
+	m, err := New(Config{TrustIncoming: func(*http.Request) bool { return true }})
+	if err != nil {
+		f.Fatal(err)
+	}
+	var seen string
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen, _ = IDFromContext(r.Context())
+	}))
+	f.Fuzz(func(t *testing.T, in string) {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header[headerKey] = []string{in}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		got := rec.Header().Get(HeaderName)
+		if got != seen || !ValidID(got) {
+			t.Fatalf("response id %q, context id %q", got, seen)
+		}
+		if got == in && !ValidID(in) {
+			t.Fatalf("invalid inbound id %q echoed", in)
+		}
+		if ValidID(in) && got != in {
+			t.Fatalf("valid trusted id %q replaced by %q", in, got)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package correlation
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -351,16 +352,25 @@ func (d *EncryptedReader) readFrame() (byte, []byte, error) {
 	if size > maxFrameBody {
 		return 0, nil, ErrMalformedStream
 	}
-	if cap(d.buf) < int(size) {
-		d.buf = make([]byte, size)
+	if int(size) <= cap(d.buf) {
+		body := d.buf[:size]
+		n, err = io.ReadFull(d.r, body)
+		d.off += int64(n)
+		if err != nil {
+			return 0, nil, readErr(err)
+		}
+		return hdr[0], body, nil
 	}
-	body := d.buf[:size]
-	n, err = io.ReadFull(d.r, body)
-	d.off += int64(n)
+	// Grow with the bytes that actually arrive, so a forged length in a
+	// short input cannot make the reader allocate a megabyte.
+	b := bytes.NewBuffer(d.buf[:0])
+	m, err := io.CopyN(b, d.r, int64(size))
+	d.off += m
 	if err != nil {
 		return 0, nil, readErr(err)
 	}
-	return hdr[0], body, nil
+	d.buf = b.Bytes()
+	return hdr[0], d.buf, nil
 }
 
 func readErr(err error) error {

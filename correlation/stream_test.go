@@ -103,6 +103,21 @@ func TestStreamRoundTrip(t *testing.T) {
 	}
 }
 
+func TestStreamLargeRecords(t *testing.T) {
+	ring := newRing(t, "k")
+	big := strings.Repeat("x", 300<<10) + "\n"
+	lines := []string{"small\n", big, "small again\n", strings.Repeat("y", MaxRecordSize)}
+	got, err := readAll(writeStream(t, ring, lines, true), ring)
+	if err != nil || len(got) != len(lines) {
+		t.Fatalf("read %d records, %v", len(got), err)
+	}
+	for i := range lines {
+		if got[i] != lines[i] {
+			t.Fatalf("record %d differs (len %d, want %d)", i, len(got[i]), len(lines[i]))
+		}
+	}
+}
+
 func TestStreamRotationMidStream(t *testing.T) {
 	ring := newRing(t, "2026-11")
 	var buf bytes.Buffer
@@ -346,6 +361,7 @@ func FuzzEncryptedReader(f *testing.F) {
 	f.Add([]byte{kindHeader, 0, 0, 0, 28})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := NewEncryptedReader(bytes.NewReader(in), ring)
+		var lastErr error
 		for i := 0; i < 1000; i++ {
 			rec, err := r.Next()
 			if err == io.EOF {
@@ -359,6 +375,11 @@ func FuzzEncryptedReader(f *testing.F) {
 				if !errors.Is(err, ErrTruncated) {
 					return
 				}
+				// Resumable only at a stream boundary; otherwise sticky.
+				if err == lastErr {
+					return
+				}
+				lastErr = err
 				continue
 			}
 			// Anything that verifies must be a record we wrote: the
