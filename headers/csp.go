@@ -190,7 +190,8 @@ var broadSources = map[string]bool{
 //   - frame-ancestors, when present, is 'none' (X-Frame-Options is DENY);
 //   - no source loads over http:, ws: or ftp:, and reports do not travel
 //     over http: (the site is HTTPS-only);
-//   - the $NONCE placeholder appears only in script and style directives.
+//   - no fixed 'nonce-…' source (every response would repeat it; use
+//     $NONCE), and $NONCE appears only in script and style directives.
 //
 // The error wraps [ErrCSPUnsafe] and names the rule that failed.
 func (p Policy) Validate() error {
@@ -260,6 +261,9 @@ func (p Policy) Validate() error {
 			lv := strings.ToLower(v)
 			if insecureSource(lv) {
 				return unsafe("%s loads over an insecure scheme (%s)", d.Name, truncate(v))
+			}
+			if strings.HasPrefix(v, "'nonce-") {
+				return unsafe("%s has a fixed nonce, which every response would repeat; use %s", d.Name, NoncePlaceholder)
 			}
 			if v == NoncePlaceholder && !strings.HasPrefix(d.Name, "script-src") && !strings.HasPrefix(d.Name, "style-src") && d.Name != "default-src" {
 				return unsafe("%s placeholder is only meaningful in script-src and style-src, not %s", NoncePlaceholder, d.Name)

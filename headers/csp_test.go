@@ -15,7 +15,7 @@ var cspCases = []struct {
 }{
 	{"api profile", APIPolicy, nil},
 	{"web with nonce", webPolicy, nil},
-	{"strict-dynamic with nonce", "script-src 'strict-dynamic' $NONCE; object-src 'none'; base-uri 'none'; form-action 'self'", nil},
+	{"strict-dynamic with nonce placeholder", "script-src 'strict-dynamic' $NONCE; object-src 'none'; base-uri 'none'; form-action 'self'", nil},
 	{"hash source", "default-src 'self'; script-src 'sha256-abc='; object-src 'none'; base-uri 'none'; form-action 'none'", nil},
 	{"upper-case keywords", "DEFAULT-SRC 'NONE'; BASE-URI 'NONE'; FORM-ACTION 'NONE'", nil},
 	{"extra whitespace and empty directives", " default-src  'none' ;; base-uri 'none';form-action\t'none' ; ", nil},
@@ -46,6 +46,7 @@ var cspCases = []struct {
 	{"cleartext report-uri", APIPolicy + "; report-uri http://example.com/csp", ErrCSPUnsafe},
 	{"relative report-uri", APIPolicy + "; report-uri /csp-report", nil},
 	{"secure websocket", "default-src 'none'; connect-src wss://api.example.com; base-uri 'none'; form-action 'none'", nil},
+	{"fixed nonce", "default-src 'none'; script-src 'nonce-R4nd0m'; base-uri 'none'; form-action 'none'", ErrCSPUnsafe},
 	{"nonce in img-src", "default-src 'none'; img-src $NONCE; base-uri 'none'; form-action 'none'", ErrCSPUnsafe},
 }
 
