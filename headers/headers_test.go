@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -219,6 +220,9 @@ func TestSurvivesStreamingFlush(t *testing.T) {
 		weaken(w.Header()) // too late to matter, and must not corrupt anything
 		io.WriteString(w, "event: 2\n\n")
 	})))
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // runs before the server's Close, even after a failure
 	res, err := srv.Client().Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +233,7 @@ func TestSurvivesStreamingFlush(t *testing.T) {
 	if line != "event: 1\n" {
 		t.Fatalf("first event %q", line)
 	}
-	close(release)
+	unblock()
 	// The next response is unaffected by the late mutation above.
 	checkSet(t, get(t, srv, "/").Header, strictSet())
 }
