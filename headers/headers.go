@@ -242,8 +242,8 @@ func New(cfg Config) (*Middleware, error) {
 		maxAge = defaultHSTSMaxAge
 	}
 	switch {
-	case maxAge < 0:
-		return nil, fmt.Errorf("%w: HSTSMaxAge is negative", ErrInvalidConfig)
+	case maxAge < time.Second:
+		return nil, fmt.Errorf("%w: HSTSMaxAge below one second (max-age=0 would remove HSTS from browsers)", ErrInvalidConfig)
 	case !cfg.HSTSNoPreload && maxAge < hstsPreloadMinimum:
 		return nil, fmt.Errorf("%w: HSTS preload needs HSTSMaxAge of at least one year (or set HSTSNoPreload)", ErrInvalidConfig)
 	case cfg.HSTSNoSubdomains && !cfg.HSTSNoPreload:

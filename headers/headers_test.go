@@ -488,6 +488,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad CORP", Config{Default: App{CrossOriginResourcePolicy: "anyone"}}, ErrInvalidConfig},
 		{"header injection in Permissions-Policy", Config{Default: App{PermissionsPolicy: "camera=()\r\nSet-Cookie: x=1"}}, ErrInvalidConfig},
 		{"short HSTS with preload", Config{HSTSMaxAge: 24 * time.Hour}, ErrInvalidConfig},
+		{"sub-second HSTS", Config{HSTSMaxAge: time.Millisecond, HSTSNoPreload: true}, ErrInvalidConfig},
 		{"negative HSTS", Config{HSTSMaxAge: -time.Second, HSTSNoPreload: true}, ErrInvalidConfig},
 		{"no subdomains with preload", Config{HSTSNoSubdomains: true}, ErrInvalidConfig},
 		{"invalid proxy prefix", Config{TrustedProxies: []netip.Prefix{{}}}, ErrInvalidConfig},
