@@ -1,7 +1,11 @@
 package identity
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"log/slog"
+	"net/url"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -90,6 +94,67 @@ func FuzzDecodeSignUp(f *testing.F) {
 		}
 		if plain["username"] != req.Username || plain["password"] != req.Password.Reveal() {
 			t.Fatal("decoded values differ from encoding/json")
+		}
+	})
+}
+
+// FuzzTokenEndpoint throws arbitrary Authorization headers, media types
+// and bodies at POST /oauth2/token: the answer is always an RFC 6749 JSON
+// body with 200, 400 or 401, and 200 only with the right credentials.
+func FuzzTokenEndpoint(f *testing.F) {
+	svc, err := New(Config{Issuer: testIssuer, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = svc.Close() })
+	secret, _ := svc.RegisterClient("ledger", []string{"audit:append", "accounts:read"})
+	good := "Basic " + base64.StdEncoding.EncodeToString([]byte("ledger:"+secret))
+	h := svc.Handler()
+	seeds := []struct{ auth, ct, body string }{
+		{good, formCT, "grant_type=client_credentials"},
+		{good, formCT, "grant_type=client_credentials&scope=audit:append"},
+		{good, formCT, "grant_type=client_credentials&scope=admin"},
+		{good, formCT, "grant_type=password"},
+		{good, formCT, "grant_type=client_credentials&grant_type=client_credentials"},
+		{good, formCT, "grant_type=%zz"},
+		{good, "application/json", `{"grant_type":"client_credentials"}`},
+		{"Basic bGVkZ2VyOng=", formCT, "grant_type=client_credentials"},
+		{"Basic !!!", formCT, "grant_type=client_credentials"},
+		{"Bearer x", formCT, "grant_type=client_credentials&client_secret=" + secret},
+		{"", formCT, ""},
+	}
+	for _, s := range seeds {
+		f.Add(s.auth, s.ct, []byte(s.body))
+	}
+	f.Fuzz(func(t *testing.T, auth, ct string, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, "/oauth2/token", bytes.NewReader(body))
+		if auth != "" {
+			r.Header.Set("Authorization", auth)
+		}
+		r.Header.Set("Content-Type", ct)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		switch w.Code {
+		case 200:
+			id, sec, ok := r.BasicAuth()
+			id, _ = url.QueryUnescape(id)
+			sec, _ = url.QueryUnescape(sec)
+			if !ok || id != "ledger" || sec != secret {
+				t.Fatalf("200 for Authorization %q", auth)
+			}
+			if strings.Contains(w.Body.String(), secret) {
+				t.Fatal("response echoes the secret")
+			}
+		case 400, 401:
+			var e TokenError
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
+				t.Fatalf("%d with body %q", w.Code, w.Body)
+			}
+			if strings.Contains(w.Body.String(), secret) {
+				t.Fatal("error echoes the secret")
+			}
+		default:
+			t.Fatalf("status %d", w.Code)
 		}
 	})
 }
