@@ -58,7 +58,20 @@
 //	g, user:alice, role:teller
 //	g, service:worker, role:teller
 //
-// On SIGHUP the service calls authz.Reload().
+// # Reloading
+//
+// The reference service reloads the policy file on SIGHUP:
+//
+//	hup := make(chan os.Signal, 1)
+//	signal.Notify(hup, syscall.SIGHUP)
+//	go func() {
+//		for range hup {
+//			if err := authz.Reload(); err != nil {
+//				// The previous policy stays in force.
+//				logger.Error("policy reload failed", "err", err)
+//			}
+//		}
+//	}()
 //
 // # Where the middleware runs
 //

@@ -21,7 +21,8 @@ var rbacWithDomainsModel string
 // match objects and actions exactly (no keyMatch, no regex), so that a
 // policy names route patterns such as "/accounts/{id}" and the decision
 // cache stays bounded by patterns, not by raw paths. Both deny by default:
-// a request is allowed only when some policy line grants it.
+// a request is allowed only when some policy line grants it. The zero
+// Model names no model: [NewEnforcer] rejects it with [ErrModel].
 type Model int
 
 const (

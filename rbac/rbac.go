@@ -79,7 +79,8 @@ const (
 )
 
 // Decision is one authorisation decision, as given to
-// [Config].OnDecision. It is a plain value, ready for an audit record.
+// [Config].OnDecision. It is a plain value, ready for an audit record;
+// the zero Decision is a refusal (Allowed is false).
 type Decision struct {
 	// Allowed is true only when Reason is ReasonAllowed.
 	Allowed bool
@@ -297,8 +298,8 @@ func ServiceSubject(id string) string { return "service:" + id }
 // Handler returns next wrapped in the authorisation check. Only allowed
 // requests reach next; every other request is answered by ErrorHandler.
 //
-// With the default Object, Handler must wrap a route's handler inside the
-// mux, where r.Pattern is set:
+// next must not be nil. With the default Object, Handler must wrap a
+// route's handler inside the mux, where r.Pattern is set:
 //
 //	mux.Handle("GET /accounts/{id}", authz.Handler(getAccount))
 func (m *Middleware) Handler(next http.Handler) http.Handler {

@@ -874,3 +874,26 @@ func TestNewEnforcerAnyAdapter(t *testing.T) {
 		}
 	}
 }
+
+// TestMuxObjectInsideMux: MuxObject also works when the middleware wraps
+// a route's handler, where r.Pattern is already set.
+func TestMuxObjectInsideMux(t *testing.T) {
+	mux := http.NewServeMux()
+	var rec recorder
+	authz, err := rbac.New(rbac.Config{
+		Enforcer:   fileEnforcer(t, rbac.RBAC, "testdata/policy.csv"),
+		Subject:    subject,
+		Object:     rbac.MuxObject(mux),
+		OnDecision: rec.on,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux.Handle("GET /accounts/{id}", authz.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	if code := serve(mux, "GET", "/accounts/3", principal{id: "bob"}); code != 200 {
+		t.Fatalf("status %d, want 200", code)
+	}
+	if d := rec.last(t); d.Object != "/accounts/{id}" {
+		t.Fatalf("Object = %q", d.Object)
+	}
+}
