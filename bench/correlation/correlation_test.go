@@ -104,7 +104,9 @@ func BenchmarkOtelhttpAlone(b *testing.B) {
 }
 
 // CorrelationIDOnly: the zero Config, correlation id alone.
-func BenchmarkCorrelationIDOnly(b *testing.B) { run(b, mustNew(b, correlation.Config{}).Handler(app())) }
+func BenchmarkCorrelationIDOnly(b *testing.B) {
+	run(b, mustNew(b, correlation.Config{}).Handler(app()))
+}
 
 // CorrelationLayer: id + JSON access log + RED metrics + alarm, no
 // tracing: the layer the goal is about.
