@@ -131,23 +131,22 @@ func (v *Verifier) tokenFrom(r *http.Request) (string, *Error) {
 	if hs := r.Header.Values("Authorization"); len(hs) > 1 {
 		return "", errMultiple
 	} else if len(hs) == 1 {
-		scheme, rest, _ := strings.Cut(hs[0], " ")
-		if !strings.EqualFold(scheme, "Bearer") {
-			// Another scheme (Basic, DPoP, ...) is not a bearer token.
-			return "", errNoToken
+		// Another scheme (Basic, DPoP, ...) carries no bearer token; the
+		// header is then ignored here.
+		if scheme, rest, _ := strings.Cut(hs[0], " "); strings.EqualFold(scheme, "Bearer") {
+			rest = strings.TrimLeft(rest, " ")
+			if rest == "" {
+				return "", errBadScheme
+			}
+			if len(rest) > v.cfg.MaxTokenSize {
+				return "", errTooLarge
+			}
+			if !isB64Token(rest) {
+				return "", errMalformed
+			}
+			tok = rest
+			found++
 		}
-		rest = strings.TrimLeft(rest, " ")
-		if rest == "" {
-			return "", errBadScheme
-		}
-		if len(rest) > v.cfg.MaxTokenSize {
-			return "", errTooLarge
-		}
-		if !isB64Token(rest) {
-			return "", errMalformed
-		}
-		tok = rest
-		found++
 	}
 	if v.cfg.CookieName != "" {
 		n := 0

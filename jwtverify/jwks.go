@@ -26,7 +26,9 @@ type RefreshEvent struct {
 	// fetch). When fetches fail it grows until MaxStaleness, after which
 	// tokens are refused: alert on it.
 	Age time.Duration
-	// Trigger says why the fetch ran: "start", "schedule" or "unknown_kid".
+	// Trigger says why the fetch ran: "start", "schedule", "unknown_kid"
+	// (a token named a key not in the set) or "no_keys" (a token arrived
+	// while no usable key set was held).
 	Trigger string
 }
 
@@ -154,7 +156,11 @@ func (s *keySource) lookup(ctx context.Context, kid, alg string) (*publicKey, *E
 	}
 	ch := s.inflight
 	if ch == nil && (s.lastUnknown.IsZero() || now.Sub(s.lastUnknown) >= s.cfg.Cooldown) {
-		if ch = s.beginLocked("unknown_kid"); ch != nil {
+		trigger := "unknown_kid"
+		if set == nil || !s.usable(now) {
+			trigger = "no_keys"
+		}
+		if ch = s.beginLocked(trigger); ch != nil {
 			s.lastUnknown = now
 		}
 	}

@@ -370,6 +370,9 @@ func TestReadyWaitsForFirstKeySet(t *testing.T) {
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrKeysUnavailable) {
 		t.Fatalf("before keys: %v", err)
 	}
+	if e := <-refresh; e.Trigger != "no_keys" || e.Err == nil {
+		t.Fatalf("fetch for a token without keys: %+v", e)
+	}
 	srv.SetStatus(http.StatusOK)
 	clock.Advance(DefaultCooldown)
 	if _, err := v.Verify(context.Background(), tok); err != nil {

@@ -316,6 +316,10 @@ func TestTokenSources(t *testing.T) {
 			r.AddCookie(&http.Cookie{Name: "at", Value: tok})
 			r.AddCookie(&http.Cookie{Name: "at", Value: tok})
 		}, 400, `Bearer error="invalid_request"`},
+		{"basic header and cookie", loose, func(r *http.Request) {
+			r.Header.Set("Authorization", "Basic YTpi")
+			r.AddCookie(&http.Cookie{Name: "at", Value: tok})
+		}, 200, ""},
 		{"two query tokens", loose, func(r *http.Request) { r.URL.RawQuery = "access_token=" + tok + "&access_token=" + tok }, 400, `Bearer error="invalid_request"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
