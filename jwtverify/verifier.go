@@ -33,8 +33,10 @@ type profile struct {
 	algs map[string]bool
 }
 
-// Verifier verifies bearer JWTs. Build it with [New]; it is safe for
-// concurrent use. Call [Verifier.Close] to stop the key-set refreshers.
+// Verifier verifies bearer JWTs. Build it with [New]; the zero value is not
+// usable. A Verifier is safe for concurrent use and never changes its
+// configuration after New. Call [Verifier.Close] to stop the key-set
+// refreshers.
 type Verifier struct {
 	cfg      Config
 	byIssuer map[string]*profile
