@@ -104,7 +104,8 @@
 // POST /v1/mfa/totp (user token whose sign-in is at most
 // [MFAEnrollMaxAuthAge] old) returns the otpauth URL and secret once; POST
 // /v1/mfa/totp/confirm with a current code activates it and returns ten
-// single-use recovery codes (80 bits each, stored as digests). A TOTP code
+// single-use recovery codes (80 bits each, stored as digests); a wrong code
+// answers 422 invalid-otp-code and leaves the enrolment pending. A TOTP code
 // is accepted only for a time step later than the last accepted one, so a
 // code cannot be replayed. Disabling TOTP and regenerating recovery codes
 // are not implemented.
@@ -115,7 +116,14 @@
 // 256-bit secret (returned once, stored as a digest); POST /oauth2/token
 // with grant_type=client_credentials and HTTP Basic returns a service
 // token whose scope is at most the client's. Errors follow RFC 6749 §5.2.
-// [Service.RevokeClient] stops one component without touching the others.
+// [Service.RevokeClient] stops one component without touching the others;
+// tokens it already holds live out their five minutes. The client
+// credentials grant has no grant to be invalid, so invalid_grant never
+// occurs; a revoked or wrong secret is invalid_client (401, WWW-Authenticate:
+// Basic), a password or code grant is unauthorized_client.
+//
+// [Service.CreateUser] seeds accounts (demo data, operator tools) through
+// the same policy, breach check and hashing as POST /v1/users.
 //
 // # Usage
 //

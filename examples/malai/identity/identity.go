@@ -89,7 +89,7 @@ const (
 	MFAEnrollMaxAuthAge = 15 * time.Minute
 )
 
-// DefaultUserScopes are the scopes of a user token when Config.UserScopes
+// defaultUserScopes are the scopes of a user token when Config.UserScopes
 // is empty.
 var defaultUserScopes = []string{"ledger:read", "ledger:write"}
 

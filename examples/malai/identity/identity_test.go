@@ -752,3 +752,65 @@ func TestConcurrentTOTPSingleUse(t *testing.T) {
 		t.Fatalf("%d concurrent sign-ins succeeded with one TOTP code and one recovery code, want 2", ok)
 	}
 }
+
+// TestConcurrentUse runs sign-up, sign-in, refresh, client credentials and
+// key rotation from many goroutines; -race checks the locking, and every
+// goroutine's refresh chain must stay valid.
+func TestConcurrentUse(t *testing.T) {
+	h := newHarness(t, nil)
+	secret, _ := h.svc.RegisterClient("worker", []string{"transfers:run"})
+	const n = 8
+	errs := make(chan error, n+1)
+	for i := range n {
+		go func() {
+			name := fmt.Sprintf("user%d", i)
+			ip := fromIP(fmt.Sprintf("192.0.2.%d", 100+i))
+			if w := h.postJSON("/v1/users", map[string]string{"username": name, "password": goodPW}, ip); w.Code != 201 {
+				errs <- fmt.Errorf("sign-up %s: %d", name, w.Code)
+				return
+			}
+			w := h.signIn(map[string]string{"username": name, "password": goodPW}, ip)
+			if w.Code != 200 {
+				errs <- fmt.Errorf("sign-in %s: %d %s", name, w.Code, w.Body)
+				return
+			}
+			c := ""
+			for _, ck := range w.Result().Cookies() {
+				c = ck.Value
+			}
+			for range 3 {
+				w := h.do(http.MethodPost, RefreshPath, "", "", withCookie(c))
+				if w.Code != 200 {
+					errs <- fmt.Errorf("refresh %s: %d", name, w.Code)
+					return
+				}
+				for _, ck := range w.Result().Cookies() {
+					c = ck.Value
+				}
+			}
+			errs <- nil
+		}()
+	}
+	go func() {
+		for range 3 {
+			if err := h.svc.RotateKey(); err != nil {
+				errs <- err
+				return
+			}
+			form := "grant_type=client_credentials"
+			r := h.do(http.MethodPost, "/oauth2/token", "application/x-www-form-urlencoded", form, func(r *http.Request) {
+				r.SetBasicAuth("worker", secret)
+			})
+			if r.Code != 200 {
+				errs <- fmt.Errorf("client credentials: %d", r.Code)
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for range n + 1 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
