@@ -77,12 +77,12 @@ func TestSecretRedacts(t *testing.T) {
 	logger := slog.New(slog.NewJSONHandler(&buf, nil))
 	logger.Info("x", "token", s, "group", slog.GroupValue(slog.Any("inner", s)), RedactedAttr("password"))
 	js, _ := json.Marshal(map[string]any{"token": s})
-	out := buf.String() + string(js) + fmt.Sprintf("%v %+v %#v %s %q", s, s, s, s, s)
-	if strings.Contains(out, "hunter2") {
+	out := buf.String() + string(js) + fmt.Sprintf("%v %+v %#v %s %q %x", s, s, s, s, s, s) + fmt.Sprint(s, []any{s})
+	if strings.Contains(out, "hunter2") || strings.Contains(out, fmt.Sprintf("%x", "hunter2")) {
 		t.Fatalf("secret leaked: %s", out)
 	}
-	if strings.Count(out, Redacted) != 9 {
-		t.Fatalf("want 9 redactions: %s", out)
+	if strings.Count(out, Redacted) != 11 {
+		t.Fatalf("want 11 redactions (and one hex of it): %s", out)
 	}
 	if s.Reveal() != "hunter2-token" {
 		t.Fatal("Reveal lost the value")
