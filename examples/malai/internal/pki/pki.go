@@ -88,6 +88,16 @@ func (c *CA) WriteCert(path string) error {
 // Issue returns a server certificate for the given DNS names and IPs,
 // valid for 7 days.
 func (c *CA) Issue(commonName string, names ...string) (tls.Certificate, error) {
+	return c.issue(commonName, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, names)
+}
+
+// IssueClient returns a client certificate naming one component; services
+// use it to recognise the gateway and the worker as trusted hops.
+func (c *CA) IssueClient(component string) (tls.Certificate, error) {
+	return c.issue(component, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, []string{component})
+}
+
+func (c *CA) issue(commonName string, usage []x509.ExtKeyUsage, names []string) (tls.Certificate, error) {
 	if len(names) == 0 {
 		return tls.Certificate{}, errors.New("pki: a certificate needs at least one name")
 	}
@@ -102,7 +112,7 @@ func (c *CA) Issue(commonName string, names ...string) (tls.Certificate, error) 
 		NotBefore:    t.Add(-time.Minute),
 		NotAfter:     t.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  usage,
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {

@@ -1,0 +1,162 @@
+// Package platform is what every component of the reference system shares:
+// telemetry (JSON logs sealed at rest, traces, RED metrics in Prometheus
+// form, the error-rate alarm), the key file that stands in for a managed
+// key service, and the TLS server set-up.
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+
+	"github.com/malai-sec/malai/correlation"
+)
+
+// Telemetry is one component's observability.
+type Telemetry struct {
+	Component string
+	// Logger writes JSON records carrying request_id, trace_id and span_id.
+	Logger *slog.Logger
+	// Tracer records spans; Spans keeps the most recent ones in memory for
+	// the evidence pass (a deployment would export them over OTLP).
+	Tracer *sdktrace.TracerProvider
+	Spans  *tracetest.InMemoryExporter
+	// Meter feeds the Prometheus registry served by Metrics.
+	Meter   *sdkmetric.MeterProvider
+	Metrics http.Handler
+	// Alarm watches the 5xx ratio.
+	Alarm *correlation.Alarm
+	// Middleware is the correlation middleware wired to all of the above.
+	Middleware *correlation.Middleware
+
+	closers []func() error
+}
+
+// TelemetryConfig configures NewTelemetry.
+type TelemetryConfig struct {
+	Component string
+	// LogDir, when set, receives <component>.log.enc: the JSON log sealed
+	// with Ring. Nothing plaintext is written there.
+	LogDir string
+	Ring   *correlation.KeyRing
+	// Mirror, when set, also receives the plaintext JSON log (the
+	// terminal, in development).
+	Mirror io.Writer
+	// TrustIncoming decides which hops may set the correlation id.
+	TrustIncoming func(*http.Request) bool
+	// ClientIP names the client in access logs.
+	ClientIP func(*http.Request) string
+	// OnAlarm is called when the error-rate alarm fires.
+	OnAlarm func(correlation.AlarmEvent)
+}
+
+// NewTelemetry builds a component's telemetry.
+func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
+	t := &Telemetry{Component: cfg.Component}
+	var sinks []io.Writer
+	if cfg.LogDir != "" {
+		if cfg.Ring == nil {
+			return nil, errors.New("platform: a log directory needs a key ring")
+		}
+		if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(filepath.Join(cfg.LogDir, cfg.Component+".log.enc"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		ew, err := correlation.NewEncryptedWriter(f, cfg.Ring)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		sinks = append(sinks, ew)
+		t.closers = append(t.closers, ew.Close, f.Close)
+	}
+	if cfg.Mirror != nil {
+		sinks = append(sinks, cfg.Mirror)
+	}
+	var out io.Writer = io.Discard
+	switch len(sinks) {
+	case 1:
+		out = sinks[0]
+	case 2:
+		out = &teeLines{ws: sinks}
+	}
+	t.Logger = slog.New(correlation.NewLogHandler(slog.NewJSONHandler(out, nil))).With("component", cfg.Component)
+
+	res := resource.NewSchemaless(semconv.ServiceName("malai-" + cfg.Component))
+	t.Spans = tracetest.NewInMemoryExporter()
+	t.Tracer = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSyncer(t.Spans))
+
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("platform: prometheus exporter: %w", err)
+	}
+	t.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp))
+	t.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+
+	t.Alarm, err = correlation.NewAlarm(correlation.AlarmConfig{
+		Name: cfg.Component + "_http_error_rate", Logger: t.Logger, MeterProvider: t.Meter, OnFire: cfg.OnAlarm,
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.Middleware, err = correlation.New(correlation.Config{
+		TrustIncoming:  cfg.TrustIncoming,
+		Logger:         t.Logger,
+		TracerProvider: t.Tracer,
+		MeterProvider:  t.Meter,
+		Alarm:          t.Alarm,
+		ClientIP:       cfg.ClientIP,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Close flushes and closes the log stream and the providers.
+func (t *Telemetry) Close() error {
+	ctx := context.Background()
+	errs := []error{t.Tracer.Shutdown(ctx), t.Meter.Shutdown(ctx)}
+	for _, c := range t.closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
+
+// teeLines writes each log line to every sink, so one slow or failed sink
+// does not reorder another.
+type teeLines struct {
+	mu sync.Mutex
+	ws []io.Writer
+}
+
+func (t *teeLines) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var first error
+	for _, w := range t.ws {
+		if _, err := w.Write(p); err != nil && first == nil {
+			first = err
+		}
+	}
+	return len(p), first
+}

@@ -1,0 +1,464 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/malai-sec/malai/auditlog"
+	"github.com/malai-sec/malai/auditlog/filestore"
+	"github.com/malai-sec/malai/correlation"
+	"github.com/malai-sec/malai/examples/malai/gateway"
+	"github.com/malai-sec/malai/examples/malai/identity"
+	"github.com/malai-sec/malai/examples/malai/internal/pki"
+	"github.com/malai-sec/malai/examples/malai/internal/platform"
+	"github.com/malai-sec/malai/examples/malai/internal/queue"
+	"github.com/malai-sec/malai/examples/malai/ledger"
+	"github.com/malai-sec/malai/examples/malai/worker"
+	"github.com/malai-sec/malai/headers"
+	"github.com/malai-sec/malai/idempotency"
+	idemmem "github.com/malai-sec/malai/idempotency/memstore"
+	idemredis "github.com/malai-sec/malai/idempotency/redisstore"
+	"github.com/malai-sec/malai/internal/clientip"
+	"github.com/malai-sec/malai/jwtverify"
+	"github.com/malai-sec/malai/ratelimit"
+	rlredis "github.com/malai-sec/malai/ratelimit/redisstore"
+)
+
+// Options configure one run of the whole system on one machine.
+type Options struct {
+	// Addr is the gateway's HTTPS address (TCP for TLS, UDP for HTTP/3).
+	Addr string
+	// HTTPAddr serves the HTTP→HTTPS redirect. Empty: none.
+	HTTPAddr string
+	// DataDir holds the CA certificate, the key file, the audit chain and
+	// witness, the policy and the encrypted logs.
+	DataDir string
+	// RedisURL, when set, puts rate limits, idempotency records and the
+	// queue in Redis; otherwise they are in memory.
+	RedisURL string
+	// LogMirror also receives the plaintext JSON logs (the terminal).
+	LogMirror io.Writer
+	// PerIP limits requests per minute per client network at the gateway.
+	PerIP int
+	// DenyList is an IP reputation file (one address or CIDR per line).
+	DenyList string
+}
+
+// System is a running reference system.
+type System struct {
+	GatewayURL  string
+	RedirectURL string
+	IdentityURL string
+	LedgerURL   string
+	CA          *pki.CA
+	CAFile      string
+	Identity    *identity.Service
+	Ledger      *ledger.Service
+	Audit       *auditlog.Log
+	AuditStore  auditlog.Store
+	Origin      string
+	AuditKey    note.Verifier
+	Telemetry   map[string]*platform.Telemetry
+	Reputation  *ratelimit.Reputation
+	// EvidenceClient is a client registered for the evidence pass, with
+	// the auditor scope on the ledger.
+	EvidenceID, EvidenceSecret string
+	WorkerID                   string
+
+	closers []func() error
+}
+
+// Close stops everything, newest first.
+func (s *System) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *System) onClose(f func() error) { s.closers = append(s.closers, f) }
+
+// trustedHop reports whether the TLS peer presented a client certificate
+// of the system's CA naming one of the components allowed to forward a
+// correlation id (the gateway, the worker).
+func trustedHop(r *http.Request) bool {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return false
+	}
+	switch r.TLS.VerifiedChains[0][0].Subject.CommonName {
+	case "gateway", "worker":
+		return true
+	}
+	return false
+}
+
+func loopback() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+}
+
+// Start runs identity, ledger, worker and gateway in this process.
+func Start(ctx context.Context, o Options) (_ *System, err error) {
+	s := &System{Telemetry: map[string]*platform.Telemetry{}}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	s.Origin = "malai.local/ledger-audit"
+	keys, err := platform.LoadOrCreateKeys(o.DataDir, s.Origin)
+	if err != nil {
+		return nil, err
+	}
+	ring, err := keys.Ring()
+	if err != nil {
+		return nil, err
+	}
+	s.CA, err = pki.NewCA(nil)
+	if err != nil {
+		return nil, err
+	}
+	s.CAFile = filepath.Join(o.DataDir, "ca.pem")
+	if err := s.CA.WriteCert(s.CAFile); err != nil {
+		return nil, err
+	}
+
+	tele := func(name string) (*platform.Telemetry, error) {
+		t, err := platform.NewTelemetry(platform.TelemetryConfig{
+			Component: name, LogDir: filepath.Join(o.DataDir, "logs"), Ring: ring, Mirror: o.LogMirror,
+			TrustIncoming: trustedHop,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.Telemetry[name] = t
+		s.onClose(t.Close)
+		return t, nil
+	}
+
+	// Outbound TLS for every component: trust only the system CA, present
+	// the component's client certificate.
+	clientTLS := func(component string) (*http.Transport, error) {
+		cert, err := s.CA.IssueClient(component)
+		if err != nil {
+			return nil, err
+		}
+		return &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: s.CA.Pool(), Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+			ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+		}, nil
+	}
+
+	var rdb redis.UniversalClient
+	if o.RedisURL != "" {
+		ro, err := redis.ParseURL(o.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+		rdb = redis.NewClient(ro)
+		s.onClose(rdb.Close)
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+	}
+
+	resolver, err := clientip.New(clientip.Config{TrustedProxies: loopback()})
+	if err != nil {
+		return nil, err
+	}
+
+	// --- identity ---
+	idT, err := tele("identity")
+	if err != nil {
+		return nil, err
+	}
+	idLn, idURL, err := s.listenTLS("identity", idT)
+	if err != nil {
+		return nil, err
+	}
+	s.IdentityURL = idURL
+	s.Identity, err = identity.New(identity.Config{Issuer: idURL, Logger: idT.Logger, ClientIP: resolver.Resolve})
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(s.Identity.Close)
+	s.serve(idLn, s.service(idT, s.Identity.Handler()), idT.Logger)
+
+	workerSecret, err := s.Identity.RegisterClient("worker", []string{ledger.ScopeTransfer})
+	if err != nil {
+		return nil, err
+	}
+	s.WorkerID = "worker"
+	s.EvidenceID = "evidence"
+	if s.EvidenceSecret, err = s.Identity.RegisterClient(s.EvidenceID, []string{ledger.ScopeAudit}); err != nil {
+		return nil, err
+	}
+
+	verifier := func(component string, auds ...string) (*jwtverify.Verifier, error) {
+		tr, err := clientTLS(component)
+		if err != nil {
+			return nil, err
+		}
+		v, err := jwtverify.New(jwtverify.Config{
+			Issuers: []jwtverify.Issuer{{
+				Issuer: idURL, JWKSURL: idURL + "/.well-known/jwks.json", Algorithms: []string{"ES256"},
+				Audiences: auds, MaxLifetime: 15 * time.Minute,
+			}},
+			HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second},
+			CacheSize:  10_000,
+			Realm:      "malai",
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.onClose(v.Close)
+		select {
+		case <-v.Ready():
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("%s: JWKS not ready", component)
+		}
+		return v, nil
+	}
+
+	// --- ledger ---
+	ldT, err := tele("ledger")
+	if err != nil {
+		return nil, err
+	}
+	auditDir := filepath.Join(o.DataDir, "audit")
+	fst, err := filestore.Open(auditDir)
+	if err != nil {
+		return nil, err
+	}
+	s.AuditStore = fst
+	s.onClose(fst.Close)
+	wst, err := filestore.Open(filepath.Join(o.DataDir, "witness"))
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(wst.Close)
+	signer, vkey, err := keys.Signer()
+	if err != nil {
+		return nil, err
+	}
+	s.AuditKey = vkey
+	witness, err := auditlog.NewWitness(ctx, auditlog.WitnessConfig{Store: wst, Origin: s.Origin, Verifiers: []note.Verifier{vkey}})
+	if err != nil {
+		return nil, err
+	}
+	s.Audit, err = auditlog.New(auditlog.Config{
+		Store: fst, Origin: s.Origin, Signers: []note.Signer{signer}, Witness: witness, Ring: ring,
+		OnError: func(err error) { ldT.Logger.Error("audit: background work failed", "error", err.Error()) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(s.Audit.Close)
+
+	var idemStore idempotency.Store
+	var q queue.Queue
+	if rdb != nil {
+		if idemStore, err = idemredis.New(idemredis.Config{Client: rdb, Prefix: "malai:idem:"}); err != nil {
+			return nil, err
+		}
+		if q, err = queue.NewRedis(ctx, rdb, "malai:transfers", "workers", queue.Options{}); err != nil {
+			return nil, err
+		}
+	} else {
+		ms, err := idemmem.New(idemmem.Config{})
+		if err != nil {
+			return nil, err
+		}
+		idemStore = ms
+		q = queue.NewMemory(queue.Options{MinIdle: 5 * time.Second, Block: 200 * time.Millisecond}, nil)
+	}
+	ledgerV, err := verifier("ledger", identity.AudienceUser, identity.AudienceService)
+	if err != nil {
+		return nil, err
+	}
+	ldLn, ldURL, err := s.listenTLS("ledger", ldT)
+	if err != nil {
+		return nil, err
+	}
+	s.LedgerURL = ldURL
+	s.Ledger, err = ledger.New(ctx, ledger.Config{
+		Verifier: ledgerV, Audit: s.Audit, Idempotency: idemStore, Queue: q,
+		PolicyFile: filepath.Join(o.DataDir, "ledger-policy.csv"), Logger: ldT.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.serve(ldLn, s.service(ldT, s.Ledger.Handler()), ldT.Logger)
+
+	// --- worker ---
+	wkT, err := tele("worker")
+	if err != nil {
+		return nil, err
+	}
+	wkTr, err := clientTLS("worker")
+	if err != nil {
+		return nil, err
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	tokenCtx := context.WithValue(wctx, oauth2.HTTPClient, &http.Client{Transport: wkTr, Timeout: 5 * time.Second})
+	cc := clientcredentials.Config{ClientID: "worker", ClientSecret: workerSecret, TokenURL: idURL + "/oauth2/token", Scopes: []string{ledger.ScopeTransfer}}
+	wClient := &http.Client{Transport: correlation.Transport(&oauth2.Transport{Source: cc.TokenSource(tokenCtx), Base: wkTr}, wkT.Tracer), Timeout: 30 * time.Second}
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		err := worker.Run(wctx, worker.Config{Queue: q, LedgerURL: ldURL, Client: wClient, Logger: wkT.Logger})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			wkT.Logger.Error("worker stopped", "error", err.Error())
+		}
+	}()
+	s.onClose(func() error { wcancel(); <-wdone; return nil })
+
+	// --- gateway ---
+	gwT, err := tele("gateway")
+	if err != nil {
+		return nil, err
+	}
+	gwV, err := verifier("gateway", identity.AudienceUser)
+	if err != nil {
+		return nil, err
+	}
+	gwTr, err := clientTLS("gateway")
+	if err != nil {
+		return nil, err
+	}
+	var rateStore ratelimit.Store
+	if rdb != nil {
+		if rateStore, err = rlredis.New(rlredis.Config{Client: rdb, Prefix: "malai:rl:"}); err != nil {
+			return nil, err
+		}
+	}
+	repCfg := ratelimit.ReputationConfig{}
+	if o.DenyList != "" {
+		repCfg.DenyFiles = []string{o.DenyList}
+	}
+	if s.Reputation, err = ratelimit.NewReputation(repCfg); err != nil {
+		return nil, err
+	}
+	idU, _ := url.Parse(idURL)
+	ldU, _ := url.Parse(ldURL)
+	gw, err := gateway.New(gateway.Config{
+		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(gwTr, gwT.Tracer), Verifier: gwV,
+		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, ClientIP: resolver.Resolve, Logger: gwT.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(gw.Close)
+	return s, s.startEdge(o, gwT, gw.Handler())
+}
+
+// listenTLS opens a loopback TLS listener for an internal service. Peers
+// may present a client certificate of the system CA (the gateway and the
+// worker do); it is verified when given.
+func (s *System) listenTLS(name string, t *platform.Telemetry) (net.Listener, string, error) {
+	cert, err := s.CA.Issue(name, "localhost", "127.0.0.1", "::1")
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := headers.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: s.CA.Pool()})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	return ln, "https://" + ln.Addr().String(), nil
+}
+
+// service wraps an internal service: headers outermost (defence in depth
+// behind the gateway), correlation, then the service; /metrics is served
+// beside it on the same internal listener.
+func (s *System) service(t *platform.Telemetry, h http.Handler) http.Handler {
+	hm, err := headers.New(headers.Config{})
+	if err != nil {
+		panic(err) // the zero config is valid; a failure here is a bug
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", t.Metrics)
+	mux.Handle("/", h)
+	return hm.Handler(t.Middleware.Handler(correlation.RecordPattern(mux)))
+}
+
+func (s *System) serve(ln net.Listener, h http.Handler, log *slog.Logger) {
+	srv := &http.Server{Handler: h, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
+	go srv.Serve(ln)
+	s.onClose(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	})
+}
+
+// startEdge serves the gateway over TLS (h2, http/1.1) and HTTP/3 on the
+// same port, and the redirect on the plain-HTTP port.
+func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) error {
+	cert, err := s.CA.Issue("gateway", "localhost", "127.0.0.1", "::1")
+	if err != nil {
+		return err
+	}
+	tlsCfg := headers.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway listen %s: %w", o.Addr, err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	udp, err := net.ListenPacket("udp", net.JoinHostPort(ln.Addr().(*net.TCPAddr).IP.String(), strconv.Itoa(port)))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway http/3 listen: %w", err)
+	}
+	h3 := &http3.Server{TLSConfig: tlsCfg, Port: port}
+	hm, err := headers.New(headers.Config{AltSvc: h3.SetQUICHeaders})
+	if err != nil {
+		return err
+	}
+	handler := hm.Handler(t.Middleware.Handler(correlation.RecordPattern(gw)))
+	h3.Handler = handler
+	go h3.Serve(udp)
+	s.onClose(func() error { h3.Close(); return udp.Close() })
+	s.serve(tls.NewListener(ln, tlsCfg), handler, t.Logger)
+	s.GatewayURL = "https://" + ln.Addr().String()
+
+	if o.HTTPAddr != "" {
+		rd, err := headers.NewRedirect(headers.RedirectConfig{AllowedHosts: []string{"localhost", "127.0.0.1"}, HTTPSPort: port})
+		if err != nil {
+			return err
+		}
+		hln, err := net.Listen("tcp", o.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("redirect listen %s: %w", o.HTTPAddr, err)
+		}
+		s.serve(hln, hm.Handler(rd), t.Logger)
+		s.RedirectURL = "http://" + hln.Addr().String()
+	}
+	return nil
+}
+
+// HTTPClient returns a client that trusts the system CA.
+func (s *System) HTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CA.Pool()}, ForceAttemptHTTP2: true}, Timeout: 15 * time.Second}
+}
