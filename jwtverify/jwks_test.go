@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,27 +325,41 @@ func TestCloseStopsFetching(t *testing.T) {
 
 func TestUnknownKIDWaitHonoursContext(t *testing.T) {
 	k1 := jwttest.NewKey(t, "ES256", "k1")
+	doc := jwks(t, k1)
+	var slow atomic.Bool
 	release := make(chan struct{})
-	var once sync.Once
-	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })
-	f := newRemote(t, nil, k1)
-	f.srv.Config.Handler = slow
-	defer once.Do(func() { close(release) })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			<-release
+			return
+		}
+		_, _ = w.Write([]byte(doc))
+	}))
+	defer srv.Close()
+	defer close(release) // before srv.Close, which waits for handlers
+	clock := newClock()
+	v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, Audiences: []string{testAud}}}, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	<-v.Ready()
+	slow.Store(true)
+
 	ctx, cancel := context.WithCancel(context.Background())
 	h := k1.Header()
 	h["kid"] = "rotating"
-	tok := k1.MintWith(t, h, jwttest.Claims(testIss, testAud, "a", f.clock.Now()))
+	tok := k1.MintWith(t, h, jwttest.Claims(testIss, testAud, "a", clock.Now()))
 	done := make(chan error)
-	go func() { _, err := f.v.Verify(ctx, tok); done <- err }()
+	go func() { _, err := v.Verify(ctx, tok); done <- err }()
 	cancel()
 	if err := <-done; ReasonOf(err) != ReasonContextCancelled {
 		t.Fatalf("err %v, want context_cancelled", err)
 	}
 	// A known key is never held up by the fetch in flight.
-	if _, err := f.v.Verify(context.Background(), f.mint(t, k1)); err != nil {
+	if _, err := v.Verify(context.Background(), k1.Mint(t, jwttest.Claims(testIss, testAud, "a", clock.Now()))); err != nil {
 		t.Fatal(err)
 	}
-	once.Do(func() { close(release) })
 }
 
 func TestReadyWaitsForFirstKeySet(t *testing.T) {
