@@ -88,7 +88,8 @@ type Config struct {
 // for concurrent use and holds no per-request state after a request ends.
 type Middleware struct {
 	cfg     Config
-	logger  *slog.Logger
+	logger  *slog.Logger // Config.Logger with a LogHandler
+	access  slog.Handler // Config.Logger's handler without it
 	metrics *redMetrics
 	tracing bool
 }
@@ -122,7 +123,8 @@ func New(cfg Config) (*Middleware, error) {
 		if lh, ok := h.(*LogHandler); ok {
 			h = lh.next
 		}
-		m.logger = slog.New(h)
+		m.access = h
+		m.logger = slog.New(NewLogHandler(h))
 	}
 	if c.MeterProvider != nil {
 		rm, err := newREDMetrics(c.MeterProvider)
@@ -272,7 +274,7 @@ func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, stat
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	h := m.logger.Handler()
+	h := m.access
 	if !h.Enabled(ctx, level) {
 		return
 	}

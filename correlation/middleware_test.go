@@ -320,8 +320,14 @@ func TestPanicAnswersProblem(t *testing.T) {
 	if len(al) != 1 || al[0]["status"] != float64(500) || al[0]["level"] != "ERROR" {
 		t.Fatalf("access log %v", al)
 	}
-	if !strings.Contains(logs.String(), `"msg":"handler panicked"`) {
-		t.Fatalf("no panic record: %s", logs.String())
+	var panicRec map[string]any
+	for _, r := range logs.records(t) {
+		if r["msg"] == "handler panicked" {
+			panicRec = r
+		}
+	}
+	if panicRec == nil || panicRec["request_id"] != body["correlation_id"] || panicRec["panic_type"] != "string" {
+		t.Fatalf("panic record %v, want request_id %v and panic_type string", panicRec, body["correlation_id"])
 	}
 }
 
