@@ -240,7 +240,10 @@ func parseUnverified(signed []byte) (Checkpoint, error) {
 
 // Append validates e, commits it with whatever else is waiting, and
 // returns once it is durable. If ctx ends first Append returns ctx's
-// error; the event may still be committed.
+// error; the event may still be committed. A store error can be
+// ambiguous too (a connection lost during COMMIT): the event may or may
+// not be in the log, and the chain stays linear either way, because the
+// next commit finds the store ahead, catches up and continues after it.
 func (l *Log) Append(ctx context.Context, e Event) (Receipt, error) {
 	rs, err := l.AppendBatch(ctx, []Event{e})
 	if err != nil {

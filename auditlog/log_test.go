@@ -497,3 +497,69 @@ func TestKeyRotationTwoSigners(t *testing.T) {
 		t.Fatalf("verifying with the new key only: %v", rep.Findings)
 	}
 }
+
+// flakyStore fails Append on demand: before writing (a clean failure) or
+// after writing (the acknowledgement is lost, as when a connection drops
+// during COMMIT).
+type flakyStore struct {
+	auditlog.Store
+	mu          sync.Mutex
+	failBefore  int
+	failAfter   int
+	appendCalls int
+}
+
+var errInjected = errors.New("injected store failure")
+
+func (f *flakyStore) Append(ctx context.Context, recs []auditlog.Record) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.appendCalls++
+	if f.failBefore > 0 {
+		f.failBefore--
+		return errInjected
+	}
+	if err := f.Store.Append(ctx, recs); err != nil {
+		return err
+	}
+	if f.failAfter > 0 {
+		f.failAfter--
+		return errInjected
+	}
+	return nil
+}
+
+func TestStoreFailures(t *testing.T) {
+	ctx := context.Background()
+	k := newKeys(t, "k")
+	st := &flakyStore{Store: memstore.New(), failBefore: 1}
+	l := newLog(t, auditlog.Config{Store: st, Origin: origin, Signers: []note.Signer{k.signer}, Plaintext: true})
+	if _, err := l.Append(ctx, auditlog.Event{Type: "a"}); !errors.Is(err, errInjected) {
+		t.Fatalf("Append over a failing store = %v, want the store's error", err)
+	}
+	r, err := l.Append(ctx, auditlog.Event{Type: "b"})
+	if err != nil || r.Seq != 0 {
+		t.Fatalf("Append after a clean failure = %+v, %v; want seq 0", r, err)
+	}
+	// Lost acknowledgement: the row is stored but the caller sees an error.
+	st.mu.Lock()
+	st.failAfter = 1
+	st.mu.Unlock()
+	if _, err := l.Append(ctx, auditlog.Event{Type: "c"}); !errors.Is(err, errInjected) {
+		t.Fatalf("Append with a lost ack = %v", err)
+	}
+	// The next append finds the store ahead, catches up and continues the
+	// chain after the row it did not know was committed.
+	r, err = l.Append(ctx, auditlog.Event{Type: "d"})
+	if err != nil || r.Seq != 2 {
+		t.Fatalf("Append after a lost ack = %+v, %v; want seq 2", r, err)
+	}
+	var types []string
+	head, err := auditlog.Replay(ctx, st, nil, func(e auditlog.Event) error { types = append(types, e.Type); return nil })
+	if err != nil || head.Size != 3 || strings.Join(types, "") != "bcd" {
+		t.Fatalf("Replay = %+v %v %v", head, types, err)
+	}
+	if h := l.Head(); h != head {
+		t.Fatalf("log head %+v, store head %+v", h, head)
+	}
+}

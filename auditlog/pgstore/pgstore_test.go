@@ -415,3 +415,44 @@ func isPrivilegeError(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "42501"
 }
+
+// TestOutage: appends fail while the server is unreachable and resume
+// after it returns, with the chain intact.
+func TestOutage(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t)
+	pu, _ := url.Parse(e.appDSN)
+	proxy := servicetest.NewProxy(t, pu.Host)
+	pu.Host = proxy.Addr()
+	s, err := pgstore.New(ctx, pgstore.Config{DSN: pu.String(), Schema: e.pg.Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	skey, _, _ := note.GenerateKey(nil, "outage")
+	signer, _ := note.NewSigner(skey)
+	l, err := auditlog.New(auditlog.Config{Store: s, Origin: "outage", Signers: []note.Signer{signer}, Plaintext: true,
+		CommitTimeout: 2 * time.Second, OnError: func(error) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.Append(ctx, auditlog.Event{Type: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Down()
+	if _, err := l.Append(ctx, auditlog.Event{Type: "during"}); err == nil {
+		t.Fatal("Append succeeded while the database was unreachable")
+	}
+	proxy.Up()
+	r, err := l.Append(ctx, auditlog.Event{Type: "after"})
+	if err != nil {
+		t.Fatalf("Append after the outage: %v", err)
+	}
+	if r.Seq != 1 {
+		t.Fatalf("seq after the outage = %d, want 1", r.Seq)
+	}
+	if head, err := auditlog.Replay(ctx, e.store(t), nil, nil); err != nil || head.Size != 2 {
+		t.Fatalf("Replay after the outage = %+v, %v", head, err)
+	}
+}
