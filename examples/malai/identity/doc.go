@@ -63,9 +63,11 @@
 // github.com/trustelem/zxcvbn, in a bloom filter, matched ignoring case,
 // leading and trailing digits and symbols, and common substitutions
 // ("P@ssw0rd!!" matches "password"). It is a fixed snapshot, not a live
-// breach feed: a password leaked last week is not in it. Plug a
-// k-anonymity client (Have I Been Pwned's range API sends only the first
-// five hex digits of the SHA-1) into Config.Breach for live data. A
+// breach feed: a password leaked last week is not in it. For live data,
+// [RangeChecker] queries a k-anonymity range API (Have I Been Pwned's
+// Pwned Passwords: only the first five hex digits of the SHA-1 leave the
+// process, responses padded); [AnyBreachChecker] chains it behind the
+// offline corpus. A checker error fails closed (503). A
 // compromised password is refused at sign-up; at sign-in it flags the
 // account for a reset and no token is issued until [Service.ResetPassword]
 // runs.
