@@ -177,12 +177,31 @@ func (a *Alarm) Record(status int) {
 
 // Evaluate re-checks the alarm at the current time without recording a
 // request, so a firing alarm resolves once the window has emptied even
-// when no traffic arrives. Call it from a ticker.
+// when no traffic arrives. [Alarm.Run] calls it on a ticker.
 func (a *Alarm) Evaluate() {
 	now := a.cfg.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.evaluate(now, max(a.epoch(now), a.latest))
+}
+
+// Run calls Evaluate every interval until ctx is done, so a firing alarm
+// resolves once traffic stops. It returns ctx.Err(). Start it in its own
+// goroutine.
+func (a *Alarm) Run(ctx context.Context, every time.Duration) error {
+	if every <= 0 {
+		every = time.Duration(a.width)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			a.Evaluate()
+		}
+	}
 }
 
 // Firing reports whether the alarm is firing.

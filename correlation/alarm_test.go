@@ -1,6 +1,7 @@
 package correlation
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -203,5 +204,32 @@ func TestMiddlewareFeedsAlarm(t *testing.T) {
 	}
 	if fired != 1 {
 		t.Fatalf("alarm fired %d times after 3 panics, want 1", fired)
+	}
+}
+
+func TestAlarmRunResolvesIdleAlarm(t *testing.T) {
+	clk := newFakeClock()
+	resolved := make(chan AlarmEvent, 1)
+	a, err := NewAlarm(AlarmConfig{Now: clk.Now, MinRequests: 2, Logger: jsonLogger(&syncBuffer{}),
+		OnResolve: func(ev AlarmEvent) { resolved <- ev }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Record(500)
+	a.Record(500)
+	if !a.Firing() {
+		t.Fatal("not firing")
+	}
+	clk.Step(2 * time.Minute) // no traffic for two windows
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, time.Millisecond) }()
+	ev := <-resolved
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+	if ev.Firing || ev.Requests != 0 || a.Firing() {
+		t.Fatalf("resolve event %+v, firing %v", ev, a.Firing())
 	}
 }
