@@ -295,20 +295,36 @@ func isTChar(c byte) bool {
 // result to [Runner.Do]. The parts are length-prefixed, so no choice of
 // values makes two different tuples collide.
 func RecordKey(principal, method, pattern, key string) string {
-	b := make([]byte, 0, 8+len(principal)+len(method)+len(pattern)+len(key))
+	return string(appendRecordKey(nil, principal, method, pattern, key))
+}
+
+func appendRecordKey(b []byte, principal, method, pattern, key string) []byte {
 	b = append(b, "http/v1"...)
 	for _, s := range [...]string{principal, method, pattern, key} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
-	return string(b)
+	return b
 }
 
 // storeKey is what stores see: a hash of the record key, so an
 // Idempotency-Key never appears in clear in a store, log or metric.
 func storeKey(recordKey string) string {
-	sum := sha256.Sum256([]byte(recordKey))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	var buf [512]byte
+	return hashKey(append(buf[:0], recordKey...))
+}
+
+// httpStoreKey is storeKey(RecordKey(...)) without the intermediate string.
+func httpStoreKey(principal, method, pattern, key string) string {
+	var buf [512]byte
+	return hashKey(appendRecordKey(buf[:0], principal, method, pattern, key))
+}
+
+func hashKey(b []byte) string {
+	sum := sha256.Sum256(b)
+	var out [43]byte // base64.RawURLEncoding.EncodedLen(32)
+	base64.RawURLEncoding.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 // Fingerprint is the SHA-256 fingerprint of a request payload: the body

@@ -116,3 +116,14 @@ func TestFingerprint(t *testing.T) {
 		t.Fatal("body ignored")
 	}
 }
+
+func TestStoreKeyMatchesRecordKey(t *testing.T) {
+	// The HTTP path hashes without building the string; both must agree,
+	// or a worker using RecordKey would miss the HTTP record.
+	cases := [][4]string{{"alice", "POST", "POST /transfers", "k"}, {"", "", "", ""}, {strings.Repeat("p", 600), "POST", "/x", strings.Repeat("k", 255)}}
+	for _, c := range cases {
+		if idempotency.StoreKeyForTest(idempotency.RecordKey(c[0], c[1], c[2], c[3])) != idempotency.HTTPStoreKeyForTest(c[0], c[1], c[2], c[3]) {
+			t.Fatalf("store keys differ for %q", c)
+		}
+	}
+}

@@ -269,7 +269,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			}
 		}
 		fp := Fingerprint(canon, r.Header, m.fpHeaders...)
-		skey := storeKey(RecordKey(principal, r.Method, m.cfg.Route(r), key))
+		skey := httpStoreKey(principal, r.Method, m.cfg.Route(r), key)
 
 		lease, rec, err := m.run.begin(r.Context(), skey, fp)
 		switch {
@@ -321,8 +321,9 @@ func (m *Middleware) writeReplay(w http.ResponseWriter, r *http.Request, res Res
 	for k, v := range res.Header {
 		h[k] = slices.Clone(v)
 	}
-	h.Set(HeaderReplayed, "true")
-	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
+	// Both names are already canonical: skip Header.Set's canonicalisation.
+	h[HeaderReplayed] = []string{"true"}
+	h["Content-Length"] = []string{strconv.Itoa(len(res.Body))}
 	status := res.Status
 	if status == 0 {
 		status = http.StatusOK

@@ -1,0 +1,7 @@
+package idempotency
+
+// Test hooks.
+var (
+	StoreKeyForTest     = storeKey
+	HTTPStoreKeyForTest = httpStoreKey
+)
