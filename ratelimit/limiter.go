@@ -181,7 +181,8 @@ type Config struct {
 	// OnStoreError is called on every store failure with the policy name
 	// and the outage rule applied; for alerting. It must not block.
 	OnStoreError func(ctx context.Context, policy string, applied Outage, err error)
-	// Now is the clock of the local fallback store. Default time.Now.
+	// Now is the clock of the default memory store and of the local
+	// fallback store. Default: their monotonic clock.
 	Now func() time.Time
 }
 
@@ -275,10 +276,7 @@ func New(cfg Config) (*Limiter, error) {
 		onStoreErr: cfg.OnStoreError,
 		byName:     map[string]*policy{},
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
+	now := cfg.Now // nil: the memory stores use their monotonic clock
 	if l.onError == nil {
 		l.onError = DefaultErrorHandler
 	}

@@ -59,7 +59,9 @@ type Config struct {
 	// refilled keys. Default [DefaultSweepInterval]; negative disables the
 	// goroutine (call [Store.Sweep] yourself).
 	SweepInterval time.Duration
-	// Now is the clock. Default time.Now.
+	// Now is the clock. Default: the monotonic clock (wall time at New plus
+	// time.Since), which is immune to wall-clock steps and costs half a
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -70,7 +72,9 @@ var ErrClosed = errors.New("memstore: store is closed")
 // not usable. It is safe for concurrent use.
 type Store struct {
 	seed   maphash.Seed
-	now    func() time.Time
+	now    func() time.Time // nil: monotonic clock from base
+	base   time.Time
+	baseUS int64
 	shards []shard
 	shift  uint // top bits of the hash select the shard
 
@@ -100,9 +104,6 @@ func New(cfg Config) (*Store, error) {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = DefaultSweepInterval
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	n := maxShards
 	for n > 1 && n > cfg.MaxKeys {
 		n /= 2
@@ -110,9 +111,11 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{
 		seed:   maphash.MakeSeed(),
 		now:    cfg.Now,
+		base:   time.Now(),
 		shards: make([]shard, n),
 		shift:  uint(64 - bits.TrailingZeros(uint(n))),
 	}
+	s.baseUS = s.base.UnixMicro()
 	per := cfg.MaxKeys / n
 	for i := range s.shards {
 		s.shards[i].m = make(map[uint64]int64)
@@ -132,6 +135,14 @@ func (s *Store) shardOf(h uint64) *shard {
 	return &s.shards[h>>s.shift]
 }
 
+// micros returns the current time in µs since the Unix epoch.
+func (s *Store) micros() int64 {
+	if s.now != nil {
+		return s.now().UnixMicro()
+	}
+	return s.baseUS + int64(time.Since(s.base)/time.Microsecond)
+}
+
 // Allow decides one request of cost n (usually 1) for key under limit.
 // The error is non-nil only for an invalid limit or a closed store.
 func (s *Store) Allow(_ context.Context, key string, limit gcra.Limit, n int) (gcra.Result, error) {
@@ -141,7 +152,7 @@ func (s *Store) Allow(_ context.Context, key string, limit gcra.Limit, n int) (g
 	}
 	h := maphash.String(s.seed, key)
 	sh := s.shardOf(h)
-	now := s.now().UnixMicro()
+	now := s.micros()
 	sh.mu.Lock()
 	if sh.closed {
 		sh.mu.Unlock()
@@ -196,7 +207,7 @@ func (s *Store) Len() int {
 // Sweep drops every key that has fully refilled and returns how many it
 // dropped. It locks one shard at a time.
 func (s *Store) Sweep() int {
-	now := s.now().UnixMicro()
+	now := s.micros()
 	dropped := 0
 	for i := range s.shards {
 		sh := &s.shards[i]

@@ -86,7 +86,8 @@ type Store struct {
 	prefix  string
 	timeout time.Duration
 	now     func() time.Time // caller's clock, nil → Redis TIME
-	local   func() time.Time // clock for the deny cache
+	base    time.Time        // monotonic base of the deny cache's clock
+	baseUS  int64
 
 	closed atomic.Bool
 
@@ -143,12 +144,10 @@ func New(cfg Config) (*Store, error) {
 		prefix:  cfg.Prefix,
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
-		local:   cfg.Now,
+		base:    time.Now(),
 		denyCap: cfg.DenyCacheSize,
 	}
-	if s.local == nil {
-		s.local = time.Now
-	}
+	s.baseUS = s.base.UnixMicro()
 	if s.denyCap > 0 {
 		s.denied = make(map[string]int64)
 	}
@@ -165,7 +164,7 @@ func (s *Store) Allow(ctx context.Context, key string, limit gcra.Limit, n int) 
 	if err != nil {
 		return gcra.Result{}, err
 	}
-	localNow := s.local().UnixMicro()
+	localNow := s.localMicros()
 	if r, ok := s.cachedDenial(key, localNow, p); ok {
 		return r, nil
 	}
@@ -192,6 +191,15 @@ func (s *Store) Allow(ctx context.Context, key string, limit gcra.Limit, n int) 
 		s.rememberDenial(key, localNow+(tat-now), localNow)
 	}
 	return r, nil
+}
+
+// localMicros is this host's clock for the deny cache: Config.Now when
+// set, else monotonic time (only differences matter to the cache).
+func (s *Store) localMicros() int64 {
+	if s.now != nil {
+		return s.now().UnixMicro()
+	}
+	return s.baseUS + int64(time.Since(s.base)/time.Microsecond)
 }
 
 func (s *Store) cachedDenial(key string, now int64, p gcra.Params) (gcra.Result, bool) {

@@ -1,0 +1,209 @@
+package ratelimitbench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/malai-sec/malai/ratelimit"
+	"github.com/malai-sec/malai/ratelimit/redisstore"
+)
+
+// A throwaway redis-server, started on first use and killed by TestMain,
+// so INFO commandstats counts only this benchmark's calls. The shared test
+// server is never touched.
+var (
+	srvOnce sync.Once
+	srvCmd  *exec.Cmd
+	srvAddr string
+	srvErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if srvCmd != nil && srvCmd.Process != nil {
+		srvCmd.Process.Kill()
+		srvCmd.Wait()
+	}
+	os.Exit(code)
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startRedis() {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		srvErr = fmt.Errorf("redis-server not installed: %w", err)
+		return
+	}
+	port, err := freePort()
+	if err != nil {
+		srvErr = err
+		return
+	}
+	srvAddr = "127.0.0.1:" + strconv.Itoa(port)
+	srvCmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--dir", os.TempDir())
+	if srvErr = srvCmd.Start(); srvErr != nil {
+		return
+	}
+	c := redis.NewClient(&redis.Options{Addr: srvAddr})
+	defer c.Close()
+	for range 100 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		err = c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		<-time.After(50 * time.Millisecond) // waiting for a child process to listen
+	}
+	srvErr = fmt.Errorf("throwaway redis-server did not answer: %w", err)
+}
+
+func redisClient(b *testing.B) *redis.Client {
+	srvOnce.Do(startRedis)
+	if srvErr != nil {
+		b.Skip(srvErr)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srvAddr, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+// scriptCPU resets the server's command statistics, runs f, and reports
+// the server CPU per script call (EVALSHA plus any EVAL fallback), from
+// INFO commandstats.
+func scriptCPU(b *testing.B, c *redis.Client, f func()) {
+	ctx := context.Background()
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	f()
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var calls, usec float64
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "cmdstat_evalsha:") && !strings.HasPrefix(line, "cmdstat_eval:") {
+			continue
+		}
+		_, fields, _ := strings.Cut(line, ":")
+		for kv := range strings.SplitSeq(fields, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "calls":
+				calls += n
+			case "usec":
+				usec += n
+			}
+		}
+	}
+	if calls > 0 {
+		b.ReportMetric(usec/calls, "redis-µs/call")
+		b.ReportMetric(calls/float64(b.N), "scripts/op")
+	}
+}
+
+const redisKeys = 1000
+
+// Allowed decisions: 100k per second per key, so every call is admitted
+// and writes, the common and most expensive path.
+func BenchmarkRedisDecision(b *testing.B) {
+	ctx := context.Background()
+	ks := make([]string, redisKeys)
+	for i := range ks {
+		ks[i] = "ip:192.0.2." + strconv.Itoa(i%256) + "/" + strconv.Itoa(i)
+	}
+	b.Run("malai", func(b *testing.B) {
+		c := redisClient(b)
+		st, err := redisstore.New(redisstore.Config{Client: c, Prefix: "malai:"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		l := ratelimit.Limit{Interval: 10 * time.Microsecond, Burst: 100_000}
+		b.ReportAllocs()
+		scriptCPU(b, c, func() {
+			i := 0
+			for b.Loop() {
+				r, err := st.Allow(ctx, ks[i%redisKeys], l, 1)
+				if err != nil || !r.Allowed {
+					b.Fatal(r, err)
+				}
+				i++
+			}
+		})
+	})
+	b.Run("redis_rate", func(b *testing.B) {
+		c := redisClient(b)
+		lim := redis_rate.NewLimiter(c)
+		l := redis_rate.Limit{Rate: 100_000, Burst: 100_000, Period: time.Second}
+		b.ReportAllocs()
+		scriptCPU(b, c, func() {
+			i := 0
+			for b.Loop() {
+				r, err := lim.Allow(ctx, "rr:"+ks[i%redisKeys], l)
+				if err != nil || r.Allowed != 1 {
+					b.Fatal(r, err)
+				}
+				i++
+			}
+		})
+	})
+}
+
+// Over-limit keys: an abusive client keeps calling after its limit is
+// spent. Malai answers from its local denial cache; redis_rate asks Redis.
+func BenchmarkRedisOverLimit(b *testing.B) {
+	ctx := context.Background()
+	b.Run("malai", func(b *testing.B) {
+		c := redisClient(b)
+		st, _ := redisstore.New(redisstore.Config{Client: c, Prefix: "malai:"})
+		l := ratelimit.Limit{Interval: time.Hour, Burst: 1}
+		st.Allow(ctx, "abuser", l, 1)
+		b.ReportAllocs()
+		scriptCPU(b, c, func() {
+			for b.Loop() {
+				if r, err := st.Allow(ctx, "abuser", l, 1); err != nil || r.Allowed {
+					b.Fatal(r, err)
+				}
+			}
+		})
+	})
+	b.Run("redis_rate", func(b *testing.B) {
+		c := redisClient(b)
+		lim := redis_rate.NewLimiter(c)
+		l := redis_rate.Limit{Rate: 1, Burst: 1, Period: time.Hour}
+		lim.Allow(ctx, "rr:abuser", l)
+		b.ReportAllocs()
+		scriptCPU(b, c, func() {
+			for b.Loop() {
+				if r, err := lim.Allow(ctx, "rr:abuser", l); err != nil || r.Allowed != 0 {
+					b.Fatal(r, err)
+				}
+			}
+		})
+	})
+}
