@@ -3,6 +3,7 @@ package identity_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -94,4 +95,41 @@ func Example() {
 	// verified: user:alice user
 	// verified: ledger service
 	// refused as user
+}
+
+// The security page promises 12+ characters with mixed classes; NIST SP
+// 800-63B-4 asks for 15+ and forbids composition rules. Both refuse
+// compromised passwords.
+func ExampleConfig_passwordPolicy() {
+	for _, policy := range []identity.PasswordPolicy{identity.PolicyPage, identity.PolicyNIST} {
+		svc, err := identity.New(identity.Config{
+			Issuer:         "https://identity.malai.internal",
+			PasswordPolicy: policy,
+			Argon2:         identity.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}, // example speed only
+			Logger:         slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+		for i, pw := range []string{"Harb0ur-Lamp", "quiet harbour lantern", "Password123!"} {
+			err := svc.CreateUser(context.Background(), fmt.Sprintf("user%d", i), pw)
+			var pe *identity.PolicyError
+			switch {
+			case err == nil:
+				fmt.Printf("%-22q accepted\n", pw)
+			case errors.As(err, &pe):
+				fmt.Printf("%-22q refused: %v\n", pw, pe.Violations)
+			case errors.Is(err, identity.ErrPasswordCompromised):
+				fmt.Printf("%-22q refused: compromised\n", pw)
+			}
+		}
+		_ = svc.Close()
+	}
+	// Output:
+	// "Harb0ur-Lamp"         accepted
+	// "quiet harbour lantern" refused: [missing-uppercase missing-digit]
+	// "Password123!"         refused: compromised
+	// "Harb0ur-Lamp"         refused: [too-short]
+	// "quiet harbour lantern" accepted
+	// "Password123!"         refused: [too-short]
 }
