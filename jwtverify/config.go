@@ -129,7 +129,9 @@ type Issuer struct {
 
 	// RefreshInterval is the key-set refresh period when the response has
 	// no Cache-Control max-age. Default DefaultRefresh. A max-age is
-	// honoured within [MinRefresh, MaxRefresh] (defaults 1 min, 1 h).
+	// honoured within [MinRefresh, MaxRefresh] (defaults 1 min, 1 h). The
+	// period never exceeds MaxStaleness/2, so a failed refresh is retried
+	// before the keys in use go stale.
 	RefreshInterval time.Duration
 	MinRefresh      time.Duration
 	MaxRefresh      time.Duration

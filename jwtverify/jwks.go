@@ -240,6 +240,8 @@ func (s *keySource) fetch(trigger string) {
 		if maxAge >= 0 {
 			every = min(max(maxAge, s.cfg.MinRefresh), s.cfg.MaxRefresh)
 		}
+		// Leave room to retry a failed refresh before the keys go stale.
+		every = min(every, s.cfg.MaxStaleness/2)
 		s.nextAt.Store(now.Add(every).UnixNano())
 		s.mu.Lock()
 		clear(s.unknown)

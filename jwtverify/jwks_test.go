@@ -212,7 +212,7 @@ func TestCacheControlWithinBounds(t *testing.T) {
 		{"", DefaultRefresh},
 		{"public, max-age=120", 2 * time.Minute},
 		{"max-age=5", DefaultMinRefresh},
-		{"max-age=86400", DefaultMaxRefresh},
+		{"max-age=86400", min(DefaultMaxRefresh, DefaultMaxStaleness/2)},
 		{"no-store", DefaultMinRefresh},
 	} {
 		t.Run(tc.header, func(t *testing.T) {
