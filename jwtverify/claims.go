@@ -43,7 +43,7 @@ type Claims struct {
 	audience, scopes, roles        []string
 	class                          Class
 	issuedAt, expiresAt, notBefore time.Time
-	keyID, algorithm               string
+	keyID, algorithm, typ          string
 	members                        members
 	v                              *Verifier
 }
@@ -96,6 +96,10 @@ func (c *Claims) KeyID() string { return c.keyID }
 
 // Algorithm returns the verified "alg".
 func (c *Claims) Algorithm() string { return c.algorithm }
+
+// Type returns the header "typ" as sent ("" if absent), for a
+// [Issuer.Classify] rule that tells classes apart by type.
+func (c *Claims) Type() string { return c.typ }
 
 // Claim returns a copy of the raw JSON of a top-level claim.
 func (c *Claims) Claim(name string) (json.RawMessage, bool) {
@@ -150,7 +154,7 @@ func numericDate(ms members, name string, required bool) (time.Time, *Error) {
 // buildClaims decodes and validates the claims of a token whose signature
 // has been verified, against profile p at time now.
 func (p *profile) buildClaims(t *rawToken, now time.Time) (*Claims, *Error) {
-	c := &Claims{issuer: p.cfg.Issuer, keyID: t.kid, algorithm: t.alg, members: t.claims}
+	c := &Claims{issuer: p.cfg.Issuer, keyID: t.kid, algorithm: t.alg, typ: t.typ, members: t.claims}
 	var e *Error
 	if c.expiresAt, e = numericDate(t.claims, "exp", true); e != nil {
 		return nil, e

@@ -92,7 +92,7 @@ func TestClaimsAccessors(t *testing.T) {
 		t.Error("HasScope/HasRole")
 	}
 	if got.Subject() != "alice" || got.ClientID() != "web" || got.JTI() != "jti-alice" || got.Class() != ClassUser ||
-		got.Issuer() != testIss || got.KeyID() != "k1" || got.Algorithm() != "EdDSA" {
+		got.Issuer() != testIss || got.KeyID() != "k1" || got.Algorithm() != "EdDSA" || got.Type() != "at+jwt" {
 		t.Errorf("accessors: %v", got.LogValue())
 	}
 	if !got.ExpiresAt().Equal(clock.Now().Add(5*time.Minute)) || !got.IssuedAt().Equal(clock.Now()) || !got.NotBefore().IsZero() {
