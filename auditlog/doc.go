@@ -67,6 +67,11 @@
 // signing key away from the database, pass the witness's checkpoints to
 // [Verify] as Trusted, and treat unanchored rows as unprotected.
 //
+// Encryption at rest covers the payload only: the event type, actor,
+// correlation id, time and hashes stay in clear so the chain can be
+// checked and searched without keys. Put personal or secret data in the
+// payload, not in Actor.
+//
 // An export made with a key ring ([LoadExport]) holds plaintext payloads;
 // handle it as the data it is. A sample's redacted rows prove only that
 // their leaf hash is in the log, not the fields still shown.

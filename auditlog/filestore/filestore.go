@@ -63,9 +63,18 @@ func Open(dir string) (*Store, error) {
 }
 
 func (s *Store) load() error {
-	f, err := os.OpenFile(filepath.Join(s.dir, LogFile), os.O_RDWR|os.O_CREATE, 0o600)
+	path := filepath.Join(s.dir, LogFile)
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("filestore: %w", err)
+	}
+	if os.IsNotExist(statErr) {
+		// make the new file's directory entry durable before any append
+		if err := syncDir(s.dir); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -115,11 +124,13 @@ func (s *Store) load() error {
 // cutTail moves the bytes from off to the end of the file into a side
 // file and truncates the log there.
 func (s *Store) cutTail(off, end int64) error {
-	torn := filepath.Join(s.dir, LogFile+".torn."+strconv.FormatInt(off, 10))
-	tf, err := os.OpenFile(torn, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A new, uniquely named file each time: a later cut never overwrites
+	// the bytes an earlier one kept.
+	tf, err := os.CreateTemp(s.dir, LogFile+".torn."+strconv.FormatInt(off, 10)+".*")
 	if err != nil {
 		return fmt.Errorf("filestore: keep torn tail: %w", err)
 	}
+	torn := tf.Name()
 	if _, err := io.Copy(tf, io.NewSectionReader(s.f, off, end-off)); err != nil {
 		tf.Close()
 		return fmt.Errorf("filestore: keep torn tail: %w", err)
@@ -433,9 +444,10 @@ func (s *Store) rewrite(fn func(kind byte, body []byte, out []byte) ([]byte, err
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(err)
 	}
-	if d, err := os.Open(s.dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := syncDir(s.dir); err != nil {
+		nf.Close()
+		s.broken = fmt.Errorf("filestore: rewrite, reopen the store: %w", err)
+		return s.broken
 	}
 	nf.Close()
 	old := s.f
@@ -458,4 +470,16 @@ func (s *Store) Close() error {
 	err := s.f.Close()
 	unlockDir(s.lock)
 	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("filestore: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("filestore: sync directory: %w", err)
+	}
+	return nil
 }

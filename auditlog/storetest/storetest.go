@@ -76,7 +76,7 @@ func Run(t *testing.T, newStore func(t *testing.T) auditlog.Store) {
 		want := Chain(0, auditlog.Hash{}, 10)
 		want[3].Payload = nil // no payload
 		want[3].Hash = auditlog.LeafHash(&want[3], nil)
-		want = Chain2(want)
+		want = Relink(want)
 		want[5].KeyID = "k1" // sealed-looking payloads are opaque bytes to a store
 		if err := s.Append(ctx, want[:4]); err != nil {
 			t.Fatal(err)
@@ -238,8 +238,8 @@ func Run(t *testing.T, newStore func(t *testing.T) auditlog.Store) {
 	})
 }
 
-// Chain2 recomputes the chain links of rows after edits to their fields.
-func Chain2(rows []auditlog.Record) []auditlog.Record {
+// Relink recomputes the chain links of rows after edits to their fields.
+func Relink(rows []auditlog.Record) []auditlog.Record {
 	var prev auditlog.Hash
 	if len(rows) > 0 {
 		prev = rows[0].PrevHash
