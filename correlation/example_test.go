@@ -19,7 +19,7 @@ import (
 func Example() {
 	stable := func(_ []string, a slog.Attr) slog.Attr {
 		switch a.Key {
-		case slog.TimeKey, "duration_ms", correlation.LogKeyRequestID:
+		case slog.TimeKey, "duration", correlation.LogKeyRequestID:
 			return slog.Attr{}
 		}
 		return a

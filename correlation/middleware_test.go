@@ -379,8 +379,8 @@ func TestAccessLogLeaksNothing(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, al[0][k], v)
 		}
 	}
-	if _, ok := al[0]["duration_ms"].(float64); !ok {
-		t.Errorf("duration_ms missing: %v", al[0])
+	if _, ok := al[0]["duration"].(float64); !ok {
+		t.Errorf("duration missing: %v", al[0])
 	}
 }
 
@@ -390,8 +390,8 @@ func TestDurationUsesInjectedClock(t *testing.T) {
 	m := mustNew(t, Config{Logger: jsonLogger(logs), Now: clk.Now})
 	m.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { clk.Step(1500 * time.Microsecond) })).
 		ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
-	if al := logs.accessLogs(t); len(al) != 1 || al[0]["duration_ms"] != 1.5 {
-		t.Fatalf("access log %v, want duration_ms 1.5", al)
+	if al := logs.accessLogs(t); len(al) != 1 || al[0]["duration"] != float64(1500*time.Microsecond) {
+		t.Fatalf("access log %v, want duration 1500000 (ns)", al)
 	}
 }
 
