@@ -57,7 +57,9 @@ func (s *Service) routes() http.Handler {
 		}
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
-			h.ServeHTTP(w, r)
+			// Through the mux itself, so r.Pattern is set for the
+			// telemetry wrapped around this handler.
+			mux.ServeHTTP(w, r)
 			return
 		}
 		// No route: let the mux decide between 404 and 405 (and the Allow

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -138,6 +139,11 @@ func TestSignUpErrors(t *testing.T) {
 
 func TestRoutingProblems(t *testing.T) {
 	h := newHarness(t, nil)
+	r := httptest.NewRequest(http.MethodGet, JWKSPath, nil)
+	h.svc.Handler().ServeHTTP(httptest.NewRecorder(), r)
+	if r.Pattern != "GET "+JWKSPath {
+		t.Fatalf("r.Pattern = %q: telemetry around the handler cannot label the route", r.Pattern)
+	}
 	wantProblem(t, h.do(http.MethodGet, "/nope", "", ""), 404, "not-found")
 	w := h.do(http.MethodGet, "/v1/users", "", "")
 	wantProblem(t, w, 405, "method-not-allowed")
