@@ -85,6 +85,7 @@ func TestAttacks(t *testing.T) {
 		{"unknown kid", "/any", []string{"Bearer " + key.MintWith(t, hdr("kid", "nope"), user())}, 401, ReasonUnknownKey},
 		{"kid path traversal", "/any", []string{"Bearer " + key.MintWith(t, hdr("kid", "../../../../dev/null"), user())}, 401, ReasonUnknownKey},
 		{"kid SQL", "/any", []string{"Bearer " + key.MintWith(t, hdr("kid", "' OR '1'='1' --"), user())}, 401, ReasonUnknownKey},
+		{"kid of 1 KiB", "/any", []string{"Bearer " + key.MintWith(t, hdr("kid", strings.Repeat("k", 1024)), user())}, 401, ReasonMalformed},
 		{"jku elsewhere", "/any", []string{"Bearer " + attacker.MintWith(t, hdr("jku", "https://evil.test/jwks"), user())}, 401, ReasonUntrustedHeader},
 		{"x5u elsewhere", "/any", []string{"Bearer " + attacker.MintWith(t, hdr("x5u", "https://evil.test/cert"), user())}, 401, ReasonUntrustedHeader},
 		{"embedded jwk", "/any", []string{"Bearer " + attacker.MintWith(t, hdr("jwk", jwkMap), user())}, 401, ReasonUntrustedHeader},

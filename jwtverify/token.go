@@ -10,6 +10,10 @@ const DefaultMaxTokenSize = 8 << 10
 
 var b64 = base64.RawURLEncoding.Strict()
 
+// maxKIDLen bounds "kid": real key ids are short, and unknown kids are
+// remembered for the cooldown, so their size bounds that memory.
+const maxKIDLen = 256
+
 // rawToken is a compact JWS split and pre-parsed, before any signature check.
 type rawToken struct {
 	signingInput []byte // header "." payload, as signed
@@ -116,7 +120,7 @@ func (t *rawToken) header(s string) *Error {
 			return errMalformed
 		}
 	}
-	if !hasAlg || t.alg == "" {
+	if !hasAlg || t.alg == "" || len(t.kid) > maxKIDLen {
 		return errMalformed
 	}
 	return nil
