@@ -202,7 +202,12 @@ func (l *Log) sync(ctx context.Context) error {
 // the tree.
 func (l *Log) loadCheckpoint(ctx context.Context) error {
 	var newest []byte
-	if err := l.cfg.Store.Checkpoints(ctx, func(s []byte) error {
+	if lc, ok := l.cfg.Store.(LatestCheckpointer); ok {
+		var err error
+		if newest, err = lc.LatestCheckpoint(ctx); err != nil {
+			return err
+		}
+	} else if err := l.cfg.Store.Checkpoints(ctx, func(s []byte) error {
 		newest = append(newest[:0], s...)
 		return nil
 	}); err != nil {

@@ -49,3 +49,10 @@ type Store interface {
 	// Close releases the store's resources.
 	Close() error
 }
+
+// LatestCheckpointer is implemented by stores that can return their newest
+// checkpoint without reading them all; [New] uses it when present. It
+// returns nil when the store holds none.
+type LatestCheckpointer interface {
+	LatestCheckpoint(ctx context.Context) ([]byte, error)
+}

@@ -41,7 +41,10 @@ type Store struct {
 	tornPath  string
 }
 
-var _ auditlog.Store = (*Store)(nil)
+var (
+	_ auditlog.Store              = (*Store)(nil)
+	_ auditlog.LatestCheckpointer = (*Store)(nil)
+)
 
 // Open opens (creating if needed) the store in dir. A frame cut short by
 // a crash at the end of the file is removed; the bytes removed are kept in
@@ -352,6 +355,19 @@ func (s *Store) Checkpoints(ctx context.Context, fn func([]byte) error) error {
 		}
 	}
 	return nil
+}
+
+// LatestCheckpoint implements auditlog.LatestCheckpointer.
+func (s *Store) LatestCheckpoint(context.Context) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	if len(s.cps) == 0 {
+		return nil, nil
+	}
+	return bytes.Clone(s.cps[len(s.cps)-1]), nil
 }
 
 // Rekey implements auditlog.Store. The whole file is rewritten beside the

@@ -21,7 +21,10 @@ type Store struct {
 	closed bool
 }
 
-var _ auditlog.Store = (*Store)(nil)
+var (
+	_ auditlog.Store              = (*Store)(nil)
+	_ auditlog.LatestCheckpointer = (*Store)(nil)
+)
 
 // New returns an empty store.
 func New() *Store { return &Store{} }
@@ -129,6 +132,19 @@ func (s *Store) Checkpoints(ctx context.Context, fn func([]byte) error) error {
 		}
 	}
 	return nil
+}
+
+// LatestCheckpoint implements auditlog.LatestCheckpointer.
+func (s *Store) LatestCheckpoint(context.Context) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if len(s.cps) == 0 {
+		return nil, nil
+	}
+	return bytes.Clone(s.cps[len(s.cps)-1]), nil
 }
 
 // Rekey implements auditlog.Store.

@@ -62,10 +62,13 @@ type Store struct {
 }
 
 type queries struct {
-	begin, head, scan, cps, addCP string
+	begin, head, scan, cps, latestCP, addCP string
 }
 
-var _ auditlog.Store = (*Store)(nil)
+var (
+	_ auditlog.Store              = (*Store)(nil)
+	_ auditlog.LatestCheckpointer = (*Store)(nil)
+)
 
 var columns = []string{"seq", "ts", "type", "actor", "correlation_id", "payload", "key_id", "prev_hash", "hash"}
 
@@ -175,10 +178,11 @@ func newStore(pool *pgxpool.Pool, schema, table string) *Store {
 		q: queries{
 			begin: "BEGIN; SELECT pg_advisory_xact_lock(" + strconv.FormatInt(int64(h.Sum64()), 10) + "); " +
 				"SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
-			head:  "SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
-			scan:  "SELECT " + strings.Join(columns, ", ") + " FROM " + t + " WHERE seq >= $1 ORDER BY seq",
-			cps:   "SELECT note FROM " + cp + " ORDER BY id",
-			addCP: "INSERT INTO " + cp + " (note) VALUES ($1)",
+			head:     "SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
+			scan:     "SELECT " + strings.Join(columns, ", ") + " FROM " + t + " WHERE seq >= $1 ORDER BY seq",
+			cps:      "SELECT note FROM " + cp + " ORDER BY id",
+			latestCP: "SELECT note FROM " + cp + " ORDER BY id DESC LIMIT 1",
+			addCP:    "INSERT INTO " + cp + " (note) VALUES ($1)",
 		},
 	}
 }
@@ -354,6 +358,19 @@ func (s *Store) Checkpoints(ctx context.Context, fn func([]byte) error) error {
 		return fmt.Errorf("pgstore: checkpoints: %w", err)
 	}
 	return nil
+}
+
+// LatestCheckpoint implements auditlog.LatestCheckpointer.
+func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
+	var note []byte
+	err := s.pool.QueryRow(ctx, s.q.latestCP).Scan(&note)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: checkpoint: %w", err)
+	}
+	return note, nil
 }
 
 // Rekey implements auditlog.Store through the SECURITY DEFINER function

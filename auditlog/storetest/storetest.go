@@ -140,6 +140,11 @@ func Run(t *testing.T, newStore func(t *testing.T) auditlog.Store) {
 
 	t.Run("Checkpoints", func(t *testing.T) {
 		s := open(t)
+		if lc, ok := s.(auditlog.LatestCheckpointer); ok {
+			if c, err := lc.LatestCheckpoint(ctx); c != nil || err != nil {
+				t.Fatalf("LatestCheckpoint on an empty store = %q, %v", c, err)
+			}
+		}
 		want := [][]byte{[]byte("a\n1\nx\n\n— k sig\n"), []byte("a\n2\ny\n\n— k sig\n")}
 		for _, c := range want {
 			if err := s.AddCheckpoint(ctx, c); err != nil {
@@ -152,6 +157,11 @@ func Run(t *testing.T, newStore func(t *testing.T) auditlog.Store) {
 		}
 		if d := cmp.Diff(want, got); d != "" {
 			t.Fatalf("checkpoints differ:\n%s", d)
+		}
+		if lc, ok := s.(auditlog.LatestCheckpointer); ok {
+			if c, err := lc.LatestCheckpoint(ctx); !bytes.Equal(c, want[1]) || err != nil {
+				t.Fatalf("LatestCheckpoint = %q, %v; want the newest", c, err)
+			}
 		}
 	})
 
