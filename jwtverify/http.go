@@ -2,6 +2,7 @@ package jwtverify
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/malai-sec/malai/internal/problem"
@@ -33,25 +34,21 @@ func (q Requirement) check(c *Claims) *Error {
 	if c == nil {
 		return errNoToken
 	}
-	scope := strings.Join(q.Scopes, " ")
+	refuse := func(r Reason) *Error {
+		return &Error{Reason: r, kind: ErrInsufficientScope, scope: strings.Join(q.Scopes, " ")}
+	}
 	if q.Class != ClassAny && c.class != q.Class {
-		return &Error{Reason: ReasonWrongClass, kind: ErrInsufficientScope, scope: scope}
+		return refuse(ReasonWrongClass)
 	}
 	for _, s := range q.Scopes {
 		if !c.HasScope(s) {
-			return &Error{Reason: ReasonScope, kind: ErrInsufficientScope, scope: scope}
+			return refuse(ReasonScope)
 		}
 	}
-	if len(q.Audiences) > 0 {
-		ok := false
-		for _, a := range q.Audiences {
-			for _, b := range c.audience {
-				ok = ok || a == b
-			}
-		}
-		if !ok {
-			return &Error{Reason: ReasonRouteAudience, kind: ErrInsufficientScope, scope: scope}
-		}
+	if len(q.Audiences) > 0 && !slices.ContainsFunc(c.audience, func(a string) bool {
+		return slices.Contains(q.Audiences, a)
+	}) {
+		return refuse(ReasonRouteAudience)
 	}
 	return nil
 }
