@@ -400,3 +400,42 @@ func TestReadyWaitsForFirstKeySet(t *testing.T) {
 		t.Fatal("never ready")
 	}
 }
+
+// TestIssuersAreIndependent: two JWKS issuers; a flood of unknown kids
+// against one never fetches the other's key set, and the other's tokens
+// still verify while the first one's JWKS is down.
+func TestIssuersAreIndependent(t *testing.T) {
+	ka, kb := jwttest.NewKey(t, "ES256", "a1"), jwttest.NewKey(t, "EdDSA", "b1")
+	sa, sb := jwttest.NewServer(t, ka), jwttest.NewServer(t, kb)
+	clock := newClock()
+	v, err := New(Config{Now: clock.Now, Issuers: []Issuer{
+		{Issuer: "https://a.test", JWKSURL: sa.URL, Audiences: []string{testAud}},
+		{Issuer: "https://b.test", JWKSURL: sb.URL, Audiences: []string{testAud}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	<-v.Ready()
+	sa.SetStatus(http.StatusInternalServerError)
+	for i := range 20 {
+		h := ka.Header()
+		h["kid"] = fmt.Sprint("x", i)
+		tok := ka.MintWith(t, h, jwttest.Claims("https://a.test", testAud, "m", clock.Now()))
+		if _, err := v.Verify(context.Background(), tok); ReasonOf(err) != ReasonUnknownKey {
+			t.Fatalf("unknown kid at a: %v", err)
+		}
+	}
+	if sa.Hits() != 2 || sb.Hits() != 1 {
+		t.Fatalf("fetches a=%d b=%d, want 2 and 1", sa.Hits(), sb.Hits())
+	}
+	if _, err := v.Verify(context.Background(), kb.Mint(t, jwttest.Claims("https://b.test", testAud, "u", clock.Now()))); err != nil {
+		t.Fatalf("issuer b: %v", err)
+	}
+	// A token from a, signed with b's key under b's kid, is refused: keys
+	// never cross issuers.
+	h := kb.Header()
+	if _, err := v.Verify(context.Background(), kb.MintWith(t, h, jwttest.Claims("https://a.test", testAud, "u", clock.Now()))); ReasonOf(err) != ReasonUnknownKey {
+		t.Fatalf("b's key for a's issuer: %v", err)
+	}
+}
