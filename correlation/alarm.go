@@ -185,9 +185,9 @@ func (a *Alarm) Evaluate() {
 	a.evaluate(now, max(a.epoch(now), a.latest))
 }
 
-// Run calls Evaluate every interval until ctx is done, so a firing alarm
-// resolves once traffic stops. It returns ctx.Err(). Start it in its own
-// goroutine.
+// Run calls Evaluate every interval (every <= 0: once per bucket,
+// Window/Buckets) until ctx is done, so a firing alarm resolves once
+// traffic stops. It returns ctx.Err(). Start it in its own goroutine.
 func (a *Alarm) Run(ctx context.Context, every time.Duration) error {
 	if every <= 0 {
 		every = time.Duration(a.width)

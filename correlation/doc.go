@@ -45,6 +45,7 @@
 //	alarm, err := correlation.NewAlarm(correlation.AlarmConfig{
 //		MeterProvider: mp, Logger: logger, OnFire: page,
 //	})
+//	go alarm.Run(ctx, 0) // resolves an idle alarm; 0 = once per bucket
 //	mw, err := correlation.New(correlation.Config{
 //		TrustIncoming:  fromGateway, // e.g. checks the mTLS peer
 //		Logger:         logger,
