@@ -414,19 +414,42 @@ func (l *Lease) release(ctx context.Context) {
 	})
 }
 
+// retryBackoff spaces the attempts to finish a claim: a network blip must
+// not leave a finished operation looking in flight until its lease ends
+// (after which a retry would run it again).
+var retryBackoff = []time.Duration{20 * time.Millisecond, 100 * time.Millisecond}
+
 func (l *Lease) store(ctx context.Context, op string, f func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.r.cfg.StoreTimeout)
 	defer cancel()
-	err := f(ctx)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrLeaseLost):
-		l.r.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: "+op+" rejected: lease lost",
-			slog.String("record", logKey(l.key)))
-		return ErrLeaseLost
-	default:
+	var first error
+	for attempt := 0; ; attempt++ {
+		err := f(ctx)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrLeaseLost) && first == nil:
+			l.r.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: "+op+" rejected: lease lost",
+				slog.String("record", logKey(l.key)))
+			return ErrLeaseLost
+		case errors.Is(err, ErrLeaseLost):
+			// An earlier attempt failed in transit and may have been
+			// applied: the outcome is unknown, report the first failure.
+			return fmt.Errorf("%w: %w", ErrUnavailable, first)
+		}
+		if first == nil {
+			first = err
+		}
 		l.r.logStoreError(ctx, op, l.key, err)
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		if attempt >= len(retryBackoff) {
+			return fmt.Errorf("%w: %w", ErrUnavailable, first)
+		}
+		t := time.NewTimer(retryBackoff[attempt])
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %w", ErrUnavailable, first)
+		case <-t.C:
+		}
 	}
 }

@@ -304,3 +304,56 @@ func TestLeaseFromContextOutsideDo(t *testing.T) {
 		t.Fatal("lease found in a plain context")
 	}
 }
+
+// flakyStore fails the first n completions (and releases) in transit.
+type flakyStore struct {
+	idempotency.Store
+	mu   sync.Mutex
+	fail int
+}
+
+var errBlip = errors.New("connection reset by peer")
+
+func (f *flakyStore) blip() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail > 0 {
+		f.fail--
+		return true
+	}
+	return false
+}
+
+func (f *flakyStore) Complete(ctx context.Context, key string, rec idempotency.Record, now time.Time) error {
+	if f.blip() {
+		return errBlip
+	}
+	return f.Store.Complete(ctx, key, rec, now)
+}
+
+// A blip while storing the result is retried, so the finished operation
+// does not look in flight (and later run again); a store that stays down
+// is reported as ErrUnavailable with the result still returned.
+func TestCompletionRetried(t *testing.T) {
+	for _, tc := range []struct {
+		fails   int
+		wantErr bool
+	}{{1, false}, {2, false}, {3, true}} {
+		mem, _ := memstore.New(memstore.Config{})
+		s := &flakyStore{Store: mem, fail: tc.fails}
+		r := newRunner(t, s, newClock(), nil)
+		ok := func(context.Context, *idempotency.Lease) (idempotency.Result, error) {
+			return idempotency.Result{Status: 201, Body: []byte("x")}, nil
+		}
+		res, _, err := r.Do(context.Background(), "k", fp1, ok)
+		if tc.wantErr != errors.Is(err, idempotency.ErrUnavailable) || string(res.Body) != "x" {
+			t.Fatalf("%d failures: res %q err %v", tc.fails, res.Body, err)
+		}
+		if tc.wantErr {
+			continue
+		}
+		if _, replayed, err := r.Do(context.Background(), "k", fp1, ok); !replayed || err != nil {
+			t.Fatalf("%d failures: replay %v %v; want the stored result", tc.fails, replayed, err)
+		}
+	}
+}
