@@ -464,7 +464,7 @@ func (e *evidence) run(ctx context.Context) {
 	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"at+jwt"}`)) + "." + strings.Split(forged+"..", ".")[1] + "."
 	for _, tc := range []struct {
 		name, base, tok string
-		want           int
+		want            int
 	}{
 		{"gateway: no token → 401", gw, "", 401},
 		{"gateway: payload altered after signing → 401", gw, forged, 401},
