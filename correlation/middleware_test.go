@@ -490,3 +490,51 @@ func FuzzInboundID(f *testing.F) {
 		}
 	})
 }
+
+// TestFlushAndHijackThroughStack checks that the recording writer keeps
+// streaming and connection takeover working under the full stack.
+func TestFlushAndHijackThroughStack(t *testing.T) {
+	logs := &syncBuffer{}
+	tp := sdktrace.NewTracerProvider()
+	m := mustNew(t, Config{Logger: jsonLogger(logs), TracerProvider: tp})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "data: 1\n\n")
+		if err := http.NewResponseController(w).Flush(); err != nil {
+			t.Errorf("Flush: %v", err)
+		}
+	})
+	mux.HandleFunc("GET /raw", func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nraw")
+		buf.Flush()
+	})
+	h := m.Handler(mux)
+	served := make(chan struct{}, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		served <- struct{}{} // the access log is written by now
+	}))
+	defer srv.Close()
+	for path, want := range map[string]string{"/events": "data: 1\n\n", "/raw": "raw"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != want {
+			t.Fatalf("%s: body %q, want %q", path, body, want)
+		}
+	}
+	<-served
+	<-served
+	if n := len(logs.accessLogs(t)); n != 2 {
+		t.Fatalf("%d access logs, want 2", n)
+	}
+}
