@@ -42,6 +42,9 @@ import (
 	rlredis "github.com/malai-sec/malai/ratelimit/redisstore"
 )
 
+// auditOrigin names the ledger's audit log in its signed checkpoints.
+const auditOrigin = "malai.local/ledger-audit"
+
 // Options configure one run of the whole system on one machine.
 type Options struct {
 	// Addr is the gateway's HTTPS address (TCP for TLS, UDP for HTTP/3).
@@ -126,7 +129,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	s.Origin = "malai.local/ledger-audit"
+	s.Origin = auditOrigin
 	keys, err := platform.LoadOrCreateKeys(o.DataDir, s.Origin)
 	if err != nil {
 		return nil, err

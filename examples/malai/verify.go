@@ -39,8 +39,8 @@ func verifyCmd(args []string) error {
 }
 
 func verifyData(ctx context.Context, dataDir string) (auditlog.Report, map[string]int64, error) {
-	origin := "malai.local/ledger-audit"
-	keys, err := platform.LoadOrCreateKeys(dataDir, origin)
+	origin := auditOrigin
+	keys, err := platform.LoadKeys(dataDir)
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
@@ -83,7 +83,7 @@ func logsCmd(args []string) error {
 	if fs.NArg() != 1 {
 		return errors.New("usage: malai logs [-data DIR] gateway|identity|ledger|worker")
 	}
-	keys, err := platform.LoadOrCreateKeys(*dataDir, "malai.local/ledger-audit")
+	keys, err := platform.LoadKeys(*dataDir)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -33,6 +34,23 @@ type KeyFile struct {
 	AuditSigner   string `json:"audit_signer"`
 	AuditVerifier string `json:"audit_verifier"`
 	path          string
+}
+
+// LogValue keeps every key out of logs.
+func (k *KeyFile) LogValue() slog.Value {
+	return slog.GroupValue(slog.Int("data_keys", len(k.Order)), slog.String("keys", "[REDACTED]"))
+}
+
+// String keeps every key out of fmt output.
+func (k *KeyFile) String() string { return "platform.KeyFile{[REDACTED]}" }
+
+// LoadKeys reads dir/keys.json and fails when it does not exist.
+func LoadKeys(dir string) (*KeyFile, error) {
+	p := filepath.Join(dir, "keys.json")
+	if _, err := os.Stat(p); err != nil {
+		return nil, fmt.Errorf("platform: no key file in %s: %w", dir, err)
+	}
+	return LoadOrCreateKeys(dir, "")
 }
 
 // LoadOrCreateKeys reads dir/keys.json, creating it with fresh keys on
