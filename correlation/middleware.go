@@ -57,7 +57,7 @@ type Config struct {
 	// trace_id and span_id; it also receives panic reports. Records
 	// logged through it with a request context carry the ids too (its
 	// handler is wrapped with [NewLogHandler] unless it already is one).
-	// Nil: no access log.
+	// Nil: no access log and no panic reports.
 	Logger *slog.Logger
 
 	// TracerProvider enables tracing through otelhttp's server handler:

@@ -3,6 +3,7 @@ package correlation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -536,5 +537,11 @@ func TestFlushAndHijackThroughStack(t *testing.T) {
 	<-served
 	if n := len(logs.accessLogs(t)); n != 2 {
 		t.Fatalf("%d access logs, want 2", n)
+	}
+}
+
+func TestNewRejectsLoggerWithoutHandler(t *testing.T) {
+	if _, err := New(Config{Logger: &slog.Logger{}}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("err = %v, want ErrConfig", err)
 	}
 }
