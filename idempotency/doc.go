@@ -29,7 +29,11 @@
 //   - Completed records are kept for Retention (24 h by default), decided
 //     against the injected clock (Now) from timestamps inside the record.
 //   - A store failure fails closed: 503 with Retry-After, the handler does
-//     not run (FailOpen loosens this).
+//     not run (FailOpen loosens this). Finishing a claim is retried across
+//     a short store blip; if the result still cannot be stored (or the
+//     lease was lost to a takeover) the client receives the handler's
+//     response anyway, the failure is logged and reported to OnStoreError,
+//     and the record stays in flight until its lease ends.
 //
 // # HTTP
 //
@@ -77,7 +81,9 @@
 //	res, replayed, err := runner.Do(ctx, key, idempotency.Fingerprint(msg.Body, nil), transfer)
 //
 // [ErrInFlight] means "redeliver later"; [ErrKeyReused] and
-// [ErrNotReplayable] mean "acknowledge, do not run".
+// [ErrNotReplayable] mean "acknowledge, do not run". An endpoint that runs
+// Do itself answers with [Middleware.WriteError] and [WriteResult], so its
+// responses match the guarded route's.
 //
 // # Security caveats
 //

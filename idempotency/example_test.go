@@ -15,10 +15,21 @@ import (
 // The ledger guards POST /transfers; the caller comes from the verified
 // JWT (here a stand-in that reads the context).
 func Example() {
+	// Stand-in for jwtverify: authentication puts the verified subject in
+	// the context; Principal reads it back.
+	type subjectKey struct{}
+	authenticate := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), subjectKey{}, "alice")))
+		})
+	}
 	store, _ := memstore.New(memstore.Config{})
 	idem, err := idempotency.New(idempotency.Config{
-		Store:     store,
-		Principal: principal, // e.g. jwtverify's verified subject
+		Store: store,
+		Principal: func(r *http.Request) (string, bool) {
+			sub, ok := r.Context().Value(subjectKey{}).(string)
+			return sub, ok
+		},
 	})
 	if err != nil {
 		panic(err)
@@ -31,13 +42,13 @@ func Example() {
 		io.WriteString(w, `{"id":"tr_1"}`)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("POST /transfers", idem.Handler(transfers))
+	mux.Handle("POST /transfers", authenticate(idem.Handler(transfers)))
 
 	for range 2 {
 		r := httptest.NewRequest(http.MethodPost, "/transfers", strings.NewReader(`{"amount":"10.00"}`))
 		r.Header.Set("Idempotency-Key", `"8e03978e-40d5-43e8-bc93-6894a57f9324"`)
 		w := httptest.NewRecorder()
-		mux.ServeHTTP(w, asUser(r, "alice"))
+		mux.ServeHTTP(w, r)
 		fmt.Println(w.Code, w.Header().Get("Idempotent-Replayed"), w.Body.String())
 	}
 	fmt.Println("executions:", executions)

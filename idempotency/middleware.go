@@ -91,7 +91,9 @@ type Config struct {
 	UnavailableRetryAfter time.Duration
 	// FailOpen loosens the default: when the store fails, the request runs
 	// unprotected (a retry may repeat its side effect) instead of being
-	// answered with 503. OnStoreError, if set, sees every such failure.
+	// answered with 503. OnStoreError, if set, sees those failures and
+	// every failure to store a handler's result (ErrLeaseLost or
+	// ErrUnavailable), after which the response is still sent.
 	FailOpen     bool
 	OnStoreError func(r *http.Request, err error)
 	// ErrorHandler writes every error response. The error matches one of
@@ -283,7 +285,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			m.cfg.ErrorHandler(w, r, err)
 			return
 		case lease == nil:
-			m.writeReplay(w, r, rec.Result)
+			WriteResult(w, r, rec.Result, true)
 			return
 		}
 		m.execute(w, r, next, lease, body)
@@ -316,13 +318,26 @@ func withBody(r *http.Request, ctx context.Context, body []byte) *http.Request {
 	return r2
 }
 
-func (m *Middleware) writeReplay(w http.ResponseWriter, r *http.Request, res Result) {
+// WriteError answers err the way the middleware does (Config.ErrorHandler,
+// by default the problem+json mapping in the package documentation). A
+// queue-fed endpoint that calls [Runner.Do] itself uses it so its 409, 422
+// and 503 answers match the synchronous route's.
+func (m *Middleware) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	m.cfg.ErrorHandler(w, r, err)
+}
+
+// WriteResult writes res as the middleware writes a stored response: the
+// status (0 as 200), res.Header, Content-Length, the body, and
+// Idempotent-Replayed: true when replayed. The header values are copied,
+// so a later change to w's header cannot reach a stored record.
+func WriteResult(w http.ResponseWriter, r *http.Request, res Result, replayed bool) {
 	h := w.Header()
 	for k, v := range res.Header {
 		h[k] = slices.Clone(v)
 	}
-	// Both names are already canonical: skip Header.Set's canonicalisation.
-	h[HeaderReplayed] = []string{"true"}
+	if replayed {
+		h[HeaderReplayed] = []string{"true"}
+	}
 	h["Content-Length"] = []string{strconv.Itoa(len(res.Body))}
 	status := res.Status
 	if status == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -626,5 +627,62 @@ func TestLeaseInHandlerContext(t *testing.T) {
 	}))
 	if w := post(srv, "alice", `"k"`, body1); w.Code != http.StatusAccepted || token != 1 || extendErr != nil {
 		t.Fatalf("status %d token %d extend %v", w.Code, token, extendErr)
+	}
+}
+
+// A queue-fed endpoint that runs Do itself answers like the middleware.
+func TestWriteErrorAndWriteResult(t *testing.T) {
+	s, _ := memstore.New(memstore.Config{})
+	m := newMiddleware(t, s, newClock(), nil)
+	r := httptest.NewRequest(http.MethodPost, "/jobs", nil)
+	w := httptest.NewRecorder()
+	m.WriteError(w, r, &idempotency.InFlightError{RetryAfter: 2500 * time.Millisecond})
+	if w.Code != http.StatusConflict || w.Header().Get("Retry-After") != "3" || problemType(t, w) != "idempotency-in-flight" {
+		t.Fatalf("in flight: %d Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	w = httptest.NewRecorder()
+	m.WriteError(w, r, fmt.Errorf("%w: dial tcp: refused", idempotency.ErrUnavailable))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" || strings.Contains(w.Body.String(), "dial") {
+		t.Fatalf("unavailable: %d %s", w.Code, w.Body)
+	}
+	w = httptest.NewRecorder()
+	m.WriteError(w, r, errors.New("something else"))
+	if w.Code != http.StatusInternalServerError || strings.Contains(w.Body.String(), "something") {
+		t.Fatalf("other: %d %s", w.Code, w.Body)
+	}
+
+	stored := http.Header{"Content-Type": {"application/json"}}
+	w = httptest.NewRecorder()
+	idempotency.WriteResult(w, r, idempotency.Result{Status: 201, Header: stored, Body: []byte(`{}`)}, true)
+	w.Header()["Content-Type"][0] = "mutated"
+	if w.Code != 201 || w.Body.String() != "{}" || w.Header().Get(idempotency.HeaderReplayed) != "true" || w.Header().Get("Content-Length") != "2" {
+		t.Fatalf("WriteResult: %d %q %v", w.Code, w.Body, w.Header())
+	}
+	if stored.Get("Content-Type") != "application/json" {
+		t.Fatal("WriteResult shares header slices with the stored result")
+	}
+}
+
+// When the result cannot be stored the client still gets the handler's
+// response and the hook hears about it.
+func TestCompletionFailureStillResponds(t *testing.T) {
+	mem, _ := memstore.New(memstore.Config{})
+	s := &flakyStore{Store: mem, fail: 3}
+	var seen error
+	h := &transfers{}
+	srv := route(newMiddleware(t, s, newClock(), func(c *idempotency.Config) {
+		c.OnStoreError = func(_ *http.Request, err error) { seen = err }
+	}), h)
+	w := post(srv, "alice", `"k"`, body1)
+	if w.Code != http.StatusCreated || !strings.Contains(w.Body.String(), `"execution":1`) {
+		t.Fatalf("status %d body %s; want the handler's response", w.Code, w.Body)
+	}
+	if !errors.Is(seen, idempotency.ErrUnavailable) {
+		t.Fatalf("OnStoreError got %v; want ErrUnavailable", seen)
+	}
+	// The record is still in flight (the lease has not ended): a retry is
+	// told to wait rather than running the transfer again.
+	if w := post(srv, "alice", `"k"`, body1); w.Code != http.StatusConflict || h.Calls() != 1 {
+		t.Fatalf("retry: %d calls %d; want 409 and no second run", w.Code, h.Calls())
 	}
 }
