@@ -686,3 +686,68 @@ func TestCompletionFailureStillResponds(t *testing.T) {
 		t.Fatalf("retry: %d calls %d; want 409 and no second run", w.Code, h.Calls())
 	}
 }
+
+// orderLog records the order of store completions and header writes.
+type orderLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (o *orderLog) add(e string) {
+	o.mu.Lock()
+	o.events = append(o.events, e)
+	o.mu.Unlock()
+}
+
+type orderStore struct {
+	idempotency.Store
+	log *orderLog
+}
+
+func (s orderStore) Complete(ctx context.Context, key string, rec idempotency.Record, now time.Time) error {
+	s.log.add("complete")
+	return s.Store.Complete(ctx, key, rec, now)
+}
+
+func (s orderStore) Release(ctx context.Context, key string, rec idempotency.Record) error {
+	s.log.add("release")
+	return s.Store.Release(ctx, key, rec)
+}
+
+type orderWriter struct {
+	*httptest.ResponseRecorder
+	log *orderLog
+}
+
+func (w orderWriter) WriteHeader(code int) {
+	w.log.add("header")
+	w.ResponseRecorder.WriteHeader(code)
+}
+
+// The record is finished before the first byte of the response leaves, so
+// a client that sees the response and retries always meets the record.
+func TestRecordFinishedBeforeResponse(t *testing.T) {
+	for _, status := range []int{http.StatusCreated, http.StatusBadRequest, http.StatusBadGateway} {
+		mem, _ := memstore.New(memstore.Config{})
+		log := &orderLog{}
+		srv := route(newMiddleware(t, orderStore{mem, log}, newClock(), nil), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(status)
+			w.(http.Flusher).Flush() // deferred: must not send early
+			io.WriteString(w, "body")
+		}))
+		r := asUser(httptest.NewRequest(http.MethodPost, "/transfers", strings.NewReader(body1)), "alice")
+		r.Header.Set(idempotency.HeaderKey, `"k"`)
+		w := orderWriter{httptest.NewRecorder(), log}
+		srv.ServeHTTP(w, r)
+		want := []string{"complete", "header"}
+		if status >= 500 {
+			want = []string{"release", "header"}
+		}
+		if diff := cmp.Diff(want, log.events); diff != "" {
+			t.Fatalf("status %d: order (-want +got):\n%s", status, diff)
+		}
+		if w.Body.String() != "body" || w.Code != status {
+			t.Fatalf("status %d: got %d %q", status, w.Code, w.Body)
+		}
+	}
+}
