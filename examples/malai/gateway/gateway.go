@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/gateway/internal/waf"
 	"github.com/malai-sec/malai/internal/problem"
 	"github.com/malai-sec/malai/jwtverify"
@@ -115,7 +116,7 @@ func New(cfg Config) (*Gateway, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	g.h = w.Handler(g.limiter.Handler(mux))
+	g.h = w.Handler(g.limiter.Handler(correlation.RecordPattern(mux)))
 	return g, nil
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/casbin/casbin/v2/util"
 
 	"github.com/malai-sec/malai/auditlog"
+	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
 	"github.com/malai-sec/malai/idempotency"
@@ -194,7 +195,9 @@ func (s *Service) routes() http.Handler {
 	mux.Handle("POST /internal/v1/transfers", service(ScopeTransfer, http.HandlerFunc(s.runJob)))
 	mux.Handle("GET /internal/v1/audit/sample", service(ScopeAudit, http.HandlerFunc(s.auditSample)))
 	mux.Handle("GET /internal/v1/audit/replay", service(ScopeAudit, http.HandlerFunc(s.auditReplay)))
-	return v.Handler(mux)
+	// RecordPattern hands the matched route to the correlation middleware
+	// outside, for logs, spans and metrics.
+	return v.Handler(correlation.RecordPattern(mux))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
