@@ -393,6 +393,10 @@ func (l *Limiter) decide(ctx context.Context, p *policy, key string) (Result, er
 	if err == nil {
 		return r, nil
 	}
+	if cerr := ctx.Err(); cerr != nil {
+		// The caller gave up (client disconnected): not a store outage.
+		return Result{}, fmt.Errorf("ratelimit: policy %q: %w", p.Name, cerr)
+	}
 	l.stats.storeErrors.Add(1)
 	if l.onStoreErr != nil {
 		l.onStoreErr(ctx, p.Name, p.OnOutage, err)

@@ -439,3 +439,30 @@ func TestZeroConfigIsStrictDefault(t *testing.T) {
 		t.Fatalf("default policy %q", got)
 	}
 }
+
+// A caller that gives up is not a store outage: no hook, no 503 counted.
+func TestCancelledRequestIsNotAnOutage(t *testing.T) {
+	called := false
+	lim := newLimiter(t, ratelimit.Config{
+		Store:        cancelAwareStore{},
+		OnStoreError: func(context.Context, string, ratelimit.Outage, error) { called = true },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := lim.Allow(ctx, "ip", "k"); !errors.Is(err, context.Canceled) || errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		t.Fatalf("Allow with a cancelled context: %v", err)
+	}
+	if called || lim.Stats().StoreErrors != 0 {
+		t.Fatalf("cancellation counted as an outage: hook %v, stats %+v", called, lim.Stats())
+	}
+}
+
+type cancelAwareStore struct{}
+
+func (cancelAwareStore) Allow(ctx context.Context, _ string, _ ratelimit.Limit, _ int) (ratelimit.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return ratelimit.Result{}, err
+	}
+	return ratelimit.Result{Allowed: true}, nil
+}
+func (cancelAwareStore) Close() error { return nil }

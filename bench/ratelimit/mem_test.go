@@ -38,6 +38,8 @@ func (k *keyedRate) Allow(key string) bool {
 	return l.Allow()
 }
 
+// Sub-benchmarks: impl=malai is ratelimit/memstore, impl=peer is a map of
+// golang.org/x/time/rate limiters.
 const nKeys = 10_000
 
 func keys() []string {
@@ -55,7 +57,7 @@ var memLimit = ratelimit.Limit{Interval: time.Millisecond, Burst: 100}
 func BenchmarkMemoryDecision(b *testing.B) {
 	ks := keys()
 	ctx := context.Background()
-	b.Run("malai", func(b *testing.B) {
+	b.Run("impl=malai", func(b *testing.B) {
 		st, err := memstore.New(memstore.Config{SweepInterval: -1})
 		if err != nil {
 			b.Fatal(err)
@@ -73,7 +75,7 @@ func BenchmarkMemoryDecision(b *testing.B) {
 			i++
 		}
 	})
-	b.Run("xtime", func(b *testing.B) {
+	b.Run("impl=peer", func(b *testing.B) {
 		kr := newKeyedRate(1000, 100)
 		for _, k := range ks {
 			kr.Allow(k)
@@ -90,7 +92,7 @@ func BenchmarkMemoryDecision(b *testing.B) {
 func BenchmarkMemoryDecisionParallel(b *testing.B) {
 	ks := keys()
 	ctx := context.Background()
-	b.Run("malai", func(b *testing.B) {
+	b.Run("impl=malai", func(b *testing.B) {
 		st, _ := memstore.New(memstore.Config{SweepInterval: -1})
 		defer st.Close()
 		b.ReportAllocs()
@@ -102,7 +104,7 @@ func BenchmarkMemoryDecisionParallel(b *testing.B) {
 			}
 		})
 	})
-	b.Run("xtime", func(b *testing.B) {
+	b.Run("impl=peer", func(b *testing.B) {
 		kr := newKeyedRate(1000, 100)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -134,13 +136,13 @@ func BenchmarkMemoryBytesPerKey(b *testing.B) {
 	}
 	ctx := context.Background()
 	long := ratelimit.Limit{Interval: time.Hour, Burst: 100}
-	b.Run("malai", func(b *testing.B) {
+	b.Run("impl=malai", func(b *testing.B) {
 		st, _ := memstore.New(memstore.Config{SweepInterval: -1, MaxKeys: 1 << 26})
 		defer st.Close()
 		measure(b, func(k string) { st.Allow(ctx, k, long, 1) })
 		runtime.KeepAlive(st)
 	})
-	b.Run("xtime", func(b *testing.B) {
+	b.Run("impl=peer", func(b *testing.B) {
 		kr := newKeyedRate(1.0/3600, 100)
 		measure(b, func(k string) { kr.Allow(k) })
 		runtime.KeepAlive(kr)

@@ -4,18 +4,18 @@
 // # Guarantees
 //
 //   - The same integer-microsecond GCRA as the memory store: the script only
-//     reads the stored timestamp, compares and writes; Go computes the
-//     reported Remaining/RetryAfter/ResetAfter from the numbers the script
-//     returns with the same code the memory store uses, and checks that the
+//     reads the stored timestamp, compares and writes, and replies with one
+//     integer; Go computes the reported Remaining/RetryAfter/ResetAfter
+//     from it with the same code the memory store uses, and checks that the
 //     script's verdict agrees.
 //   - One clock: time comes from Redis TIME inside the script, so hosts with
 //     skewed clocks agree (unless [Config.Now] is set, for tests).
 //   - One round trip per decision (EVALSHA, falling back to EVAL once after
 //     a server restart), one key per call, so it works with Redis Cluster
 //     through [redis.UniversalClient].
-//   - Keys expire (PX) when they have fully refilled, and at the earliest
-//     one second after their last write, so a caller's clock ([Config.Now])
-//     that runs apart from real time never loses state early; no sweeping.
+//   - Keys expire (PX) one second after they have fully refilled, so a
+//     caller's clock ([Config.Now]) that runs a little apart from real time
+//     never loses state early; no sweeping.
 //   - A key Redis has denied is remembered locally until it would be
 //     admitted again, and further requests on it are denied without a
 //     round trip. This is exact, not a heuristic: a denied request changes
@@ -100,10 +100,11 @@ type Store struct {
 var ErrClosed = errors.New("redisstore: store is closed")
 
 // script runs GCRA's compare-and-set. ARGV: tolerance µs, cost µs,
-// [now µs]. Returns {allowed, tat before the call, now}. The TTL is the
-// time to a full refill, at least 1 s. Numbers stay
-// below 2^53, exact as Lua doubles; the stored value is written with %d so
-// no digits are lost to Lua's default %.14g.
+// [now µs]. It returns d = max(TAT - now, 0) in µs when it admitted the
+// request, -1-d when it refused: the decision depends only on d, and one
+// integer is the cheapest reply. Numbers stay below 2^53, exact as Lua
+// doubles; the TAT is written with %d so no digit is lost to Lua's %.14g.
+// The key lives until it has fully refilled, plus one second.
 var script = redis.NewScript(`
 local now
 if ARGV[3] then
@@ -112,14 +113,14 @@ else
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new = tat + tonumber(ARGV[2])
-if new - now > tonumber(ARGV[1]) then
-  return {0, tat, now}
+local d = (tonumber(redis.call('GET', KEYS[1])) or now) - now
+if d < 0 then d = 0 end
+local ahead = d + tonumber(ARGV[2])
+if ahead > tonumber(ARGV[1]) then
+  return -1 - d
 end
-redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.max(1000, math.ceil((new - now) / 1000)))
-return {1, tat, now}
+redis.call('SET', KEYS[1], string.format('%d', now + ahead), 'PX', (ahead - ahead % 1000) / 1000 + 1000)
+return d
 `)
 
 // New validates cfg and returns a Store.
@@ -170,25 +171,26 @@ func (s *Store) Allow(ctx context.Context, key string, limit gcra.Limit, n int) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	var res []int64
+	var d int64
 	if s.now != nil {
-		res, err = script.Run(ctx, s.client, []string{s.prefix + key}, p.Tolerance, p.Cost, localNow).Int64Slice()
+		d, err = script.Run(ctx, s.client, []string{s.prefix + key}, p.Tolerance, p.Cost, localNow).Int64()
 	} else {
-		res, err = script.Run(ctx, s.client, []string{s.prefix + key}, p.Tolerance, p.Cost).Int64Slice()
+		d, err = script.Run(ctx, s.client, []string{s.prefix + key}, p.Tolerance, p.Cost).Int64()
 	}
 	if err != nil {
 		return gcra.Result{}, fmt.Errorf("redisstore: %w", err)
 	}
-	if len(res) != 3 {
-		return gcra.Result{}, fmt.Errorf("redisstore: script returned %d values, want 3", len(res))
+	allowed := d >= 0
+	if !allowed {
+		d = -1 - d
 	}
-	tat, now := res[1], res[2]
-	_, r := gcra.Decide(tat, now, p)
-	if r.Allowed != (res[0] == 1) {
+	// GCRA depends only on how far the TAT is ahead of now.
+	_, r := gcra.Decide(d, 0, p)
+	if r.Allowed != allowed {
 		return gcra.Result{}, errors.New("redisstore: script and Go disagree on a decision")
 	}
-	if !r.Allowed {
-		s.rememberDenial(key, localNow+(tat-now), localNow)
+	if !allowed {
+		s.rememberDenial(key, localNow+d, localNow)
 	}
 	return r, nil
 }
