@@ -422,28 +422,17 @@ func (s *Service) runJob(w http.ResponseWriter, r *http.Request) {
 			b, _ := json.Marshal(ev)
 			return idempotency.Result{Status: http.StatusCreated, Header: http.Header{"Content-Type": {"application/json"}}, Body: b}, nil
 		})
-	var inflight *idempotency.InFlightError
-	switch {
-	case errors.As(err, &inflight):
-		w.Header().Set("Retry-After", "1")
-		problem.Write(w, r, problem.Problem{Status: http.StatusConflict, Type: "idempotency-in-flight", Title: "Request in progress"})
-		return
-	case errors.Is(err, idempotency.ErrKeyReused):
-		problem.Write(w, r, problem.Problem{Status: http.StatusUnprocessableEntity, Type: "idempotency-key-reused", Title: "Idempotency-Key reused with another payload"})
-		return
-	case err != nil && res.Status == 0:
-		s.log.ErrorContext(r.Context(), "ledger: job", "error", err.Error())
-		problem.Write(w, r, problem.Unavailable)
+	if err != nil && res.Status == 0 {
+		// In flight elsewhere (409), reused with another payload (422),
+		// or the store is down (503): the same answers as the sync route.
+		s.idem.WriteError(w, r, err)
 		return
 	}
-	for k, vs := range res.Header {
-		w.Header()[k] = vs
+	if err != nil {
+		// The transfer ran but its record could not be stored.
+		s.log.WarnContext(r.Context(), "ledger: job result not recorded", "error", err.Error())
 	}
-	if replayed {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	w.WriteHeader(res.Status)
-	_, _ = w.Write(res.Body)
+	idempotency.WriteResult(w, r, res, replayed)
 }
 
 func (s *Service) auditSample(w http.ResponseWriter, r *http.Request) {
