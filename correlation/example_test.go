@@ -119,3 +119,30 @@ func ExampleNewAlarm() {
 	// FIRE 2/20
 	// RESOLVED 4/81
 }
+
+// Outbound calls made while serving a request carry its id (and, with a
+// TracerProvider, its trace context) to the next service.
+func ExampleMiddleware_Transport() {
+	ledger := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get(correlation.HeaderName))
+	}))
+	defer ledger.Close()
+
+	mw, _ := correlation.New(correlation.Config{})
+	client := &http.Client{Transport: mw.Transport(nil)}
+	gateway := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out, _ := http.NewRequestWithContext(r.Context(), "GET", ledger.URL, nil)
+		resp, err := client.Do(out)
+		if err != nil {
+			http.Error(w, "ledger unavailable", http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		seen, _ := io.ReadAll(resp.Body)
+		own, _ := correlation.IDFromContext(r.Context())
+		fmt.Println("ledger saw the gateway's id:", string(seen) == own)
+	}))
+	gateway.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/transfers", nil))
+	// Output:
+	// ledger saw the gateway's id: true
+}
