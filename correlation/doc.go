@@ -79,9 +79,10 @@
 //     peer, so behind a proxy pass a resolver that trusts only that proxy.
 //   - Logging still needs care inside handlers: wrap secrets in [Secret]
 //     (or implement [slog.LogValuer]) so they print as [Redacted].
-//   - The encrypted stream detects changes but cannot detect a whole file
-//     being replaced by another valid stream, or deleted; anchor it with
-//     signed checkpoints (auditlog) if that matters. A crashed writer
+//   - The encrypted stream detects changes inside a stream but not a whole
+//     valid stream (sealed under the same ring) replacing the file, being
+//     appended again, or the file being deleted; anchor it with signed
+//     checkpoints (auditlog) if that matters. A crashed writer
 //     leaves a stream without its end record, which reads as
 //     [ErrTruncated]; the records before it are still verified.
 //   - The alarm's hooks run synchronously under its lock: hand slow work
