@@ -80,8 +80,9 @@
 //   - Logging still needs care inside handlers: wrap secrets in [Secret]
 //     (or implement [slog.LogValuer]) so they print as [Redacted].
 //   - The encrypted stream detects changes inside a stream but not a whole
-//     valid stream (sealed under the same ring) replacing the file, being
-//     appended again, or the file being deleted; anchor it with signed
+//     valid stream (sealed under the same ring) replacing the file, or
+//     the file being deleted (a stream repeated within one input is
+//     refused); anchor it with signed
 //     checkpoints (auditlog) if that matters. A crashed writer
 //     leaves a stream without its end record, which reads as
 //     [ErrTruncated]; the records before it are still verified.

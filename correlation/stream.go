@@ -233,15 +233,17 @@ type Record struct {
 // [EncryptedWriter]. It is not safe for concurrent use. Build one with
 // [NewEncryptedReader]; the zero value is unusable.
 type EncryptedReader struct {
-	r       *bufio.Reader
-	ring    *KeyRing
-	off     int64
-	ch      chain
-	in      bool   // inside a stream (its header seen, its end not yet)
-	streams int    // streams begun
-	pending []byte // a header body met where a record was expected
-	err     error
-	buf     []byte
+	r          *bufio.Reader
+	ring       *KeyRing
+	off        int64
+	ch         chain
+	in         bool   // inside a stream (its header seen, its end not yet)
+	streams    int    // streams begun
+	pending    []byte // a header body met where a record was expected
+	pendingOff int64
+	seen       map[[streamIDSize]byte]struct{} // stream ids met so far
+	err        error
+	buf        []byte
 }
 
 // NewEncryptedReader reads the stream in r, opening records with ring.
@@ -265,9 +267,11 @@ func (d *EncryptedReader) Next() (Record, error) {
 	}
 	for {
 		if d.pending != nil {
-			body := d.pending
+			body, at := d.pending, d.pendingOff
 			d.pending = nil
-			d.startStream(body)
+			if !d.startStream(body) {
+				return Record{}, d.fail(at, ErrTampered)
+			}
 			continue
 		}
 		start := d.off
@@ -286,7 +290,9 @@ func (d *EncryptedReader) Next() (Record, error) {
 			if kind != kindHeader || len(body) != headerBodySize || string(body[:len(streamMagic)]) != streamMagic {
 				return Record{}, d.fail(start, ErrMalformedStream)
 			}
-			d.startStream(body)
+			if !d.startStream(body) {
+				return Record{}, d.fail(start, ErrTampered)
+			}
 			continue
 		}
 		switch kind {
@@ -294,7 +300,7 @@ func (d *EncryptedReader) Next() (Record, error) {
 			if len(body) != headerBodySize || string(body[:len(streamMagic)]) != streamMagic {
 				return Record{}, d.fail(start, ErrMalformedStream)
 			}
-			d.pending = append([]byte(nil), body...)
+			d.pending, d.pendingOff = append([]byte(nil), body...), start
 			return Record{}, &StreamError{Offset: start, Index: d.ch.index, Err: ErrTruncated}
 		case kindRecord, kindEnd:
 		default:
@@ -323,11 +329,22 @@ func (d *EncryptedReader) Next() (Record, error) {
 	}
 }
 
-func (d *EncryptedReader) startStream(body []byte) {
+// startStream begins the stream whose header body is body. It reports
+// false for a stream id already seen in this input: a whole stream
+// appended a second time.
+func (d *EncryptedReader) startStream(body []byte) bool {
 	d.ch = chain{}
 	copy(d.ch.id[:], body[len(streamMagic):])
+	if d.seen == nil {
+		d.seen = make(map[[streamIDSize]byte]struct{})
+	}
+	if _, dup := d.seen[d.ch.id]; dup {
+		return false
+	}
+	d.seen[d.ch.id] = struct{}{}
 	d.in = true
 	d.streams++
+	return true
 }
 
 func (d *EncryptedReader) fail(off int64, err error) error {

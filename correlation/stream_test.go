@@ -248,6 +248,13 @@ func TestStreamConcatenation(t *testing.T) {
 		t.Fatalf("clean concatenation: %q, %v", got, err)
 	}
 
+	// The same stream twice: the repeat is refused.
+	_, err = readAll(append(bytes.Clone(next), next...), ring)
+	var se *StreamError
+	if !errors.Is(err, ErrTampered) || !errors.As(err, &se) || se.Offset != int64(len(next)) {
+		t.Fatalf("repeated stream: %v, want ErrTampered at offset %d", err, len(next))
+	}
+
 	// crashed + next: ErrTruncated once, then the next stream reads.
 	r := NewEncryptedReader(bytes.NewReader(append(bytes.Clone(crashed), next...)), ring)
 	var seq []string
