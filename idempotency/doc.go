@@ -20,7 +20,9 @@
 //     that crashes stops renewing, and after Lease a retry takes the key
 //     over with the next fencing token ([Lease.Token]); the old holder's
 //     late completion is rejected with [ErrLeaseLost], so it cannot
-//     overwrite its successor's result.
+//     overwrite its successor's result. The background renewal stops
+//     HeartbeatLimit after the claim (10 × Lease by default), so a hung
+//     process cannot keep a key in flight for ever.
 //   - The result is stored before the response is sent. 2xx, 3xx and 4xx
 //     responses are stored; on 5xx, an error or a panic the claim is
 //     released so a retry runs again. A response over MaxResponseBytes is

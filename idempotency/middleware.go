@@ -78,14 +78,16 @@ type Config struct {
 	// sent once and recorded as not replayable. Default
 	// [DefaultMaxResultBytes].
 	MaxResponseBytes int
-	// Now, Lease, Heartbeat, Retention, StoreTimeout and Logger: see
+	// Now, Lease, Heartbeat, HeartbeatLimit, Retention, StoreTimeout and
+	// Logger: see
 	// [RunnerConfig].
-	Now          func() time.Time
-	Lease        time.Duration
-	Heartbeat    time.Duration
-	Retention    time.Duration
-	StoreTimeout time.Duration
-	Logger       *slog.Logger
+	Now            func() time.Time
+	Lease          time.Duration
+	Heartbeat      time.Duration
+	HeartbeatLimit time.Duration
+	Retention      time.Duration
+	StoreTimeout   time.Duration
+	Logger         *slog.Logger
 	// UnavailableRetryAfter is the Retry-After sent with a 503 when the
 	// store fails. Default one second.
 	UnavailableRetryAfter time.Duration
@@ -118,7 +120,7 @@ type Middleware struct {
 // New validates cfg and returns the middleware. cfg is not modified.
 func New(cfg Config) (*Middleware, error) {
 	r, err := NewRunner(RunnerConfig{
-		Store: cfg.Store, Now: cfg.Now, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
+		Store: cfg.Store, Now: cfg.Now, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat, HeartbeatLimit: cfg.HeartbeatLimit,
 		Retention: cfg.Retention, MaxResultBytes: cfg.MaxResponseBytes,
 		StoreTimeout: cfg.StoreTimeout, Logger: cfg.Logger,
 	})
@@ -314,7 +316,6 @@ func withBody(r *http.Request, ctx context.Context, body []byte) *http.Request {
 	r2 := r.WithContext(ctx)
 	r2.Body = io.NopCloser(bytes.NewReader(body))
 	r2.ContentLength = int64(len(body))
-	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	return r2
 }
 

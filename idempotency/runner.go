@@ -40,6 +40,13 @@ type RunnerConfig struct {
 	// When a renewal finds the lease lost, the operation's context is
 	// cancelled with cause [ErrLeaseLost].
 	Heartbeat time.Duration
+	// HeartbeatLimit bounds how long after its claim an operation's lease
+	// is renewed in the background. An operation still running after it
+	// (a hung handler) loses its claim when the current lease ends, so a
+	// stuck process cannot hold a key for ever; a worker that knows it is
+	// waiting renews explicitly with [Lease.Extend], which is not limited.
+	// Default 10 × Lease.
+	HeartbeatLimit time.Duration
 	// Retention is how long a finished record is kept: a replay inside it
 	// returns the stored result, after it the key is new. Default
 	// [DefaultRetention] (24 h).
@@ -77,6 +84,12 @@ func (c RunnerConfig) withDefaults() (RunnerConfig, error) {
 	}
 	if c.Heartbeat >= c.Lease {
 		return c, fmt.Errorf("idempotency: Heartbeat %v must be shorter than Lease %v", c.Heartbeat, c.Lease)
+	}
+	if c.HeartbeatLimit == 0 {
+		c.HeartbeatLimit = 10 * c.Lease
+	}
+	if c.HeartbeatLimit < 0 {
+		return c, fmt.Errorf("idempotency: negative HeartbeatLimit %v", c.HeartbeatLimit)
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
@@ -310,8 +323,11 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 
 func (l *Lease) lost() {
 	l.mu.Lock()
-	cancel := l.cancel
+	cancel, done := l.cancel, l.done
 	l.mu.Unlock()
+	if done {
+		return // a renewal that raced the operation's own completion
+	}
 	if cancel != nil {
 		cancel(ErrLeaseLost)
 	}
@@ -331,31 +347,45 @@ func (l *Lease) watch(parent context.Context) (context.Context, func()) {
 	if every <= 0 {
 		return ctx, func() { cancel(nil) }
 	}
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := l.Extend(ctx, 0); errors.Is(err, ErrLeaseLost) {
-					return
-				}
-			}
+	// A timer rather than a goroutine per operation: it re-arms itself
+	// after each renewal until stop or a lost lease.
+	var mu sync.Mutex
+	var t *time.Timer
+	stopped := false
+	renew := func() {
+		if !l.heartbeatDue(l.r.cfg.Now()) {
+			return // past HeartbeatLimit: let the lease run out
 		}
-	}()
+		// The operation may outlive its caller's context (a client that
+		// hung up): keep renewing until it actually ends.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.r.cfg.StoreTimeout)
+		err := l.Extend(rctx, 0)
+		rcancel()
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || errors.Is(err, ErrLeaseLost) {
+			return
+		}
+		t.Reset(every) // t re-runs this same func
+	}
+	mu.Lock()
+	t = time.AfterFunc(every, renew)
+	mu.Unlock()
 	return ctx, func() {
-		close(quit)
-		wg.Wait()
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
 		cancel(nil)
 	}
+}
+
+// heartbeatDue reports whether the background heartbeat may still renew
+// the lease at now.
+func (l *Lease) heartbeatDue(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.done && now.Sub(l.rec.CreatedAt) < l.r.cfg.HeartbeatLimit
 }
 
 // finish marks the lease done and returns its record, or false when it was

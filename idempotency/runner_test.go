@@ -357,3 +357,28 @@ func TestCompletionRetried(t *testing.T) {
 		}
 	}
 }
+
+// A hung operation is renewed only up to HeartbeatLimit after its claim,
+// so a stuck process cannot hold a key for ever (powertools #1038-style
+// records stuck in progress).
+func TestHeartbeatLimit(t *testing.T) {
+	s, _ := memstore.New(memstore.Config{})
+	clk := newClock()
+	r := newRunner(t, s, clk, func(c *idempotency.RunnerConfig) { c.HeartbeatLimit = 5 * time.Minute })
+	_, _, err := r.Do(context.Background(), "k", fp1, func(ctx context.Context, l *idempotency.Lease) (idempotency.Result, error) {
+		start := clk.Now()
+		if !idempotency.HeartbeatDueForTest(l, start.Add(4*time.Minute)) {
+			t.Error("not renewed inside the limit")
+		}
+		if idempotency.HeartbeatDueForTest(l, start.Add(5*time.Minute)) {
+			t.Error("renewed past the limit")
+		}
+		return idempotency.Result{Status: 200}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idempotency.NewRunner(idempotency.RunnerConfig{Store: s, HeartbeatLimit: -1}); err == nil {
+		t.Fatal("negative HeartbeatLimit accepted")
+	}
+}
