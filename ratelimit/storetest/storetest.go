@@ -1,6 +1,3 @@
-// Package storetest is the conformance suite every ratelimit [ratelimit.Store]
-// passes. Each implementation's tests call [Run] with a constructor, so the
-// memory and Redis stores are held to the same exact decisions.
 package storetest
 
 import (
