@@ -377,7 +377,8 @@ func (m *Middleware) execute(w http.ResponseWriter, r *http.Request, next http.H
 
 // recorder buffers a guarded handler's response. Until the record is
 // finished nothing reaches the client; Flush is deferred and Hijack is
-// not supported (http.ResponseController reports ErrNotSupported).
+// not supported (http.ResponseController reports ErrNotSupported);
+// deadlines pass through.
 type recorder struct {
 	w           http.ResponseWriter
 	m           *Middleware
@@ -431,6 +432,21 @@ func (rw *recorder) FlushError() error {
 		return nil
 	}
 	return http.NewResponseController(rw.w).Flush()
+}
+
+// SetReadDeadline, SetWriteDeadline and EnableFullDuplex reach the
+// underlying writer for http.ResponseController (Unwrap is deliberately
+// absent: it would let Flush bypass the buffer).
+func (rw *recorder) SetReadDeadline(t time.Time) error {
+	return http.NewResponseController(rw.w).SetReadDeadline(t)
+}
+
+func (rw *recorder) SetWriteDeadline(t time.Time) error {
+	return http.NewResponseController(rw.w).SetWriteDeadline(t)
+}
+
+func (rw *recorder) EnableFullDuplex() error {
+	return http.NewResponseController(rw.w).EnableFullDuplex()
 }
 
 // settle finishes the record (complete, or release on 5xx) and sends the

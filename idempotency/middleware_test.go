@@ -751,3 +751,29 @@ func TestRecordFinishedBeforeResponse(t *testing.T) {
 		}
 	}
 }
+
+// On a real server a guarded handler can still set deadlines, cannot
+// hijack, and its Flush does not send the response early.
+func TestResponseControllerOnGuardedRoute(t *testing.T) {
+	s, _ := memstore.New(memstore.Config{})
+	m := newMiddleware(t, s, newClock(), func(c *idempotency.Config) { c.AllowAnonymous, c.Principal = true, nil })
+	var deadlineErr, hijackErr, flushErr error
+	srv := httptest.NewServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		deadlineErr = rc.SetWriteDeadline(time.Now().Add(time.Minute))
+		_, _, hijackErr = rc.Hijack()
+		flushErr = rc.Flush()
+		w.WriteHeader(http.StatusCreated)
+	})))
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/x", strings.NewReader("{}"))
+	req.Header.Set(idempotency.HeaderKey, `"k"`)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || deadlineErr != nil || flushErr != nil || !errors.Is(hijackErr, http.ErrNotSupported) {
+		t.Fatalf("status %d deadline %v flush %v hijack %v", resp.StatusCode, deadlineErr, flushErr, hijackErr)
+	}
+}
