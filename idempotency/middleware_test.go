@@ -211,16 +211,18 @@ func TestHundredConcurrentRequests(t *testing.T) {
 				if blocked {
 					h.gate = make(chan struct{})
 				}
-				srv := route(newMiddleware(t, s, newClock(), nil), h)
+				// Two replicas (separate middleware and runners) on one store.
+				clk := newClock()
+				srvs := []http.Handler{route(newMiddleware(t, s, clk, nil), h), route(newMiddleware(t, s, clk, nil), h)}
 				key := `"` + name + `"`
 				const n = 100
 				results := make(chan *httptest.ResponseRecorder, n)
 				var wg sync.WaitGroup
-				for range n {
+				for i := range n {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						results <- post(srv, "alice", key, body1)
+						results <- post(srvs[i%2], "alice", key, body1)
 					}()
 				}
 				var got []*httptest.ResponseRecorder
