@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -17,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/mod/sumdb/note"
 
@@ -60,9 +64,10 @@ func (e *evidence) check(row, name string, f func() (string, error)) {
 func evidenceCmd(args []string) error {
 	fs := flag.NewFlagSet("evidence", flag.ExitOnError)
 	out := fs.String("out", "evidence", "directory for REPORT.md, report.json and the audit sample")
+	pgAdmin := fs.String("postgres-admin-url", os.Getenv("MALAI_TEST_POSTGRES_URL"), "privileged PostgreSQL URL: when set, the audit chain runs in PostgreSQL under a least-privilege role and the role separation is checked (roles and schema are dropped afterwards)")
 	fs.Parse(args)
 	ctx := context.Background()
-	findings, err := runEvidence(ctx, *out)
+	findings, err := runEvidence(ctx, *out, *pgAdmin)
 	if err != nil {
 		return err
 	}
@@ -81,7 +86,7 @@ func evidenceCmd(args []string) error {
 
 // runEvidence starts a fresh system on free loopback ports, checks every
 // claim against it, and writes the report.
-func runEvidence(ctx context.Context, outDir string) ([]Finding, error) {
+func runEvidence(ctx context.Context, outDir, pgAdmin string) ([]Finding, error) {
 	data, err := os.MkdirTemp("", "malai-evidence-")
 	if err != nil {
 		return nil, err
@@ -91,11 +96,30 @@ func runEvidence(ctx context.Context, outDir string) ([]Finding, error) {
 	if err := os.WriteFile(deny, []byte("# reputation list for the evidence pass\n203.0.113.0/24\n"), 0o600); err != nil {
 		return nil, err
 	}
-	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny})
+	opts := Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny}
+	var pg PGAudit
+	if pgAdmin != "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		sfx := hex.EncodeToString(b[:])
+		pg = PGAudit{Schema: "malai_ev_" + sfx, Owner: "malai_ev_owner_" + sfx, AppRole: "malai_ev_app_" + sfx}
+		if err := pg.migrate(ctx, pgAdmin); err != nil {
+			return nil, err
+		}
+		defer pg.drop(context.Background(), pgAdmin)
+		if opts.AuditDSN, err = appDSN(pgAdmin, pg.AppRole); err != nil {
+			return nil, err
+		}
+		opts.AuditSchema = pg.Schema
+	}
+	sys, err := Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
 	e := &evidence{sys: sys, c: sys.HTTPClient(), outDir: outDir}
+	if pgAdmin != "" {
+		e.checkRoles(ctx, opts.AuditDSN, pg)
+	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		sys.Close()
 		return nil, err
@@ -106,7 +130,12 @@ func runEvidence(ctx context.Context, outDir string) ([]Finding, error) {
 	}
 	// Offline verification of the stopped system's chain.
 	e.check("Append-only audit", "offline verify of the whole chain with the witness's checkpoints and replay", func() (string, error) {
-		rep, bal, err := verifyData(ctx, data)
+		st, err := openAuditStore(ctx, opts)
+		if err != nil {
+			return "", err
+		}
+		defer st.Close()
+		rep, bal, err := verifyData(ctx, data, st)
 		if err != nil {
 			return "", err
 		}
@@ -117,6 +146,47 @@ func runEvidence(ctx context.Context, outDir string) ([]Finding, error) {
 		return obs, nil
 	})
 	return e.findings, e.write()
+}
+
+// checkRoles connects as the ledger's application role and tries what it
+// must not be able to do; the PostgreSQL server itself must refuse.
+func (e *evidence) checkRoles(ctx context.Context, appDSN string, pg PGAudit) {
+	const row = "Database role separation"
+	conn, err := pgx.Connect(ctx, appDSN)
+	if err != nil {
+		e.check(row, "connect as the application role", func() (string, error) { return "", err })
+		return
+	}
+	defer conn.Close(context.Background())
+	t := pg.Schema + ".audit_log"
+	e.check(row, "the application role may SELECT the audit log", func() (string, error) {
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+t).Scan(&n); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d rows visible", n), nil
+	})
+	for _, q := range []struct{ name, sql string }{
+		{"UPDATE", "UPDATE " + t + " SET seq = seq WHERE false"},
+		{"DELETE", "DELETE FROM " + t + " WHERE false"},
+		{"TRUNCATE", "TRUNCATE " + t},
+		{"SELECT … FOR UPDATE", "SELECT seq FROM " + t + " LIMIT 1 FOR UPDATE"},
+		{"DDL (CREATE TABLE)", "CREATE TABLE " + pg.Schema + ".evil (x int)"},
+		{"DDL (DROP TABLE)", "DROP TABLE " + t},
+		{"session_replication_role = replica", "SET session_replication_role = replica"},
+	} {
+		e.check(row, "the server refuses the application role's "+q.name, func() (string, error) {
+			_, err := conn.Exec(ctx, q.sql)
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+				return "SQLSTATE 42501 insufficient_privilege", nil
+			}
+			if err == nil {
+				return "", errors.New("allowed")
+			}
+			return "", fmt.Errorf("refused for another reason: %v", err)
+		})
+	}
 }
 
 func (e *evidence) write() error {

@@ -4,6 +4,7 @@
 //	go run ./examples/malai evidence        # start it, test every claim, write the report
 //	go run ./examples/malai verify -data D  # verify the audit chain offline
 //	go run ./examples/malai logs -data D C  # decrypt component C's log stream
+//	go run ./examples/malai migrate -admin-url U  # audit chain in PostgreSQL, least-privilege roles
 //
 // Everything listens on loopback. The gateway serves HTTPS (TLS 1.2+, h2)
 // and HTTP/3 on -addr and redirects plain HTTP from -http-addr. The
@@ -35,8 +36,10 @@ func main() {
 		err = verifyCmd(args)
 	case "logs":
 		err = logsCmd(args)
+	case "migrate":
+		err = migrateCmd(args)
 	default:
-		err = fmt.Errorf("unknown command %q (run, evidence, verify, logs)", cmd)
+		err = fmt.Errorf("unknown command %q (run, evidence, verify, logs, migrate)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "malai:", err)
@@ -52,6 +55,9 @@ func runCmd(args []string) error {
 	fs.StringVar(&o.DataDir, "data", "malai-data", "data directory")
 	fs.StringVar(&o.RedisURL, "redis-url", "", "Redis URL for limits, idempotency and the queue (default: in memory)")
 	fs.StringVar(&o.DenyList, "deny-list", "", "IP reputation deny list file (reloaded on SIGHUP)")
+	fs.StringVar(&o.AuditDSN, "audit-dsn", "", "PostgreSQL DSN of the audit app role (see the migrate command); default: file store under -data")
+	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
+	fs.StringVar(&o.AuditPasswordFile, "audit-password-file", "", "file holding the audit app role's password, re-read for every new connection")
 	quiet := fs.Bool("quiet", false, "do not mirror the JSON logs to stderr (they are always written encrypted under -data)")
 	fs.Parse(args)
 	if !*quiet {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
+	"github.com/malai-sec/malai/auditlog/pgstore"
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/gateway"
 	"github.com/malai-sec/malai/examples/malai/identity"
@@ -63,6 +64,11 @@ type Options struct {
 	PerIP int
 	// DenyList is an IP reputation file (one address or CIDR per line).
 	DenyList string
+	// AuditDSN, when set, keeps the audit chain in PostgreSQL, connected as
+	// the least-privileged application role created by "malai migrate";
+	// otherwise it is a file store under DataDir. The witness always keeps
+	// its checkpoints in a separate file store.
+	AuditDSN, AuditSchema, AuditPasswordFile string
 }
 
 // System is a running reference system.
@@ -249,8 +255,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	auditDir := filepath.Join(o.DataDir, "audit")
-	fst, err := filestore.Open(auditDir)
+	fst, err := openAuditStore(ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +379,19 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	s.onClose(gw.Close)
 	return s, s.startEdge(o, gwT, gw.Handler())
+}
+
+// openAuditStore opens the audit chain's store: PostgreSQL as the app
+// role when AuditDSN is set, else the file store under DataDir.
+func openAuditStore(ctx context.Context, o Options) (auditlog.Store, error) {
+	if o.AuditDSN == "" {
+		return filestore.Open(filepath.Join(o.DataDir, "audit"))
+	}
+	schema := o.AuditSchema
+	if schema == "" {
+		schema = defaultPGAudit.Schema
+	}
+	return pgstore.New(ctx, pgstore.Config{DSN: o.AuditDSN, Schema: schema, Password: passwordFile(o.AuditPasswordFile)})
 }
 
 // listenTLS opens a loopback TLS listener for an internal service. Peers

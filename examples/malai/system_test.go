@@ -22,9 +22,26 @@ func TestEvidencePass(t *testing.T) {
 		t.Skip("starts the whole system")
 	}
 	out := t.TempDir()
-	findings, err := runEvidence(context.Background(), out)
+	// With MALAI_TEST_POSTGRES_URL set (CI), the audit chain runs in
+	// PostgreSQL under a least-privilege role, and the role checks run.
+	pg := os.Getenv("MALAI_TEST_POSTGRES_URL")
+	if pg == "" && os.Getenv("MALAI_REQUIRE_SERVICES") == "1" {
+		t.Fatal("MALAI_TEST_POSTGRES_URL is required")
+	}
+	findings, err := runEvidence(context.Background(), out, pg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pg != "" {
+		roles := 0
+		for _, f := range findings {
+			if f.Row == "Database role separation" {
+				roles++
+			}
+		}
+		if roles < 8 {
+			t.Fatalf("only %d role-separation checks ran", roles)
+		}
 	}
 	if len(findings) < 40 {
 		t.Fatalf("only %d checks ran", len(findings))

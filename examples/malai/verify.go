@@ -25,8 +25,19 @@ import (
 func verifyCmd(args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ExitOnError)
 	dataDir := fs.String("data", "malai-data", "data directory of a stopped system")
+	o := Options{}
+	fs.StringVar(&o.AuditDSN, "audit-dsn", "", "PostgreSQL DSN of the audit chain (default: the file store under -data)")
+	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
+	fs.StringVar(&o.AuditPasswordFile, "audit-password-file", "", "file holding the audit role's password")
 	fs.Parse(args)
-	rep, balances, err := verifyData(context.Background(), *dataDir)
+	o.DataDir = *dataDir
+	ctx := context.Background()
+	st, err := openAuditStore(ctx, o)
+	if err != nil {
+		return fmt.Errorf("open audit store (is the system still running?): %w", err)
+	}
+	defer st.Close()
+	rep, balances, err := verifyData(ctx, *dataDir, st)
 	if err != nil {
 		return err
 	}
@@ -38,7 +49,9 @@ func verifyCmd(args []string) error {
 	return nil
 }
 
-func verifyData(ctx context.Context, dataDir string) (auditlog.Report, map[string]int64, error) {
+// verifyData verifies the chain in st with the keys and the witness under
+// dataDir.
+func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlog.Report, map[string]int64, error) {
 	origin := auditOrigin
 	keys, err := platform.LoadKeys(dataDir)
 	if err != nil {
@@ -52,11 +65,6 @@ func verifyData(ctx context.Context, dataDir string) (auditlog.Report, map[strin
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
-	st, err := filestore.Open(filepath.Join(dataDir, "audit"))
-	if err != nil {
-		return auditlog.Report{}, nil, fmt.Errorf("open audit store (is the system still running?): %w", err)
-	}
-	defer st.Close()
 	exp, err := auditlog.LoadExport(ctx, st, origin, ring)
 	if err != nil {
 		return auditlog.Report{}, nil, err
