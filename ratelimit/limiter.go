@@ -356,6 +356,7 @@ func New(cfg Config) (*Limiter, error) {
 	if needLocal {
 		st, err := memstore.New(memstore.Config{Now: now})
 		if err != nil {
+			l.Close()
 			return nil, err
 		}
 		l.local = st

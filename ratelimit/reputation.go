@@ -118,12 +118,16 @@ func (r *Reputation) Lookup(addr netip.Addr) Verdict {
 	if r == nil || !addr.IsValid() {
 		return Unlisted
 	}
-	return r.cur.Load().lookup(addr.Unmap())
+	t := r.cur.Load()
+	if t == nil { // a zero Reputation, not built by NewReputation
+		return Unlisted
+	}
+	return t.lookup(addr.Unmap())
 }
 
 // Len returns how many distinct prefixes are listed.
 func (r *Reputation) Len() int {
-	if r == nil {
+	if r == nil || r.cur.Load() == nil {
 		return 0
 	}
 	return r.cur.Load().n
