@@ -157,3 +157,17 @@ func BenchmarkAllow(b *testing.B) {
 }
 
 func runtimeYield() { runtime.Gosched() }
+
+func TestAllowDoesNotAllocate(t *testing.T) {
+	st, err := memstore.New(memstore.Config{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	l := ratelimit.Limit{Interval: time.Millisecond, Burst: 10}
+	st.Allow(ctx, "k", l, 1)
+	if n := testing.AllocsPerRun(1000, func() { st.Allow(ctx, "k", l, 1) }); n != 0 {
+		t.Fatalf("Allow allocates %v times per call", n)
+	}
+}
