@@ -91,6 +91,11 @@ type System struct {
 	// the auditor scope on the ledger.
 	EvidenceID, EvidenceSecret string
 	WorkerID                   string
+	// Keys and Ring: the data keys sealing logs and audit payloads.
+	Keys *platform.KeyFile
+	Ring *correlation.KeyRing
+
+	stopLedger func() error
 
 	closers []func() error
 }
@@ -144,6 +149,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.Keys, s.Ring = keys, ring
 	s.CA, err = pki.NewCA(nil)
 	if err != nil {
 		return nil, err
@@ -317,7 +323,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.serve(ldLn, s.service(ldT, s.Ledger.Handler()), ldT.Logger)
+	s.stopLedger = s.serve(ldLn, s.service(ldT, s.Ledger.Handler()), ldT.Logger)
 
 	// --- worker ---
 	wkT, err := tele("worker")
@@ -424,14 +430,28 @@ func (s *System) service(t *platform.Telemetry, h http.Handler) http.Handler {
 	return hm.Handler(t.Middleware.Handler(correlation.RecordPattern(mux)))
 }
 
-func (s *System) serve(ln net.Listener, h http.Handler, log *slog.Logger) {
+// RotateDataKey makes a new data key seal logs and audit payloads from now
+// on and re-encrypts the audit rows sealed under older keys; hashes, and
+// so every checkpoint, stay valid.
+func (s *System) RotateDataKey(ctx context.Context) (int, error) {
+	if err := s.Keys.Rotate(time.Now(), s.Ring); err != nil {
+		return 0, err
+	}
+	return s.Audit.Reencrypt(ctx)
+}
+
+// serve runs an HTTP server on ln until Close; the returned function stops
+// it early.
+func (s *System) serve(ln net.Listener, h http.Handler, log *slog.Logger) func() error {
 	srv := &http.Server{Handler: h, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
 	go srv.Serve(ln)
-	s.onClose(func() error {
+	stop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(ctx)
-	})
+	}
+	s.onClose(stop)
+	return stop
 }
 
 // startEdge serves the gateway over TLS (h2, http/1.1) and HTTP/3 on the

@@ -96,13 +96,23 @@ func (k *KeyFile) addDataKey(now time.Time) error {
 	return nil
 }
 
-// Rotate adds a new data key that seals from now on and saves the file;
-// old keys stay to open old records.
-func (k *KeyFile) Rotate(now time.Time) error {
+// Rotate adds a new data key that seals from now on, saves the file, and
+// makes ring (when not nil) seal with it too; old keys stay to open old
+// records. The application sees no change: the ring it holds rotates.
+func (k *KeyFile) Rotate(now time.Time, ring *seal.Ring) error {
 	if err := k.addDataKey(now); err != nil {
 		return err
 	}
-	return k.save()
+	if err := k.save(); err != nil {
+		return err
+	}
+	if ring == nil {
+		return nil
+	}
+	id := k.Order[len(k.Order)-1]
+	var key seal.Key
+	copy(key[:], k.Data[id])
+	return ring.Rotate(id, key)
 }
 
 func (k *KeyFile) save() error {

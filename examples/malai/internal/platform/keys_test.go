@@ -29,8 +29,11 @@ func TestKeyFileLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, _ := ring.Seal(nil, []byte("before rotation"), nil)
-	if err := k.Rotate(time.Now().Add(time.Second)); err != nil {
+	if err := k.Rotate(time.Now().Add(time.Second), ring); err != nil {
 		t.Fatal(err)
+	}
+	if ring.Current() != k.Order[1] {
+		t.Fatalf("live ring seals with %q, want the new key %q", ring.Current(), k.Order[1])
 	}
 	again, err := LoadKeys(dir)
 	if err != nil {
@@ -40,8 +43,8 @@ func TestKeyFileLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ring2.Current() == ring.Current() {
-		t.Fatal("rotation did not change the sealing key")
+	if ring2.Current() != ring.Current() {
+		t.Fatal("the saved key file and the live ring disagree on the sealing key")
 	}
 	if pt, _, err := ring2.Open(nil, rec, nil); err != nil || string(pt) != "before rotation" {
 		t.Fatalf("old record after rotation: %q %v", pt, err)

@@ -118,6 +118,11 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Evaluate on a ticker too, so a firing alarm resolves once traffic stops.
+	actx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = t.Alarm.Run(actx, 0) }()
+	t.closers = append(t.closers, func() error { stop(); <-done; return nil })
 	t.Middleware, err = correlation.New(correlation.Config{
 		TrustIncoming:  cfg.TrustIncoming,
 		Logger:         t.Logger,
