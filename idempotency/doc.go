@@ -100,6 +100,8 @@
 //     tokens there to make the late write harmless.
 //   - The middleware buffers the response (up to MaxResponseBytes) and the
 //     request body (up to MaxBodyBytes); Flush is deferred and Hijack is not
-//     supported on guarded routes.
+//     supported on guarded routes. The handler reads the body from a pooled
+//     buffer: as net/http already requires, it must not touch r.Body after
+//     it returns.
 //   - memstore gives no guarantee across replicas.
 package idempotency
