@@ -22,7 +22,7 @@ func TestDualLayer(t *testing.T) {
 	clock := newClock()
 	newV := func(rec *recorder, cache int) *Verifier {
 		v, err := New(Config{
-			Issuers: []Issuer{{Issuer: testIss, JWKSURL: jwks.URL,
+			Issuers: []Issuer{{Issuer: testIss, JWKSURL: jwks.URL, FetchTimeout: testFetchTimeout,
 				Audiences: []string{"gateway", "ledger"}}},
 			Now: clock.Now, Observe: rec.observe, CacheSize: cache,
 		})
@@ -102,7 +102,7 @@ func TestDualLayer(t *testing.T) {
 	}
 	// A token the gateway accepts for itself only is refused by a service
 	// configured for its own audience.
-	ledgerOnly, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: jwks.URL, Audiences: []string{"ledger"}}}, Now: clock.Now})
+	ledgerOnly, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: jwks.URL, FetchTimeout: testFetchTimeout, Audiences: []string{"ledger"}}}, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,10 @@ import (
 const (
 	testIss = "https://id.malai.test"
 	testAud = "ledger"
+	// On a loaded shared machine with -race a loopback fetch can take
+	// seconds; no test relies on a fetch timing out, so be generous.
+	testFetchTimeout = time.Minute
+	testWait         = time.Minute
 )
 
 // fakeClock is an injected clock tests move by hand.

@@ -28,7 +28,7 @@ func newRemote(t *testing.T, mod func(*Config), keys ...*jwttest.Key) *remoteFix
 	f := &remoteFixture{srv: jwttest.NewServer(t, keys...), clock: newClock(),
 		refresh: make(chan RefreshEvent, 64), rec: &recorder{}}
 	cfg := Config{
-		Issuers:   []Issuer{{Issuer: testIss, JWKSURL: f.srv.URL, Audiences: []string{testAud}}},
+		Issuers:   []Issuer{{Issuer: testIss, JWKSURL: f.srv.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}}},
 		Now:       f.clock.Now,
 		OnRefresh: func(e RefreshEvent) { f.refresh <- e },
 		Observe:   f.rec.observe,
@@ -44,7 +44,7 @@ func newRemote(t *testing.T, mod func(*Config), keys ...*jwttest.Key) *remoteFix
 	f.v = v
 	select {
 	case <-v.Ready():
-	case <-time.After(10 * time.Second):
+	case <-time.After(testWait):
 		t.Fatal("verifier never became ready")
 	}
 	f.nextRefresh(t) // the start fetch
@@ -57,7 +57,7 @@ func (f *remoteFixture) nextRefresh(t *testing.T) RefreshEvent {
 	select {
 	case e := <-f.refresh:
 		return e
-	case <-time.After(10 * time.Second):
+	case <-time.After(testWait):
 		t.Fatal("no key-set fetch happened")
 		return RefreshEvent{}
 	}
@@ -221,7 +221,7 @@ func TestCacheControlWithinBounds(t *testing.T) {
 			srv.SetCacheControl(tc.header)
 			clock := newClock()
 			refresh := make(chan RefreshEvent, 8)
-			v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, Audiences: []string{testAud}}},
+			v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}}},
 				Now: clock.Now, OnRefresh: func(e RefreshEvent) { refresh <- e }})
 			if err != nil {
 				t.Fatal(err)
@@ -274,7 +274,7 @@ func TestJWKSDocuments(t *testing.T) {
 			srv := jwttest.NewServer(t)
 			srv.SetDocument([]byte(tc.doc))
 			refresh := make(chan RefreshEvent, 8)
-			v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, Audiences: []string{testAud}}},
+			v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}}},
 				Now: func() time.Time { return now }, OnRefresh: func(e RefreshEvent) { refresh <- e }})
 			if err != nil {
 				t.Fatal(err)
@@ -338,7 +338,7 @@ func TestUnknownKIDWaitHonoursContext(t *testing.T) {
 	defer srv.Close()
 	defer close(release) // before srv.Close, which waits for handlers
 	clock := newClock()
-	v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, Audiences: []string{testAud}}}, Now: clock.Now})
+	v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}}}, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +368,7 @@ func TestReadyWaitsForFirstKeySet(t *testing.T) {
 	srv.SetStatus(http.StatusBadGateway)
 	clock := newClock()
 	refresh := make(chan RefreshEvent, 8)
-	v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, Audiences: []string{testAud}}},
+	v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}}},
 		Now: clock.Now, OnRefresh: func(e RefreshEvent) { refresh <- e }})
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +396,7 @@ func TestReadyWaitsForFirstKeySet(t *testing.T) {
 	}
 	select {
 	case <-v.Ready():
-	case <-time.After(10 * time.Second):
+	case <-time.After(testWait):
 		t.Fatal("never ready")
 	}
 }
@@ -409,8 +409,8 @@ func TestIssuersAreIndependent(t *testing.T) {
 	sa, sb := jwttest.NewServer(t, ka), jwttest.NewServer(t, kb)
 	clock := newClock()
 	v, err := New(Config{Now: clock.Now, Issuers: []Issuer{
-		{Issuer: "https://a.test", JWKSURL: sa.URL, Audiences: []string{testAud}},
-		{Issuer: "https://b.test", JWKSURL: sb.URL, Audiences: []string{testAud}},
+		{Issuer: "https://a.test", JWKSURL: sa.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}},
+		{Issuer: "https://b.test", JWKSURL: sb.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}},
 	}})
 	if err != nil {
 		t.Fatal(err)
