@@ -218,7 +218,11 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.onClose(s.Identity.Close)
-	s.serve(idLn, s.service(idT, s.Identity.Handler()), idT.Logger)
+	idH, err := s.service(idT, s.Identity.Handler())
+	if err != nil {
+		return nil, err
+	}
+	s.serve(idLn, idH, idT.Logger)
 
 	workerSecret, err := s.Identity.RegisterClient("worker", []string{ledger.ScopeTransfer})
 	if err != nil {
@@ -323,7 +327,11 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.stopLedger = s.serve(ldLn, s.service(ldT, s.Ledger.Handler()), ldT.Logger)
+	ldH, err := s.service(ldT, s.Ledger.Handler())
+	if err != nil {
+		return nil, err
+	}
+	s.stopLedger = s.serve(ldLn, ldH, ldT.Logger)
 
 	// --- worker ---
 	wkT, err := tele("worker")
@@ -419,15 +427,15 @@ func (s *System) listenTLS(name string, t *platform.Telemetry) (net.Listener, st
 // service wraps an internal service: headers outermost (defence in depth
 // behind the gateway), correlation, then the service; /metrics is served
 // beside it on the same internal listener.
-func (s *System) service(t *platform.Telemetry, h http.Handler) http.Handler {
+func (s *System) service(t *platform.Telemetry, h http.Handler) (http.Handler, error) {
 	hm, err := headers.New(headers.Config{})
 	if err != nil {
-		panic(err) // the zero config is valid; a failure here is a bug
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", t.Metrics)
 	mux.Handle("/", h)
-	return hm.Handler(t.Middleware.Handler(correlation.RecordPattern(mux)))
+	return hm.Handler(t.Middleware.Handler(correlation.RecordPattern(mux))), nil
 }
 
 // RotateDataKey makes a new data key seal logs and audit payloads from now

@@ -1,9 +1,9 @@
 // Package worker is the reference system's asynchronous transfer worker.
 // It consumes jobs the ledger signed and queued, and hands each back to the
 // ledger's internal route with its own service token (OAuth2 client
-// credentials: the worker has its own identity and no user's token) and
-// the job's original Idempotency-Key, so a redelivered or re-run job meets
-// the record its first run left.
+// credentials: the worker has its own identity and no user's token). The
+// signed job carries the client's original Idempotency-Key, so a
+// redelivered or re-run job meets the record its first run left.
 package worker
 
 import (
@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
-	"github.com/malai-sec/malai/idempotency"
 	"github.com/malai-sec/malai/internal/reqid"
 )
 
@@ -64,8 +63,9 @@ func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	if err != nil {
 		return err
 	}
+	// The body is the job the ledger signed; it carries the client's
+	// Idempotency-Key, so the ledger meets the same record on every run.
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(idempotency.HeaderKey, idempotency.FormatKey(m.IdempotencyKey))
 	resp, err := cfg.Client.Do(req)
 	if err != nil {
 		cfg.Logger.WarnContext(ctx, "worker: ledger unreachable; job stays queued", "deliveries", m.Deliveries, "error", err.Error())
