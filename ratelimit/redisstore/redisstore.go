@@ -62,9 +62,17 @@ var ErrClosed = errors.New("redisstore: store is closed")
 // script runs GCRA's compare-and-set. ARGV: tolerance µs, cost µs,
 // [now µs]. It returns d = max(TAT - now, 0) in µs when it admitted the
 // request, -1-d when it refused: the decision depends only on d, and one
-// integer is the cheapest reply. Numbers stay below 2^53, exact as Lua
-// doubles; the TAT is written with %d so no digit is lost to Lua's %.14g.
-// The key lives until it has fully refilled, plus one second.
+// integer is the cheapest reply.
+//
+// It first writes the TAT of an idle key (now + cost) with SET ... GET,
+// which also reads the previous TAT: for a key at or under its rate (TAT
+// already past) that single call is the whole decision. For a busy key it
+// writes the correct TAT, or on a refusal puts the previous one back, in a
+// second call; the script is atomic, so no one sees the interim value.
+//
+// Numbers stay below 2^53, exact as Lua doubles; TATs are written with %d
+// so no digit is lost to Lua's %.14g. A key lives until it has fully
+// refilled, plus one second.
 var script = redis.NewScript(`
 local now
 if ARGV[3] then
@@ -73,10 +81,15 @@ else
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
-local d = (tonumber(redis.call('GET', KEYS[1])) or now) - now
-if d < 0 then d = 0 end
-local ahead = d + tonumber(ARGV[2])
+local cost = tonumber(ARGV[2])
+local old = tonumber(redis.call('SET', KEYS[1], string.format('%d', now + cost), 'PX', (cost - cost % 1000) / 1000 + 1000, 'GET'))
+if not old or old <= now then
+  return 0
+end
+local d = old - now
+local ahead = d + cost
 if ahead > tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], string.format('%d', old), 'PX', (d - d % 1000) / 1000 + 1000)
   return -1 - d
 end
 redis.call('SET', KEYS[1], string.format('%d', now + ahead), 'PX', (ahead - ahead % 1000) / 1000 + 1000)
