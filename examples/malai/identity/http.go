@@ -168,7 +168,7 @@ var problems = []mapped{
 		Title: "Invalid refresh session", Detail: "Sign in again."}},
 	{ErrRefreshReused, problem.Problem{Status: http.StatusUnauthorized, Type: "invalid-refresh",
 		Title: "Invalid refresh session", Detail: "Sign in again."}},
-	{ErrClientIP, problem.Problem{Status: http.StatusBadRequest, Type: "client-address",
+	{ErrClientIP, problem.Problem{Status: http.StatusBadRequest, Type: "client-address-invalid",
 		Title: "Client address unavailable", Detail: "The client address could not be determined."}},
 	{ErrNotFound, problem.Problem{Status: http.StatusNotFound, Type: "not-found", Title: "Not found"}},
 	{ErrMethodNotAllowed, problem.Problem{Status: http.StatusMethodNotAllowed, Type: "method-not-allowed",

@@ -691,7 +691,7 @@ func TestClientIPResolver(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.ClientIP = func(r *http.Request) (netip.Addr, error) { return netip.Addr{}, errors.New("untrusted hop") }
 	})
-	wantProblem(t, h.signIn(map[string]string{"username": "a", "password": "b"}), 400, "client-address")
+	wantProblem(t, h.signIn(map[string]string{"username": "a", "password": "b"}), 400, "client-address-invalid")
 }
 
 func TestSubjectNamespaces(t *testing.T) {
