@@ -228,7 +228,9 @@ const notProven = `
   an agent may rotate; neither is a managed service.
 - **Encryption of object storage and the image registry**: none exist here.
 - **External TLS scan**: the TLS rows above dial the gateway with Go's TLS
-  client; testssl.sh (Debian package) gives an independent scan.
+  client. An independent scan with testssl.sh, run by hand against the
+  running gateway, is in evidence/testssl.md (TLS 1.2 and 1.3 only, AEAD
+  suites only, no known vulnerability; the chain is the development CA).
 `
 
 // --- HTTP helpers ---
