@@ -208,7 +208,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	idLn, idURL, err := s.listenTLS("identity", idT)
+	idLn, idURL, err := s.listenTLS("identity")
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +315,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ldLn, ldURL, err := s.listenTLS("ledger", ldT)
+	ldLn, ldURL, err := s.listenTLS("ledger")
 	if err != nil {
 		return nil, err
 	}
@@ -411,7 +411,7 @@ func openAuditStore(ctx context.Context, o Options) (auditlog.Store, error) {
 // listenTLS opens a loopback TLS listener for an internal service. Peers
 // may present a client certificate of the system CA (the gateway and the
 // worker do); it is verified when given.
-func (s *System) listenTLS(name string, t *platform.Telemetry) (net.Listener, string, error) {
+func (s *System) listenTLS(name string) (net.Listener, string, error) {
 	cert, err := s.CA.Issue(name, "localhost", "127.0.0.1", "::1")
 	if err != nil {
 		return nil, "", err
