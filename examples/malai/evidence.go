@@ -43,6 +43,8 @@ type evidence struct {
 	findings []Finding
 	outDir   string
 	auditOn  string
+	// traceID is a correlation id seen at the gateway and the ledger.
+	traceID string
 }
 
 func (e *evidence) check(row, name string, f func() (string, error)) {
@@ -130,6 +132,30 @@ func runEvidence(ctx context.Context, outDir, pgAdmin string) ([]Finding, error)
 	if err := sys.Close(); err != nil {
 		e.check("Append-only audit", "system shuts down cleanly", func() (string, error) { return "", err })
 	}
+	e.check("Encrypted logging", "every log stream on disk decrypts and verifies; gateway and ledger lines carry the same correlation id", func() (string, error) {
+		files, _ := filepath.Glob(filepath.Join(data, "logs", "*.log.enc"))
+		found := map[string]bool{}
+		for _, name := range files {
+			f, err := os.Open(name)
+			if err != nil {
+				return "", err
+			}
+			var buf bytes.Buffer
+			err = decryptLog(f, sys.Ring, &buf)
+			f.Close()
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", filepath.Base(name), err)
+			}
+			if e.traceID != "" && bytes.Contains(buf.Bytes(), []byte(`"request_id":"`+e.traceID+`"`)) {
+				found[strings.SplitN(filepath.Base(name), "-", 2)[0]] = true
+			}
+		}
+		obs := fmt.Sprintf("%d streams verified; id %s found in %v", len(files), e.traceID, found)
+		if len(files) < 4 || !found["gateway"] || !found["ledger"] {
+			return obs, errors.New("streams or id missing")
+		}
+		return obs, nil
+	})
 	// Offline verification of the stopped system's chain.
 	e.check("Append-only audit", "offline verify of the whole chain with the witness's checkpoints and replay", func() (string, error) {
 		st, err := openAuditStore(ctx, opts)
@@ -808,6 +834,7 @@ func (e *evidence) run(ctx context.Context) {
 		if spans["gateway"] == "" || spans["gateway"] != spans["ledger"] {
 			return obs, errors.New("id or trace not shared")
 		}
+		e.traceID = id
 		return obs, nil
 	})
 	e.check("Correlated logging", "RED metrics exported in Prometheus form by the ledger", func() (string, error) {

@@ -99,12 +99,23 @@ func logsCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(filepath.Join(*dataDir, "logs", filepath.Base(fs.Arg(0))+".log.enc"))
-	if err != nil {
-		return err
+	// One stream per start; the names sort by start time.
+	files, err := filepath.Glob(filepath.Join(*dataDir, "logs", filepath.Base(fs.Arg(0))+"-*.log.enc"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no log streams for %q under %s", fs.Arg(0), *dataDir)
 	}
-	defer f.Close()
-	return decryptLog(f, ring, os.Stdout)
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		err = decryptLog(f, ring, os.Stdout)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", filepath.Base(name), err)
+		}
+	}
+	return nil
 }
 
 func decryptLog(r io.Reader, ring *correlation.KeyRing, w io.Writer) error {

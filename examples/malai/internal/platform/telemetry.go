@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -50,8 +51,9 @@ type Telemetry struct {
 // TelemetryConfig configures NewTelemetry.
 type TelemetryConfig struct {
 	Component string
-	// LogDir, when set, receives <component>.log.enc: the JSON log sealed
-	// with Ring. Nothing plaintext is written there.
+	// LogDir, when set, receives <component>-<start time>.log.enc: the
+	// JSON log of this run sealed with Ring, one stream per start so no
+	// earlier run's log is overwritten. Nothing plaintext is written there.
 	LogDir string
 	Ring   *correlation.KeyRing
 	// Mirror, when set, also receives the plaintext JSON log (the
@@ -76,7 +78,8 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 		if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
 			return nil, err
 		}
-		f, err := os.OpenFile(filepath.Join(cfg.LogDir, cfg.Component+".log.enc"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		name := cfg.Component + "-" + time.Now().UTC().Format("20060102T150405.000000000Z") + ".log.enc"
+		f, err := os.OpenFile(filepath.Join(cfg.LogDir, name), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, err
 		}
