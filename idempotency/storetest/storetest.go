@@ -257,58 +257,20 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store) {
 
 	t.Run("ConcurrentClaimsOneWinner", func(t *testing.T) {
 		s := open(t)
-		const n = 50
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		wins, errs := 0, []error(nil)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, ok, err := s.Claim(ctx, "k", claim(byte(i+1), 7, t0), t0)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-				}
-				if ok {
-					wins++
-				}
-			}()
-		}
-		wg.Wait()
-		if len(errs) > 0 || wins != 1 {
-			t.Fatalf("%d winners, errors %v; want exactly 1 winner", wins, errs)
-		}
+		oneWinner(t, 50, func(i int) (bool, error) {
+			_, ok, err := s.Claim(ctx, "k", claim(byte(i+1), 7, t0), t0)
+			return ok, err
+		})
 	})
 
 	t.Run("ConcurrentTakeoversOneWinner", func(t *testing.T) {
 		s := open(t)
 		mustClaim(t, s, "k", claim(1, 7, t0), t0)
 		later := t0.Add(time.Hour)
-		const n = 20
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		wins, errs := 0, []error(nil)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, ok, err := s.Claim(ctx, "k", claim(byte(i+2), 7, later), later)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-				}
-				if ok {
-					wins++
-				}
-			}()
-		}
-		wg.Wait()
-		if len(errs) > 0 || wins != 1 {
-			t.Fatalf("%d winners, errors %v; want exactly 1 winner", wins, errs)
-		}
+		oneWinner(t, 20, func(i int) (bool, error) {
+			_, ok, err := s.Claim(ctx, "k", claim(byte(i+2), 7, later), later)
+			return ok, err
+		})
 	})
 
 	t.Run("CancelledContext", func(t *testing.T) {
@@ -333,4 +295,32 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store) {
 			}
 		}
 	})
+}
+
+// oneWinner runs try(0..n-1) concurrently and requires exactly one of them
+// to win and none to fail.
+func oneWinner(t *testing.T, n int, try func(i int) (bool, error)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, errs := 0, []error(nil)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := try(i)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if ok {
+				wins++
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 || wins != 1 {
+		t.Fatalf("%d winners, errors %v; want exactly 1 winner", wins, errs)
+	}
 }
