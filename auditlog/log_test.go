@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"github.com/malai-sec/malai/internal/fakeclock"
 	"strings"
 	"sync"
 	"testing"
@@ -54,18 +55,6 @@ func newRing(t testing.TB, id string) *seal.Ring {
 		t.Fatal(err)
 	}
 	return r
-}
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 func newLog(t testing.TB, cfg auditlog.Config) *auditlog.Log {
@@ -328,7 +317,7 @@ func TestWitnessRefuses(t *testing.T) {
 func TestCheckpointIntervalWithFakeClock(t *testing.T) {
 	ctx := context.Background()
 	k := newKeys(t, "k")
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := fakeclock.New(time.Unix(1_700_000_000, 0))
 	st := memstore.New()
 	l := newLog(t, auditlog.Config{Store: st, Origin: origin, Signers: []note.Signer{k.signer}, Plaintext: true,
 		Now: c.Now, CheckpointInterval: time.Hour})
@@ -338,7 +327,7 @@ func TestCheckpointIntervalWithFakeClock(t *testing.T) {
 	if cp := l.LatestCheckpoint(); cp.Note != nil {
 		t.Fatalf("checkpoint issued before the interval: %+v", cp.Checkpoint)
 	}
-	c.Add(time.Hour)
+	c.Advance(time.Hour)
 	if _, err := l.Append(ctx, auditlog.Event{Type: "t"}); err != nil {
 		t.Fatal(err)
 	}

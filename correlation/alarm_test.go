@@ -48,7 +48,7 @@ func runAlarm(t *testing.T, cfg AlarmConfig, script string) ([]string, *Alarm) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			clk.Step(d)
+			clk.Advance(d)
 		default:
 			code, count, _ := strings.Cut(tok, "x")
 			status, err1 := strconv.Atoi(code)
@@ -137,7 +137,7 @@ func TestAlarmClockStepBack(t *testing.T) {
 	for range 3 {
 		a.Record(500)
 	}
-	clk.Step(-2 * time.Minute) // a stepped-back clock must not erase the errors
+	clk.Advance(-2 * time.Minute) // a stepped-back clock must not erase the errors
 	a.Record(500)
 	if !a.Firing() {
 		t.Fatal("errors recorded before a clock step back were lost")
@@ -220,7 +220,7 @@ func TestAlarmRunResolvesIdleAlarm(t *testing.T) {
 	if !a.Firing() {
 		t.Fatal("not firing")
 	}
-	clk.Step(2 * time.Minute) // no traffic for two windows
+	clk.Advance(2 * time.Minute) // no traffic for two windows
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, time.Millisecond) }()

@@ -3,6 +3,7 @@ package correlation
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/malai-sec/malai/internal/fakeclock"
 	"log/slog"
 	"strings"
 	"sync"
@@ -62,23 +63,8 @@ func jsonLogger(w *syncBuffer) *slog.Logger {
 }
 
 // fakeClock is a manually stepped clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = fakeclock.Clock
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Step(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	return fakeclock.New(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
 }

@@ -39,7 +39,7 @@ func TestREDMetrics(t *testing.T) {
 	clk := newFakeClock()
 	m := mustNew(t, Config{MeterProvider: mp, Now: clk.Now})
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ok/{id}", func(w http.ResponseWriter, r *http.Request) { clk.Step(20 * time.Millisecond) })
+	mux.HandleFunc("GET /ok/{id}", func(w http.ResponseWriter, r *http.Request) { clk.Advance(20 * time.Millisecond) })
 	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
 	h := m.Handler(withValue(RecordPattern(mux)))
 	for _, rq := range []struct{ method, path string }{

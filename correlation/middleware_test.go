@@ -389,7 +389,7 @@ func TestDurationUsesInjectedClock(t *testing.T) {
 	clk := newFakeClock()
 	logs := &syncBuffer{}
 	m := mustNew(t, Config{Logger: jsonLogger(logs), Now: clk.Now})
-	m.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { clk.Step(1500 * time.Microsecond) })).
+	m.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { clk.Advance(1500 * time.Microsecond) })).
 		ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	if al := logs.accessLogs(t); len(al) != 1 || al[0]["duration"] != float64(1500*time.Microsecond) {
 		t.Fatalf("access log %v, want duration 1500000 (ns)", al)

@@ -2,6 +2,7 @@ package jwtverify
 
 import (
 	"context"
+	"github.com/malai-sec/malai/internal/fakeclock"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -21,24 +22,9 @@ const (
 )
 
 // fakeClock is an injected clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = fakeclock.Clock
 
-func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *fakeClock { return fakeclock.New(time.Unix(1_800_000_000, 0)) }
 
 // recorder collects Observe events.
 type recorder struct {

@@ -2,23 +2,11 @@ package risk
 
 import (
 	"fmt"
+	"github.com/malai-sec/malai/internal/fakeclock"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func TestScore(t *testing.T) {
 	tests := []struct {
@@ -65,7 +53,7 @@ func TestNetwork(t *testing.T) {
 }
 
 func TestEngineWindow(t *testing.T) {
-	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	e := New(15*time.Minute, c.Now)
 	n := Network(netip.MustParseAddr("192.0.2.1"))
 	other := Network(netip.MustParseAddr("198.51.100.1"))
@@ -85,7 +73,7 @@ func TestEngineWindow(t *testing.T) {
 }
 
 func TestEngineStuffingAndSuccess(t *testing.T) {
-	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	e := New(0, c.Now)
 	n := Network(netip.MustParseAddr("203.0.113.9"))
 	for i := range 10 {
@@ -105,7 +93,7 @@ func TestEngineStuffingAndSuccess(t *testing.T) {
 }
 
 func TestEngineBounded(t *testing.T) {
-	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	e := New(0, c.Now)
 	n := Network(netip.MustParseAddr("203.0.113.9"))
 	for i := range 3 * sweepEvery {
