@@ -99,7 +99,10 @@ func runEvidence(ctx context.Context, outDir, pgAdmin string) ([]Finding, error)
 	if err := os.WriteFile(deny, []byte("# reputation list for the evidence pass\n203.0.113.0/24\n"), 0o600); err != nil {
 		return nil, err
 	}
-	opts := Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny}
+	// The pass plays many clients from this machine: it trusts loopback as
+	// a proxy, so X-Forwarded-For names the client. "malai run" trusts no
+	// proxy unless told (-trusted-proxies).
+	opts := Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny, TrustedProxies: Loopback()}
 	var pg PGAudit
 	if pgAdmin != "" {
 		var b [4]byte
@@ -509,7 +512,6 @@ func (e *evidence) run(ctx context.Context) {
 		r, err := e.do("GET", gw+"/healthz", nil, map[string]string{"X-Forwarded-For": "203.0.113.7"})
 		return expect(r, err, 403)
 	})
-
 	// Identity: sign-up policy, breached passwords, tokens.
 	const pw = "Ledger-Evidence-2026!x"
 	pwFor := map[string]string{"alice": pw + "q7", "bob": pw + "z3", "carol": pw + "k9"}
@@ -901,6 +903,27 @@ func (e *evidence) run(ctx context.Context) {
 			last = r
 		}
 		return last.String(), errors.New("never limited")
+	})
+
+	e.check("Sign-in hardening", "a caller that bypasses the gateway cannot choose its client address for risk scoring", func() (string, error) {
+		// Near the end: it gets this machine's own address blocked.
+		// Straight to identity without the gateway's client certificate:
+		// the forged X-Forwarded-For must be ignored, so failures count
+		// against the real peer and the risk engine blocks it.
+		var last resp
+		for i := 0; i < 15; i++ {
+			r, err := e.do("POST", e.sys.IdentityURL+"/v1/sessions", map[string]string{"username": "nobody" + fmt.Sprint(i), "password": "Wrong-Password-99!x"},
+				map[string]string{"X-Forwarded-For": fmt.Sprintf("192.0.2.%d", i+1)})
+			if err != nil {
+				return "", err
+			}
+			last = r
+		}
+		obs := fmt.Sprintf("15 failed sign-ins with 15 forged addresses → last answer %d %s", last.status, jsonField(last.body, "type"))
+		if last.status != 403 {
+			return obs, errors.New("forged addresses spread the failures")
+		}
+		return obs, nil
 	})
 
 	// The alarm last of all: it takes the ledger down.

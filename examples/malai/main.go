@@ -15,8 +15,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -58,8 +60,16 @@ func runCmd(args []string) error {
 	fs.StringVar(&o.AuditDSN, "audit-dsn", "", "PostgreSQL DSN of the audit app role (see the migrate command); default: file store under -data")
 	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
 	fs.StringVar(&o.AuditPasswordFile, "audit-password-file", "", "file holding the audit app role's password, re-read for every new connection")
+	proxies := fs.String("trusted-proxies", "", "comma-separated CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (default: none)")
 	quiet := fs.Bool("quiet", false, "do not mirror the JSON logs to stderr (they are always written encrypted under -data)")
 	fs.Parse(args)
+	for _, p := range strings.FieldsFunc(*proxies, func(r rune) bool { return r == ',' || r == ' ' }) {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("-trusted-proxies: %w", err)
+		}
+		o.TrustedProxies = append(o.TrustedProxies, pfx)
+	}
 	if !*quiet {
 		o.LogMirror = os.Stderr
 	}

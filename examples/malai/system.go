@@ -64,6 +64,10 @@ type Options struct {
 	PerIP int
 	// DenyList is an IP reputation file (one address or CIDR per line).
 	DenyList string
+	// TrustedProxies are the peers whose X-Forwarded-For the gateway
+	// believes (a load balancer in front of it). Empty, the default: the
+	// client is the TCP peer, whatever it sends.
+	TrustedProxies []netip.Prefix
 	// AuditDSN, when set, keeps the audit chain in PostgreSQL, connected as
 	// the least-privileged application role created by "malai migrate";
 	// otherwise it is a file store under DataDir. The witness always keeps
@@ -125,7 +129,9 @@ func trustedHop(r *http.Request) bool {
 	return false
 }
 
-func loopback() []netip.Prefix {
+// Loopback is every loopback address, for TrustedProxies when a proxy (or
+// the evidence pass, playing many clients) runs on this machine.
+func Loopback() []netip.Prefix {
 	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 }
 
@@ -198,9 +204,23 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 	}
 
-	resolver, err := clientip.New(clientip.Config{TrustedProxies: loopback()})
+	// The gateway believes X-Forwarded-For only from configured proxies.
+	edgeIP, err := clientip.New(clientip.Config{TrustedProxies: o.TrustedProxies})
 	if err != nil {
 		return nil, err
+	}
+	// Services believe the X-Forwarded-For the gateway sets, and only when
+	// the peer proved with its client certificate that it is the gateway:
+	// a local process calling identity directly cannot choose its address.
+	fromGateway, err := clientip.New(clientip.Config{TrustedProxies: Loopback()})
+	if err != nil {
+		return nil, err
+	}
+	serviceIP := func(r *http.Request) (netip.Addr, error) {
+		if trustedHop(r) {
+			return fromGateway.Resolve(r)
+		}
+		return identity.RemoteAddrIP(r)
 	}
 
 	// --- identity ---
@@ -213,7 +233,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.IdentityURL = idURL
-	s.Identity, err = identity.New(identity.Config{Issuer: idURL, Logger: idT.Logger, ClientIP: resolver.Resolve})
+	s.Identity, err = identity.New(identity.Config{Issuer: idURL, Logger: idT.Logger, ClientIP: serviceIP})
 	if err != nil {
 		return nil, err
 	}
@@ -386,7 +406,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	ldU, _ := url.Parse(ldURL)
 	gw, err := gateway.New(gateway.Config{
 		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(gwTr, gwT.Tracer), Verifier: gwV,
-		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, ClientIP: resolver.Resolve, Logger: gwT.Logger,
+		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
 	})
 	if err != nil {
 		return nil, err
