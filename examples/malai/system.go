@@ -119,14 +119,13 @@ func (s *System) onClose(f func() error) { s.closers = append(s.closers, f) }
 // of the system's CA naming one of the components allowed to forward a
 // correlation id (the gateway, the worker).
 func trustedHop(r *http.Request) bool {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return false
-	}
-	switch r.TLS.VerifiedChains[0][0].Subject.CommonName {
-	case "gateway", "worker":
-		return true
-	}
-	return false
+	return peerIs(r, "gateway") || peerIs(r, "worker")
+}
+
+// peerIs reports whether the TLS peer's verified client certificate names
+// component.
+func peerIs(r *http.Request, component string) bool {
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && r.TLS.VerifiedChains[0][0].Subject.CommonName == component
 }
 
 // Loopback is every loopback address, for TrustedProxies when a proxy (or
@@ -217,7 +216,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	serviceIP := func(r *http.Request) (netip.Addr, error) {
-		if trustedHop(r) {
+		if peerIs(r, "gateway") {
 			return fromGateway.Resolve(r)
 		}
 		return identity.RemoteAddrIP(r)
