@@ -15,7 +15,7 @@
 //     soon as the previous one is durable. The result is one linear chain,
 //     also with several processes on one PostgreSQL table.
 //   - The leaf hash covers the plaintext canonical encoding ([LeafHash]):
-//     sealing payloads with an internal/seal key ring, rotating the key and
+//     sealing payloads with a keyring.Ring, rotating the key and
 //     re-encrypting old rows ([Log.Reencrypt]) never change a hash.
 //   - Checkpoints are issued only over durable rows: at most
 //     Config.CheckpointInterval (default one second) apart while rows
@@ -43,7 +43,7 @@
 //		Origin:  "ledger.example.com/audit",
 //		Signers: []note.Signer{signer},  // note.NewSigner(skey)
 //		Witness: witness,                // auditlog.NewWitness over a separate store
-//		Ring:    ring,                   // seal.NewRing: payloads sealed at rest
+//		Ring:    ring,                   // keyring.NewRing: payloads sealed at rest
 //	})
 //	defer log.Close()
 //	rcpt, err := log.Append(ctx, auditlog.Event{Type: "ledger.transfer",

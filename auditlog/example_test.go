@@ -14,7 +14,7 @@ import (
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
 	"github.com/malai-sec/malai/auditlog/memstore"
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // The reference ledger appends every event with the request's correlation
@@ -31,8 +31,8 @@ func Example() {
 	skey, vkey, _ := note.GenerateKey(rand.Reader, "ledger-audit-2026")
 	signer, _ := note.NewSigner(skey)
 	verifier, _ := note.NewVerifier(vkey)
-	dataKey, _ := seal.NewKey()
-	ring, _ := seal.NewRing("dk-1", map[string]seal.Key{"dk-1": dataKey})
+	dataKey, _ := keyring.NewKey()
+	ring, _ := keyring.NewRing("dk-1", map[string]keyring.Key{"dk-1": dataKey})
 
 	const origin = "ledger.example.com/audit"
 	witness, _ := auditlog.NewWitness(ctx, auditlog.WitnessConfig{

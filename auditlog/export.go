@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // ExportFormat names the export format in its header line.
@@ -28,7 +28,7 @@ type Export struct {
 // sealed payloads are opened so the export verifies without keys (it then
 // holds plaintext: handle it as the data it is); a payload that does not
 // open is kept sealed and the verifier reports it.
-func LoadExport(ctx context.Context, store Store, origin string, ring *seal.Ring) (*Export, error) {
+func LoadExport(ctx context.Context, store Store, origin string, ring *keyring.Ring) (*Export, error) {
 	e := &Export{Origin: origin}
 	var aad [40]byte
 	err := store.Scan(ctx, 0, func(r Record) error {
@@ -99,7 +99,7 @@ func fromJSON(j *jsonRecord) (Record, error) {
 	default:
 		r.Payload = []byte(j.Payload)
 	}
-	if len(r.Payload) > MaxPayloadLen+seal.Overhead(255) || len(r.Type) > MaxTypeLen ||
+	if len(r.Payload) > MaxPayloadLen+keyring.Overhead(255) || len(r.Type) > MaxTypeLen ||
 		len(r.Actor) > MaxActorLen || len(r.CorrelationID) > MaxCorrelationLen {
 		return Record{}, fmt.Errorf("%w: row %d exceeds the field limits", ErrFormat, j.Seq)
 	}

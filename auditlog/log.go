@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // Config configures a [Log]. The zero value is not usable: Store, Origin
@@ -30,7 +30,7 @@ type Config struct {
 	Witness Witness
 	// Ring seals payloads at rest (AES-256-GCM, key id per row). Required
 	// unless Plaintext is true.
-	Ring *seal.Ring
+	Ring *keyring.Ring
 	// Plaintext stores payloads unencrypted. Loosening; off by default.
 	Plaintext bool
 	// Now is the clock; default time.Now.
@@ -440,7 +440,7 @@ func (l *Log) build(batch []*request, recs []Record) error {
 				if err != nil {
 					return err
 				}
-				kid, err := seal.KeyID(sealed)
+				kid, err := keyring.KeyID(sealed)
 				if err != nil {
 					return err
 				}

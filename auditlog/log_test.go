@@ -17,7 +17,7 @@ import (
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/memstore"
 	"github.com/malai-sec/malai/auditlog/storetest"
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 const origin = "ledger.test/audit"
@@ -44,13 +44,13 @@ func newKeys(t testing.TB, name string) keys {
 	return keys{s, v}
 }
 
-func newRing(t testing.TB, id string) *seal.Ring {
+func newRing(t testing.TB, id string) *keyring.Ring {
 	t.Helper()
-	k, err := seal.NewKey()
+	k, err := keyring.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := seal.NewRing(id, map[string]seal.Key{id: k})
+	r, err := keyring.NewRing(id, map[string]keyring.Key{id: k})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestEncryptionAtRestAndRotation(t *testing.T) {
 	}
 	check("k1")
 	root, _ := l.Root(300)
-	newKey, _ := seal.NewKey()
+	newKey, _ := keyring.NewKey()
 	if err := ring.Rotate("k2", newKey); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestEncryptionAtRestAndRotation(t *testing.T) {
 	}
 	// A ring holding only the new key reads everything: the old key can be
 	// retired.
-	only, _ := seal.NewRing("k2", map[string]seal.Key{"k2": newKey})
+	only, _ := keyring.NewRing("k2", map[string]keyring.Key{"k2": newKey})
 	got := storetest.Balances{}
 	head, err := auditlog.Replay(ctx, st, only, got.Fold)
 	if err != nil || head.Size != 300 || got["b"] != 300*301/2 {
@@ -432,7 +432,7 @@ func TestExportRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	st := memstore.New()
 	f := storetest.NewFixture(t, st)
-	for _, ring := range []*seal.Ring{nil, f.Ring} {
+	for _, ring := range []*keyring.Ring{nil, f.Ring} {
 		exp, err := auditlog.LoadExport(ctx, st, f.Origin, ring)
 		if err != nil {
 			t.Fatal(err)

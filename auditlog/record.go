@@ -66,7 +66,7 @@ type Event struct {
 }
 
 // Record is one row as a [Store] keeps it. Payload holds the plaintext
-// JSON when KeyID is empty and an internal/seal record otherwise; the leaf
+// JSON when KeyID is empty and a keyring record otherwise; the leaf
 // hash always covers the plaintext, so re-encryption never changes it.
 type Record struct {
 	Seq           uint64

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // Replay reads src from the first row, checks every row (payload opens,
@@ -18,7 +18,7 @@ import (
 // Replay proves the chain is internally consistent, not that nobody
 // rewrote it wholesale: compare its head with a signed checkpoint (or run
 // [Verify]) for that.
-func Replay(ctx context.Context, src Store, ring *seal.Ring, fold func(Event) error) (Head, error) {
+func Replay(ctx context.Context, src Store, ring *keyring.Ring, fold func(Event) error) (Head, error) {
 	var (
 		head  Head
 		buf   []byte
@@ -40,7 +40,7 @@ func Replay(ctx context.Context, src Store, ring *seal.Ring, fold func(Event) er
 			var err error
 			plain, _, err = ring.Open(plain[:0], r.Payload, sealAAD(aad[:0], r.Seq, r.Hash))
 			if err != nil {
-				if errors.Is(err, seal.ErrUnknownKey) {
+				if errors.Is(err, keyring.ErrUnknownKey) {
 					return fmt.Errorf("auditlog: row %d: %w", r.Seq, err)
 				}
 				return fmt.Errorf("%w: row %d payload does not open", ErrTampered, r.Seq)
@@ -106,7 +106,7 @@ func (l *Log) Reencrypt(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			kid, err := seal.KeyID(sealed)
+			kid, err := keyring.KeyID(sealed)
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // FindingKind names what [Verify] found.
@@ -132,7 +132,7 @@ type VerifyConfig struct {
 	// witness), oldest first.
 	Trusted [][]byte
 	// Ring opens sealed payloads; nil when the export is plaintext.
-	Ring *seal.Ring
+	Ring *keyring.Ring
 	// Fold, when set, is called with every row's event in sequence order
 	// (replay). An error is reported as FindingReplay at that row.
 	Fold func(Event) error
@@ -199,7 +199,7 @@ func (v *verifier) rows() {
 			}
 			var err error
 			p, _, err = v.cfg.Ring.Open(nil, r.Payload, sealAAD(aad[:0], r.Seq, r.Hash))
-			if errors.Is(err, seal.ErrUnknownKey) {
+			if errors.Is(err, keyring.ErrUnknownKey) {
 				v.add(rowFinding(FindingUnreadable, i, r.Seq, "row is sealed under a key the ring lacks"))
 				continue
 			}

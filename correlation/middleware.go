@@ -17,7 +17,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/internal/reqid"
 	"github.com/malai-sec/malai/internal/respwriter"
 )

@@ -10,7 +10,7 @@ import (
 	"io"
 	"sync"
 
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // KeyRing is the AES-256-GCM key ring that seals log records: one current
@@ -18,19 +18,19 @@ import (
 // so records sealed before a rotation stay readable. Build one with
 // [NewKeyRing]; rotate with its Rotate method. It is safe for concurrent
 // use.
-type KeyRing = seal.Ring
+type KeyRing = keyring.Ring
 
 // Key is a 256-bit data key. It redacts itself in logs and fmt output.
-type Key = seal.Key
+type Key = keyring.Key
 
 // NewKeyRing returns a ring whose current key is keys[current]. Key ids
 // are 1-255 bytes; an all-zero key is refused.
 func NewKeyRing(current string, keys map[string]Key) (*KeyRing, error) {
-	return seal.NewRing(current, keys)
+	return keyring.NewRing(current, keys)
 }
 
 // NewKey returns a random data key.
-func NewKey() (Key, error) { return seal.NewKey() }
+func NewKey() (Key, error) { return keyring.NewKey() }
 
 // MaxRecordSize is the largest log record (one Write) an
 // [EncryptedWriter] accepts, in bytes.
@@ -95,7 +95,7 @@ const (
 	streamIDSize    = 16
 	tagSize         = 16
 	headerBodySize  = len(streamMagic) + streamIDSize
-	maxFrameBody    = MaxRecordSize + 2 + 255 + 12 + tagSize // seal.Overhead(255)
+	maxFrameBody    = MaxRecordSize + 2 + 255 + 12 + tagSize // keyring.Overhead(255)
 	aadSize         = len(streamMagic) + streamIDSize + 1 + 8 + tagSize
 )
 
@@ -309,9 +309,9 @@ func (d *EncryptedReader) Next() (Record, error) {
 		var aadBuf [aadSize]byte
 		pt, keyID, err := d.ring.Open(nil, body, d.ch.aad(&aadBuf, kind))
 		switch {
-		case errors.Is(err, seal.ErrUnknownKey):
+		case errors.Is(err, keyring.ErrUnknownKey):
 			return Record{}, d.fail(start, ErrUnknownKey)
-		case errors.Is(err, seal.ErrMalformed):
+		case errors.Is(err, keyring.ErrMalformed):
 			return Record{}, d.fail(start, ErrMalformedStream)
 		case err != nil:
 			return Record{}, d.fail(start, ErrTampered)

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/internal/respwriter"
 	"github.com/unrolled/secure"
 )

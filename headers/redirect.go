@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 )
 
 // ErrHostNotAllowed is passed to [RedirectConfig.ErrorHandler] when the

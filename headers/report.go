@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 )
 
 // Errors passed to [ReportConfig.ErrorHandler].

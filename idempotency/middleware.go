@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 )
 
 // DefaultMaxBodyBytes caps the request body the middleware reads to

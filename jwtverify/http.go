@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 )
 
 // Requirement is what a route demands of an already verified token. The

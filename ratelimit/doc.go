@@ -65,7 +65,7 @@
 // # Security caveats
 //
 //   - List only proxies you run in TrustedProxies, and name the header your
-//     nearest proxy writes; see internal/clientip.
+//     nearest proxy writes; see package clientip.
 //   - Policies count in order: a request refused by the second policy has
 //     been counted by the first. Put the cheapest, broadest policy first.
 //   - FailOpen turns a Redis outage into no limit at all; FailLocal into a

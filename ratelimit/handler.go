@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/malai-sec/malai/internal/clientip"
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/clientip"
+	"github.com/malai-sec/malai/problem"
 )
 
 // Header names written by the Limiter.

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/malai-sec/malai/internal/clientip"
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/ratelimit/internal/gcra"
 	"github.com/malai-sec/malai/ratelimit/memstore"
 )
@@ -161,7 +161,7 @@ type Config struct {
 	// exempts allow-listed ones from every policy. Nil lists nothing.
 	Reputation *Reputation
 	// TrustedProxies and ClientIPHeader configure the client address
-	// resolver (internal/clientip): forwarding headers are read only from
+	// resolver (package clientip): forwarding headers are read only from
 	// these networks, right to left. ClientIPHeader is "X-Forwarded-For"
 	// (default), "Forwarded", or a single-address vendor header.
 	TrustedProxies []netip.Prefix

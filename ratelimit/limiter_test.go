@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/malai-sec/malai/internal/clientip"
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/ratelimit"
 	"github.com/malai-sec/malai/ratelimit/memstore"
 	"github.com/malai-sec/malai/ratelimit/storetest"

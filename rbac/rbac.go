@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/casbin/casbin/v2"
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 )
 
 // Enforcer is the policy decision point the middleware calls. Every Casbin

@@ -9,7 +9,7 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // The embedded default: the audit log under the service's data directory,
@@ -20,8 +20,8 @@ func Example() {
 	defer os.RemoveAll(dir)
 	skey, _, _ := note.GenerateKey(nil, "ledger-audit")
 	signer, _ := note.NewSigner(skey)
-	k, _ := seal.NewKey()
-	ring, _ := seal.NewRing("dk-1", map[string]seal.Key{"dk-1": k})
+	k, _ := keyring.NewKey()
+	ring, _ := keyring.NewRing("dk-1", map[string]keyring.Key{"dk-1": k})
 
 	for run := range 2 {
 		st, err := filestore.Open(dir)

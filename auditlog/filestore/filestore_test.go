@@ -19,7 +19,7 @@ import (
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
 	"github.com/malai-sec/malai/auditlog/storetest"
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 func open(t *testing.T, dir string) *filestore.Store {
@@ -291,9 +291,9 @@ func TestHelperProcess(t *testing.T) {
 	wg.Wait() // never returns: the parent kills the process
 }
 
-func mustKey(t *testing.T) seal.Key {
+func mustKey(t *testing.T) keyring.Key {
 	t.Helper()
-	k, err := seal.NewKey()
+	k, err := keyring.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/memstore"
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // Rewriter replaces everything stored in s with what fn returns, bypassing
@@ -38,7 +38,7 @@ type Fixture struct {
 	Origin    string
 	Signer    note.Signer
 	Verifiers []note.Verifier
-	Ring      *seal.Ring
+	Ring      *keyring.Ring
 	Witness   *auditlog.CheckpointWitness
 	Log       *auditlog.Log
 	Store     auditlog.Store
@@ -58,8 +58,8 @@ func NewFixture(t *testing.T, s auditlog.Store) *Fixture {
 	f.Signer, _ = note.NewSigner(skey)
 	v, _ := note.NewVerifier(vkey)
 	f.Verifiers = []note.Verifier{v}
-	k, _ := seal.NewKey()
-	f.Ring, err = seal.NewRing("k1", map[string]seal.Key{"k1": k})
+	k, _ := keyring.NewKey()
+	f.Ring, err = keyring.NewRing("k1", map[string]keyring.Key{"k1": k})
 	if err != nil {
 		t.Fatal(err)
 	}

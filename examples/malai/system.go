@@ -37,7 +37,7 @@ import (
 	"github.com/malai-sec/malai/idempotency"
 	idemmem "github.com/malai-sec/malai/idempotency/memstore"
 	idemredis "github.com/malai-sec/malai/idempotency/redisstore"
-	"github.com/malai-sec/malai/internal/clientip"
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/jwtverify"
 	"github.com/malai-sec/malai/ratelimit"
 	rlredis "github.com/malai-sec/malai/ratelimit/redisstore"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/malai-sec/malai/internal/clientip"
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/jwtverify"
 	"github.com/malai-sec/malai/jwtverify/jwttest"
 )

@@ -8,7 +8,7 @@ import (
 	"net/http"
 
 	"github.com/malai-sec/malai/examples/malai/identity/internal/strictjson"
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 )
 
 // maxJSONBody caps every JSON request body. The largest legitimate body is

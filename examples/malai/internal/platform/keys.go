@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/malai-sec/malai/internal/seal"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // KeyFile is the reference system's stand-in for a managed key service
@@ -84,7 +84,7 @@ func LoadOrCreateKeys(dir, origin string) (*KeyFile, error) {
 }
 
 func (k *KeyFile) addDataKey(now time.Time) error {
-	key, err := seal.NewKey()
+	key, err := keyring.NewKey()
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func (k *KeyFile) addDataKey(now time.Time) error {
 // Rotate adds a new data key that seals from now on, saves the file, and
 // makes ring (when not nil) seal with it too; old keys stay to open old
 // records. The application sees no change: the ring it holds rotates.
-func (k *KeyFile) Rotate(now time.Time, ring *seal.Ring) error {
+func (k *KeyFile) Rotate(now time.Time, ring *keyring.Ring) error {
 	if err := k.addDataKey(now); err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func (k *KeyFile) Rotate(now time.Time, ring *seal.Ring) error {
 		return nil
 	}
 	id := k.Order[len(k.Order)-1]
-	var key seal.Key
+	var key keyring.Key
 	copy(key[:], k.Data[id])
 	return ring.Rotate(id, key)
 }
@@ -131,17 +131,17 @@ func (k *KeyFile) save() error {
 }
 
 // Ring returns a seal ring holding every data key, the newest current.
-func (k *KeyFile) Ring() (*seal.Ring, error) {
-	keys := make(map[string]seal.Key, len(k.Data))
+func (k *KeyFile) Ring() (*keyring.Ring, error) {
+	keys := make(map[string]keyring.Key, len(k.Data))
 	for id, b := range k.Data {
-		if len(b) != seal.KeySize {
+		if len(b) != keyring.KeySize {
 			return nil, fmt.Errorf("platform: data key %s has %d bytes", id, len(b))
 		}
-		var key seal.Key
+		var key keyring.Key
 		copy(key[:], b)
 		keys[id] = key
 	}
-	return seal.NewRing(k.Order[len(k.Order)-1], keys)
+	return keyring.NewRing(k.Order[len(k.Order)-1], keys)
 }
 
 // Signer returns the audit checkpoint signer and its verifier.

@@ -22,7 +22,7 @@ import (
 	"github.com/corazawaf/coraza/v3"
 	"github.com/corazawaf/coraza/v3/types"
 
-	"github.com/malai-sec/malai/internal/problem"
+	"github.com/malai-sec/malai/problem"
 )
 
 // Config configures the WAF. The zero value blocks at paranoia level 1

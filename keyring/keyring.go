@@ -1,9 +1,10 @@
-// Package seal is Malai's at-rest record format: AES-256-GCM under a
+// Package keyring is Malai's at-rest record format: AES-256-GCM under a
 // rotating key ring, with the key id stored in each record so that records
 // sealed under an old key stay readable after rotation.
 //
-// It is shared by the encrypted log stream (correlation) and the audit
-// log's payload encryption (auditlog). A record is
+// One [Ring] is built by the caller and handed to every package that
+// encrypts at rest: the encrypted log stream (correlation) and the audit
+// log's payloads (auditlog), so a key rotation reaches both. A record is
 //
 //	version(1)=0x01 | len(keyID)(1) | keyID | nonce(12) | ciphertext||tag(16)
 //
@@ -11,7 +12,7 @@
 // row's sequence number and leaf hash) so a record moved to another place
 // fails to open. Nonces are random; rotate the key well before 2^32
 // records under one key.
-package seal
+package keyring
 
 import (
 	"crypto/aes"
@@ -34,9 +35,9 @@ const nonceSize = 12
 
 // Errors returned by Open. They never include key material or plaintext.
 var (
-	ErrMalformed  = errors.New("seal: malformed record")
-	ErrUnknownKey = errors.New("seal: record sealed under an unknown key")
-	ErrAuth       = errors.New("seal: record failed authentication")
+	ErrMalformed  = errors.New("keyring: malformed record")
+	ErrUnknownKey = errors.New("keyring: record sealed under an unknown key")
+	ErrAuth       = errors.New("keyring: record failed authentication")
 )
 
 // Key is a 256-bit data key. It redacts itself in logs and fmt output.
@@ -49,7 +50,7 @@ func (Key) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 func (Key) String() string { return "[REDACTED]" }
 
 // GoString implements fmt.GoStringer.
-func (Key) GoString() string { return "seal.Key{[REDACTED]}" }
+func (Key) GoString() string { return "keyring.Key{[REDACTED]}" }
 
 // Overhead is the size a record adds to its plaintext for a key id of
 // length n.
@@ -71,7 +72,7 @@ type Ring struct {
 // NewRing returns a ring whose current key is keys[current].
 func NewRing(current string, keys map[string]Key) (*Ring, error) {
 	if _, ok := keys[current]; !ok {
-		return nil, fmt.Errorf("seal: current key %q is not in the ring", current)
+		return nil, fmt.Errorf("keyring: current key %q is not in the ring", current)
 	}
 	st := &ringState{current: current, aeads: make(map[string]cipher.AEAD, len(keys))}
 	for id, k := range keys {
@@ -88,10 +89,10 @@ func NewRing(current string, keys map[string]Key) (*Ring, error) {
 
 func newAEAD(id string, k Key) (cipher.AEAD, error) {
 	if id == "" || len(id) > 255 {
-		return nil, fmt.Errorf("seal: key id must be 1-255 bytes, got %d", len(id))
+		return nil, fmt.Errorf("keyring: key id must be 1-255 bytes, got %d", len(id))
 	}
 	if k == (Key{}) {
-		return nil, fmt.Errorf("seal: key %q is all zeros", id)
+		return nil, fmt.Errorf("keyring: key %q is all zeros", id)
 	}
 	b, err := aes.NewCipher(k[:])
 	if err != nil {
@@ -108,7 +109,7 @@ func (r *Ring) Rotate(id string, k Key) error {
 	defer r.mu.Unlock()
 	old := r.state.Load()
 	if _, ok := old.aeads[id]; ok {
-		return fmt.Errorf("seal: key id %q already in the ring", id)
+		return fmt.Errorf("keyring: key id %q already in the ring", id)
 	}
 	a, err := newAEAD(id, k)
 	if err != nil {
@@ -135,7 +136,7 @@ func (r *Ring) Seal(dst, plaintext, aad []byte) ([]byte, error) {
 	out = append(out, id...)
 	var nonce [nonceSize]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
-		return dst, fmt.Errorf("seal: nonce: %w", err)
+		return dst, fmt.Errorf("keyring: nonce: %w", err)
 	}
 	out = append(out, nonce[:]...)
 	return a.Seal(out, nonce[:], plaintext, aad), nil

@@ -5,7 +5,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 
-	"github.com/malai-sec/malai/internal/clientip"
+	"github.com/malai-sec/malai/clientip"
 )
 
 // The gateway sits behind a load balancer in 10.0.0.0/8 that appends the
