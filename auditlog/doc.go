@@ -14,6 +14,13 @@
 //     pgstore) covers every event waiting, and the next group starts as
 //     soon as the previous one is durable. The result is one linear chain,
 //     also with several processes on one PostgreSQL table.
+//   - [Log.AppendIf] appends only on top of the head its caller planned
+//     against, and is never re-chained: a writer that keeps state folded
+//     from the log (a ledger checking balances) reads the rows another
+//     process appended with [Log.ReadFrom], plans again and retries, so
+//     several processes on one PostgreSQL table stay consistent through
+//     the database. [Log.ReadFrom] and [Log.Event] also read back the
+//     outcome of an append that ended in an ambiguous error.
 //   - The leaf hash covers the plaintext canonical encoding ([LeafHash]):
 //     sealing payloads with a keyring.Ring, rotating the key and
 //     re-encrypting old rows ([Log.Reencrypt]) never change a hash.

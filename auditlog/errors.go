@@ -29,6 +29,9 @@ var (
 	// ErrFork is returned by a Witness offered a checkpoint inconsistent
 	// with one it already holds.
 	ErrFork = errors.New("auditlog: checkpoint fork")
+	// ErrNotFound is returned by Log.Event for a row the store does not
+	// hold.
+	ErrNotFound = errors.New("auditlog: no such row")
 	// ErrFormat is returned when an export or sample does not decode.
 	ErrFormat = errors.New("auditlog: malformed export")
 )

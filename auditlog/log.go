@@ -79,6 +79,10 @@ type request struct {
 	receipts []Receipt
 	err      error
 	done     chan struct{}
+	// cond makes the request conditional: it is committed alone, and only
+	// when the durable head is exactly expect (AppendIf).
+	cond   bool
+	expect Head
 }
 
 // Log is an append-only, hash-chained, Merkle-tree audit log with signed
@@ -260,6 +264,36 @@ func (l *Log) Append(ctx context.Context, e Event) (Receipt, error) {
 // AppendBatch appends events as consecutive rows in one commit and returns
 // their receipts in order.
 func (l *Log) AppendBatch(ctx context.Context, events []Event) ([]Receipt, error) {
+	req, err := l.newRequest(events)
+	if err != nil || req == nil {
+		return nil, err
+	}
+	return l.send(ctx, req)
+}
+
+// AppendIf appends events as consecutive rows only if the durable head of
+// the store is exactly expect, and returns their receipts in order. It is
+// the append of a caller that planned events against the state at expect
+// (a ledger that checked a balance): when another writer (another process
+// on the same PostgreSQL table) appended first, AppendIf appends nothing
+// and returns an error wrapping [ErrConflict], so the caller can read the
+// new rows ([Log.ReadFrom]) and plan again. The events are never moved onto
+// another head, and they are committed on their own, not grouped with
+// other callers' events.
+//
+// Any other error leaves the outcome unknown exactly as for [Log.Append]
+// (a connection lost during COMMIT): read the store back from expect to
+// learn whether the events are there before acting on the failure.
+func (l *Log) AppendIf(ctx context.Context, expect Head, events []Event) ([]Receipt, error) {
+	req, err := l.newRequest(events)
+	if err != nil || req == nil {
+		return nil, err
+	}
+	req.cond, req.expect = true, expect
+	return l.send(ctx, req)
+}
+
+func (l *Log) newRequest(events []Event) (*request, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
@@ -278,6 +312,10 @@ func (l *Log) AppendBatch(ctx context.Context, events []Event) ([]Receipt, error
 		}
 		req.payloads[i] = p
 	}
+	return req, nil
+}
+
+func (l *Log) send(ctx context.Context, req *request) ([]Receipt, error) {
 	l.close.RLock()
 	if l.shut {
 		l.close.RUnlock()
@@ -302,7 +340,7 @@ func (l *Log) run() {
 	defer close(l.done)
 	tick := time.NewTicker(l.cfg.CheckpointInterval)
 	defer tick.Stop()
-	var batch []*request
+	var pending []*request
 	for {
 		select {
 		case r, ok := <-l.reqs:
@@ -310,7 +348,7 @@ func (l *Log) run() {
 				l.finalCheckpoint()
 				return
 			}
-			batch = append(batch[:0], r)
+			pending = append(pending[:0], r)
 			n := len(r.events)
 		drain:
 			for n < l.cfg.MaxBatch {
@@ -319,19 +357,14 @@ func (l *Log) run() {
 					if !ok {
 						break drain
 					}
-					if n+len(r.events) > l.cfg.MaxBatch {
-						l.commit(batch)
-						batch = append(batch[:0], r)
-						n = len(r.events)
-						continue
-					}
-					batch = append(batch, r)
+					pending = append(pending, r)
 					n += len(r.events)
 				default:
 					break drain
 				}
 			}
-			l.commit(batch)
+			l.commitAll(pending)
+			clear(pending)
 			l.cpMu.Lock()
 			due := l.cfg.Now().Sub(l.lastCPAt) >= l.cfg.CheckpointInterval
 			l.cpMu.Unlock()
@@ -342,6 +375,71 @@ func (l *Log) run() {
 			l.backgroundCheckpoint()
 		}
 	}
+}
+
+// commitAll commits pending requests in arrival order: unconditional ones
+// grouped up to MaxBatch events per commit, each conditional one alone.
+func (l *Log) commitAll(pending []*request) {
+	var batch []*request
+	n := 0
+	flush := func() {
+		if len(batch) > 0 {
+			l.commit(batch)
+		}
+		batch, n = batch[:0], 0
+	}
+	for _, r := range pending {
+		if r.cond {
+			flush()
+			l.commitIf(r)
+			continue
+		}
+		if n+len(r.events) > l.cfg.MaxBatch {
+			flush()
+		}
+		batch = append(batch, r)
+		n += len(r.events)
+	}
+	flush()
+}
+
+// commitIf commits one conditional request: only on top of r.expect, never
+// re-chained onto another head.
+func (l *Log) commitIf(r *request) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
+	defer cancel()
+	fail := func(err error) {
+		r.err = fmt.Errorf("auditlog: append: %w", err)
+		close(r.done)
+	}
+	if l.head != r.expect && r.expect.Size > l.head.Size {
+		// The caller read rows this log has not seen (another writer's, or
+		// its own whose acknowledgement was lost): catch up first.
+		if err := l.sync(ctx); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if l.head != r.expect {
+		fail(fmt.Errorf("head is at %d, expected %d: %w", l.head.Size, r.expect.Size, ErrConflict))
+		return
+	}
+	recs := make([]Record, len(r.events))
+	if err := l.build([]*request{r}, recs); err != nil {
+		fail(err)
+		return
+	}
+	if err := l.cfg.Store.Append(ctx, recs); err != nil {
+		if errors.Is(err, ErrConflict) {
+			// Learn the other writer's rows now; the caller reads them too.
+			if serr := l.sync(ctx); serr != nil {
+				l.cfg.OnError(serr)
+			}
+		}
+		fail(err)
+		return
+	}
+	l.advance([]*request{r}, recs)
 }
 
 func (l *Log) backgroundCheckpoint() {
@@ -401,6 +499,13 @@ func (l *Log) commit(batch []*request) {
 		}
 		return
 	}
+	l.advance(batch, recs)
+}
+
+// advance adds committed recs to the tree and head and hands the batch its
+// receipts.
+func (l *Log) advance(batch []*request, recs []Record) {
+	n := len(recs)
 	l.mu.Lock()
 	for i := range recs {
 		l.tree.append(recs[i].Hash)

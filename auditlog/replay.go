@@ -19,40 +19,26 @@ import (
 // rewrote it wholesale: compare its head with a signed checkpoint (or run
 // [Verify]) for that.
 func Replay(ctx context.Context, src Store, ring *keyring.Ring, fold func(Event) error) (Head, error) {
+	return replayFrom(ctx, src, ring, Head{}, fold)
+}
+
+// replayFrom is Replay from the row after head, whose hash the first row
+// read must link to.
+func replayFrom(ctx context.Context, src Store, ring *keyring.Ring, from Head, fold func(Event) error) (Head, error) {
 	var (
-		head  Head
-		buf   []byte
-		plain []byte
-		aad   [40]byte
+		head = from
+		o    opener
 	)
-	err := src.Scan(ctx, 0, func(r Record) error {
+	err := src.Scan(ctx, from.Size, func(r Record) error {
 		if r.Seq != head.Size {
 			return fmt.Errorf("%w: row %d found where row %d belongs", ErrTampered, r.Seq, head.Size)
 		}
 		if r.PrevHash != head.Last {
 			return fmt.Errorf("%w: row %d does not link to row %d", ErrTampered, r.Seq, r.Seq-1)
 		}
-		p := r.Payload
-		if r.KeyID != "" {
-			if ring == nil {
-				return fmt.Errorf("auditlog: row %d is sealed and no key ring was given", r.Seq)
-			}
-			var err error
-			plain, _, err = ring.Open(plain[:0], r.Payload, sealAAD(aad[:0], r.Seq, r.Hash))
-			if err != nil {
-				if errors.Is(err, keyring.ErrUnknownKey) {
-					return fmt.Errorf("auditlog: row %d: %w", r.Seq, err)
-				}
-				return fmt.Errorf("%w: row %d payload does not open", ErrTampered, r.Seq)
-			}
-			p = plain
-		}
-		if err := checkFields(r.Type, r.Actor, r.CorrelationID, p); err != nil {
-			return fmt.Errorf("%w: row %d: %v", ErrTampered, r.Seq, err)
-		}
-		buf = appendLeafData(buf[:0], &r, p)
-		if leafHashOf(buf) != r.Hash {
-			return fmt.Errorf("%w: row %d was modified", ErrTampered, r.Seq)
+		p, err := o.open(ring, &r)
+		if err != nil {
+			return err
 		}
 		head = Head{Size: r.Seq + 1, Last: r.Hash}
 		if fold != nil {
@@ -63,9 +49,93 @@ func Replay(ctx context.Context, src Store, ring *keyring.Ring, fold func(Event)
 	return head, err
 }
 
+// opener checks one row's fields and leaf hash and opens its payload,
+// reusing its buffers across rows.
+type opener struct {
+	buf, plain []byte
+	aad        [40]byte
+}
+
+func (o *opener) open(ring *keyring.Ring, r *Record) ([]byte, error) {
+	p := r.Payload
+	if r.KeyID != "" {
+		if ring == nil {
+			return nil, fmt.Errorf("auditlog: row %d is sealed and no key ring was given", r.Seq)
+		}
+		var err error
+		o.plain, _, err = ring.Open(o.plain[:0], r.Payload, sealAAD(o.aad[:0], r.Seq, r.Hash))
+		if err != nil {
+			if errors.Is(err, keyring.ErrUnknownKey) {
+				return nil, fmt.Errorf("auditlog: row %d: %w", r.Seq, err)
+			}
+			return nil, fmt.Errorf("%w: row %d payload does not open", ErrTampered, r.Seq)
+		}
+		p = o.plain
+	}
+	if err := checkFields(r.Type, r.Actor, r.CorrelationID, p); err != nil {
+		return nil, fmt.Errorf("%w: row %d: %v", ErrTampered, r.Seq, err)
+	}
+	o.buf = appendLeafData(o.buf[:0], r, p)
+	if leafHashOf(o.buf) != r.Hash {
+		return nil, fmt.Errorf("%w: row %d was modified", ErrTampered, r.Seq)
+	}
+	return p, nil
+}
+
 // Replay replays the log's own store with its key ring; see [Replay].
 func (l *Log) Replay(ctx context.Context, fold func(Event) error) (Head, error) {
 	return Replay(ctx, l.cfg.Store, l.cfg.Ring, fold)
+}
+
+// ReadFrom reads the durable rows after from, checks each one as [Replay]
+// does (the first must link to from.Last) and calls fn with each event in
+// order. It returns the head it reached. A caller that keeps state folded
+// from the log uses it to catch up with rows another writer appended (a
+// second process on the same PostgreSQL table) and to read back the outcome
+// of an append that ended in an ambiguous error. It does not change the
+// log's own head.
+func (l *Log) ReadFrom(ctx context.Context, from Head, fn func(Event) error) (Head, error) {
+	return replayFrom(ctx, l.cfg.Store, l.cfg.Ring, from, fn)
+}
+
+// Event reads back the durable row seq, checks its leaf hash (and, for a
+// row the log already holds, that the hash is the one in its tree) and
+// returns it with its payload opened. It returns an error wrapping
+// [ErrNotFound] when the store holds no such row.
+func (l *Log) Event(ctx context.Context, seq uint64) (Event, error) {
+	var (
+		e     Event
+		found bool
+		o     opener
+	)
+	err := l.cfg.Store.Scan(ctx, seq, func(r Record) error {
+		if r.Seq != seq {
+			return fmt.Errorf("%w: row %d found where row %d belongs", ErrTampered, r.Seq, seq)
+		}
+		p, err := o.open(l.cfg.Ring, &r)
+		if err != nil {
+			return err
+		}
+		l.mu.RLock()
+		known := seq < l.tree.size
+		var want Hash
+		if known {
+			want = l.tree.hashes[0][seq]
+		}
+		l.mu.RUnlock()
+		if known && want != r.Hash {
+			return fmt.Errorf("%w: row %d differs from the row the log committed", ErrTampered, seq)
+		}
+		e, found = r.event(p), true
+		return errStopScan
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return Event{}, err
+	}
+	if !found {
+		return Event{}, fmt.Errorf("auditlog: row %d: %w", seq, ErrNotFound)
+	}
+	return e, nil
 }
 
 var errStopScan = errors.New("stop scan")
