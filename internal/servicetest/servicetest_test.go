@@ -67,3 +67,30 @@ func TestProxyDownAndUp(t *testing.T) {
 		t.Fatalf("after Up: %v", err)
 	}
 }
+
+// A dropped reply: the server ran the command, the client saw the
+// connection break instead of the answer.
+func TestProxyDropReplyAfter(t *testing.T) {
+	r := NewRedis(t)
+	p := NewProxy(t, r.Addr)
+	c := r.NewClient(t, p.Addr())
+	c.Options().MaxRetries = -1 // go-redis would resend the SET otherwise
+	ctx := context.Background()
+	key := r.Prefix + "lost-reply"
+	fired := p.DropReplyAfter([]byte("lost-reply-value"))
+	if err := c.Set(ctx, key, "lost-reply-value", time.Minute).Err(); err == nil {
+		t.Fatal("SET answered although its reply was dropped")
+	}
+	select {
+	case <-fired:
+	default:
+		t.Fatal("fault did not report firing")
+	}
+	if v, err := r.Client.Get(ctx, key).Result(); err != nil || v != "lost-reply-value" {
+		t.Fatalf("the server did not act on the command whose reply was lost: %q %v", v, err)
+	}
+	// One-shot: the next command goes through.
+	if err := c.Set(ctx, key, "lost-reply-value", time.Minute).Err(); err != nil {
+		t.Fatalf("after the fault: %v", err)
+	}
+}
