@@ -17,9 +17,9 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/internal/reqid"
 	"github.com/malai-sec/malai/internal/respwriter"
+	"github.com/malai-sec/malai/problem"
 )
 
 // ErrPanic is passed to Config.ErrorHandler when the wrapped handler

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/internal/respwriter"
+	"github.com/malai-sec/malai/problem"
 	"github.com/unrolled/secure"
 )
 

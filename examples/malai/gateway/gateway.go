@@ -18,8 +18,8 @@ import (
 
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/gateway/internal/waf"
-	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/jwtverify"
+	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/ratelimit"
 )
 

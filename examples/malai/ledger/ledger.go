@@ -37,9 +37,9 @@ import (
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
 	"github.com/malai-sec/malai/idempotency"
-	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/internal/reqid"
 	"github.com/malai-sec/malai/jwtverify"
+	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/rbac"
 )
 
