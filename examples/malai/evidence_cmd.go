@@ -1,0 +1,358 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/malai-sec/malai/examples/malai/evidence"
+)
+
+func evidenceCmd(args []string) error {
+	fs := flag.NewFlagSet("evidence", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: malai evidence [flags]
+
+Without -target: start a fresh system on free loopback ports, check every
+claim of the security page against it, attacking and faulting it, and write
+the report. With -target: check a running deployment through its gateway,
+touching nothing but the test accounts given and the accounts the pass
+creates; checks that need the system's internals are listed as not run.
+
+`)
+		fs.PrintDefaults()
+	}
+	out := fs.String("out", "evidence", "directory for REPORT.md, report.json, report.schema.json and the audit sample")
+	pgAdmin := fs.String("postgres-admin-url", os.Getenv("MALAI_TEST_POSTGRES_URL"), "privileged PostgreSQL URL: when set, the audit chain runs in PostgreSQL under a least-privilege role made for this pass, and the role separation is checked (roles and schema are dropped afterwards)")
+	target := fs.String("target", "", "gateway URL of a running deployment to check instead of starting one")
+	endpoints := fs.String("endpoints", "", "the deployment's endpoints.json (with -target; default <dir of -credentials>/endpoints.json when it exists)")
+	creds := fs.String("credentials", "", "test credentials of the deployment (demo-credentials.json form; with -target)")
+	caFile := fs.String("ca", "", "CA certificate that signs the deployment's gateway certificate (with -target)")
+	fs.Parse(args)
+	ctx := context.Background()
+	var rep *evidence.Report
+	var err error
+	if *target != "" || *endpoints != "" {
+		ep := *endpoints
+		if ep == "" && *creds != "" {
+			if p := filepath.Join(filepath.Dir(*creds), "endpoints.json"); fileExists(p) {
+				ep = p
+			}
+		}
+		rep, err = runTargetEvidence(ctx, *out, ep, *creds, *target, *caFile, os.Stdout)
+	} else {
+		rep, err = runLocalEvidence(ctx, localEvidenceConfig{OutDir: *out, PostgresAdmin: *pgAdmin}, os.Stdout)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n%d checks: %d passed, %d failed, %d not run; report in %s\n", len(rep.Results), rep.Summary.Pass, rep.Summary.Fail, rep.Summary.NotRun, filepath.Join(*out, "REPORT.md"))
+	if rep.Summary.Fail > 0 {
+		return fmt.Errorf("%d evidence checks failed", rep.Summary.Fail)
+	}
+	return nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// runTargetEvidence checks a running deployment from outside.
+func runTargetEvidence(ctx context.Context, outDir, endpoints, creds, gateway, caFile string, progress io.Writer) (*evidence.Report, error) {
+	t, err := evidence.LoadTarget(endpoints, creds, gateway, caFile)
+	if err != nil {
+		return nil, err
+	}
+	f, err := evidence.NewFixture(ctx, t, nil)
+	if err != nil {
+		return nil, err
+	}
+	f.OutDir = outDir
+	results := evidence.RunAll(ctx, f, evidence.Registry(), progress)
+	rep := evidence.NewReport("target", "A running deployment, checked through its public gateway only.", t.Gateway, results, nil)
+	return rep, rep.Write(outDir)
+}
+
+// localEvidenceConfig configures a pass over a system it starts itself.
+type localEvidenceConfig struct {
+	OutDir string
+	// PostgresAdmin, when set, puts the audit chain in PostgreSQL under
+	// roles made for this pass.
+	PostgresAdmin string
+	// Checks to run; nil means every registered check.
+	Checks []evidence.Check
+	// Break, in tests only, modifies the options of the system under test
+	// to switch a feature off.
+	Break func(*Options)
+}
+
+// runLocalEvidence starts a fresh system on free loopback ports, checks
+// every claim against it, and writes the report into cfg.OutDir.
+func runLocalEvidence(ctx context.Context, cfg localEvidenceConfig, progress io.Writer) (*evidence.Report, error) {
+	l, err := startLocal(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer l.cleanup()
+	f, err := evidence.NewFixture(ctx, l.Target(), l)
+	if err != nil {
+		return nil, err
+	}
+	f.OutDir = cfg.OutDir
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	checks := cfg.Checks
+	if checks == nil {
+		checks = evidence.Registry()
+	}
+	results := evidence.RunAll(ctx, f, checks, progress)
+	var att []evidence.Attachment
+	if fileExists(filepath.Join(cfg.OutDir, evidence.SampleFile)) {
+		att = append(att, evidence.Attachment{Name: "Sanitised audit sample with inclusion proofs and the signed checkpoint", File: evidence.SampleFile,
+			Summary: "Rows of the audit chain, owner fields redacted, each with its Merkle inclusion proof against the signed checkpoint it carries."})
+	}
+	rep := evidence.NewReport("local", l.describe(), l.Target().Gateway, results, att)
+	return rep, rep.Write(cfg.OutDir)
+}
+
+// localSystem is the evidence pass's privileged access to a system it
+// started: it implements evidence.Local.
+type localSystem struct {
+	opts    Options
+	sys     *System
+	data    string
+	pg      PGAudit
+	pgAdmin string
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+var _ evidence.Local = (*localSystem)(nil)
+
+func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, err error) {
+	data, err := os.MkdirTemp("", "malai-evidence-")
+	if err != nil {
+		return nil, err
+	}
+	l := &localSystem{data: data, pgAdmin: cfg.PostgresAdmin}
+	defer func() {
+		if err != nil {
+			l.cleanup()
+		}
+	}()
+	deny := filepath.Join(data, "deny.txt")
+	if err := os.WriteFile(deny, []byte("# reputation list for the evidence pass\n203.0.113.0/24\n"), 0o600); err != nil {
+		return nil, err
+	}
+	// The pass plays many clients from this machine: it trusts loopback as
+	// a proxy, so X-Forwarded-For names the client. "malai run" trusts no
+	// proxy unless told (-trusted-proxies).
+	l.opts = Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny, TrustedProxies: Loopback()}
+	if cfg.PostgresAdmin != "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		sfx := hex.EncodeToString(b[:])
+		l.pg = PGAudit{Schema: "malai_ev_" + sfx, Owner: "malai_ev_owner_" + sfx, AppRole: "malai_ev_app_" + sfx}
+		if err := l.pg.migrate(ctx, cfg.PostgresAdmin); err != nil {
+			return nil, err
+		}
+		if l.opts.AuditDSN, err = appDSN(cfg.PostgresAdmin, l.pg.AppRole); err != nil {
+			return nil, err
+		}
+		l.opts.AuditSchema = l.pg.Schema
+	}
+	if cfg.Break != nil {
+		cfg.Break(&l.opts)
+	}
+	if l.sys, err = Start(ctx, l.opts); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *localSystem) describe() string {
+	where := "a file store under the data directory"
+	if l.opts.AuditDSN != "" {
+		where = "PostgreSQL, connected as a least-privilege application role"
+	}
+	stores := "in memory"
+	if l.opts.RedisURL != "" {
+		stores = "in Redis"
+	}
+	return fmt.Sprintf("Gateway, identity, ledger and worker ran in one process, each on its own loopback listener; limits, idempotency records and the queue %s; the audit chain in %s.", stores, where)
+}
+
+// cleanup stops the system and removes what the pass created.
+func (l *localSystem) cleanup() {
+	_ = l.Shutdown()
+	if l.pgAdmin != "" && l.pg.Schema != "" {
+		_ = l.pg.drop(context.Background(), l.pgAdmin)
+	}
+	_ = os.RemoveAll(l.data)
+}
+
+func (l *localSystem) Target() evidence.Target {
+	return evidence.Target{Gateway: l.sys.GatewayURL, Redirect: l.sys.RedirectURL, CA: l.sys.CA.Pool(), CAFile: l.sys.CAFile, ForwardedFor: true}
+}
+
+func (l *localSystem) IdentityURL() string { return l.sys.IdentityURL }
+func (l *localSystem) LedgerURL() string   { return l.sys.LedgerURL }
+func (l *localSystem) DataDir() string     { return l.data }
+
+func (l *localSystem) ClientTLS(component string) (*tls.Config, error) {
+	cfg := &tls.Config{RootCAs: l.sys.CA.Pool(), MinVersion: tls.VersionTLS12}
+	if component != "" {
+		cert, err := l.sys.CA.IssueClient(component)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+func (l *localSystem) AuditorToken(ctx context.Context) (string, error) {
+	cfg, err := l.ClientTLS(evidence.AuditorComponent)
+	if err != nil {
+		return "", err
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	req, err := http.NewRequestWithContext(ctx, "POST", l.sys.IdentityURL+"/oauth2/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"ledger:audit"}}.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(l.sys.EvidenceID, l.sys.EvidenceSecret)
+	res, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	var tr struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&tr); err != nil || res.StatusCode != 200 || tr.AccessToken == "" {
+		return "", fmt.Errorf("client credentials: HTTP %d", res.StatusCode)
+	}
+	return tr.AccessToken, nil
+}
+
+func (l *localSystem) Checkpoint(ctx context.Context) error {
+	_, err := l.sys.Audit.Checkpoint(ctx)
+	return err
+}
+
+func (l *localSystem) AuditVerifier() (string, note.Verifier) { return l.sys.Origin, l.sys.AuditKey }
+
+func (l *localSystem) RotateDataKey(ctx context.Context) (int, error) {
+	return l.sys.RotateDataKey(ctx)
+}
+
+func (l *localSystem) TraceID(component, id string) (string, bool) {
+	t, ok := l.sys.Telemetry[component]
+	if !ok {
+		return "", false
+	}
+	for _, sp := range t.Spans.GetSpans() {
+		for _, a := range sp.Attributes {
+			if string(a.Key) == "correlation.id" && a.Value.AsString() == id {
+				return sp.SpanContext.TraceID().String(), true
+			}
+		}
+	}
+	return "", false
+}
+
+func (l *localSystem) AlarmFiring(component string) bool {
+	t, ok := l.sys.Telemetry[component]
+	return ok && t.Alarm.Firing()
+}
+
+func (l *localSystem) StopComponent(name string) error {
+	if name != "ledger" {
+		return fmt.Errorf("evidence: cannot stop %q alone", name)
+	}
+	return l.sys.stopLedger()
+}
+
+func (l *localSystem) Restart(ctx context.Context) error {
+	if err := l.sys.Close(); err != nil {
+		return fmt.Errorf("restart: close: %w", err)
+	}
+	sys, err := Start(ctx, l.opts)
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	l.sys = sys
+	return nil
+}
+
+func (l *localSystem) Shutdown() error {
+	l.shutdownOnce.Do(func() { l.shutdownErr = l.sys.Close() })
+	return l.shutdownErr
+}
+
+func (l *localSystem) LogStreams(fn func(name string, plaintext []byte) error) error {
+	files, err := filepath.Glob(filepath.Join(l.data, "logs", "*.log.enc"))
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("no log streams")
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		err = decryptLog(f, l.sys.Ring, &buf)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", filepath.Base(name), err)
+		}
+		if err := fn(filepath.Base(name), buf.Bytes()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *localSystem) VerifyOffline(ctx context.Context) (evidence.OfflineReport, error) {
+	st, err := openAuditStore(ctx, l.opts)
+	if err != nil {
+		return evidence.OfflineReport{}, err
+	}
+	defer st.Close()
+	rep, bal, err := verifyData(ctx, l.data, st)
+	if err != nil {
+		return evidence.OfflineReport{}, err
+	}
+	out := evidence.OfflineReport{Rows: uint64(rep.Rows), Anchored: rep.Anchored, Balances: bal}
+	for _, f := range rep.Findings {
+		out.Findings = append(out.Findings, fmt.Sprint(f))
+	}
+	return out, nil
+}
+
+func (l *localSystem) Postgres() (string, string, bool) {
+	if l.opts.AuditDSN == "" {
+		return "", "", false
+	}
+	return l.opts.AuditDSN, l.pg.Schema, true
+}
