@@ -8,8 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
 // Defaults and bounds applied by [New].
@@ -90,9 +88,11 @@ type Issuer struct {
 	// JWKSURL is the issuer's JWK Set URL (https, or http to a loopback
 	// address for tests and sidecars).
 	JWKSURL string
-	// Keys is a static key set, used instead of JWKSURL. Private keys in it
-	// are reduced to their public part.
-	Keys jwk.Set
+	// Keys is a static JWK Set document (RFC 7517 §5), used instead of
+	// JWKSURL: for example the contents of a jwks.json file. It is parsed
+	// by [New] as a fetched set is, except that private members are
+	// dropped rather than refused (the file is yours).
+	Keys []byte
 
 	// Algorithms allowed; asymmetric only. Default ES256, EdDSA, RS256,
 	// PS256. The token's "alg" is checked against this list before any key
@@ -215,9 +215,9 @@ func (is Issuer) withDefaults() (Issuer, error) {
 	}
 	name := is.Issuer
 	switch {
-	case is.JWKSURL != "" && is.Keys != nil:
+	case is.JWKSURL != "" && len(is.Keys) > 0:
 		return is, configErr("issuer %q: both JWKSURL and Keys", name)
-	case is.JWKSURL == "" && is.Keys == nil:
+	case is.JWKSURL == "" && len(is.Keys) == 0:
 		return is, configErr("issuer %q: neither JWKSURL nor Keys", name)
 	case is.JWKSURL != "":
 		u, err := url.Parse(is.JWKSURL)

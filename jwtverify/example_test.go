@@ -2,68 +2,39 @@ package jwtverify_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
-	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/malai-sec/malai/jwtverify"
+	"github.com/malai-sec/malai/jwtverify/devissuer"
 )
 
 const issuer = "https://identity.malai.test"
 
-// identity stands in for the reference system's identity service: it holds
-// a signing key, serves its JWKS and mints RFC 9068 access tokens with jwx.
+// identity stands in for the reference system's identity service: a
+// development issuer minting RFC 9068 access tokens, serving its JWKS.
 type identity struct {
-	key  jwk.Key
+	iss  *devissuer.Issuer
 	jwks *httptest.Server
 }
 
 func newIdentity() *identity {
-	raw, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss, err := devissuer.New(devissuer.Config{Issuer: issuer, KeyID: "id-2026-01"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	key, _ := jwk.FromRaw(raw)
-	_ = key.Set(jwk.KeyIDKey, "id-2026-01")
-	_ = key.Set(jwk.AlgorithmKey, jwa.ES256)
-	pub, _ := jwk.PublicKeyOf(key)
-	_ = pub.Set(jwk.KeyUsageKey, jwk.ForSignature)
-	set := jwk.NewSet()
-	_ = set.AddKey(pub)
-	doc, _ := json.Marshal(set)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/jwk-set+json")
-		w.Header().Set("Cache-Control", "max-age=300")
-		_, _ = w.Write(doc)
-	}))
-	return &identity{key: key, jwks: srv}
+	return &identity{iss: iss, jwks: httptest.NewServer(iss)}
 }
 
-func (id *identity) mint(sub, clientID, class, scope string) string {
-	now := time.Now()
-	tok, err := jwt.NewBuilder().Issuer(issuer).Audience([]string{"ledger"}).Subject(sub).
-		IssuedAt(now).Expiration(now.Add(5*time.Minute)).JwtID("j-"+sub).
-		Claim("client_id", clientID).Claim("token_class", class).Claim("scope", scope).Build()
+func (id *identity) mint(sub, clientID string, service bool, scope string) string {
+	tok, err := id.iss.Mint(devissuer.Token{Subject: sub, ClientID: clientID, Service: service,
+		Audience: []string{"ledger"}, Scopes: []string{scope}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	hdr := jws.NewHeaders()
-	_ = hdr.Set(jws.TypeKey, "at+jwt")
-	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, id.key, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		log.Fatal(err)
-	}
-	return string(signed)
+	return tok
 }
 
 // The ledger verifies every token again with its own Verifier against the
@@ -100,8 +71,8 @@ func Example() {
 	mux.Handle("POST /internal/settle", v.RequireService("ledger:settle")(settle))
 	ledger := v.Handler(mux)
 
-	userTok := id.mint("alice", "web", "user", "ledger:read")
-	workerTok := id.mint("worker", "worker", "service", "ledger:settle")
+	userTok := id.mint("alice", "web", false, "ledger:read")
+	workerTok := id.mint("", "worker", true, "ledger:settle")
 
 	call := func(method, path, tok string) {
 		r := httptest.NewRequest(method, path, nil)
@@ -140,7 +111,7 @@ func ExampleVerifier_Verify() {
 	defer v.Close()
 	<-v.Ready()
 
-	tok := id.mint("worker", "worker", "service", "ledger:settle")
+	tok := id.mint("", "worker", true, "ledger:settle")
 	c, err := v.Verify(context.Background(), tok)
 	if err != nil {
 		fmt.Println("refused:", jwtverify.ReasonOf(err))

@@ -148,8 +148,11 @@ func FuzzAuthorization(f *testing.F) {
 // every key it keeps is a public asymmetric signature key.
 func FuzzJWKS(f *testing.F) {
 	var tb testing.TB = f
-	good, _ := json.Marshal(jwttest.Set(tb, fuzzKey()))
+	good := jwttest.Set(tb, fuzzKey())
 	f.Add(string(good))
+	for _, tc := range jwkCases() {
+		f.Add(tc.doc)
+	}
 	f.Add(`{"keys":[]}`)
 	f.Add(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`)
 	f.Add(`{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}]}`)
@@ -160,6 +163,9 @@ func FuzzJWKS(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if len(keys) == 0 || len(keys) > MaxKeys {
+			t.Fatalf("%d keys without an error", len(keys))
+		}
 		for _, k := range keys {
 			fits := false
 			for alg := range supportedAlgs {
@@ -167,6 +173,12 @@ func FuzzJWKS(f *testing.F) {
 			}
 			if !fits {
 				t.Fatalf("kept a key that fits no algorithm: %T", k.pub)
+			}
+			if _, ok := usablePublic(k.pub); !ok {
+				t.Fatalf("kept an unusable key: %T", k.pub)
+			}
+			if k.alg != "" && !supportedAlgs[k.alg] {
+				t.Fatalf("kept a key for algorithm %q", k.alg)
 			}
 		}
 	})

@@ -333,6 +333,42 @@ func (p *scanner) array() error {
 	}
 }
 
+// arrayElements returns the raw text of each element of raw, a JSON array
+// that has already been validated. Anything else is errJSON.
+func arrayElements(raw string) ([]string, error) {
+	p := scanner{s: raw}
+	p.ws()
+	if p.i >= len(p.s) || p.s[p.i] != '[' {
+		return nil, errJSON
+	}
+	p.i++
+	var out []string
+	p.ws()
+	if p.i < len(p.s) && p.s[p.i] == ']' {
+		return out, nil
+	}
+	for {
+		p.ws()
+		start := p.i
+		if err := p.value(); err != nil {
+			return nil, err
+		}
+		out = append(out, p.s[start:p.i])
+		p.ws()
+		if p.i >= len(p.s) {
+			return nil, errJSON
+		}
+		switch p.s[p.i] {
+		case ',':
+			p.i++
+		case ']':
+			return out, nil
+		default:
+			return nil, errJSON
+		}
+	}
+}
+
 // unquote decodes a raw JSON string (with quotes) that holds escapes.
 func unquote(raw string) (string, error) {
 	var s string

@@ -63,9 +63,9 @@ type keySource struct {
 }
 
 func newStaticSource(is *Issuer) (*keySource, error) {
-	keys, err := keysOf(is.Keys, true)
+	keys, err := parseJWKS(is.Keys, true)
 	if err != nil {
-		return nil, configErr("issuer %q: %v", is.Issuer, err)
+		return nil, configErr("issuer %q: Keys: %v", is.Issuer, err)
 	}
 	s := &keySource{cfg: is, static: true, ready: make(chan struct{})}
 	s.set.Store(&keySet{keys: keys})

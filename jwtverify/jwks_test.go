@@ -293,11 +293,7 @@ func TestJWKSDocuments(t *testing.T) {
 }
 
 func jwks(t *testing.T, keys ...*jwttest.Key) string {
-	b, err := jsonMarshal(jwttest.Set(t, keys...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return string(jwttest.Set(t, keys...))
 }
 
 func TestCloseStopsFetching(t *testing.T) {

@@ -1,7 +1,6 @@
 package jwtverify
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,11 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
-	"errors"
-	"fmt"
 	"sync/atomic"
-
-	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
 // MinRSABits is the smallest RSA modulus accepted from a key set.
@@ -175,100 +170,6 @@ func (s *keySet) find(kid, alg string) (*publicKey, *Error) {
 	default:
 		return nil, errAmbiguousKey
 	}
-}
-
-var errNoUsableKey = errors.New("jwtverify: key set has no usable signature key")
-
-// parseJWKS decodes a JWK Set document. Keys not meant for signatures
-// (use other than "sig", key_ops without "verify"), symmetric keys, unknown
-// key types, RSA keys under MinRSABits and, when allowPrivate is false,
-// keys that carry private material are skipped. It fails when the document
-// is not strict JSON (duplicate keys included) or no usable key remains.
-func parseJWKS(doc []byte, allowPrivate bool) ([]*publicKey, error) {
-	if err := validJSON(string(doc)); err != nil {
-		return nil, fmt.Errorf("jwtverify: key set: %w", err)
-	}
-	set, err := jwk.Parse(doc, jwk.WithIgnoreParseError(true))
-	if err != nil {
-		return nil, fmt.Errorf("jwtverify: key set: %w", err)
-	}
-	return keysOf(set, allowPrivate)
-}
-
-func keysOf(set jwk.Set, allowPrivate bool) ([]*publicKey, error) {
-	var out []*publicKey
-	ctx := context.Background()
-	for it := set.Keys(ctx); it.Next(ctx); {
-		k, ok := it.Pair().Value.(jwk.Key)
-		if !ok {
-			continue
-		}
-		if pk, ok := convertKey(k, allowPrivate); ok {
-			out = append(out, pk)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errNoUsableKey
-	}
-	return out, nil
-}
-
-func convertKey(k jwk.Key, allowPrivate bool) (*publicKey, bool) {
-	if u := k.KeyUsage(); u != "" && u != string(jwk.ForSignature) {
-		return nil, false
-	}
-	if ops := k.KeyOps(); len(ops) > 0 {
-		verify := false
-		for _, op := range ops {
-			if op == jwk.KeyOpVerify {
-				verify = true
-			}
-		}
-		if !verify {
-			return nil, false
-		}
-	}
-	if alg := k.Algorithm().String(); alg != "" && !supportedAlgs[alg] {
-		return nil, false
-	}
-	var raw any
-	if err := k.Raw(&raw); err != nil {
-		return nil, false
-	}
-	var pub crypto.PublicKey
-	private := false
-	switch key := raw.(type) {
-	case *ecdsa.PublicKey:
-		pub = key
-	case *rsa.PublicKey:
-		pub = key
-	case ed25519.PublicKey:
-		pub = key
-	case *ecdsa.PrivateKey:
-		pub, private = &key.PublicKey, true
-	case *rsa.PrivateKey:
-		pub, private = &key.PublicKey, true
-	case ed25519.PrivateKey:
-		pub, private = key.Public(), true
-	default:
-		return nil, false
-	}
-	if private && !allowPrivate {
-		return nil, false
-	}
-	switch key := pub.(type) {
-	case *rsa.PublicKey:
-		if key.N.BitLen() < MinRSABits {
-			return nil, false
-		}
-	case *ecdsa.PublicKey:
-		switch key.Curve {
-		case elliptic.P256(), elliptic.P384(), elliptic.P521():
-		default:
-			return nil, false
-		}
-	}
-	return &publicKey{kid: k.KeyID(), alg: k.Algorithm().String(), pub: pub}, true
 }
 
 // sameKey reports whether two keys are the same key under the same id.

@@ -1,23 +1,37 @@
 package jwtverify
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"testing"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/malai-sec/malai/jwtverify/jwttest"
 )
 
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-
+// privateJWKS returns a JWK Set publishing k with its private member "d",
+// as a misconfigured issuer would.
 func privateJWKS(t *testing.T, k *jwttest.Key) string {
-	pk, err := jwk.FromRaw(k.Private)
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(k.JWK(t), &m); err != nil {
+		t.Fatal(err)
+	}
+	var d []byte
+	switch p := k.Private.(type) {
+	case *ecdsa.PrivateKey:
+		d = p.D.Bytes()
+	case ed25519.PrivateKey:
+		d = p.Seed()
+	case *rsa.PrivateKey:
+		d = p.D.Bytes()
+	}
+	m["d"] = base64.RawURLEncoding.EncodeToString(d)
+	b, err := json.Marshal(map[string]any{"keys": []any{m}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = pk.Set(jwk.KeyIDKey, k.KID)
-	s := jwk.NewSet()
-	_ = s.AddKey(pk)
-	b, _ := json.Marshal(s)
 	return string(b)
 }

@@ -84,7 +84,7 @@ func New(cfg Config) (*Verifier, error) {
 		for _, a := range is.Algorithms {
 			p.algs[a] = true
 		}
-		if is.Keys != nil {
+		if len(is.Keys) > 0 {
 			if p.keys, err = newStaticSource(&p.cfg); err != nil {
 				cancel()
 				return nil, err

@@ -1,24 +1,20 @@
 // Package jwttest mints signed test tokens and serves a JWK Set over
 // httptest, for tests of code that sits behind [jwtverify].
 //
-// It is for tests only: keys are generated per test and never persisted.
+// It is for tests only: keys are generated per test and never persisted,
+// and every failure ends the test. Outside tests (a development server, a
+// demo) use [devissuer], which this package wraps.
 //
 //	key := jwttest.NewKey(t, "ES256", "k1")
 //	srv := jwttest.NewServer(t, key)            // JWKS at srv.URL
 //	tok := key.Mint(t, jwttest.Claims("https://id.example", "ledger", "alice", time.Now()))
 //
 // [jwtverify]: https://pkg.go.dev/github.com/malai-sec/malai/jwtverify
+// [devissuer]: https://pkg.go.dev/github.com/malai-sec/malai/jwtverify/devissuer
 package jwttest
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -27,8 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/malai-sec/malai/jwtverify/devissuer"
 )
 
 // Key is a generated signing key with its JWS algorithm and key id.
@@ -38,55 +33,43 @@ type Key struct {
 	Private crypto.Signer
 }
 
-// NewKey generates a key for alg (ES256, EdDSA or RS256) with key id kid
-// ("" for none).
+func (k *Key) dev() *devissuer.Key { return &devissuer.Key{Alg: k.Alg, KID: k.KID, Private: k.Private} }
+
+// NewKey generates a key for alg (any of [devissuer.Algorithms]: ES256,
+// ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA) with key
+// id kid ("" for none).
 func NewKey(tb testing.TB, alg, kid string) *Key {
 	tb.Helper()
-	var (
-		k   crypto.Signer
-		err error
-	)
-	switch alg {
-	case "ES256":
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "EdDSA":
-		_, k, err = ed25519.GenerateKey(rand.Reader)
-	case "RS256":
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	default:
-		tb.Fatalf("jwttest: unsupported algorithm %q", alg)
-	}
+	k, err := devissuer.NewKey(alg, kid)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Key{Alg: alg, KID: kid, Private: k}
+	return &Key{Alg: k.Alg, KID: k.KID, Private: k.Private}
 }
 
-// JWK returns the public key as a jwk.Key with "kid", "alg" and use=sig.
-func (k *Key) JWK(tb testing.TB) jwk.Key {
+// JWK returns the public key as a JWK with "kid", "alg" and use=sig.
+func (k *Key) JWK(tb testing.TB) json.RawMessage {
 	tb.Helper()
-	pk, err := jwk.FromRaw(k.Private.Public())
+	j, err := k.dev().JWK()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if k.KID != "" {
-		_ = pk.Set(jwk.KeyIDKey, k.KID)
-	}
-	_ = pk.Set(jwk.AlgorithmKey, jwa.SignatureAlgorithm(k.Alg))
-	_ = pk.Set(jwk.KeyUsageKey, jwk.ForSignature)
-	return pk
+	return j
 }
 
-// Set returns a jwk.Set holding the public keys.
-func Set(tb testing.TB, keys ...*Key) jwk.Set {
+// Set returns a JWK Set document holding the public keys, for
+// jwtverify.Issuer.Keys.
+func Set(tb testing.TB, keys ...*Key) []byte {
 	tb.Helper()
-	s := jwk.NewSet()
-	for _, k := range keys {
-		if err := s.AddKey(k.JWK(tb)); err != nil {
-			tb.Fatal(err)
-		}
+	dev := make([]*devissuer.Key, len(keys))
+	for i, k := range keys {
+		dev[i] = k.dev()
 	}
-	return s
+	doc, err := devissuer.JWKS(dev...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return doc
 }
 
 // Claims returns the claims of a valid user access token: iss, aud, sub,
@@ -127,46 +110,22 @@ func (k *Key) Header() map[string]any {
 // key can produce; the header is used as is).
 func (k *Key) MintWith(tb testing.TB, header, claims map[string]any) string {
 	tb.Helper()
-	hb, err := json.Marshal(header)
+	tok, err := k.dev().Sign(header, claims)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cb, err := json.Marshal(claims)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k.SignRaw(tb, hb, cb)
+	return tok
 }
-
-var b64 = base64.RawURLEncoding
 
 // SignRaw signs the exact header and payload bytes, for tests that need
 // JSON encoding/json would not produce (duplicate keys, odd spacing).
 func (k *Key) SignRaw(tb testing.TB, header, payload []byte) string {
 	tb.Helper()
-	input := b64.EncodeToString(header) + "." + b64.EncodeToString(payload)
-	var sig []byte
-	var err error
-	switch p := k.Private.(type) {
-	case ed25519.PrivateKey:
-		sig = ed25519.Sign(p, []byte(input))
-	case *ecdsa.PrivateKey:
-		h := sha256.Sum256([]byte(input))
-		r, s, e := ecdsa.Sign(rand.Reader, p, h[:])
-		err = e
-		sig = make([]byte, 64)
-		if e == nil {
-			r.FillBytes(sig[:32])
-			s.FillBytes(sig[32:])
-		}
-	case *rsa.PrivateKey:
-		h := sha256.Sum256([]byte(input))
-		sig, err = rsa.SignPKCS1v15(rand.Reader, p, crypto.SHA256, h[:])
-	}
+	tok, err := k.dev().SignRaw(header, payload)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return input + "." + b64.EncodeToString(sig)
+	return tok
 }
 
 // Server serves a JWK Set on 127.0.0.1. Its keys, status and Cache-Control
@@ -209,11 +168,7 @@ func (s *Server) serve(w http.ResponseWriter, _ *http.Request) {
 // SetKeys replaces the published keys.
 func (s *Server) SetKeys(tb testing.TB, keys ...*Key) {
 	tb.Helper()
-	doc, err := json.Marshal(Set(tb, keys...))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.SetDocument(doc)
+	s.SetDocument(Set(tb, keys...))
 }
 
 // SetDocument publishes an arbitrary document.
