@@ -10,7 +10,10 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/lestrrat-go/jwx/v2 v2.1.7
-	github.com/malai-sec/malai v0.0.0
+	github.com/malai-sec/malai v0.1.0
+	github.com/malai-sec/malai/auditlog/pgstore v0.1.0
+	github.com/malai-sec/malai/correlation v0.1.0
+	github.com/malai-sec/malai/rbac v0.1.0
 	github.com/pquerna/otp v1.5.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/quic-go/quic-go v0.65.0
@@ -83,3 +86,9 @@ require (
 )
 
 replace github.com/malai-sec/malai => ../
+
+replace github.com/malai-sec/malai/rbac => ../rbac
+
+replace github.com/malai-sec/malai/correlation => ../correlation
+
+replace github.com/malai-sec/malai/auditlog/pgstore => ../auditlog/pgstore

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/quic-go/quic-go/http3"
 	"github.com/unrolled/secure"
 )
 
@@ -543,56 +542,6 @@ func TestConfigNotMutated(t *testing.T) {
 	if cfg.Default != (App{}) || cfg.HSTSMaxAge != 0 || cfg.Apps["web"].CSP != webPolicy {
 		t.Fatalf("New changed the caller's Config: %+v", cfg)
 	}
-}
-
-// The reference gateway's HTTP/3 wiring: a quic-go http3.Server on a UDP
-// port serves the same middleware, whose AltSvc hook is that server's
-// SetQUICHeaders. Over HTTP/3 the set is enforced too, and Alt-Svc names
-// the port the server listens on.
-func TestHTTP3ServerAndAltSvc(t *testing.T) {
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := udp.LocalAddr().(*net.UDPAddr).Port
-	h3 := &http3.Server{TLSConfig: http3.ConfigureTLSConfig(TLSConfig(&tls.Config{Certificates: testCerts(t)}))}
-	m := mustNew(t, Config{AltSvc: h3.SetQUICHeaders})
-	h3.Handler = m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		weaken(w.Header())
-		io.WriteString(w, r.Proto)
-	}))
-	served := make(chan error, 1)
-	go func() { served <- h3.Serve(udp) }()
-	t.Cleanup(func() {
-		h3.Close()
-		<-served
-	})
-
-	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // self-signed
-	defer tr.Close()
-	res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(fmt.Sprintf("https://127.0.0.1:%d/", port))
-	if err != nil {
-		t.Fatalf("HTTP/3 request: %v", err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if string(body) != "HTTP/3.0" {
-		t.Fatalf("served over %q", body)
-	}
-	checkSet(t, res.Header, strictSet())
-	if got := res.Header.Values("Alt-Svc"); len(got) != 1 || got[0] != fmt.Sprintf(`h3=":%d"; ma=2592000`, port) {
-		t.Fatalf("Alt-Svc %q", got)
-	}
-
-	// A server that listens nowhere yet: the hook fails and no Alt-Svc is
-	// sent, the rest of the set is.
-	m = mustNew(t, Config{AltSvc: (&http3.Server{}).SetQUICHeaders})
-	rec := httptest.NewRecorder()
-	m.Handler(http.NotFoundHandler()).ServeHTTP(rec, httptest.NewRequest("GET", "https://example.com/", nil))
-	if got := rec.Result().Header.Values("Alt-Svc"); len(got) != 0 {
-		t.Fatalf("Alt-Svc %q without a port", got)
-	}
-	checkSet(t, rec.Result().Header, strictSet())
 }
 
 // A handler that hijacks without WriteHeader and writes its own response

@@ -14,17 +14,17 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/pgstore"
-	"github.com/malai-sec/malai/internal/servicetest"
+	"github.com/malai-sec/malai/auditlog/pgstore/internal/pgtest"
 )
 
 const writers = 16
 
 var transfer = []byte(`{"from":"acc-1","to":"acc-2","amount":1250,"currency":"EUR"}`)
 
-func benchEnv(b *testing.B) (*pgstore.Store, *servicetest.Postgres) {
+func benchEnv(b *testing.B) (*pgstore.Store, *pgtest.Postgres) {
 	b.Helper()
 	ctx := context.Background()
-	pg := servicetest.NewPostgres(b)
+	pg := pgtest.NewPostgres(b)
 	conn, err := pg.Pool.Acquire(ctx)
 	if err != nil {
 		b.Fatal(err)

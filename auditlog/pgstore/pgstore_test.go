@@ -20,12 +20,13 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/pgstore"
+	"github.com/malai-sec/malai/auditlog/pgstore/internal/pgtest"
 	"github.com/malai-sec/malai/auditlog/storetest"
 	"github.com/malai-sec/malai/internal/servicetest"
 )
 
 type env struct {
-	pg     *servicetest.Postgres
+	pg     *pgtest.Postgres
 	owner  string
 	app    string
 	appDSN string
@@ -37,7 +38,7 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	pg := servicetest.NewPostgres(t)
+	pg := pgtest.NewPostgres(t)
 	u := servicetest.Unique()
 	e := &env{pg: pg, owner: "malai_audit_mig_" + u, app: "malai_audit_app_" + u, table: "audit_log"}
 	for _, q := range []string{
