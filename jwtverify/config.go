@@ -76,7 +76,9 @@ type Config struct {
 	// safe for concurrent use.
 	Observe func(context.Context, Event)
 
-	// OnRefresh, when set, is called after every key-set fetch attempt.
+	// OnRefresh, when set, is called after every key-set fetch attempt,
+	// once the fetch is over: a verification started after the call sees
+	// its result. It runs on the fetching goroutine; it must not block.
 	OnRefresh func(RefreshEvent)
 }
 

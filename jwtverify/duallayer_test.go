@@ -30,7 +30,7 @@ func TestDualLayer(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = v.Close() })
-		<-v.Ready()
+		waitReady(t, v)
 		return v
 	}
 	gwRec, svcRec := &recorder{}, &recorder{}
@@ -107,7 +107,7 @@ func TestDualLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ledgerOnly.Close()
-	<-ledgerOnly.Ready()
+	waitReady(t, ledgerOnly)
 	gwOnly := key.Mint(t, jwttest.Claims(testIss, "gateway", "alice", now))
 	if _, err := ledgerOnly.Verify(t.Context(), gwOnly); ReasonOf(err) != ReasonAudience {
 		t.Fatalf("gateway-audience token at the ledger: %v", err)

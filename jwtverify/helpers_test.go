@@ -93,3 +93,27 @@ func get(h http.Handler, path string, auth ...string) *httptest.ResponseRecorder
 	h.ServeHTTP(w, r)
 	return w
 }
+
+// recv returns the next value from ch, failing the test after testWait
+// instead of hanging it.
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testWait):
+		t.Fatal("timed out waiting for an event")
+		var zero T
+		return zero
+	}
+}
+
+// waitReady waits for v's first key sets, failing after testWait.
+func waitReady(t *testing.T, v *Verifier) {
+	t.Helper()
+	select {
+	case <-v.Ready():
+	case <-time.After(testWait):
+		t.Fatal("verifier never became ready")
+	}
+}

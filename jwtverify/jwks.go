@@ -207,7 +207,7 @@ func (s *keySource) beginLocked(trigger string) chan struct{} {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.fetch(trigger)
+		ev := s.fetch(trigger)
 		s.mu.Lock()
 		s.inflight = nil
 		s.mu.Unlock()
@@ -216,6 +216,12 @@ func (s *keySource) beginLocked(trigger string) chan struct{} {
 		case s.wake <- struct{}{}:
 		default:
 		}
+		// The hook runs once the fetch is over: a lookup it triggers (or
+		// one that follows it) sees the result and may start the next
+		// fetch instead of waiting on this finished one.
+		if s.hook != nil {
+			s.hook(ev)
+		}
 	}()
 	return ch
 }
@@ -223,8 +229,9 @@ func (s *keySource) beginLocked(trigger string) chan struct{} {
 var errStatus = errors.New("jwtverify: key set fetch: unexpected status")
 var errTooBig = errors.New("jwtverify: key set document too large")
 
-// fetch downloads and installs the key set, keeping the old one on error.
-func (s *keySource) fetch(trigger string) {
+// fetch downloads and installs the key set, keeping the old one on error,
+// and returns the event to report.
+func (s *keySource) fetch(trigger string) RefreshEvent {
 	s.fetches.Add(1)
 	keys, maxAge, err := s.download()
 	now := s.now()
@@ -254,9 +261,7 @@ func (s *keySource) fetch(trigger string) {
 	if at := s.fetchedAt.Load(); at != 0 {
 		ev.Age = time.Duration(now.UnixNano() - at)
 	}
-	if s.hook != nil {
-		s.hook(ev)
-	}
+	return ev
 }
 
 // merge keeps the *publicKey of keys that did not change (so cached

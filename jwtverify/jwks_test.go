@@ -227,7 +227,7 @@ func TestCacheControlWithinBounds(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer v.Close()
-			<-refresh
+			recv(t, refresh)
 			clock.Advance(tc.want - time.Second)
 			tok := k1.Mint(t, jwttest.Claims(testIss, testAud, "a", clock.Now()))
 			if _, err := v.Verify(context.Background(), tok); err != nil {
@@ -240,7 +240,7 @@ func TestCacheControlWithinBounds(t *testing.T) {
 			if _, err := v.Verify(context.Background(), tok); err != nil {
 				t.Fatal(err)
 			}
-			if e := <-refresh; e.Trigger != "schedule" || srv.Hits() != 2 {
+			if e := recv(t, refresh); e.Trigger != "schedule" || srv.Hits() != 2 {
 				t.Fatalf("no scheduled fetch at %v: %+v", tc.want, e)
 			}
 		})
@@ -280,7 +280,7 @@ func TestJWKSDocuments(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer v.Close()
-			e := <-refresh
+			e := recv(t, refresh)
 			if (e.Err == nil) != (tc.reason != ReasonKeysUnavailable) {
 				t.Fatalf("fetch result %v", e.Err)
 			}
@@ -339,7 +339,7 @@ func TestUnknownKIDWaitHonoursContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	<-v.Ready()
+	waitReady(t, v)
 	slow.Store(true)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -370,7 +370,7 @@ func TestReadyWaitsForFirstKeySet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	if e := <-refresh; e.Err == nil || e.Trigger != "start" || e.Keys != 0 {
+	if e := recv(t, refresh); e.Err == nil || e.Trigger != "start" || e.Keys != 0 {
 		t.Fatalf("start fetch %+v", e)
 	}
 	select {
@@ -382,7 +382,7 @@ func TestReadyWaitsForFirstKeySet(t *testing.T) {
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrKeysUnavailable) {
 		t.Fatalf("before keys: %v", err)
 	}
-	if e := <-refresh; e.Trigger != "no_keys" || e.Err == nil {
+	if e := recv(t, refresh); e.Trigger != "no_keys" || e.Err == nil {
 		t.Fatalf("fetch for a token without keys: %+v", e)
 	}
 	srv.SetStatus(http.StatusOK)
@@ -412,7 +412,7 @@ func TestIssuersAreIndependent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	<-v.Ready()
+	waitReady(t, v)
 	sa.SetStatus(http.StatusInternalServerError)
 	for i := range 20 {
 		h := ka.Header()
