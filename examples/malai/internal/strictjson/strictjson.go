@@ -1,0 +1,321 @@
+// Package strictjson decodes the reference system's request and queue
+// bodies so that what one component checks is exactly what another
+// executes.
+//
+// encoding/json alone lets one body mean two things: it matches member
+// names case-insensitively ({"amount":1000,"AMOUNT":3} fills Amount with
+// 3), lets the last of two duplicate members win while an inspector in
+// front (a WAF, a canonicaliser) may read the first or all of them, and
+// silently replaces invalid UTF-8 and unpaired UTF-16 surrogate escapes
+// with U+FFFD, so two different byte strings decode to one value.
+// [Decode] refuses all of these before anything is fingerprinted,
+// checked or queued:
+//
+//   - exactly one JSON value, nothing after it;
+//   - in every object, at any depth, no member name twice and no two names
+//     equal under Unicode case folding;
+//   - every member of a decoded struct named exactly (case-sensitively) as
+//     one of its fields' JSON names, no unknown member;
+//   - valid UTF-8 and no unpaired surrogate escape anywhere;
+//   - nesting at most [MaxDepth] levels.
+//
+// Bound the body before calling (http.MaxBytesReader): Decode reads all
+// it is given.
+//
+//	var req struct {
+//		From   string `json:"from"`
+//		Amount int64  `json:"amount"`
+//	}
+//	if err := strictjson.Decode(body, &req); err != nil {
+//		// 400: errors.Is(err, strictjson.ErrDuplicate) and the others
+//	}
+package strictjson
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxDepth bounds the nesting of arrays and objects.
+const MaxDepth = 32
+
+// Errors. Compare with errors.Is; the text never echoes the body.
+var (
+	ErrSyntax      = errors.New("strictjson: malformed JSON")
+	ErrTrailing    = errors.New("strictjson: data after the value")
+	ErrDuplicate   = errors.New("strictjson: duplicate member name")
+	ErrCaseVariant = errors.New("strictjson: member names differ only in case")
+	ErrUnknown     = errors.New("strictjson: unknown member")
+	ErrInvalidText = errors.New("strictjson: invalid UTF-8 or unpaired surrogate")
+	ErrDepth       = errors.New("strictjson: nested too deeply")
+	ErrType        = errors.New("strictjson: member of the wrong type")
+	ErrNotObject   = errors.New("strictjson: not a JSON object")
+)
+
+// Check reports whether b is one JSON value that satisfies every rule in
+// the package documentation except the match against a struct.
+func Check(b []byte) error {
+	if !utf8.Valid(b) {
+		return ErrInvalidText
+	}
+	if err := checkSurrogates(b); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := walk(dec, 0); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return ErrTrailing
+	}
+	return nil
+}
+
+// walk reads one value from dec, checking object member names.
+func walk(dec *json.Decoder, depth int) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return ErrSyntax
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return nil // a scalar
+	}
+	if depth >= MaxDepth {
+		return ErrDepth
+	}
+	switch d {
+	case '[':
+		for dec.More() {
+			if err := walk(dec, depth+1); err != nil {
+				return err
+			}
+		}
+	case '{':
+		exact := map[string]bool{}
+		folded := map[string]bool{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return ErrSyntax
+			}
+			name, ok := tok.(string)
+			if !ok {
+				return ErrSyntax
+			}
+			if exact[name] {
+				return ErrDuplicate
+			}
+			f := fold(name)
+			if folded[f] {
+				return ErrCaseVariant
+			}
+			exact[name], folded[f] = true, true
+			if err := walk(dec, depth+1); err != nil {
+				return err
+			}
+		}
+	default:
+		return ErrSyntax
+	}
+	if _, err := dec.Token(); err != nil { // the closing delimiter
+		return ErrSyntax
+	}
+	return nil
+}
+
+// fold maps s to a representative of its class under simple Unicode case
+// folding (the classes strings.EqualFold uses, which include the Kelvin
+// sign and the long s that encoding/json also matches).
+func fold(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		lo := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			lo = min(lo, f)
+		}
+		b.WriteRune(lo)
+	}
+	return b.String()
+}
+
+// checkSurrogates scans the string literals of b for \u escapes of UTF-16
+// surrogates that are not a high surrogate followed directly by a low one.
+func checkSurrogates(b []byte) error {
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !inString {
+			if c == '"' {
+				inString = true
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = false
+		case '\\':
+			if i+1 >= len(b) {
+				return nil // the decoder reports the syntax error
+			}
+			if b[i+1] != 'u' {
+				i++ // a two-byte escape such as \\ or \"
+				continue
+			}
+			r, ok := hex4(b, i+2)
+			if !ok {
+				return nil // the decoder reports it
+			}
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return ErrInvalidText // a low surrogate with no high one
+			case r >= 0xD800 && r <= 0xDBFF:
+				lo, ok := -1, i+6+1 < len(b) && b[i+6] == '\\' && b[i+7] == 'u'
+				if ok {
+					lo, ok = hex4(b, i+8)
+				}
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return ErrInvalidText
+				}
+				i += 11
+			default:
+				i += 5
+			}
+		}
+	}
+	return nil
+}
+
+func hex4(b []byte, at int) (int, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	v := 0
+	for _, c := range b[at : at+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | int(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | int(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			v = v<<4 | int(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
+}
+
+// Decode checks b ([Check]), then that it is an object whose members are
+// named exactly as v's fields (v is a pointer to a struct; nested structs
+// are checked the same way), and decodes it into v.
+func Decode(b []byte, v any) error {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("strictjson: Decode needs a non-nil pointer to a struct, got %T", v)
+	}
+	if err := Check(b); err != nil {
+		return err
+	}
+	trimmed := bytes.TrimLeft(b, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return ErrNotObject
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return ErrSyntax
+	}
+	if err := matchNames(raw, rv.Elem().Type()); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return ErrType
+	}
+	return nil
+}
+
+// matchNames checks that every member of obj names a field of t exactly,
+// and recurses into members whose field is a struct or a slice of them.
+func matchNames(obj map[string]json.RawMessage, t reflect.Type) error {
+	fields := jsonFields(t)
+	for name, val := range obj {
+		ft, ok := fields[name]
+		if !ok {
+			return ErrUnknown
+		}
+		if err := matchValue(val, ft); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func matchValue(val json.RawMessage, ft reflect.Type) error {
+	for ft.Kind() == reflect.Pointer {
+		ft = ft.Elem()
+	}
+	v := bytes.TrimLeft(val, " \t\r\n")
+	switch {
+	case ft.Kind() == reflect.Struct && len(v) > 0 && v[0] == '{':
+		var inner map[string]json.RawMessage
+		if err := json.Unmarshal(v, &inner); err != nil {
+			return ErrSyntax
+		}
+		return matchNames(inner, ft)
+	case ft.Kind() == reflect.Slice && len(v) > 0 && v[0] == '[':
+		et := ft.Elem()
+		for et.Kind() == reflect.Pointer {
+			et = et.Elem()
+		}
+		if et.Kind() != reflect.Struct {
+			return nil
+		}
+		var items []json.RawMessage
+		if err := json.Unmarshal(v, &items); err != nil {
+			return ErrSyntax
+		}
+		for _, it := range items {
+			if err := matchValue(it, et); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// jsonFields maps the exact JSON member names of t's exported fields to
+// their types, as encoding/json names them (tag name, else field name;
+// "-" skipped). Embedded structs are not used by the bodies decoded here
+// and are refused as unknown.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := make(map[string]reflect.Type, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() || f.Anonymous {
+			continue
+		}
+		name := f.Name
+		if tag, ok := f.Tag.Lookup("json"); ok {
+			n, _, _ := strings.Cut(tag, ",")
+			if n == "-" {
+				continue
+			}
+			if n != "" {
+				name = n
+			}
+		}
+		out[name] = f.Type
+	}
+	return out
+}
