@@ -4,15 +4,26 @@
 // It gives the idempotency guarantee within one process only. Replicas
 // behind a load balancer need a shared store (redisstore).
 //
-// # Bounds
+// # Bounds and sizing
 //
 // Records leave the store when their ExpiresAt passes (checked against the
-// now each call carries). When a new claim would take the store over
-// MaxBytes it is refused with [ErrFull] (the middleware answers 503): the
-// store never evicts a live record, because that would let a retry repeat
-// a side effect. When a completion does not fit, its body is dropped and
-// the record is kept as not replayable, so the operation still never runs
-// twice.
+// now each call carries). Each record counts about 320 bytes plus its key
+// (43), stored response headers and body against MaxBytes: a 300-byte JSON
+// response kept with its Content-Type costs about 700 bytes, so the
+// default 64 MiB holds roughly 95,000 such records, and a service that
+// completes N keyed requests a day at the default 24 h retention needs
+// MaxBytes of about N × 700 bytes.
+//
+// When a new claim would take the store over MaxBytes it is refused with
+// [ErrFull] (the middleware answers 503): by default the store never
+// evicts a live record, because that would let a retry repeat a side
+// effect. A caller that keeps its own durable record of every outcome (a
+// ledger that writes each key and result into its audit chain and checks
+// the chain before acting) sets Config.EvictCompleted: a full store then
+// drops the completed records that expire soonest to make room, and only
+// in-flight claims can fill it. When a completion does not fit, its body
+// is dropped and the record is kept as not replayable, so the operation
+// still never runs twice.
 package memstore
 
 import (
@@ -45,18 +56,26 @@ type Config struct {
 	// headers, bodies and a fixed per-record overhead). Default
 	// [DefaultMaxBytes].
 	MaxBytes int64
+	// EvictCompleted loosens the default: when a new claim does not fit,
+	// the completed records that expire soonest are evicted to make room
+	// (in-flight claims never are). A retry of an evicted key runs the
+	// operation again as far as this store knows, so set it only when the
+	// operation itself remembers its outcome durably and checks it.
+	EvictCompleted bool
 }
 
 // Store is an in-memory idempotency store. Build it with [New]; it is safe
 // for concurrent use.
 type Store struct {
-	max int64
+	max   int64
+	evict bool
 
-	mu     sync.Mutex
-	m      map[string]*entry
-	exp    expiryHeap
-	bytes  int64
-	closed bool
+	mu      sync.Mutex
+	m       map[string]*entry
+	exp     expiryHeap
+	bytes   int64
+	evicted int64
+	closed  bool
 }
 
 type entry struct {
@@ -74,7 +93,7 @@ func New(cfg Config) (*Store, error) {
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
-	return &Store{max: cfg.MaxBytes, m: make(map[string]*entry)}, nil
+	return &Store{max: cfg.MaxBytes, evict: cfg.EvictCompleted, m: make(map[string]*entry)}, nil
 }
 
 const overhead = 256
@@ -110,7 +129,7 @@ func (s *Store) Claim(ctx context.Context, key string, rec idempotency.Record, n
 	}
 	rec.Result = idempotency.Result{}
 	e := &entry{rec: rec, size: sizeOf(key, &rec)}
-	if !s.fits(old, e.size+itemCost) {
+	if !s.fits(old, e.size+itemCost) && (!s.evict || !s.evictFor(key, old, e.size+itemCost)) {
 		return idempotency.Record{}, false, ErrFull
 	}
 	s.put(key, old, e)
@@ -210,6 +229,38 @@ func (s *Store) held(key string, rec *idempotency.Record) (*entry, error) {
 		return nil, idempotency.ErrLeaseLost
 	}
 	return old, nil
+}
+
+// evictFor drops completed records, soonest to expire first, until size
+// more bytes fit. Heap items of in-flight records are set aside and put
+// back. It reports whether the claim fits now.
+func (s *Store) evictFor(key string, old *entry, size int64) bool {
+	var keep []expiry
+	for !s.fits(old, size) && len(s.exp) > 0 {
+		it := heap.Pop(&s.exp).(expiry)
+		cur := s.m[it.key]
+		switch {
+		case cur == nil || !cur.rec.ExpiresAt.Equal(it.at):
+			s.bytes -= itemCost // stale item: its record was re-dated or removed
+		case it.key == key || cur.rec.State == idempotency.StateInFlight:
+			keep = append(keep, it)
+		default:
+			delete(s.m, it.key)
+			s.bytes -= cur.size + itemCost
+			s.evicted++
+		}
+	}
+	for _, it := range keep {
+		heap.Push(&s.exp, it)
+	}
+	return s.fits(old, size)
+}
+
+// Evicted reports how many completed records EvictCompleted has dropped.
+func (s *Store) Evicted() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.evicted
 }
 
 func (s *Store) fits(old *entry, size int64) bool {

@@ -101,3 +101,71 @@ func TestNewRejectsNegative(t *testing.T) {
 		t.Fatal("New accepted a negative MaxBytes")
 	}
 }
+
+// With EvictCompleted a full store makes room by dropping the completed
+// records that expire soonest; in-flight claims are never dropped, and a
+// store full of them still refuses.
+func TestEvictCompleted(t *testing.T) {
+	ctx := context.Background()
+	s, err := memstore.New(memstore.Config{MaxBytes: 8192, EvictCompleted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	complete := func(key string, r idempotency.Record, at time.Time) {
+		t.Helper()
+		r.State = idempotency.StateCompleted
+		r.LeaseUntil = time.Time{}
+		r.ExpiresAt = at.Add(time.Hour)
+		r.Result = idempotency.Result{Status: 201, Body: []byte(`{"ok":true}`)}
+		if err := s.Complete(ctx, key, r, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fill the store with completed records, oldest first.
+	var keys []string
+	for i := 0; ; i++ {
+		at := now.Add(time.Duration(i) * time.Second)
+		key := "done-" + string(rune('a'+i%26)) + string(rune('0'+i/26))
+		r, ok, err := s.Claim(ctx, key, rec(1, at), at)
+		if err != nil || !ok {
+			t.Fatalf("claim %d: %v %v", i, ok, err)
+		}
+		complete(key, r, at)
+		keys = append(keys, key)
+		if s.Evicted() > 0 {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("store never filled")
+		}
+	}
+	// The oldest completed record went first; the newest is still there.
+	first, ok, err := s.Claim(ctx, keys[0], rec(2, now.Add(time.Hour/2)), now.Add(time.Hour/2))
+	if err != nil || !ok || first.Token != 1 {
+		t.Fatalf("oldest record still held: claim = %v %v token %d", ok, err, first.Token)
+	}
+	last := keys[len(keys)-2]
+	if got, ok, err := s.Claim(ctx, last, rec(3, now), now); err != nil || ok || got.State != idempotency.StateCompleted {
+		t.Fatalf("a recent completed record was evicted: %v %v %v", ok, err, got.State)
+	}
+
+	// In-flight claims are never evicted: a store holding only claims is
+	// full.
+	s2, _ := memstore.New(memstore.Config{MaxBytes: 4096, EvictCompleted: true})
+	held := 0
+	for ; held < 1000; held++ {
+		if _, _, err := s2.Claim(ctx, "inflight-"+string(rune(held+64)), rec(1, now), now); err != nil {
+			if !errors.Is(err, memstore.ErrFull) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if held == 0 || held == 1000 || s2.Evicted() != 0 {
+		t.Fatalf("in-flight claims: %d held, %d evicted", held, s2.Evicted())
+	}
+	if _, ok, err := s2.Claim(ctx, "inflight-"+string(rune(64)), rec(9, now), now); err != nil || ok {
+		t.Fatalf("an in-flight claim was evicted: %v %v", ok, err)
+	}
+}
