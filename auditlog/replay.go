@@ -11,7 +11,8 @@ import (
 // Replay reads src from the first row, checks every row (payload opens,
 // leaf hash recomputes, sequence and prev_hash link) and calls fold with
 // each event in order. ring opens sealed payloads; it may be nil for a
-// plaintext log. It returns the head it verified. A row that fails a check
+// plaintext log. It returns the head it verified and folded: on an error,
+// the head of the last row before the one that failed. A row that fails a check
 // stops the replay with an error wrapping ErrTampered; an error from fold
 // stops it and is returned as is.
 //
@@ -40,10 +41,12 @@ func replayFrom(ctx context.Context, src Store, ring *keyring.Ring, from Head, f
 		if err != nil {
 			return err
 		}
-		head = Head{Size: r.Seq + 1, Last: r.Hash}
 		if fold != nil {
-			return fold(r.event(p))
+			if err := fold(r.event(p)); err != nil {
+				return err
+			}
 		}
+		head = Head{Size: r.Seq + 1, Last: r.Hash}
 		return nil
 	})
 	return head, err

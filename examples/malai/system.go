@@ -323,7 +323,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			return nil, err
 		}
 	} else {
-		ms, err := idemmem.New(idemmem.Config{})
+		// The ledger keeps every outcome in its chain: completed records
+		// may be evicted when the store is full.
+		ms, err := idemmem.New(idemmem.Config{EvictCompleted: true})
 		if err != nil {
 			return nil, err
 		}
@@ -340,12 +342,13 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	s.LedgerURL = ldURL
 	s.Ledger, err = ledger.New(ctx, ledger.Config{
-		Verifier: ledgerV, Audit: s.Audit, Idempotency: idemStore, Queue: q,
+		Verifier: ledgerV, Audit: s.Audit, Idempotency: idemStore, Queue: q, JobKeys: ring,
 		PolicyFile: filepath.Join(o.DataDir, "ledger-policy.csv"), Logger: ldT.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.onClose(s.Ledger.Close)
 	ldH, err := s.service(ldT, s.Ledger.Handler())
 	if err != nil {
 		return nil, err

@@ -138,6 +138,12 @@ func (f *Fixture) NewCustomer(ctx context.Context, label string) (*User, error) 
 	if err := f.OpenAccount(ctx, u, "acc-"+f.run+"-"+hex.EncodeToString(b[:])); err != nil {
 		return nil, err
 	}
+	// Accounts open at zero; a teller funds them.
+	if f.Local != nil {
+		if err := f.Local.Deposit(ctx, u.Account, 10000, "fund-"+u.Account); err != nil {
+			return nil, fmt.Errorf("fund %s: %w", u.Account, err)
+		}
+	}
 	return u, nil
 }
 

@@ -138,6 +138,9 @@ type Local interface {
 	// AuditorToken is a service token with the ledger's audit scope,
 	// minted for the pass's own client.
 	AuditorToken(ctx context.Context) (string, error)
+	// Deposit credits amount to account as a teller would, once per key
+	// (accounts open at zero).
+	Deposit(ctx context.Context, account string, amount int64, key string) error
 	// Checkpoint makes the audit log sign a checkpoint of its head now.
 	Checkpoint(ctx context.Context) error
 	// AuditVerifier names the audit log and verifies its checkpoints.

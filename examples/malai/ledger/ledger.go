@@ -1,32 +1,16 @@
-// Package ledger is the ledger domain of the Malai reference system:
-// accounts and transfers whose every change is an event in the audit
-// chain, so that balances are a fold of the chain.
-//
-// Each request is verified again here (the second JWT layer: signature,
-// expiry, audience, issuer, token class), authorised by Casbin RBAC on the
-// route pattern, and every write carries an Idempotency-Key. The
-// asynchronous path puts the same key, and a job signed by the ledger, on
-// the queue; the worker hands both back on an internal route that accepts
-// only service tokens, and the ledger runs the job under the record key a
-// synchronous retry would meet, so one key has one effect whichever path
-// runs first.
 package ledger
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -37,8 +21,8 @@ import (
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
 	"github.com/malai-sec/malai/idempotency"
-	"github.com/malai-sec/malai/internal/reqid"
 	"github.com/malai-sec/malai/jwtverify"
+	"github.com/malai-sec/malai/keyring"
 	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/rbac"
 )
@@ -51,103 +35,253 @@ const (
 	ScopeAudit    = "ledger:audit"
 )
 
-// SyncTransferPattern is the route whose idempotency records the worker
-// shares.
+// Roles the ledger's policy grants (Casbin "g" lines in the policy file).
+const (
+	RoleTeller  = "role:teller"
+	RoleAuditor = "role:auditor"
+)
+
+// SyncTransferPattern is the route whose Idempotency-Key scope the
+// asynchronous route shares: one key names one transfer whichever path
+// carries it.
 const SyncTransferPattern = "POST /v1/transfers"
+
+// Defaults.
+const (
+	DefaultRetention      = 24 * time.Hour
+	DefaultJobTTL         = time.Hour
+	DefaultMaxPendingJobs = 10_000
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultCommitTimeout  = 10 * time.Second
+	DefaultRepublishAfter = time.Minute
+	DefaultPumpInterval   = 5 * time.Second
+	maxBody               = 16 << 10
+)
 
 //go:embed policy.csv
 var defaultPolicy embed.FS
+
+// Faults switch single guarantees off, for the tests and evidence checks
+// that must show each guarantee's check failing without it. [New] refuses
+// any fault outside a test binary.
+type Faults struct {
+	// ForgetKeys: a key's outcome is not recorded in, nor recovered from,
+	// the chain; only the idempotency store remembers it.
+	ForgetKeys bool
+	// AppendOnRequestContext: the append runs on the request's context,
+	// unconditionally, and is not read back when it fails.
+	AppendOnRequestContext bool
+	// NoJobStatus: GET /v1/jobs/{id} never reports an outcome.
+	NoJobStatus bool
+}
+
+func (f Faults) any() bool { return f.ForgetKeys || f.AppendOnRequestContext || f.NoJobStatus }
 
 // Config configures the ledger.
 type Config struct {
 	// Verifier is the ledger's own JWT verifier (the second layer).
 	Verifier *jwtverify.Verifier
-	// Audit is the hash-chained log every ledger event is appended to.
+	// Audit is the hash-chained log every ledger event is appended to: the
+	// ledger's system of record. The ledger does not close it.
 	Audit *auditlog.Log
-	// Idempotency keeps Idempotency-Key records.
+	// Idempotency keeps Idempotency-Key records: the fast path for replays
+	// and the lease that answers 409 to a concurrent duplicate. The chain
+	// remains the authority (see the package documentation). With the
+	// in-memory store, build it with memstore.Config.EvictCompleted.
 	Idempotency idempotency.Store
-	// Queue carries asynchronous transfers to the worker.
+	// Queue carries accepted asynchronous transfers to the worker.
 	Queue queue.Queue
+	// JobKeys authenticates queued jobs (a MAC under the ring's current
+	// key, whose id travels with it): persisted and shared by every ledger
+	// replica, so jobs queued before a restart or a rotation still verify.
+	JobKeys *keyring.Ring
 	// PolicyFile is the Casbin policy (CSV). Created with the default
 	// policy when missing; Reload re-reads it.
 	PolicyFile string
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Shared is set when other ledger processes append to the same chain
+	// (PostgreSQL with several replicas): reads catch up with the chain
+	// first. Writes are always conditional on the chain's head.
+	Shared bool
+	// Retention is how long a key's first outcome is kept (in the
+	// idempotency store and in the chain's key index). Default 24 h.
+	Retention time.Duration
+	// JobTTL is how long an accepted job may wait before it expires and
+	// fails. Default one hour; at most Retention.
+	JobTTL time.Duration
+	// MaxPendingJobs bounds the jobs accepted and not yet run; beyond it
+	// the asynchronous route answers 503 with Retry-After. Default 10,000.
+	MaxPendingJobs int
+	// RequestTimeout bounds how long a write waits to be planned. Default
+	// 10 s. A write already in an append waits for the append to end.
+	RequestTimeout time.Duration
+	// CommitTimeout bounds one append and one read-back. Default 10 s.
+	CommitTimeout time.Duration
+	// RepublishAfter is how long a job may go without being (re)published
+	// to the queue before the ledger publishes it again. Default 1 min.
+	RepublishAfter time.Duration
+	// PumpInterval is how often pending jobs are checked for expiry and
+	// republication. Default 5 s.
+	PumpInterval time.Duration
+	// Faults switch guarantees off; tests only.
+	Faults Faults
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Verifier == nil || c.Audit == nil || c.Idempotency == nil || c.Queue == nil || c.JobKeys == nil || c.PolicyFile == "" {
+		return c, errors.New("ledger: Verifier, Audit, Idempotency, Queue, JobKeys and PolicyFile are required")
+	}
+	if c.Faults.any() && !testingBinary() {
+		return c, errors.New("ledger: Faults are for tests only")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Retention, DefaultRetention)
+	def(&c.JobTTL, DefaultJobTTL)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	def(&c.CommitTimeout, DefaultCommitTimeout)
+	def(&c.RepublishAfter, DefaultRepublishAfter)
+	def(&c.PumpInterval, DefaultPumpInterval)
+	if c.JobTTL > c.Retention {
+		return c, fmt.Errorf("ledger: JobTTL %v is longer than Retention %v", c.JobTTL, c.Retention)
+	}
+	if c.MaxPendingJobs <= 0 {
+		c.MaxPendingJobs = DefaultMaxPendingJobs
+	}
+	return c, nil
 }
 
 // Service is the ledger. It is safe for concurrent use.
 type Service struct {
-	cfg    Config
-	book   *book.Book
-	writeM sync.Mutex // serialises plan → append → apply
-	authz  *rbac.Middleware
-	idem   *idempotency.Middleware
-	jobKey ed25519.PrivateKey
-	log    *slog.Logger
-	h      http.Handler
+	cfg   Config
+	book  *book.Book
+	seq   *sequencer
+	authz *rbac.Middleware
+	idem  *idempotency.Middleware
+	run   *idempotency.Runner
+	pump  *pump
+	log   *slog.Logger
+	h     http.Handler
+
+	closeOnce sync.Once
 }
 
-// New replays the audit chain into balances and builds the routes.
+// New replays the audit chain into balances, completed keys and jobs,
+// and starts the ledger's writer. Close stops it.
 func New(ctx context.Context, cfg Config) (*Service, error) {
-	if cfg.Verifier == nil || cfg.Audit == nil || cfg.Idempotency == nil || cfg.Queue == nil || cfg.PolicyFile == "" {
-		return nil, errors.New("ledger: Verifier, Audit, Idempotency, Queue and PolicyFile are required")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	s := &Service{cfg: cfg, book: book.New(), log: cfg.Logger}
-	head, err := cfg.Audit.Replay(ctx, func(e auditlog.Event) error { return s.book.Apply(e.Type, e.Payload) })
-	if err != nil {
-		return nil, fmt.Errorf("ledger: replay audit chain: %w", err)
-	}
-	s.log.Info("ledger: balances rebuilt from the audit chain", "events", head.Size)
-
-	if _, err := os.Stat(cfg.PolicyFile); errors.Is(err, os.ErrNotExist) {
-		b, _ := defaultPolicy.ReadFile("policy.csv")
-		if err := os.MkdirAll(filepath.Dir(cfg.PolicyFile), 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(cfg.PolicyFile, b, 0o644); err != nil {
-			return nil, err
-		}
-	}
-	enf, err := rbac.NewFileEnforcer(rbac.RBAC, cfg.PolicyFile)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: policy: %w", err)
-	}
-	// "g, user:*, role:customer": every signed-in user is a customer.
-	enf.AddNamedMatchingFunc("g", "KeyMatch", util.KeyMatch)
-	if err := enf.LoadPolicy(); err != nil {
-		return nil, fmt.Errorf("ledger: policy: %w", err)
-	}
-	s.authz, err = rbac.New(rbac.Config{Enforcer: enf, Subject: Subject, OnDecision: s.onDecision})
+	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	s := &Service{cfg: cfg, book: book.New(cfg.Retention), log: cfg.Logger}
+	head, err := cfg.Audit.Replay(ctx, func(e auditlog.Event) error { return s.book.Apply(e.Seq, e.Time, e.Type, e.Payload) })
+	if err != nil {
+		return nil, fmt.Errorf("ledger: replay audit chain: %w", err)
+	}
+	s.log.Info("ledger: state rebuilt from the audit chain", "rows", head.Size, "keys", s.book.Keys(), "pending_jobs", s.book.Pending())
+
+	if err := s.loadPolicy(); err != nil {
+		return nil, err
+	}
 	s.idem, err = idempotency.New(idempotency.Config{
-		Store:        cfg.Idempotency,
-		Principal:    Subject,
-		Canonicalize: idempotency.CanonicalJSON,
-		MaxBodyBytes: 16 << 10,
-		Now:          cfg.Now,
-		Logger:       cfg.Logger,
+		Store: cfg.Idempotency, Principal: Subject, Now: cfg.Now, Logger: cfg.Logger, Retention: cfg.Retention,
 	})
 	if err != nil {
 		return nil, err
 	}
-	_, s.jobKey, err = ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
+	s.run = s.idem.Runner()
+	s.seq = &sequencer{
+		log: cfg.Audit, book: s.book, logger: cfg.Logger, now: cfg.Now, shared: cfg.Shared, faults: cfg.Faults,
+		commitTimeout: cfg.CommitTimeout, jobTTL: cfg.JobTTL, maxPendingJobs: cfg.MaxPendingJobs,
+		in: make(chan *op, 4*maxOpsPerBatch), stop: make(chan struct{}), head: head,
 	}
+	s.seq.start()
+	s.pump = newPump(s)
+	s.pump.start()
 	s.h = s.routes()
 	return s, nil
 }
 
-// Subject maps verified claims to the RBAC subject: "user:<name>" for
-// user tokens, "service:<client_id>" for service tokens.
+func (s *Service) loadPolicy() error {
+	if _, err := os.Stat(s.cfg.PolicyFile); errors.Is(err, os.ErrNotExist) {
+		b, _ := defaultPolicy.ReadFile("policy.csv")
+		if err := os.MkdirAll(filepath.Dir(s.cfg.PolicyFile), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(s.cfg.PolicyFile, b, 0o600); err != nil {
+			return err
+		}
+	}
+	enf, err := rbac.NewFileEnforcer(rbac.RBAC, s.cfg.PolicyFile)
+	if err != nil {
+		return fmt.Errorf("ledger: policy: %w", err)
+	}
+	// "g, user:*, role:customer": every signed-in user is a customer.
+	enf.AddNamedMatchingFunc("g", "KeyMatch", util.KeyMatch)
+	if err := enf.LoadPolicy(); err != nil {
+		return fmt.Errorf("ledger: policy: %w", err)
+	}
+	s.authz, err = rbac.New(rbac.Config{Enforcer: enf, Subject: Subject, OnDecision: s.onDecision})
+	return err
+}
+
+// Close stops the ledger's writer and job pump. Requests still waiting are
+// answered 503; appends in progress finish first.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		s.pump.close()
+		s.seq.close()
+	})
+	return nil
+}
+
+// Health reports why the ledger cannot write (the chain store unreachable,
+// or a chain that does not fold), or nil when it can.
+func (s *Service) Health() error {
+	if err := s.seq.health(); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	return nil
+}
+
+// GrantRole adds "g, subject, role" to the policy file and the live
+// policy (the demo seeding grants role:teller and role:auditor this way).
+func GrantRole(policyFile, subject, role string) error {
+	if subject == "" || role == "" || !validPolicyToken(subject) || !validPolicyToken(role) {
+		return errors.New("ledger: invalid subject or role")
+	}
+	f, err := os.OpenFile(policyFile, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "g, %s, %s\n", subject, role)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func validPolicyToken(s string) bool {
+	for _, c := range s {
+		if c == ',' || c == '\n' || c == '\r' || c == '"' || c == ' ' {
+			return false
+		}
+	}
+	return true
+}
+
+// Subject maps verified claims to the RBAC subject: the user's subject
+// for user tokens, "service:<client_id>" for service tokens.
 func Subject(r *http.Request) (string, bool) {
 	c, ok := jwtverify.FromContext(r.Context())
 	if !ok {
@@ -175,26 +309,31 @@ func (s *Service) Reload() error { return s.authz.Reload() }
 // Handler serves the ledger's routes.
 func (s *Service) Handler() http.Handler { return s.h }
 
-// Balances returns the live balances (for the evidence pass).
+// Balances returns the live balances.
 func (s *Service) Balances() map[string]int64 { return s.book.Balances() }
 
 func (s *Service) routes() http.Handler {
 	v := s.cfg.Verifier
-	user := func(scope string, h http.Handler) http.Handler {
+	user := func(scope string, h http.HandlerFunc) http.Handler {
 		return v.RequireUser(scope)(s.authz.Handler(h))
 	}
-	service := func(scope string, h http.Handler) http.Handler {
+	service := func(scope string, h http.HandlerFunc) http.Handler {
 		return v.RequireService(scope)(s.authz.Handler(h))
 	}
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/accounts", user(ScopeWrite, http.HandlerFunc(s.openAccount)))
-	mux.Handle("GET /v1/accounts", user(ScopeRead, http.HandlerFunc(s.listAccounts)))
-	mux.Handle("GET /v1/accounts/{id}", user(ScopeRead, http.HandlerFunc(s.getAccount)))
-	mux.Handle(SyncTransferPattern, user(ScopeWrite, s.idem.Handler(http.HandlerFunc(s.transfer))))
-	mux.Handle("POST /v1/transfers/async", user(ScopeWrite, s.idem.Handler(http.HandlerFunc(s.transferAsync))))
-	mux.Handle("POST /internal/v1/transfers", service(ScopeTransfer, http.HandlerFunc(s.runJob)))
-	mux.Handle("GET /internal/v1/audit/sample", service(ScopeAudit, http.HandlerFunc(s.auditSample)))
-	mux.Handle("GET /internal/v1/audit/replay", service(ScopeAudit, http.HandlerFunc(s.auditReplay)))
+	mux.Handle("POST /v1/accounts", user(ScopeWrite, s.openAccount))
+	mux.Handle("GET /v1/accounts", user(ScopeRead, s.listAccounts))
+	mux.Handle("GET /v1/accounts/{id}", user(ScopeRead, s.getAccount))
+	mux.Handle("GET /v1/accounts/{id}/transfers", user(ScopeRead, s.listTransfers))
+	mux.Handle("POST /v1/deposits", user(ScopeWrite, s.deposit))
+	mux.Handle(SyncTransferPattern, user(ScopeWrite, s.transfer))
+	mux.Handle("POST /v1/transfers/async", user(ScopeWrite, s.transferAsync))
+	mux.Handle("GET /v1/jobs/{id}", user(ScopeRead, s.getJob))
+	mux.Handle("GET /v1/audit/verify", user(ScopeRead, s.auditVerify))
+	mux.Handle("POST /internal/v1/transfers", service(ScopeTransfer, s.runJob))
+	mux.Handle("GET /internal/v1/audit/sample", service(ScopeAudit, s.auditSample))
+	mux.Handle("GET /internal/v1/audit/replay", service(ScopeAudit, s.auditReplay))
+	mux.Handle("GET /internal/v1/audit/verify", service(ScopeAudit, s.auditVerify))
 	// RecordPattern hands the matched route to the correlation middleware
 	// outside, for logs, spans and metrics.
 	return v.Handler(correlation.RecordPattern(mux))
@@ -206,17 +345,27 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// The problems the ledger answers with (slugs in docs/problems.md).
 var (
-	errBadJSON = problem.Problem{Status: http.StatusBadRequest, Type: "invalid-body", Title: "Invalid request body",
-		Detail: "The body must be one JSON object with the documented fields."}
-	errNotFound = problem.Problem{Status: http.StatusNotFound, Type: "not-found", Title: "Not found"}
+	problemBadJSON = problem.Problem{Status: http.StatusBadRequest, Type: "invalid-body", Title: "Invalid request body",
+		Detail: "The body must be one JSON object with exactly the documented members: no duplicate or case-variant names, no unknown members, valid UTF-8."}
+	problemBodyTooLarge = problem.Problem{Status: http.StatusRequestEntityTooLarge, Type: "body-too-large", Title: "Request body too large"}
+	problemNotFound     = problem.Problem{Status: http.StatusNotFound, Type: "not-found", Title: "Not found"}
+	problemJobExpired   = problem.Problem{Status: http.StatusGone, Type: "job-expired", Title: "Job expired",
+		Detail: "The asynchronous transfer was not run before it expired; nothing was transferred."}
+	problemQueueFull = problem.Problem{Status: http.StatusServiceUnavailable, Type: "queue-full", Title: "Too many pending transfers",
+		Detail: "The queue of asynchronous transfers is full; retry later with the same Idempotency-Key."}
+	problemForgedJob = problem.Problem{Status: http.StatusForbidden, Type: "forbidden", Title: "Forbidden",
+		Detail: "The job was not issued by this ledger."}
 )
+
+var errQueueFull = errors.New("ledger: job queue full")
 
 func bookProblem(err error) problem.Problem {
 	switch {
 	case errors.Is(err, book.ErrInvalid):
-		return problem.Problem{Status: 422, Type: "invalid-transfer", Title: "Invalid transfer",
-			Detail: "Check the account ids (3-64 of a-z, 0-9, '-', '_') and that the amount is positive."}
+		return problem.Problem{Status: 422, Type: "invalid-transfer", Title: "Invalid request",
+			Detail: "Check the account ids (3-64 of a-z, 0-9, '-', '_'), that they differ, and that the amount is between 1 and " + strconv.Itoa(book.MaxAmount) + "."}
 	case errors.Is(err, book.ErrNoAccount), errors.Is(err, book.ErrNotOwner):
 		// Someone else's account looks exactly like a missing one.
 		return problem.Problem{Status: 404, Type: "not-found", Title: "Not found", Detail: "No such account."}
@@ -224,266 +373,102 @@ func bookProblem(err error) problem.Problem {
 		return problem.Problem{Status: 422, Type: "insufficient-funds", Title: "Insufficient funds"}
 	case errors.Is(err, book.ErrAccountExists):
 		return problem.Problem{Status: 409, Type: "account-exists", Title: "Account already exists"}
+	case errors.Is(err, book.ErrTooMany):
+		return problem.Problem{Status: 409, Type: "too-many-accounts", Title: "Too many accounts",
+			Detail: "One customer may open at most " + strconv.Itoa(book.MaxAccountsPerOwner) + " accounts."}
 	}
 	return problem.Internal
 }
 
-// decode reads one JSON object with only known fields.
-func decode(r io.Reader, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r, 16<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return false
+// problemOutcome renders p as a stored response body: the same members
+// problem.Write sends, written even when the client has gone, so the
+// record a retry replays is the problem and never an empty 200.
+func problemOutcome(p problem.Problem, cid string) outcome {
+	b := map[string]any{"type": problem.TypeURI(p.Type), "title": p.Title, "status": p.Status}
+	if p.Detail != "" {
+		b["detail"] = p.Detail
 	}
-	_, err := dec.Token()
-	return errors.Is(err, io.EOF)
+	if cid != "" {
+		b["correlation_id"] = cid
+	}
+	body, _ := json.Marshal(b)
+	return outcome{status: p.Status, header: http.Header{"Content-Type": {problem.ContentType}}, body: body}
 }
 
-// append writes one event to the audit chain (durably) and folds it. The
-// row's actor is the ledger itself; the user who asked is inside the
-// payload ("owner", "by"), which is sealed at rest, so no user name is
-// written to disk in plaintext.
-func (s *Service) append(ctx context.Context, typ string, payload any) error {
-	b, err := json.Marshal(payload)
-	if err != nil {
-		return err
-	}
-	cid, _ := reqid.FromContext(ctx)
-	if _, err := s.cfg.Audit.Append(ctx, auditlog.Event{Type: typ, Actor: "service:ledger", CorrelationID: cid, Payload: b}); err != nil {
-		return fmt.Errorf("ledger: audit append: %w", err)
-	}
-	return s.book.Apply(typ, b)
+func correlationID(ctx context.Context) string {
+	id, _ := correlation.IDFromContext(ctx)
+	return id
 }
 
-func (s *Service) openAccount(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		ID string `json:"id"`
+// sync makes the book current with the chain before a read, when other
+// replicas write to it.
+func (s *Service) sync(r *http.Request) bool {
+	if !s.cfg.Shared {
+		return true
 	}
-	if !decode(r.Body, &req) {
-		problem.Write(w, r, errBadJSON)
-		return
-	}
-	sub, _ := Subject(r)
-	s.writeM.Lock()
-	defer s.writeM.Unlock()
-	ev, err := s.book.OpenAccount(req.ID, sub)
-	if err != nil {
-		problem.Write(w, r, bookProblem(err))
-		return
-	}
-	if err := s.append(r.Context(), book.TypeAccountOpened, ev); err != nil {
-		s.log.ErrorContext(r.Context(), "ledger: open account", "error", err.Error())
-		problem.Write(w, r, problem.Unavailable)
-		return
-	}
-	a, _ := s.book.Account(req.ID)
-	writeJSON(w, http.StatusCreated, a)
+	out := s.seq.submit(newOp(opSync), s.cfg.RequestTimeout)
+	return out.err == nil
+}
+
+func (s *Service) writeUnavailable(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", "1")
+	problem.Write(w, r, problem.Unavailable)
 }
 
 func (s *Service) listAccounts(w http.ResponseWriter, r *http.Request) {
+	if !s.sync(r) {
+		s.writeUnavailable(w, r)
+		return
+	}
 	sub, _ := Subject(r)
-	writeJSON(w, http.StatusOK, map[string]any{"accounts": s.book.Accounts(sub)})
+	accts := s.book.Accounts(sub)
+	if accts == nil {
+		accts = []book.Account{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"accounts": accts})
 }
 
-func (s *Service) getAccount(w http.ResponseWriter, r *http.Request) {
+func (s *Service) ownAccount(w http.ResponseWriter, r *http.Request) (book.Account, bool) {
+	if !s.sync(r) {
+		s.writeUnavailable(w, r)
+		return book.Account{}, false
+	}
 	sub, _ := Subject(r)
 	a, ok := s.book.Account(r.PathValue("id"))
 	if !ok || a.Owner != sub {
-		problem.Write(w, r, errNotFound)
+		problem.Write(w, r, problemNotFound)
+		return book.Account{}, false
+	}
+	return a, true
+}
+
+func (s *Service) getAccount(w http.ResponseWriter, r *http.Request) {
+	if a, ok := s.ownAccount(w, r); ok {
+		writeJSON(w, http.StatusOK, a)
+	}
+}
+
+func (s *Service) listTransfers(w http.ResponseWriter, r *http.Request) {
+	a, ok := s.ownAccount(w, r)
+	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, a)
-}
-
-// TransferRequest is the body of POST /v1/transfers.
-type TransferRequest struct {
-	From   string `json:"from"`
-	To     string `json:"to"`
-	Amount int64  `json:"amount"`
-}
-
-func newTransferID() string {
-	var b [10]byte
-	_, _ = rand.Read(b[:])
-	return "tr-" + hex.EncodeToString(b[:])
-}
-
-// post plans, appends and applies a transfer by principal.
-func (s *Service) post(ctx context.Context, principal string, req TransferRequest) (book.TransferPosted, error) {
-	s.writeM.Lock()
-	defer s.writeM.Unlock()
-	ev, err := s.book.PlanTransfer(newTransferID(), principal, req.From, req.To, req.Amount, false)
-	if err != nil {
-		return ev, err
-	}
-	return ev, s.append(ctx, book.TypeTransferPosted, ev)
-}
-
-func (s *Service) transfer(w http.ResponseWriter, r *http.Request) {
-	var req TransferRequest
-	if !decode(r.Body, &req) {
-		problem.Write(w, r, errBadJSON)
-		return
-	}
-	sub, _ := Subject(r)
-	ev, err := s.post(r.Context(), sub, req)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, ev)
-}
-
-func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	p := bookProblem(err)
-	if p.Status >= 500 {
-		s.log.ErrorContext(r.Context(), "ledger: transfer failed", "error", err.Error())
-		p = problem.Unavailable
-	}
-	problem.Write(w, r, p)
-}
-
-// Job is what the ledger puts on the queue: the verified principal, the
-// client's key and the canonical body, signed by the ledger so the worker
-// can only run jobs the ledger accepted from a verified user.
-type Job struct {
-	Principal string `json:"principal"`
-	Key       string `json:"key"`
-	Body      []byte `json:"body"`
-	Sig       []byte `json:"sig"`
-}
-
-func jobMessage(j Job) []byte {
-	msg := make([]byte, 0, len(j.Principal)+len(j.Key)+len(j.Body)+32)
-	for _, part := range [][]byte{[]byte(j.Principal), []byte(j.Key), j.Body} {
-		msg = fmt.Appendf(msg, "%d:", len(part))
-		msg = append(msg, part...)
-	}
-	return msg
-}
-
-func (s *Service) transferAsync(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<10))
-	var req TransferRequest
-	if err != nil || !decode(bytes.NewReader(body), &req) {
-		problem.Write(w, r, errBadJSON)
-		return
-	}
-	sub, _ := Subject(r)
-	// Fail fast on what can be checked now; the worker checks again.
-	if _, err := s.book.PlanTransfer("tr-check", sub, req.From, req.To, req.Amount, false); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	canon, err := idempotency.CanonicalJSON("application/json", body)
-	if err != nil {
-		problem.Write(w, r, errBadJSON)
-		return
-	}
-	key, _ := idempotency.ParseKey(r.Header.Get(idempotency.HeaderKey))
-	j := Job{Principal: sub, Key: key, Body: canon}
-	j.Sig = ed25519.Sign(s.jobKey, jobMessage(j))
-	jb, _ := json.Marshal(j)
-	cid, _ := reqid.FromContext(r.Context())
-	if _, err := s.cfg.Queue.Publish(r.Context(), queue.Message{IdempotencyKey: key, Principal: sub, CorrelationID: cid, Body: jb}); err != nil {
-		s.log.ErrorContext(r.Context(), "ledger: enqueue", "error", err.Error())
-		problem.Write(w, r, problem.Unavailable)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": "queued"})
-}
-
-// runJob executes a queued transfer for the worker, under the record key
-// a synchronous POST /v1/transfers with the same key would use.
-func (s *Service) runJob(w http.ResponseWriter, r *http.Request) {
-	var j Job
-	if !decode(r.Body, &j) || !ed25519.Verify(s.jobKey.Public().(ed25519.PublicKey), jobMessage(j), j.Sig) {
-		problem.Write(w, r, problem.Problem{Status: http.StatusForbidden, Type: "forbidden", Title: "Forbidden",
-			Detail: "The job was not issued by this ledger."})
-		return
-	}
-	var req TransferRequest
-	if !decode(bytes.NewReader(j.Body), &req) {
-		problem.Write(w, r, errBadJSON)
-		return
-	}
-	key := idempotency.RecordKey(j.Principal, http.MethodPost, SyncTransferPattern, j.Key)
-	res, replayed, err := s.idem.Runner().Do(r.Context(), key, idempotency.Fingerprint(j.Body, nil),
-		func(ctx context.Context, _ *idempotency.Lease) (idempotency.Result, error) {
-			ev, err := s.post(ctx, j.Principal, req)
-			if err != nil {
-				p := bookProblem(err)
-				if p.Status >= 500 {
-					return idempotency.Result{}, err
-				}
-				b, _ := json.Marshal(map[string]any{"type": problem.TypeURI(p.Type), "title": p.Title, "status": p.Status, "detail": p.Detail})
-				return idempotency.Result{Status: p.Status, Header: http.Header{"Content-Type": {problem.ContentType}}, Body: b}, nil
-			}
-			b, _ := json.Marshal(ev)
-			return idempotency.Result{Status: http.StatusCreated, Header: http.Header{"Content-Type": {"application/json"}}, Body: b}, nil
-		})
-	if err != nil && res.Status == 0 {
-		// In flight elsewhere (409), reused with another payload (422),
-		// or the store is down (503): the same answers as the sync route.
-		s.idem.WriteError(w, r, err)
-		return
-	}
-	if err != nil {
-		// The transfer ran but its record could not be stored.
-		s.log.WarnContext(r.Context(), "ledger: job result not recorded", "error", err.Error())
-	}
-	idempotency.WriteResult(w, r, res, replayed)
-}
-
-func (s *Service) auditSample(w http.ResponseWriter, r *http.Request) {
-	sm, err := s.cfg.Audit.Sample(r.Context(), auditlog.SampleConfig{N: 10, Redact: []string{"payload.by", "payload.owner"}})
-	if err != nil {
-		s.log.ErrorContext(r.Context(), "ledger: audit sample", "error", err.Error())
-		problem.Write(w, r, problem.Unavailable)
-		return
-	}
-	writeJSON(w, http.StatusOK, sm)
-}
-
-// ReplayReport compares a fresh fold of the chain with the live balances.
-type ReplayReport struct {
-	Events   uint64           `json:"events"`
-	Replayed map[string]int64 `json:"replayed"`
-	Live     map[string]int64 `json:"live"`
-	Match    bool             `json:"match"`
-}
-
-func (s *Service) auditReplay(w http.ResponseWriter, r *http.Request) {
-	s.writeM.Lock() // a consistent cut: no write between fold and snapshot
-	fresh := book.New()
-	head, err := s.cfg.Audit.Replay(r.Context(), func(e auditlog.Event) error { return fresh.Apply(e.Type, e.Payload) })
-	live := s.book.Balances()
-	s.writeM.Unlock()
-	if err != nil {
-		s.log.ErrorContext(r.Context(), "ledger: replay", "error", err.Error())
-		problem.Write(w, r, problem.Unavailable)
-		return
-	}
-	rep := ReplayReport{Events: head.Size, Replayed: fresh.Balances(), Live: live}
-	rep.Match = equal(rep.Replayed, rep.Live)
-	writeJSON(w, http.StatusOK, rep)
-}
-
-func equal(a, b map[string]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
+	limit := 20
+	if q := r.URL.Query().Get("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > book.HistoryPerAccount {
+			problem.Write(w, r, problem.Problem{Status: 400, Type: "invalid-limit", Title: "Invalid limit",
+				Detail: "limit must be between 1 and " + strconv.Itoa(book.HistoryPerAccount) + "."})
+			return
 		}
+		limit = n
 	}
-	return true
+	writeJSON(w, http.StatusOK, map[string]any{"transfers": s.book.History(a.ID, limit)})
 }
 
 // Fold returns a fold of audit events into balances and a function that
 // reads the balances, for offline replay (the verify command).
 func Fold() (fold func(auditlog.Event) error, balances func() map[string]int64) {
-	b := book.New()
-	return func(e auditlog.Event) error { return b.Apply(e.Type, e.Payload) }, b.Balances
+	b := book.New(DefaultRetention)
+	return func(e auditlog.Event) error { return b.Apply(e.Seq, e.Time, e.Type, e.Payload) }, b.Balances
 }

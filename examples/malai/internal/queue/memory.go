@@ -33,9 +33,23 @@ func NewMemory(opts Options, now func() time.Time) *Memory {
 	return &Memory{opts: opts.withDefaults(), now: now, held: map[string]heldMsg{}, notify: make(chan struct{}, 1)}
 }
 
-// Publish enqueues m.
+// Durable reports false: the queue is lost with the process.
+func (q *Memory) Durable() bool { return false }
+
+// Len reports the messages published and not yet acknowledged.
+func (q *Memory) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.ready) + len(q.held)
+}
+
+// Publish enqueues m, or returns ErrFull.
 func (q *Memory) Publish(_ context.Context, m Message) (string, error) {
 	q.mu.Lock()
+	if int64(len(q.ready)+len(q.held)) >= q.opts.MaxLen {
+		q.mu.Unlock()
+		return "", ErrFull
+	}
 	q.seq++
 	m.ID = strconv.FormatInt(q.seq, 10)
 	m.Deliveries = 0

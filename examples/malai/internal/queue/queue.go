@@ -3,8 +3,16 @@
 // queue in the single-process one. Delivery is at least once: a message is
 // redelivered until a consumer acknowledges it, and a message held by a
 // consumer that died is claimed by another after MinIdle. Exactly-once
-// effects come from the idempotency key each message carries, which the
-// worker hands to the ledger.
+// effects come from the job each message names, which the ledger runs at
+// most once (its outcome is in the audit chain).
+//
+// The queue is bounded (Options.MaxLen): Publish on a full queue returns
+// [ErrFull]. A consumer survives store errors: Consume backs off and keeps
+// polling until its context ends, reporting each failure (and the
+// recovery) to Options.OnError, so a worker's readiness can say the queue
+// is unreachable. The in-memory queue is not durable ([Memory.Durable]):
+// whoever publishes must publish again what it still needs after a
+// restart (the ledger republishes every pending job from its chain).
 package queue
 
 import (
@@ -41,8 +49,16 @@ type Queue interface {
 	Consume(ctx context.Context, name string, h Handler) error
 }
 
-// ErrClosed is returned after Close.
-var ErrClosed = errors.New("queue: closed")
+// Errors.
+var (
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("queue: closed")
+	// ErrFull: the queue holds MaxLen messages not yet acknowledged.
+	ErrFull = errors.New("queue: full")
+)
+
+// DefaultMaxLen bounds a queue when Options.MaxLen is zero.
+const DefaultMaxLen = 100_000
 
 // Options tune redelivery.
 type Options struct {
@@ -52,6 +68,15 @@ type Options struct {
 	// Block is how long a consumer waits for new messages per poll.
 	// Default 1 s.
 	Block time.Duration
+	// MaxLen bounds the messages published and not yet acknowledged;
+	// Publish beyond it returns ErrFull. Default DefaultMaxLen.
+	MaxLen int64
+	// OnError, if set, is called by Consume with every store failure (it
+	// then backs off and polls again) and with nil once a poll succeeds
+	// after failures.
+	OnError func(error)
+	// MaxBackoff caps the wait between failed polls. Default 5 s.
+	MaxBackoff time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -60,6 +85,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Block <= 0 {
 		o.Block = time.Second
+	}
+	if o.MaxLen <= 0 {
+		o.MaxLen = DefaultMaxLen
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Second
+	}
+	if o.OnError == nil {
+		o.OnError = func(error) {}
 	}
 	return o
 }

@@ -12,7 +12,9 @@ import (
 
 // Redis is a queue on a Redis Stream with one consumer group. It works
 // with any redis.UniversalClient (the stream is one key, so one slot in a
-// Cluster). It is safe for concurrent use.
+// Cluster). An acknowledged message is deleted from the stream, so the
+// stream's length is the number of messages not yet acknowledged, which
+// MaxLen bounds. It is safe for concurrent use.
 type Redis struct {
 	c      redis.UniversalClient
 	stream string
@@ -29,15 +31,37 @@ func NewRedis(ctx context.Context, c redis.UniversalClient, stream, group string
 	return &Redis{c: c, stream: stream, group: group, opts: opts.withDefaults()}, nil
 }
 
-// Publish appends m to the stream.
+// Durable reports true: the stream survives a restart of its consumers
+// (as far as Redis's own persistence does).
+func (q *Redis) Durable() bool { return true }
+
+// publish appends a message unless the stream holds ARGV[1] or more.
+var publish = redis.NewScript(`
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  return false
+end
+return redis.call('XADD', KEYS[1], '*', 'key', ARGV[2], 'principal', ARGV[3], 'cid', ARGV[4], 'body', ARGV[5])
+`)
+
+// Publish appends m to the stream, or returns ErrFull.
 func (q *Redis) Publish(ctx context.Context, m Message) (string, error) {
-	id, err := q.c.XAdd(ctx, &redis.XAddArgs{Stream: q.stream, Values: map[string]any{
-		"key": m.IdempotencyKey, "principal": m.Principal, "cid": m.CorrelationID, "body": m.Body,
-	}}).Result()
+	id, err := publish.Run(ctx, q.c, []string{q.stream}, q.opts.MaxLen, m.IdempotencyKey, m.Principal, m.CorrelationID, m.Body).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrFull
+	}
 	if err != nil {
 		return "", fmt.Errorf("queue: publish: %w", err)
 	}
 	return id, nil
+}
+
+// Len reports the messages published and not yet acknowledged.
+func (q *Redis) Len(ctx context.Context) (int64, error) {
+	n, err := q.c.XLen(ctx, q.stream).Result()
+	if err != nil {
+		return 0, fmt.Errorf("queue: len: %w", err)
+	}
+	return n, nil
 }
 
 func decode(x redis.XMessage) Message {
@@ -45,38 +69,69 @@ func decode(x redis.XMessage) Message {
 	return Message{ID: x.ID, IdempotencyKey: s("key"), Principal: s("principal"), CorrelationID: s("cid"), Body: []byte(s("body"))}
 }
 
-// Consume reads new messages and reclaims ones idle past MinIdle.
+// Consume reads new messages and reclaims ones idle past MinIdle until ctx
+// ends. A store failure does not stop it: it is reported to OnError and
+// the next poll waits a backoff (doubling up to MaxBackoff).
 func (q *Redis) Consume(ctx context.Context, name string, h Handler) error {
+	backoff, failing := 50*time.Millisecond, false
 	for ctx.Err() == nil {
-		// Reclaim messages a dead consumer left pending.
-		claimed, _, err := q.c.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream: q.stream, Group: q.group, Consumer: name, MinIdle: q.opts.MinIdle, Start: "0-0", Count: 10,
-		}).Result()
-		if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
-			return fmt.Errorf("queue: autoclaim: %w", err)
+		err := q.poll(ctx, name, h)
+		if ctx.Err() != nil {
+			break
 		}
-		for _, x := range claimed {
-			q.handle(ctx, x, h, true)
-		}
-		res, err := q.c.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: q.group, Consumer: name, Streams: []string{q.stream, ">"}, Count: 10, Block: q.opts.Block,
-		}).Result()
-		if errors.Is(err, redis.Nil) {
+		if err == nil {
+			if failing {
+				q.opts.OnError(nil)
+			}
+			backoff, failing = 50*time.Millisecond, false
 			continue
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			return fmt.Errorf("queue: read: %w", err)
+		failing = true
+		q.opts.OnError(err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
 		}
-		for _, s := range res {
-			for _, x := range s.Messages {
-				q.handle(ctx, x, h, false)
-			}
-		}
+		backoff = min(backoff*2, q.opts.MaxBackoff)
 	}
 	return ctx.Err()
+}
+
+// poll reclaims idle messages, then reads new ones, handling each.
+func (q *Redis) poll(ctx context.Context, name string, h Handler) error {
+	// Reclaim messages a dead consumer (or a failed handler) left pending.
+	claimed, _, err := q.c.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		Stream: q.stream, Group: q.group, Consumer: name, MinIdle: q.opts.MinIdle, Start: "0-0", Count: 10,
+	}).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("queue: autoclaim: %w", err)
+	}
+	for _, x := range claimed {
+		q.handle(ctx, x, h, true)
+	}
+	res, err := q.c.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: q.group, Consumer: name, Streams: []string{q.stream, ">"}, Count: 10, Block: q.opts.Block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "NOGROUP") {
+			// The stream or group vanished (a flushed Redis): recreate them.
+			if cerr := q.c.XGroupCreateMkStream(ctx, q.stream, q.group, "0").Err(); cerr != nil && !strings.Contains(cerr.Error(), "BUSYGROUP") {
+				return fmt.Errorf("queue: recreate group: %w", cerr)
+			}
+		}
+		return fmt.Errorf("queue: read: %w", err)
+	}
+	for _, s := range res {
+		for _, x := range s.Messages {
+			q.handle(ctx, x, h, false)
+		}
+	}
+	return nil
 }
 
 func (q *Redis) handle(ctx context.Context, x redis.XMessage, h Handler, reclaimed bool) {
@@ -91,9 +146,15 @@ func (q *Redis) handle(ctx context.Context, x redis.XMessage, h Handler, reclaim
 	}
 	if err := h(ctx, m); err == nil {
 		// Ack even when shutdown cancelled ctx during the handler: the work
-		// is done, and an unacked message would only be redelivered.
+		// is done, and an unacked message would only be redelivered. The
+		// entry is deleted so that the stream's length counts only what is
+		// left to do. A lost ack means one more (harmless) delivery.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		q.c.XAck(actx, q.stream, q.group, x.ID)
+		_, _ = q.c.TxPipelined(actx, func(p redis.Pipeliner) error {
+			p.XAck(actx, q.stream, q.group, x.ID)
+			p.XDel(actx, q.stream, x.ID)
+			return nil
+		})
 		cancel()
 	}
 }
