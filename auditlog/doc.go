@@ -28,12 +28,19 @@
 //     Config.CheckpointInterval (default one second) apart while rows
 //     arrive, and by [Log.Checkpoint] and [Log.Close]. Several keys may sign
 //     (rotation).
-//   - [New] refuses a store whose rows contradict its own newest checkpoint
-//     or that holds fewer rows than the witness has seen.
+//   - [New] refuses a store whose rows contradict the newest checkpoint the
+//     log signed, that holds fewer rows than its witness has seen, or that
+//     lacks a checkpoint its witness holds (the log stores every checkpoint
+//     before publishing it). Stored checkpoints the log did not sign
+//     (malformed, forged, another key's) are skipped and reported through
+//     Config.OnError, never fatal; [Verify] locates them. The log
+//     recognises its own checkpoints by signing them again: its signers
+//     must be deterministic, as Ed25519 note signers are.
 //   - [Verify] works offline from an [Export] and public keys and reports,
 //     by row position: modified, deleted (gap), reordered, duplicated and
-//     forged rows, a truncated tail, a rewritten history (root differs from
-//     a signed checkpoint, localised between checkpoints), forks,
+//     forged rows, damaged bytes in a store's file ([Damage]), a truncated
+//     tail, a rewritten history (root differs from a signed checkpoint,
+//     localised between checkpoints), forks,
 //     rollbacks, bad, unknown-key and wrong-origin signatures, a replayed
 //     state that differs from the application's, and rows not yet anchored
 //     by a checkpoint. See [FindingKind].

@@ -22,6 +22,9 @@ type Export struct {
 	Origin      string
 	Records     []Record
 	Checkpoints [][]byte
+	// Damage lists stretches of the store's file that held no valid
+	// frame (see [Damaged]); Verify reports each.
+	Damage []Damage
 }
 
 // LoadExport reads every row and checkpoint of store. With ring set,
@@ -51,6 +54,9 @@ func LoadExport(ctx context.Context, store Store, origin string, ring *keyring.R
 	if err != nil {
 		return nil, err
 	}
+	if d, ok := store.(Damaged); ok {
+		e.Damage = append([]Damage(nil), d.Damage()...)
+	}
 	return e, nil
 }
 
@@ -62,7 +68,19 @@ type exportHeader struct {
 type exportLine struct {
 	Row        *jsonRecord `json:"row,omitempty"`
 	Checkpoint string      `json:"checkpoint,omitempty"`
+	Damage     *jsonDamage `json:"damage,omitempty"`
 }
+
+type jsonDamage struct {
+	Position int    `json:"position"`
+	Offset   int64  `json:"offset"`
+	Length   int64  `json:"length"`
+	Torn     bool   `json:"torn,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// maxDamageDetail bounds a decoded damage line's text.
+const maxDamageDetail = 1024
 
 type jsonRecord struct {
 	Seq           uint64          `json:"seq"`
@@ -107,7 +125,8 @@ func fromJSON(j *jsonRecord) (Record, error) {
 }
 
 // WriteTo writes the export as a stream of JSON values: a header, one
-// {"row":…} per row, one {"checkpoint":…} per checkpoint.
+// {"row":…} per row, one {"checkpoint":…} per checkpoint, one
+// {"damage":…} per damaged stretch.
 func (e *Export) WriteTo(w io.Writer) (int64, error) {
 	cw := &countWriter{w: bufio.NewWriter(w)}
 	enc := json.NewEncoder(cw)
@@ -122,6 +141,11 @@ func (e *Export) WriteTo(w io.Writer) (int64, error) {
 	}
 	for _, c := range e.Checkpoints {
 		if err := enc.Encode(exportLine{Checkpoint: string(c)}); err != nil {
+			return cw.n, err
+		}
+	}
+	for _, d := range e.Damage {
+		if err := enc.Encode(exportLine{Damage: &jsonDamage{Position: d.Position, Offset: d.Offset, Length: d.Length, Torn: d.Torn, Detail: d.Detail}}); err != nil {
 			return cw.n, err
 		}
 	}
@@ -169,13 +193,19 @@ func ReadExport(r io.Reader) (*Export, error) {
 			return nil, fmt.Errorf("%w: line %d: %v", ErrFormat, n, err)
 		}
 		switch {
-		case l.Row != nil && l.Checkpoint == "":
+		case l.Damage != nil && l.Row == nil && l.Checkpoint == "":
+			d := l.Damage
+			if d.Position < 0 || d.Offset < 0 || d.Length < 0 || len(d.Detail) > maxDamageDetail {
+				return nil, fmt.Errorf("%w: line %d: damage out of range", ErrFormat, n)
+			}
+			e.Damage = append(e.Damage, Damage{Position: d.Position, Offset: d.Offset, Length: d.Length, Torn: d.Torn, Detail: d.Detail})
+		case l.Row != nil && l.Checkpoint == "" && l.Damage == nil:
 			rec, err := fromJSON(l.Row)
 			if err != nil {
 				return nil, err
 			}
 			e.Records = append(e.Records, rec)
-		case l.Row == nil && l.Checkpoint != "":
+		case l.Row == nil && l.Checkpoint != "" && l.Damage == nil:
 			e.Checkpoints = append(e.Checkpoints, []byte(l.Checkpoint))
 		default:
 			return nil, fmt.Errorf("%w: line %d is neither a row nor a checkpoint", ErrFormat, n)

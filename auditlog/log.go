@@ -1,7 +1,10 @@
 package auditlog
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -166,7 +169,7 @@ func New(cfg Config) (*Log, error) {
 		return nil, err
 	}
 	if cfg.Witness != nil {
-		if _, err := l.witnessSize(ctx); err != nil {
+		if err := l.checkWitness(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -202,8 +205,16 @@ func (l *Log) sync(ctx context.Context) error {
 	return nil
 }
 
-// loadCheckpoint takes the newest stored checkpoint and checks it against
-// the tree.
+// recentCheckpoints is how many of the newest stored checkpoints New
+// searches for one of its own when the newest is not.
+const recentCheckpoints = 64
+
+// loadCheckpoint adopts the newest stored checkpoint this log signed and
+// checks it against the tree. A stored checkpoint that does not parse,
+// names another origin or carries no signature the log's signers
+// reproduce (a row inserted by whoever can write the store, or one signed
+// by a retired key) is skipped and reported through OnError, never fatal:
+// Verify locates it.
 func (l *Log) loadCheckpoint(ctx context.Context) error {
 	var newest []byte
 	if lc, ok := l.cfg.Store.(LatestCheckpointer); ok {
@@ -211,19 +222,43 @@ func (l *Log) loadCheckpoint(ctx context.Context) error {
 		if newest, err = lc.LatestCheckpoint(ctx); err != nil {
 			return err
 		}
-	} else if err := l.cfg.Store.Checkpoints(ctx, func(s []byte) error {
-		newest = append(newest[:0], s...)
+		if newest == nil {
+			return nil
+		}
+		if c, ok := l.authentic(newest); ok {
+			return l.adopt(c, newest)
+		}
+	}
+	// Search the most recent checkpoints, newest first.
+	var recent [][]byte
+	if err := l.cfg.Store.Checkpoints(ctx, func(s []byte) error {
+		if len(recent) == recentCheckpoints {
+			recent = append(recent[:0], recent[1:]...)
+		}
+		recent = append(recent, bytes.Clone(s))
 		return nil
 	}); err != nil {
 		return err
 	}
-	if newest == nil {
-		return nil
+	skipped := 0
+	for i := len(recent) - 1; i >= 0; i-- {
+		if c, ok := l.authentic(recent[i]); ok {
+			if skipped > 0 {
+				l.cfg.OnError(fmt.Errorf("%w: %d newest stored checkpoints skipped: not signed by this log's keys", ErrCheckpoint, skipped))
+			}
+			return l.adopt(c, recent[i])
+		}
+		skipped++
 	}
-	c, err := parseUnverified(newest)
-	if err != nil {
-		return err
+	if skipped > 0 {
+		l.cfg.OnError(fmt.Errorf("%w: none of the %d newest stored checkpoints is signed by this log's keys", ErrCheckpoint, skipped))
 	}
+	return nil
+}
+
+// adopt makes a checkpoint the log signed its latest, after checking the
+// stored rows still match it.
+func (l *Log) adopt(c Checkpoint, signed []byte) error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if c.Size > l.tree.size {
@@ -232,8 +267,58 @@ func (l *Log) loadCheckpoint(ctx context.Context) error {
 	if l.tree.rootAt(c.Size) != c.Root {
 		return fmt.Errorf("%w: stored rows do not match the checkpoint at size %d", ErrTampered, c.Size)
 	}
-	l.lastCP = SignedCheckpoint{Checkpoint: c, Note: newest}
+	l.lastCP = SignedCheckpoint{Checkpoint: c, Note: signed}
 	return nil
+}
+
+// authentic reports whether signed is a checkpoint of this log's origin
+// carrying a signature one of the log's signers reproduces. Ed25519
+// signatures are deterministic, so the log recognises its own checkpoints
+// without holding the public keys.
+func (l *Log) authentic(signed []byte) (Checkpoint, bool) {
+	_, err := note.Open(signed, note.VerifierList())
+	var unverified *note.UnverifiedNoteError
+	if !errors.As(err, &unverified) {
+		return Checkpoint{}, false
+	}
+	n := unverified.Note
+	c, err := ParseCheckpoint([]byte(n.Text))
+	if err != nil || c.Origin != l.cfg.Origin {
+		return Checkpoint{}, false
+	}
+	for _, sig := range n.UnverifiedSigs {
+		for _, s := range l.cfg.Signers {
+			if sig.Name != s.Name() || sig.Hash != s.KeyHash() {
+				continue
+			}
+			mine, err := s.Sign([]byte(n.Text))
+			if err != nil {
+				continue
+			}
+			var hb [4]byte
+			binary.BigEndian.PutUint32(hb[:], sig.Hash)
+			if base64.StdEncoding.EncodeToString(append(hb[:], mine...)) == sig.Base64 {
+				return c, true
+			}
+		}
+	}
+	return Checkpoint{}, false
+}
+
+// storeHolds reports whether the store keeps the signed checkpoint.
+func (l *Log) storeHolds(ctx context.Context, signed []byte) (bool, error) {
+	found := false
+	err := l.cfg.Store.Checkpoints(ctx, func(s []byte) error {
+		if bytes.Equal(s, signed) {
+			found = true
+			return errStopScan
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return false, err
+	}
+	return found, nil
 }
 
 // parseUnverified parses the checkpoint in a signed note without checking
@@ -657,6 +742,29 @@ func (l *Log) witnessSize(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("%w: stored rows do not match the witness's checkpoint at size %d", ErrFork, c.Size)
 	}
 	return c.Size, nil
+}
+
+// checkWitness refuses to start when the witness holds a checkpoint the
+// store does not account for: rows it covers are missing (the chain is
+// shorter than its last witnessed checkpoint), its root differs (a
+// rewritten history), or the store lost the checkpoint itself. The log
+// stores every checkpoint before it publishes it, so a store behind its
+// witness was rolled back or edited.
+func (l *Log) checkWitness(ctx context.Context) error {
+	ws, err := l.witnessSize(ctx)
+	if err != nil || ws <= l.lastCP.Size {
+		return err
+	}
+	signed, err := l.cfg.Witness.Latest(ctx)
+	if err != nil {
+		return fmt.Errorf("auditlog: witness: %w", err)
+	}
+	held, err := l.storeHolds(ctx, signed)
+	if err != nil || held {
+		return err
+	}
+	return fmt.Errorf("%w: the witness holds a checkpoint of size %d that the store lacks (its newest checkpoint by this log covers %d rows): a checkpoint was removed from the store",
+		ErrRollback, ws, l.lastCP.Size)
 }
 
 func (l *Log) publish(ctx context.Context, cp SignedCheckpoint) error {

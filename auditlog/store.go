@@ -50,6 +50,29 @@ type Store interface {
 	Close() error
 }
 
+// Damage is a stretch of a store's underlying file that holds no valid
+// row or checkpoint. Stores that read raw files report it (filestore's
+// read-only mode, through [Damaged]) instead of failing, so that [Verify]
+// can locate it; [LoadExport] copies it into [Export.Damage].
+type Damage struct {
+	// Position is the number of rows before the damage: the index in
+	// Export.Records of the first row after it.
+	Position int
+	// Offset and Length locate the damaged bytes in the file.
+	Offset, Length int64
+	// Torn marks an incomplete final frame: an append cut short by a
+	// crash, which never returned and so acknowledged nothing. Every
+	// other damage is corruption or tampering.
+	Torn bool
+	// Detail says what is wrong, for an operator.
+	Detail string
+}
+
+// Damaged is implemented by stores that can report [Damage].
+type Damaged interface {
+	Damage() []Damage
+}
+
 // LatestCheckpointer is implemented by stores that can return their newest
 // checkpoint without reading them all; [New] uses it when present. It
 // returns nil when the store holds none.

@@ -14,8 +14,8 @@ import (
 // FindingKind names what [Verify] found.
 type FindingKind string
 
-// Finding kinds. Every kind but FindingUnanchored means tampering (or a
-// broken log); FindingUnanchored is a warning.
+// Finding kinds. Every kind but FindingUnanchored and FindingTorn means
+// tampering (or a broken log); those two are warnings.
 const (
 	// FindingModified: a row's content does not hash to its stored hash, or
 	// its sealed payload does not open.
@@ -52,9 +52,19 @@ const (
 	FindingUnreadable FindingKind = "unreadable"
 	// FindingReplay: the replayed state differs from the expected one.
 	FindingReplay FindingKind = "replay-mismatch"
+	// FindingCorrupt: bytes of the store's file before the row at Position
+	// hold no valid frame (a checksum mismatch, a bad frame followed by
+	// valid data): rows or checkpoints there were damaged or tampered
+	// with. The rows lost are reported as a gap or a truncation beside it.
+	FindingCorrupt FindingKind = "corrupt"
 	// FindingUnanchored: rows past the newest valid checkpoint; not yet
 	// protected by a signature.
 	FindingUnanchored FindingKind = "unanchored"
+	// FindingTorn: the store's file ends in an incomplete frame, an
+	// append cut short by a crash; it never returned, so nothing
+	// acknowledged is missing. A warning: the store cuts it at its next
+	// read-write open.
+	FindingTorn FindingKind = "torn"
 )
 
 // Source of a checkpoint in a Finding.
@@ -101,10 +111,11 @@ type Report struct {
 	Findings []Finding
 }
 
-// OK reports whether nothing but unanchored rows was found.
+// OK reports whether nothing but warnings (unanchored rows, a torn final
+// frame) was found.
 func (r Report) OK() bool {
 	for _, f := range r.Findings {
-		if f.Kind != FindingUnanchored {
+		if f.Kind != FindingUnanchored && f.Kind != FindingTorn {
 			return false
 		}
 	}
@@ -155,6 +166,7 @@ type validCP struct {
 // early with a FindingReplay whose Detail is "cancelled".
 func Verify(ctx context.Context, exp *Export, cfg VerifyConfig) Report {
 	v := verifier{cfg: cfg, exp: exp, verifiers: note.VerifierList(cfg.Verifiers...)}
+	v.damage()
 	v.rows()
 	v.chain()
 	v.checkpoints()
@@ -180,6 +192,22 @@ func (v *verifier) add(f Finding) { v.findings = append(v.findings, f) }
 
 func rowFinding(k FindingKind, pos int, seq uint64, detail string) Finding {
 	return Finding{Kind: k, Position: pos, Seq: seq, Count: 1, Checkpoint: -1, Detail: detail}
+}
+
+// damage reports the stretches of the store's file that held no valid
+// frame.
+func (v *verifier) damage() {
+	for _, d := range v.exp.Damage {
+		k, what := FindingCorrupt, "hold no valid frame"
+		if d.Torn {
+			k, what = FindingTorn, "are an incomplete final frame (an append cut short by a crash)"
+		}
+		detail := fmt.Sprintf("%d bytes at file offset %d %s", d.Length, d.Offset, what)
+		if d.Detail != "" {
+			detail += ": " + d.Detail
+		}
+		v.add(Finding{Kind: k, Position: d.Position, Checkpoint: -1, Detail: detail})
+	}
 }
 
 // rows recomputes every row's leaf hash.

@@ -8,10 +8,21 @@
 //     only after the fsync; with [auditlog.Log]'s group commit one fsync
 //     covers every event waiting, and the next batch starts as soon as
 //     the previous fsync ends.
-//   - A frame cut short by a crash (an append that never returned) is
-//     detected at [Open] and cut; the bytes are kept in a side file
-//     ([Store.TornFile]) rather than discarded. Nothing acknowledged is
-//     lost: acknowledged frames were fsynced before the acknowledgement.
+//   - A crash can only cut the last append short. An incomplete final
+//     frame (it runs past the end of the file and no valid frame starts
+//     after it) is detected at [Open] and cut; the bytes are kept in a side
+//     file ([Store.TornFile]) rather than discarded. Nothing acknowledged
+//     is lost: acknowledged frames were fsynced before the
+//     acknowledgement.
+//   - Anything else that is not a valid frame is corruption, never a torn
+//     tail: a checksum mismatch anywhere, a bad frame followed by valid
+//     data, a malformed row. [Open] refuses the file with a
+//     [*CorruptError] naming the byte offset and the rows before it, and
+//     changes nothing.
+//   - [OpenReadOnly] never writes (no file created, no tail cut, a shared
+//     lock): it skips damaged stretches, reads the rows after them and
+//     reports each stretch through [Store.Damage], so auditlog.LoadExport
+//     and auditlog.Verify locate it. Offline verification uses it.
 //   - One process at a time: Open takes an exclusive flock on dir/LOCK.
 //   - Rows are never rewritten in place. [Store.Rekey] (re-encryption)
 //     writes a new file beside the old one, fsyncs it and renames it over.
@@ -26,11 +37,15 @@
 // # Security caveats
 //
 // Anyone who can write the file can rewrite it, CRCs included: the CRC
-// catches torn writes, not attackers. Tampering is detected by
-// [auditlog.Verify] against checkpoints kept by a witness elsewhere. A
-// corrupt frame in the middle of the file is treated like a torn tail:
-// everything from it on is moved to the side file and the verifier then
-// reports the missing rows as truncated against the newest checkpoint.
-// Payloads are sealed by the Log when it has a key ring; the store never
-// sees keys.
+// catches torn writes and damage, not attackers. Tampering is detected by
+// [auditlog.Verify] against checkpoints kept by a witness elsewhere, and
+// rows past the newest witnessed checkpoint can be removed without a
+// trace: nothing signed covers them yet. A refused file is for the
+// operator to examine (verify it read-only) and restore from a backup;
+// the store never repairs it on its own. Payloads are sealed by the Log
+// when it has a key ring; the store never sees keys.
+//
+// The torn-tail rule relies on a file system that never shows appended
+// bytes it did not write (ext4's default data=ordered, XFS, btrfs): a
+// tail of zeros after a crash is refused as corruption, not cut.
 package filestore

@@ -15,3 +15,21 @@ func EncodeForTest(rows []auditlog.Record, cps [][]byte) []byte {
 	}
 	return b
 }
+
+// FramesForTest returns the offset and length of every frame in a log
+// file, with its kind ('R' or 'C').
+func FramesForTest(b []byte) (offs []int64, lens []int, kinds []byte) {
+	var off int64
+	for len(b) > 0 {
+		kind, _, n, err := decodeFrame(b)
+		if err != nil {
+			return
+		}
+		offs, lens, kinds = append(offs, off), append(lens, n), append(kinds, kind)
+		b, off = b[n:], off+int64(n)
+	}
+	return
+}
+
+// CheckpointFrameForTest encodes one checkpoint frame.
+func CheckpointFrameForTest(body []byte) []byte { return appendCheckpoint(nil, body) }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -22,11 +23,13 @@ const (
 )
 
 // Store is an append-only file store. The zero value is not usable; call
-// Open. It is safe for concurrent use; one process at a time may hold a
-// directory open (an exclusive lock on dir/LOCK).
+// Open or OpenReadOnly. It is safe for concurrent use; one process at a
+// time may hold a directory open for writing (an exclusive lock on
+// dir/LOCK).
 type Store struct {
-	dir  string
-	lock *os.File
+	dir      string
+	lock     *os.File
+	readOnly bool
 
 	mu     sync.RWMutex
 	f      *os.File
@@ -37,6 +40,11 @@ type Store struct {
 	closed bool
 	broken error // set when a failed write could not be rolled back
 
+	damage     []auditlog.Damage // read-only: stretches holding no valid frame
+	skipped    map[int64]int64   // read-only: damaged start offset -> end
+	resyncLeft int64             // load: checksum budget left for resync
+	resyncBuf  []byte
+
 	recovered int64
 	tornPath  string
 }
@@ -44,11 +52,46 @@ type Store struct {
 var (
 	_ auditlog.Store              = (*Store)(nil)
 	_ auditlog.LatestCheckpointer = (*Store)(nil)
+	_ auditlog.Damaged            = (*Store)(nil)
 )
 
-// Open opens (creating if needed) the store in dir. A frame cut short by
-// a crash at the end of the file is removed; the bytes removed are kept in
-// a side file named by TornFile and counted by Recovered.
+// Errors of Open and of a read-only store.
+var (
+	// ErrCorrupt is wrapped by the *CorruptError Open returns for a file
+	// holding a frame that is neither valid nor an incomplete final frame.
+	ErrCorrupt = errors.New("filestore: log file is corrupt")
+	// ErrReadOnly is returned by the write methods of a store opened with
+	// OpenReadOnly.
+	ErrReadOnly = errors.New("filestore: store is open read-only")
+)
+
+// CorruptError locates the first bad frame of a log file. Open leaves
+// the file exactly as it found it.
+type CorruptError struct {
+	Path   string
+	Offset int64 // byte offset of the bad frame
+	Rows   int   // valid rows before it
+	Detail string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("filestore: %s: corrupt frame at byte %d, after %d valid rows (%s); the file is left as it is: "+
+		"locate the damage with an offline verification (OpenReadOnly, auditlog.Verify) and restore the file from a backup",
+		e.Path, e.Offset, e.Rows, e.Detail)
+}
+
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+// Open opens (creating if needed) the store in dir for reading and
+// appending.
+//
+// A crash can only cut the last append short, so only an incomplete final
+// frame (one that runs past the end of the file, with no valid frame
+// after its start) is taken for a torn tail: it is removed, and the bytes
+// are kept in a side file named by TornFile and counted by Recovered.
+// Anything else that is not a valid frame (a checksum mismatch, a frame
+// followed by valid data, a malformed row) is corruption: Open returns a
+// *CorruptError wrapping ErrCorrupt and changes nothing.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
@@ -59,6 +102,36 @@ func Open(dir string) (*Store, error) {
 	}
 	s := &Store{dir: dir, lock: lock}
 	if err := s.load(); err != nil {
+		if s.f != nil {
+			s.f.Close()
+		}
+		unlockDir(lock)
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenReadOnly opens an existing store without writing anything: no file
+// or directory is created, a torn tail is not cut, and damage does not
+// stop it. Each stretch of the file that holds no valid frame is skipped
+// and reported by Damage (and so by auditlog.LoadExport and
+// auditlog.Verify, which locate it); rows after it are read. It takes a
+// shared lock, so it fails with ErrLocked while a process has the store
+// open with Open. The write methods return ErrReadOnly.
+func OpenReadOnly(dir string) (*Store, error) {
+	path := filepath.Join(dir, LogFile)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	lock, err := lockDirShared(filepath.Join(dir, LockFile))
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, lock: lock, readOnly: true}
+	if err := s.load(); err != nil {
+		if s.f != nil {
+			s.f.Close()
+		}
 		unlockDir(lock)
 		return nil, err
 	}
@@ -67,35 +140,42 @@ func Open(dir string) (*Store, error) {
 
 func (s *Store) load() error {
 	path := filepath.Join(s.dir, LogFile)
-	_, statErr := os.Stat(path)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	var f *os.File
+	var err error
+	if s.readOnly {
+		f, err = os.Open(path)
+	} else {
+		_, statErr := os.Stat(path)
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err == nil && os.IsNotExist(statErr) {
+			// make the new file's directory entry durable before any append
+			if err := syncDir(s.dir); err != nil {
+				f.Close()
+				return err
+			}
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("filestore: %w", err)
-	}
-	if os.IsNotExist(statErr) {
-		// make the new file's directory entry durable before any append
-		if err := syncDir(s.dir); err != nil {
-			f.Close()
-			return err
-		}
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("filestore: %w", err)
 	}
+	end := st.Size()
 	s.f, s.offs, s.cps, s.head, s.size = f, nil, nil, auditlog.Head{}, 0
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, st.Size()), 1<<20)
+	s.damage, s.skipped = nil, nil
+	s.resyncLeft, s.resyncBuf = resyncBudget, nil
+	defer func() { s.resyncBuf = nil }()
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, end), 1<<20)
 	var buf []byte
 	var off int64
-	for {
-		hdr, err := r.Peek(frameHeader)
-		if len(hdr) == 0 && errors.Is(err, io.EOF) {
-			break
-		}
+	for off < end {
+		hdr, _ := r.Peek(frameHeader)
 		n := frameHeader + frameTrailer
 		if len(hdr) == frameHeader {
-			n += int(min(uint32(maxBody+1), uint32(hdr[1])<<24|uint32(hdr[2])<<16|uint32(hdr[3])<<8|uint32(hdr[4])))
+			n += int(min(uint32(maxBody+1), binary.BigEndian.Uint32(hdr[1:])))
 		}
 		if cap(buf) < n {
 			buf = make([]byte, n)
@@ -103,25 +183,137 @@ func (s *Store) load() error {
 		buf = buf[:n]
 		m, _ := io.ReadFull(r, buf)
 		kind, body, fn, derr := decodeFrame(buf[:m])
+		var rec auditlog.Record
+		if derr == nil && kind == kindRow {
+			rec, derr = decodeRow(body)
+		}
 		if derr != nil {
-			return s.cutTail(off, st.Size())
+			next, torn, err := s.classify(off, end, derr)
+			if err != nil {
+				return err
+			}
+			switch {
+			case torn && !s.readOnly:
+				return s.cutTail(off, end)
+			case torn:
+				s.damage = append(s.damage, auditlog.Damage{Position: len(s.offs), Offset: off, Length: end - off, Torn: true,
+					Detail: "incomplete final frame"})
+			case !s.readOnly:
+				return &CorruptError{Path: path, Offset: off, Rows: len(s.offs), Detail: damageDetail(derr)}
+			default:
+				if s.skipped == nil {
+					s.skipped = map[int64]int64{}
+				}
+				s.skipped[off] = next
+				s.damage = append(s.damage, auditlog.Damage{Position: len(s.offs), Offset: off, Length: next - off,
+					Detail: damageDetail(derr)})
+			}
+			if next >= end {
+				break
+			}
+			if _, err := f.Seek(next, io.SeekStart); err != nil {
+				return fmt.Errorf("filestore: %w", err)
+			}
+			r.Reset(io.NewSectionReader(f, next, end-next))
+			off = next
+			continue
 		}
 		switch kind {
 		case kindRow:
-			rec, err := decodeRow(body)
-			if err != nil {
-				return s.cutTail(off, st.Size())
-			}
 			s.offs = append(s.offs, off)
 			s.head = auditlog.Head{Size: uint64(len(s.offs)), Last: rec.Hash}
 		case kindCheckpoint:
 			s.cps = append(s.cps, bytes.Clone(body))
 		}
 		off += int64(fn)
+		s.size = off
 	}
-	s.size = off
-	_, err = f.Seek(off, io.SeekStart)
+	if s.readOnly {
+		return nil
+	}
+	_, err = f.Seek(s.size, io.SeekStart)
 	return err
+}
+
+func damageDetail(err error) string {
+	if errors.Is(err, errShort) {
+		return "a frame runs past the end of the file and valid frames follow its start"
+	}
+	return "checksum mismatch or malformed frame"
+}
+
+// resyncBudget bounds the bytes one load checksums while looking for
+// valid frames after damage, so a hostile file cannot make opening it
+// quadratic; past it the rest of the file counts as damaged.
+const resyncBudget = 256 << 20
+
+// classify decides what the bad frame at off is. It returns the offset
+// of the next valid frame after off (end when there is none) and whether
+// the bad frame is a torn tail: an incomplete final frame with no valid
+// frame after its start. Open (read-write) only needs the answer for an
+// incomplete frame; any other bad frame is corruption whatever follows.
+func (s *Store) classify(off, end int64, derr error) (next int64, torn bool, err error) {
+	short := errors.Is(derr, errShort)
+	if !short && !s.readOnly {
+		return end, false, nil
+	}
+	next, err = s.resync(off, end)
+	if err != nil {
+		return 0, false, err
+	}
+	return next, short && next >= end, nil
+}
+
+// resync returns the offset of the first valid frame (a row that
+// decodes, or a checkpoint) starting after off, or end when there is
+// none (or the search budget ran out before one was found).
+func (s *Store) resync(off, end int64) (int64, error) {
+	const window = 1 << 20
+	if s.resyncBuf == nil {
+		s.resyncBuf = make([]byte, min(window, end-off)+frameHeader)
+	}
+	buf := s.resyncBuf
+	var frame []byte
+	for base := off + 1; base+frameHeader+frameTrailer <= end; base += int64(len(buf) - frameHeader) {
+		n, err := s.f.ReadAt(buf[:min(int64(len(buf)), end-base)], base)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("filestore: read: %w", err)
+		}
+		for i := 0; i < min(n, len(buf)-frameHeader); i++ {
+			if buf[i] != kindRow && buf[i] != kindCheckpoint || i+frameHeader > n {
+				continue
+			}
+			size := int64(binary.BigEndian.Uint32(buf[i+1:]))
+			p := base + int64(i)
+			total := frameHeader + size + frameTrailer
+			if size > maxBody || p+total > end {
+				continue
+			}
+			if s.resyncLeft -= total; s.resyncLeft < 0 {
+				return end, nil
+			}
+			var b []byte
+			if int64(i)+total <= int64(n) {
+				b = buf[i : int64(i)+total]
+			} else {
+				if int64(cap(frame)) < total {
+					frame = make([]byte, total)
+				}
+				b = frame[:total]
+				if _, err := s.f.ReadAt(b, p); err != nil {
+					return 0, fmt.Errorf("filestore: read: %w", err)
+				}
+			}
+			kind, body, _, derr := decodeFrame(b)
+			if derr == nil && kind == kindRow {
+				_, derr = decodeRow(body)
+			}
+			if derr == nil {
+				return p, nil
+			}
+		}
+	}
+	return end, nil
 }
 
 // cutTail moves the bytes from off to the end of the file into a side
@@ -155,6 +347,15 @@ func (s *Store) cutTail(off, end int64) error {
 	return err
 }
 
+// Damage implements auditlog.Damaged: the stretches of the file a
+// read-only store skipped because they held no valid frame (always empty
+// for a store opened with Open, which refuses such a file).
+func (s *Store) Damage() []auditlog.Damage {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]auditlog.Damage(nil), s.damage...)
+}
+
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
@@ -172,6 +373,16 @@ func (s *Store) usable() error {
 		return auditlog.ErrClosed
 	}
 	return s.broken
+}
+
+func (s *Store) writable() error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	return nil
 }
 
 // write appends buf and fsyncs; on failure it truncates back.
@@ -208,7 +419,7 @@ func (s *Store) Append(ctx context.Context, recs []auditlog.Record) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	if err := s.writable(); err != nil {
 		return err
 	}
 	if recs[0].Seq != s.head.Size || recs[0].PrevHash != s.head.Last {
@@ -255,6 +466,7 @@ func (s *Store) Scan(ctx context.Context, from uint64, fn func(auditlog.Record) 
 		return err
 	}
 	end := uint64(len(s.offs)) // rows as of the call
+	skipped := s.skipped
 	s.mu.RUnlock()
 	buf := make([]byte, scanChunk)
 	next := from
@@ -291,6 +503,12 @@ func (s *Store) Scan(ctx context.Context, from uint64, fn func(auditlog.Record) 
 		b := buf[:n]
 		before := next
 		for len(b) > 0 && next < end {
+			if skipped != nil {
+				// a damaged stretch: the next chunk starts at the next row
+				if _, ok := skipped[off+int64(n-len(b))]; ok {
+					break
+				}
+			}
 			kind, body, fn2, derr := decodeFrame(b)
 			if errors.Is(derr, errShort) {
 				break
@@ -325,7 +543,7 @@ func (s *Store) Scan(ctx context.Context, from uint64, fn func(auditlog.Record) 
 func (s *Store) AddCheckpoint(ctx context.Context, signed []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	if err := s.writable(); err != nil {
 		return err
 	}
 	if len(signed) > maxBody {
@@ -380,7 +598,7 @@ func (s *Store) Rekey(ctx context.Context, rows []auditlog.Rekeyed) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	if err := s.writable(); err != nil {
 		return err
 	}
 	var conflict error

@@ -27,7 +27,30 @@ func lockDir(path string) (*os.File, error) {
 	return f, nil
 }
 
+// lockDirShared takes a shared lock on an existing lock file without
+// creating or writing anything; nil when the file does not exist.
+func lockDirShared(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("filestore: lock: %w", err)
+	}
+	return f, nil
+}
+
 func unlockDir(f *os.File) {
+	if f == nil {
+		return
+	}
 	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	f.Close()
 }
