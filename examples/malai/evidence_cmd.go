@@ -339,7 +339,7 @@ func (l *localSystem) LogStreams(fn func(name string, plaintext []byte) error) e
 }
 
 func (l *localSystem) VerifyOffline(ctx context.Context) (evidence.OfflineReport, error) {
-	st, err := openAuditStore(ctx, l.opts)
+	st, err := openAuditStoreReadOnly(ctx, l.opts)
 	if err != nil {
 		return evidence.OfflineReport{}, err
 	}

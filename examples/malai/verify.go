@@ -32,7 +32,7 @@ func verifyCmd(args []string) error {
 	fs.Parse(args)
 	o.DataDir = *dataDir
 	ctx := context.Background()
-	st, err := openAuditStore(ctx, o)
+	st, err := openAuditStoreReadOnly(ctx, o)
 	if err != nil {
 		return fmt.Errorf("open audit store (is the system still running?): %w", err)
 	}
@@ -47,6 +47,16 @@ func verifyCmd(args []string) error {
 		return errors.New("the audit chain does not verify")
 	}
 	return nil
+}
+
+// openAuditStoreReadOnly opens the audit chain for offline verification:
+// the file store read-only (nothing is written, a torn tail is not cut,
+// damage is located rather than refused), PostgreSQL as the app role.
+func openAuditStoreReadOnly(ctx context.Context, o Options) (auditlog.Store, error) {
+	if o.AuditDSN == "" {
+		return filestore.OpenReadOnly(filepath.Join(o.DataDir, "audit"))
+	}
+	return openAuditStore(ctx, o)
 }
 
 // verifyData verifies the chain in st with the keys and the witness under
@@ -69,7 +79,7 @@ func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlo
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
-	wst, err := filestore.Open(filepath.Join(dataDir, "witness"))
+	wst, err := filestore.OpenReadOnly(filepath.Join(dataDir, "witness"))
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
