@@ -143,13 +143,21 @@ func (l *Log) Event(ctx context.Context, seq uint64) (Event, error) {
 
 var errStopScan = errors.New("stop scan")
 
-// Reencrypt seals again, under the ring's current key, every payload
-// sealed under an older key (and every plaintext payload), in batches,
-// without touching any hash. Run it in a goroutine after a rotation; it
-// returns the number of rows re-encrypted. It is safe to run while
-// appending, and to run again after an interruption.
+// Reencrypt re-keys the log's own store with its key ring (see
+// [Reencrypt]). Run it in a goroutine after a rotation; it returns the
+// number of rows re-encrypted.
 func (l *Log) Reencrypt(ctx context.Context) (int, error) {
-	ring := l.cfg.Ring
+	return Reencrypt(ctx, l.cfg.Store, l.cfg.Ring)
+}
+
+// Reencrypt seals again, under ring's current key, every payload of st
+// sealed under an older key (and every plaintext payload), in batches of
+// 1024 rows through [Store.Rekey], without touching any hash. It needs
+// no [Log]: a store whose runtime role may not rewrite rows (pgstore's
+// application role) is re-keyed by a separate command connected as the
+// migrator role. It is safe to run while a Log appends, and to run
+// again after an interruption.
+func Reencrypt(ctx context.Context, st Store, ring *keyring.Ring) (int, error) {
 	if ring == nil {
 		return 0, fmt.Errorf("%w: no Ring configured", ErrInvalidConfig)
 	}
@@ -161,7 +169,7 @@ func (l *Log) Reencrypt(ctx context.Context) (int, error) {
 		var next uint64
 		var aad [40]byte
 		current := ring.Current()
-		err := l.cfg.Store.Scan(ctx, from, func(r Record) error {
+		err := st.Scan(ctx, from, func(r Record) error {
 			next = r.Seq + 1
 			if r.KeyID == current {
 				return nil
@@ -193,7 +201,7 @@ func (l *Log) Reencrypt(ctx context.Context) (int, error) {
 			return total, err
 		}
 		if len(batch) > 0 {
-			if err := l.cfg.Store.Rekey(ctx, batch); err != nil && !errors.Is(err, ErrConflict) {
+			if err := st.Rekey(ctx, batch); err != nil && !errors.Is(err, ErrConflict) {
 				return total, err
 			}
 			total += len(batch)

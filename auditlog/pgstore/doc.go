@@ -3,21 +3,28 @@
 //
 // # Guarantees
 //
-//   - Each Append is one transaction: pg_advisory_xact_lock, a head check,
-//     one COPY of the whole batch, commit. With [auditlog.Log]'s group
-//     commit that is one transaction per batch, never per event, and two
-//     processes appending to one table produce one linear chain (the loser
-//     of a race gets auditlog.ErrConflict, catches up and retries).
+//   - Each Append is one transaction in one round trip: a pipeline of
+//     pg_advisory_xact_lock and one INSERT of the whole batch whose WHERE
+//     clause is the head check, committed together. With [auditlog.Log]'s
+//     group commit that is one transaction per batch, never per event, and
+//     two processes appending to one table produce one linear chain (the
+//     loser of a race gets auditlog.ErrConflict, catches up and retries).
 //   - [Migrate], run with a privileged role the runtime never holds,
 //     creates the tables owned by a migrator role and grants the
 //     application role SELECT and INSERT only. The application role's
 //     UPDATE, DELETE, TRUNCATE, SELECT … FOR UPDATE and DDL are refused by
-//     the server (tested). ENABLE ALWAYS triggers refuse UPDATE, DELETE and
+//     the server (tested), and so are temporary tables and any function
+//     that writes rows. ENABLE ALWAYS triggers refuse UPDATE, DELETE and
 //     TRUNCATE even for a superuser under session_replication_role =
-//     replica.
-//   - Re-encryption goes through a SECURITY DEFINER function that can only
-//     swap a row's sealed payload and key id (a trigger refuses any other
-//     change), so the application role needs no UPDATE privilege.
+//     replica. CHECK constraints bound every column it can write.
+//   - Re-encryption ([Store.Rekey], auditlog.Reencrypt) runs as the
+//     migrator role ([Config.Role]), from a command of its own, never from
+//     the runtime: the application role cannot rewrite a row, and a
+//     trigger lets the migrator change only a row's sealed payload and key
+//     id.
+//   - A checkpoint row the application role inserts cannot stop the log:
+//     auditlog.New skips stored checkpoints the log did not sign and
+//     auditlog.Verify reports them by position.
 //   - [Config.Password] is called for every new connection (pgxpool
 //     BeforeConnect): a rotated credential is used without a restart.
 //   - [New] refuses a DSN that does not verify the server
@@ -34,6 +41,9 @@
 //		Password: vault.CurrentPassword,
 //		Schema:   "audit",
 //	})
+//	// after a data-key rotation, from an operator's command:
+//	mig, err := pgstore.New(ctx, pgstore.Config{DSN: adminDSN, Schema: "audit", Role: "audit_migrator"})
+//	n, err := auditlog.Reencrypt(ctx, mig, ring)
 //
 // # Security caveats
 //

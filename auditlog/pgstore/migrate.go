@@ -6,36 +6,55 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/malai-sec/malai/auditlog"
+	"github.com/malai-sec/malai/keyring"
 )
+
+// Column bounds enforced by Migrate's CHECK constraints: a checkpoint
+// note, and a payload at the limit sealed under a 255-byte key id.
+const maxCheckpointNote = 64 << 10
+
+var maxStoredPayload = auditlog.MaxPayloadLen + keyring.Overhead(255)
 
 // MigrateConfig configures [Migrate].
 type MigrateConfig struct {
 	// Schema and Table as in Config; Table defaults to "audit_log". The
 	// schema must exist.
 	Schema, Table string
-	// Owner is the migrator role that owns the tables, triggers and the
-	// rekey function. The runtime never connects as it. Required; it must
-	// exist.
+	// Owner is the migrator role that owns the tables and triggers. The
+	// runtime never connects as it; re-encryption ([Store.Rekey]) runs as
+	// it, from its own command. Required; it must exist.
 	Owner string
 	// AppRole is the role the runtime connects as. It gets USAGE on the
-	// schema, SELECT and INSERT on the tables and EXECUTE on the rekey
-	// function; nothing else. Required; it must exist.
+	// schema and SELECT and INSERT on the tables; nothing else. Required;
+	// it must exist.
 	AppRole string
 }
 
 // Migrate creates the tables, triggers and grants. Run it with a
 // privileged role (a superuser or the schema's owner) that the runtime
-// never holds. It is idempotent: running it again re-applies the grants
-// and triggers. After it:
+// never holds. It is idempotent: running it again re-applies the grants,
+// constraints and triggers. After it:
 //
 //   - the tables are owned by Owner;
 //   - AppRole may SELECT and INSERT, and nothing else: no UPDATE, DELETE,
-//     TRUNCATE, row locks (SELECT … FOR UPDATE) or DDL;
+//     TRUNCATE, row locks (SELECT … FOR UPDATE), DDL, temporary tables, or
+//     any function that writes rows (the SECURITY DEFINER re-key function
+//     of earlier versions is dropped);
 //   - ENABLE ALWAYS triggers refuse UPDATE (except of the sealed payload and
-//     key id, through the rekey function), DELETE and TRUNCATE even under
+//     key id, which Owner re-encrypts), DELETE and TRUNCATE even under
 //     session_replication_role = replica. The tables' owner or a superuser
 //     can still disable them: that is why checkpoints are signed and kept
-//     by a witness.
+//     by a witness;
+//   - CHECK constraints bound every column AppRole can write (field
+//     lengths as auditlog's limits, a checkpoint note at most 64 KiB), so
+//     a row it inserts cannot make a reader allocate without bound.
+//
+// Temporary tables are granted to PUBLIC on every database by default,
+// and a role holds what PUBLIC holds, so Migrate revokes TEMPORARY on the
+// current database from PUBLIC (and from AppRole). Grant it explicitly to
+// any other role that needs temporary tables there.
 func Migrate(ctx context.Context, conn *pgx.Conn, cfg MigrateConfig) error {
 	if cfg.Table == "" {
 		cfg.Table = "audit_log"
@@ -78,12 +97,21 @@ func Migrate(ctx context.Context, conn *pgx.Conn, cfg MigrateConfig) error {
 			END IF;
 			RETURN NEW;
 		END $$`,
-		`CREATE OR REPLACE FUNCTION ` + rekey + `(p_seq bigint, p_old text, p_key text, p_payload bytea)
-		RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
-			WITH u AS (UPDATE ` + t + ` SET payload = p_payload, key_id = p_key
-				WHERE seq = p_seq AND key_id = p_old RETURNING 1)
-			SELECT count(*) = 1 FROM u
-		$$`,
+		// earlier versions let the app role re-key through this function
+		`DROP FUNCTION IF EXISTS ` + rekey + `(bigint, text, text, bytea)`,
+	}
+	for _, c := range []struct{ table, name, check string }{
+		{t, cfg.Table + "_fields", fmt.Sprintf(`octet_length(type) BETWEEN 1 AND %d AND octet_length(actor) <= %d AND
+			octet_length(correlation_id) <= %d AND octet_length(key_id) <= 255 AND octet_length(payload) <= %d`,
+			auditlog.MaxTypeLen, auditlog.MaxActorLen, auditlog.MaxCorrelationLen, maxStoredPayload)},
+		{cp, cfg.Table + "_cp_note", fmt.Sprintf(`octet_length(note) BETWEEN 1 AND %d`, maxCheckpointNote)},
+	} {
+		// added once; a second run does not re-scan the table
+		stmts = append(stmts, `DO $$ BEGIN
+			IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '`+c.table+`'::regclass AND conname = '`+c.name+`') THEN
+				ALTER TABLE `+c.table+` ADD CONSTRAINT `+id(c.name)+` CHECK (`+c.check+`);
+			END IF;
+		END $$`)
 	}
 	for _, tr := range []struct{ table, name, when, fn string }{
 		{t, cfg.Table + "_no_update", "BEFORE UPDATE ON " + t + " FOR EACH ROW", guard},
@@ -104,13 +132,14 @@ func Migrate(ctx context.Context, conn *pgx.Conn, cfg MigrateConfig) error {
 		`ALTER TABLE `+cp+` OWNER TO `+owner,
 		`ALTER FUNCTION `+refuse+`() OWNER TO `+owner,
 		`ALTER FUNCTION `+guard+`() OWNER TO `+owner,
-		`ALTER FUNCTION `+rekey+`(bigint, text, text, bytea) OWNER TO `+owner,
+		`REVOKE ALL ON FUNCTION `+refuse+`(), `+guard+`() FROM PUBLIC`,
 		`GRANT USAGE ON SCHEMA `+schema+` TO `+owner,
 		`REVOKE ALL ON `+t+`, `+cp+` FROM PUBLIC, `+app,
 		`GRANT SELECT, INSERT ON `+t+`, `+cp+` TO `+app,
-		`REVOKE ALL ON FUNCTION `+rekey+`(bigint, text, text, bytea) FROM PUBLIC`,
-		`GRANT EXECUTE ON FUNCTION `+rekey+`(bigint, text, text, bytea) TO `+app,
 		`GRANT USAGE ON SCHEMA `+schema+` TO `+app,
+		`DO $$ BEGIN
+			EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, `+strings.ReplaceAll(app, "'", "''")+`', current_database());
+		END $$`,
 	)
 	tx, err := conn.Begin(ctx)
 	if err != nil {

@@ -47,22 +47,25 @@ type Config struct {
 	AllowInsecureTLS bool
 	// MaxConns caps the pool; default pgxpool's.
 	MaxConns int32
+	// Role, when set, is assumed with SET ROLE on every connection. The
+	// re-encryption command sets it to the migrator role (MigrateConfig's
+	// Owner), the only role that may re-key rows; the runtime leaves it
+	// empty and connects as the application role.
+	Role string
 }
 
 // Store is the PostgreSQL [auditlog.Store]. It is safe for concurrent use
 // by many goroutines and many processes: appends are serialised by a
 // transaction-scoped advisory lock and each batch is one transaction with
-// one COPY.
+// one INSERT, sent in one round trip.
 type Store struct {
-	pool    *pgxpool.Pool
-	ident   pgx.Identifier
-	cpIdent pgx.Identifier
-	rekeyFn string
-	q       queries
+	pool  *pgxpool.Pool
+	ident pgx.Identifier
+	q     queries
 }
 
 type queries struct {
-	begin, head, scan, cps, latestCP, addCP string
+	lock, insert, begin, head, scan, cps, latestCP, addCP, rekey string
 }
 
 var (
@@ -153,6 +156,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
 	}
+	if cfg.Role != "" {
+		setRole := "SET ROLE " + pgx.Identifier{cfg.Role}.Sanitize()
+		pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			if _, err := c.Exec(ctx, setRole); err != nil {
+				return fmt.Errorf("pgstore: set role: %w", err)
+			}
+			return nil
+		}
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
@@ -171,18 +183,25 @@ func newStore(pool *pgxpool.Pool, schema, table string) *Store {
 	t := pgx.Identifier{schema, table}.Sanitize()
 	cp := pgx.Identifier{schema, table + "_checkpoint"}.Sanitize()
 	return &Store{
-		pool:    pool,
-		ident:   pgx.Identifier{schema, table},
-		cpIdent: pgx.Identifier{schema, table + "_checkpoint"},
-		rekeyFn: pgx.Identifier{schema, table + "_rekey"}.Sanitize(),
+		pool:  pool,
+		ident: pgx.Identifier{schema, table},
 		q: queries{
 			begin: "BEGIN; SELECT pg_advisory_xact_lock(" + strconv.FormatInt(int64(h.Sum64()), 10) + "); " +
 				"SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
+			lock: "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(int64(h.Sum64()), 10) + ")",
+			// The head check travels with the rows: the statement's
+			// snapshot is taken after the lock is held, and it inserts
+			// nothing unless the batch continues the stored chain.
+			insert: "INSERT INTO " + t + " (" + strings.Join(columns, ", ") + ") " +
+				"SELECT * FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bytea[], $9::text[], $10::bytea[], $11::bytea[]) " +
+				"WHERE (SELECT coalesce(max(seq) + 1, 0) FROM " + t + ") = $1::bigint " +
+				"AND ($1::bigint = 0 OR EXISTS (SELECT 1 FROM " + t + " WHERE seq = $1::bigint - 1 AND hash = $2::bytea))",
 			head:     "SELECT seq, hash FROM " + t + " ORDER BY seq DESC LIMIT 1",
 			scan:     "SELECT " + strings.Join(columns, ", ") + " FROM " + t + " WHERE seq >= $1 ORDER BY seq",
 			cps:      "SELECT note FROM " + cp + " ORDER BY id",
 			latestCP: "SELECT note FROM " + cp + " ORDER BY id DESC LIMIT 1",
 			addCP:    "INSERT INTO " + cp + " (note) VALUES ($1)",
+			rekey:    "UPDATE " + t + " SET payload = $1, key_id = $2 WHERE seq = $3 AND key_id = $4",
 		},
 	}
 }
@@ -210,11 +229,17 @@ func headOf(ctx context.Context, q interface {
 	return h, nil
 }
 
-// Append implements auditlog.Store: one transaction holding the advisory
-// lock checks the head and COPYs the batch. BEGIN, the lock and the head
-// query travel in one simple-protocol message (each statement takes a
-// fresh snapshot, so the head is read after the lock is held): three round
-// trips per batch in all.
+// copyRows is the batch size from which Append uses COPY: its three
+// round trips cost less than an INSERT's per-row work past it.
+const copyRows = 128
+
+// Append implements auditlog.Store. A batch of fewer than copyRows rows
+// takes one round trip: a pipeline of pg_advisory_xact_lock and one
+// INSERT of the whole batch whose WHERE clause is the head check,
+// committed together as one implicit transaction at the pipeline's end.
+// A larger batch is COPYed in a transaction holding the lock. A batch
+// that does not continue the stored chain appends nothing and returns
+// ErrConflict.
 func (s *Store) Append(ctx context.Context, recs []auditlog.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -224,6 +249,57 @@ func (s *Store) Append(ctx context.Context, recs []auditlog.Record) error {
 			return fmt.Errorf("pgstore: batch is not consecutive at %d: %w", recs[i].Seq, auditlog.ErrConflict)
 		}
 	}
+	if recs[0].Seq > 1<<62 {
+		return fmt.Errorf("pgstore: sequence number %d out of range", recs[0].Seq)
+	}
+	if len(recs) >= copyRows {
+		return s.appendCopy(ctx, recs)
+	}
+	n := len(recs)
+	var (
+		seqs, times                = make([]int64, n), make([]int64, n)
+		types, actors, corrs, kids = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		payloads, prevs, hashes    = make([][]byte, n), make([][]byte, n), make([][]byte, n)
+	)
+	for i := range recs {
+		r := &recs[i]
+		seqs[i], times[i] = int64(r.Seq), r.Time
+		types[i], actors[i], corrs[i], kids[i] = r.Type, r.Actor, r.CorrelationID, r.KeyID
+		payloads[i], prevs[i], hashes[i] = r.Payload, r.PrevHash[:], r.Hash[:]
+		if payloads[i] == nil {
+			payloads[i] = []byte{}
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(s.q.lock)
+	b.Queue(s.q.insert, int64(recs[0].Seq), recs[0].PrevHash[:], seqs, times, types, actors, corrs, payloads, kids, prevs, hashes)
+	br := s.pool.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return fmt.Errorf("pgstore: lock: %w", err)
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr // the commit's own error
+	}
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.Code == "23505": // unique_violation: another writer won
+		return fmt.Errorf("pgstore: batch starts at %d, which is taken: %w", recs[0].Seq, auditlog.ErrConflict)
+	case err != nil:
+		return fmt.Errorf("pgstore: append: %w", err)
+	case tag.RowsAffected() == 0:
+		return fmt.Errorf("pgstore: batch starts at %d, which does not continue the stored chain: %w", recs[0].Seq, auditlog.ErrConflict)
+	case tag.RowsAffected() != int64(n):
+		return fmt.Errorf("pgstore: inserted %d of %d rows", tag.RowsAffected(), n)
+	}
+	return nil
+}
+
+// appendCopy appends a large batch: BEGIN, the lock and the head query in
+// one simple-protocol message (each statement takes a fresh snapshot, so
+// the head is read after the lock is held), one COPY, COMMIT.
+func (s *Store) appendCopy(ctx context.Context, recs []auditlog.Record) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("pgstore: acquire: %w", err)
@@ -373,28 +449,33 @@ func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
 	return note, nil
 }
 
-// Rekey implements auditlog.Store through the SECURITY DEFINER function
-// Migrate creates: the application role itself has no UPDATE privilege,
-// and the function can change nothing but the payload and key id.
+// Rekey implements auditlog.Store. It needs a connection as the tables'
+// owner (Config.Role set to the migrator role): the application role may
+// not rewrite rows, and the update trigger lets even the owner change
+// nothing but the sealed payload and key id. All rows change in one
+// transaction or none do.
 func (s *Store) Rekey(ctx context.Context, rows []auditlog.Rekeyed) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
 	for _, r := range rows {
-		b.Queue("SELECT "+s.rekeyFn+"($1, $2, $3, $4)", int64(r.Seq), r.OldKeyID, r.KeyID, r.Payload)
+		b.Queue(s.q.rekey, r.Payload, r.KeyID, int64(r.Seq), r.OldKeyID)
 	}
 	res := s.pool.SendBatch(ctx, b)
-	defer res.Close()
 	var conflict error
 	for _, r := range rows {
-		var ok bool
-		if err := res.QueryRow().Scan(&ok); err != nil {
+		tag, err := res.Exec()
+		if err != nil {
+			res.Close()
 			return fmt.Errorf("pgstore: rekey row %d: %w", r.Seq, err)
 		}
-		if !ok {
+		if tag.RowsAffected() != 1 {
 			conflict = fmt.Errorf("pgstore: rekey row %d: %w", r.Seq, auditlog.ErrConflict)
 		}
+	}
+	if err := res.Close(); err != nil {
+		return fmt.Errorf("pgstore: rekey: %w", err)
 	}
 	return conflict
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/malai-sec/malai/auditlog/pgstore/internal/pgtest"
 	"github.com/malai-sec/malai/auditlog/storetest"
 	"github.com/malai-sec/malai/internal/servicetest"
+	"github.com/malai-sec/malai/keyring"
 )
 
 type env struct {
@@ -88,8 +89,33 @@ func (e *env) store(t *testing.T) *pgstore.Store {
 	return s
 }
 
+// ownerStore connects as the migrator role, the only one that may re-key.
+func (e *env) ownerStore(t *testing.T) *pgstore.Store {
+	t.Helper()
+	s, err := pgstore.New(context.Background(), pgstore.Config{DSN: e.pg.URL, Schema: e.pg.Schema, Role: e.owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// rekeyAsOwner is the application role's store with re-keying done as
+// the migrator, the way the reference system runs it (its own command).
+type rekeyAsOwner struct {
+	*pgstore.Store
+	owner *pgstore.Store
+}
+
+func (r rekeyAsOwner) Rekey(ctx context.Context, rows []auditlog.Rekeyed) error {
+	return r.owner.Rekey(ctx, rows)
+}
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) auditlog.Store { return setup(t).store(t) })
+	storetest.Run(t, func(t *testing.T) auditlog.Store {
+		e := setup(t)
+		return rekeyAsOwner{Store: e.store(t), owner: e.ownerStore(t)}
+	})
 }
 
 // asAdmin runs fn in a transaction as the privileged role with the
@@ -198,6 +224,7 @@ func TestAppRoleRefused(t *testing.T) {
 		"CREATE INDEX evil ON " + tb + " (actor)",
 		"CREATE TRIGGER evil BEFORE INSERT ON " + tb + " FOR EACH ROW EXECUTE FUNCTION " + tb + "_refuse()",
 		"SET session_replication_role = replica",
+		"CREATE TEMP TABLE evil (x int)",
 	}
 	for _, q := range refused {
 		t.Run(strings.Fields(q)[0]+"_"+strconv.Itoa(len(q)), func(t *testing.T) {
@@ -213,10 +240,174 @@ func TestAppRoleRefused(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&n); err != nil || n != 12 {
 		t.Fatalf("app role SELECT: %d, %v", n, err)
 	}
-	// The rekey function changes the payload only; hashes stay.
-	var ok bool
-	if err := conn.QueryRow(ctx, "SELECT "+tb+"_rekey(1, 'k1', 'k9', '\\x01')").Scan(&ok); err != nil || !ok {
-		t.Fatalf("rekey function: %v, %v", ok, err)
+	// It holds no function that writes rows: re-keying through the
+	// store fails, and no SECURITY DEFINER function in the schema is
+	// executable by it.
+	err = s.Rekey(ctx, []auditlog.Rekeyed{{Seq: 1, OldKeyID: "k1", KeyID: "k9", Payload: []byte{1}}})
+	if !isPrivilegeError(err) {
+		t.Fatalf("app role Rekey = %v, want a privilege error", err)
+	}
+	var definer int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE n.nspname = $1 AND (p.prosecdef OR p.prorettype <> 'trigger'::regtype)
+		AND has_function_privilege(current_user, p.oid, 'EXECUTE')`, e.pg.Schema).Scan(&definer); err != nil || definer != 0 {
+		t.Fatalf("app role may execute %d functions in the audit schema (%v), want 0", definer, err)
+	}
+	// A checkpoint note larger than any real one is refused by the schema.
+	_, err = conn.Exec(ctx, "INSERT INTO "+tb+"_checkpoint (note) VALUES ($1)", make([]byte, 65<<10))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23514" {
+		t.Fatalf("oversized checkpoint insert = %v, want a check violation (23514)", err)
+	}
+}
+
+// TestMigrateRevokesTemp runs Migrate in a new database, where PUBLIC
+// (and so the app role) still holds TEMPORARY, and checks the app role
+// can create no temporary table afterwards.
+func TestMigrateRevokesTemp(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t)
+	db := "malai_t_" + servicetest.Unique()
+	if _, err := e.pg.Pool.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := e.pg.Pool.Exec(context.Background(), "DROP DATABASE "+db+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database: %v", err)
+		}
+	})
+	adminURL, _ := url.Parse(e.pg.URL)
+	adminURL.Path = "/" + db
+	appURL, _ := url.Parse(e.appDSN)
+	appURL.Path = "/" + db
+	app, err := pgx.Connect(ctx, appURL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(ctx)
+	if _, err := app.Exec(ctx, "CREATE TEMP TABLE before_migrate (x int)"); err != nil {
+		t.Fatalf("a new database grants TEMPORARY to PUBLIC; the test's premise fails: %v", err)
+	}
+	admin, err := pgx.Connect(ctx, adminURL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA audit"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgstore.Migrate(ctx, admin, pgstore.MigrateConfig{Schema: "audit", Owner: e.owner, AppRole: e.app}); err != nil {
+		t.Fatal(err)
+	}
+	app2, err := pgx.Connect(ctx, appURL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app2.Close(ctx)
+	if _, err := app2.Exec(ctx, "CREATE TEMP TABLE evil (x int)"); !isPrivilegeError(err) {
+		t.Fatalf("app role CREATE TEMP TABLE after Migrate = %v, want a privilege error", err)
+	}
+}
+
+// TestMigrateDropsTheOldRekeyFunction: a schema migrated by an earlier
+// version kept a SECURITY DEFINER re-key function the app role could call;
+// migrating again removes it.
+func TestMigrateDropsTheOldRekeyFunction(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t)
+	tb := pgx.Identifier{e.pg.Schema, e.table}.Sanitize()
+	fn := pgx.Identifier{e.pg.Schema, e.table + "_rekey"}.Sanitize()
+	for _, q := range []string{
+		`CREATE FUNCTION ` + fn + `(p_seq bigint, p_old text, p_key text, p_payload bytea)
+		RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+			WITH u AS (UPDATE ` + tb + ` SET payload = p_payload, key_id = p_key
+				WHERE seq = p_seq AND key_id = p_old RETURNING 1)
+			SELECT count(*) = 1 FROM u $$`,
+		`ALTER FUNCTION ` + fn + `(bigint, text, text, bytea) OWNER TO ` + e.owner,
+		`GRANT EXECUTE ON FUNCTION ` + fn + `(bigint, text, text, bytea) TO ` + e.app,
+	} {
+		if _, err := e.pg.Pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := e.pg.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if err := pgstore.Migrate(ctx, conn.Conn(), pgstore.MigrateConfig{Schema: e.pg.Schema, Owner: e.owner, AppRole: e.app}); err != nil {
+		t.Fatal(err)
+	}
+	app, err := pgx.Connect(ctx, e.appDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(ctx)
+	_, err = app.Exec(ctx, "SELECT "+fn+"(1, 'k1', 'k9', '\\x01')")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42883" {
+		t.Fatalf("calling the old re-key function after Migrate = %v, want undefined function (42883)", err)
+	}
+}
+
+// TestMalformedCheckpointRowIsAFinding: the app role may insert
+// checkpoints, so it can insert garbage; start-up skips it, appends
+// continue, and the verifier locates it.
+func TestMalformedCheckpointRowIsAFinding(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t)
+	s := e.store(t)
+	f := storetest.NewFixture(t, s)
+	conn, err := pgx.Connect(ctx, e.appDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tb := pgx.Identifier{e.pg.Schema, e.table + "_checkpoint"}.Sanitize()
+	mkey, _, _ := note.GenerateKey(nil, "mallory")
+	mallory, _ := note.NewSigner(mkey)
+	forged, err := auditlog.SignCheckpoint(auditlog.Checkpoint{Origin: f.Origin, Size: 99}, mallory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range [][]byte{[]byte("not a signed note"), forged} {
+		if _, err := conn.Exec(ctx, "INSERT INTO "+tb+" (note) VALUES ($1)", n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var skipped []error
+	l, err := auditlog.New(auditlog.Config{Store: s, Origin: f.Origin, Signers: []note.Signer{f.Signer}, Witness: f.Witness,
+		Ring: f.Ring, OnError: func(err error) { skipped = append(skipped, err) }})
+	if err != nil {
+		t.Fatalf("start-up with malformed checkpoint rows = %v, want them skipped", err)
+	}
+	if got := l.LatestCheckpoint(); got.Size != 12 {
+		t.Fatalf("adopted checkpoint size %d, want the log's own (12)", got.Size)
+	}
+	if _, err := l.Append(ctx, storetest.Transfer("u", "a", "b", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(skipped) != 1 {
+		t.Fatalf("skipped checkpoints reported %d times, want once: %v", len(skipped), skipped)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	rep := f.Verify(t, s, f.Trusted, nil, nil)
+	bad := map[int]auditlog.FindingKind{}
+	for _, fd := range rep.Findings {
+		if fd.Checkpoint >= 0 && fd.Source == auditlog.SourceExport {
+			bad[fd.Checkpoint] = fd.Kind
+		}
+	}
+	// checkpoints 0–2 are the fixture's, 3 and 4 the inserted rows, 5
+	// the final one of the second start
+	if n != 6 || bad[3] != auditlog.FindingMalformedCheckpoint || bad[4] != auditlog.FindingUnknownKey || len(bad) != 2 {
+		t.Fatalf("%d checkpoint rows; verifier findings on them %v (all: %v)", n, bad, rep.Findings)
 	}
 }
 
@@ -455,5 +646,69 @@ func TestOutage(t *testing.T) {
 	}
 	if head, err := auditlog.Replay(ctx, e.store(t), nil, nil); err != nil || head.Size != 2 {
 		t.Fatalf("Replay after the outage = %+v, %v", head, err)
+	}
+}
+
+// TestReencryptAsMigrator rotates the data key and re-keys every row from
+// a connection as the migrator role (what the operator's command does);
+// the app role's view verifies afterwards, hashes untouched.
+func TestReencryptAsMigrator(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t)
+	s := e.store(t)
+	f := storetest.NewFixture(t, s)
+	k, err := keyring.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Ring.Rotate("k2", k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditlog.Reencrypt(ctx, s, f.Ring); !isPrivilegeError(err) {
+		t.Fatalf("re-keying as the app role = %v, want a privilege error", err)
+	}
+	n, err := auditlog.Reencrypt(ctx, e.ownerStore(t), f.Ring)
+	if err != nil || n != 12 {
+		t.Fatalf("Reencrypt as the migrator = %d, %v", n, err)
+	}
+	err = s.Scan(ctx, 0, func(r auditlog.Record) error {
+		if r.KeyID != "k2" {
+			return fmt.Errorf("row %d still under %q", r.Seq, r.KeyID)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := f.Verify(t, s, f.Trusted, nil, nil); len(rep.Findings) != 0 {
+		t.Fatalf("re-encrypted chain does not verify: %v", rep.Findings)
+	}
+}
+
+// TestLargeBatches covers the COPY path (batches of 128 rows and more)
+// beside the one-round-trip INSERT the conformance suite exercises.
+func TestLargeBatches(t *testing.T) {
+	ctx := context.Background()
+	s := setup(t).store(t)
+	first := storetest.Chain(0, auditlog.Hash{}, 300)
+	if err := s.Append(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	stale := storetest.Chain(100, first[99].Hash, 200)
+	if err := s.Append(ctx, stale); !errors.Is(err, auditlog.ErrConflict) {
+		t.Fatalf("a large batch behind the head = %v, want ErrConflict", err)
+	}
+	if err := s.Append(ctx, storetest.Chain(300, first[299].Hash, 2)[1:]); !errors.Is(err, auditlog.ErrConflict) {
+		t.Fatalf("a small batch past the head = %v, want ErrConflict", err)
+	}
+	if err := s.Append(ctx, storetest.Chain(300, auditlog.Hash{7}, 1)); !errors.Is(err, auditlog.ErrConflict) {
+		t.Fatalf("a batch that does not link to the head = %v, want ErrConflict", err)
+	}
+	if err := s.Append(ctx, storetest.Chain(300, first[299].Hash, 150)); err != nil {
+		t.Fatal(err)
+	}
+	head, err := auditlog.Replay(ctx, s, nil, nil)
+	if err != nil || head.Size != 450 {
+		t.Fatalf("Replay = %+v, %v; want 450 rows in one chain", head, err)
 	}
 }
