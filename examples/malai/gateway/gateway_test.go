@@ -73,7 +73,11 @@ func TestGatewayRouting(t *testing.T) {
 	t.Cleanup(func() { g.Close() })
 	h := g.Handler()
 	do := func(method, path, tok string, hdr map[string]string) int {
-		r := httptest.NewRequest(method, path, strings.NewReader(`{"username":"alice"}`))
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader(`{"username":"alice"}`)
+		}
+		r := httptest.NewRequest(method, path, body)
 		r.RemoteAddr = "198.51.100.7:40000"
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("User-Agent", "malai-test")

@@ -35,7 +35,10 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 func testWAF(t *testing.T) *WAF {
 	t.Helper()
 	once.Do(func() {
-		shared, sharedE = New(Config{BodyLimit: 4096, Logger: slog.New(slog.NewJSONHandler(&logBuf, nil))})
+		cfg := GatewayConfig()
+		cfg.BodyLimit = 4096
+		cfg.Logger = slog.New(slog.NewJSONHandler(&logBuf, nil))
+		shared, sharedE = New(cfg)
 	})
 	if sharedE != nil {
 		t.Fatal(sharedE)

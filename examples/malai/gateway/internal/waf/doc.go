@@ -1,0 +1,41 @@
+// Package waf puts Coraza with the OWASP Core Rule Set in front of the
+// gateway's routes, with the cost an untrusted client can make it pay
+// bounded before it is paid.
+//
+// # What it guarantees
+//
+//   - A body is read whole before inspection, at most the route's limit
+//     (larger: 413, never inspected) and within BodyTimeout (slower: 408).
+//     Reading holds no inspection slot, so a slow client costs a
+//     goroutine, not CPU.
+//   - Inspections run in a bounded pool: MaxConcurrent at once, PerClient
+//     for one address. A request that finds no slot within MaxWait, or
+//     finds MaxWaiting others already waiting, is answered 503 with
+//     Retry-After at once; nothing queues without bound.
+//   - Any inspection error fails closed (503). An interruption is a 403
+//     problem+json that names no rule; the matched rule ids go to the log
+//     under the request's correlation id.
+//   - A request whose client went away is recorded as 499 (it was neither
+//     answered nor passed), never as a 200.
+//   - An unparsable body is refused (400), except JSON that no JSON parser
+//     accepts (encoding/json agrees with Coraza): that goes to the service,
+//     which answers its own 400 without acting on it.
+//
+// It does not use coraza's http.WrapHandler: that middleware only logs when
+// request processing fails and then lets the request through.
+//
+// # Exclusions
+//
+// [Exclusion] removes named JSON fields of one route from named rules, for
+// that route only. It is how credential fields (a password goes to a
+// password hash, never to SQL, a shell, a path or a page) stop being false
+// positives while the same payload in any other field is still refused.
+//
+// # Example
+//
+//	w, err := waf.New(waf.Config{})
+//	if err != nil {
+//		return err
+//	}
+//	http.ListenAndServe(addr, w.Handler(mux))
+package waf

@@ -1,0 +1,100 @@
+package waf
+
+// GatewayConfig is the reference gateway's rule set: the CRS at paranoia
+// level 1 with the credential exclusions of the identity routes. The
+// gateway adds its runtime limits (concurrency, body caps) to it; the CRS
+// regression test runs exactly these directives.
+func GatewayConfig() Config {
+	return Config{Exclusions: CredentialExclusions()}
+}
+
+// Credential routes and their password fields (JSON members). Identity
+// owns the routes; the names are agreed with it.
+var credentialRoutes = []struct {
+	Method, Path string
+	Fields       []string
+}{
+	{"POST", "/v1/users", []string{"password"}},                            // sign-up
+	{"POST", "/v1/sessions", []string{"password"}},                         // sign-in
+	{"POST", "/v1/password", []string{"current_password", "new_password"}}, // password change
+}
+
+// passwordRules are the paranoia-level-1 rules that inspect argument
+// values for text a password may legitimately hold. Why each may go: a
+// password is never interpreted by any service. Identity compares it with
+// a memory-hard hash and stores only the hash; it never reaches SQL, a
+// shell, a file path, a URL fetch, a page, a template, a header or an
+// interpreter, and is never logged. A detection of those injections in a
+// password therefore protects nothing, while refusing strong passwords
+// that happen to contain such text (and teaching users to weaken them).
+// The rules stay on for every other field of these routes (the username
+// above all) and for every field of every other route.
+var passwordRules = []int{
+	// Protocol: bytes that matter only to a parser further on. Identity
+	// checks a password's characters itself.
+	920270, // null character (a literal "%00" decodes to one)
+	920540, // Unicode escape "\u…" bypass
+	921110, // request smuggling keywords ("GET /… HTTP/1.1" as text)
+	921120, // response splitting (CR/LF + header-like text)
+	921130, // response splitting (HTML after CR/LF)
+	921200, // LDAP injection: no LDAP anywhere
+	// Path traversal / file access: a password never names a file.
+	930100, // "/../" encoded
+	930110, // "/../" plain
+	930120, // OS file names ("/etc/passwd", "boot.ini")
+	// Remote file inclusion: a password is never fetched.
+	931100, // URL with an IP address
+	931120, // URL ending in "?"
+	// Remote command execution: a password never reaches a shell.
+	932120, // PowerShell commands
+	932125, // PowerShell aliases
+	932130, // Unix shell expressions ("$(…)", "${…}")
+	932140, // Windows FOR/IF
+	932160, // Unix shell code ("/bin/sh", "cat /etc")
+	932171, // Shellshock "() {"
+	932175, // shell alias invocation
+	932230, // 2-3 character Unix commands after a separator
+	932235, // Unix commands after a separator
+	932250, // direct Unix command execution
+	932260, // direct Unix command execution
+	932270, // Unix shell expressions ("~+", "$((…))")
+	932280, // brace expansion ("{a,b}")
+	932330, // shell history invocation ("!-1")
+	932340, // Unix commands without arguments
+	932370, // Windows command injection
+	932380, // Windows command injection
+	// PHP injection: no PHP anywhere.
+	933100, 933120, 933130, 933135, 933140, 933150, 933160, 933170, 933180, 933200, 933210,
+	// Generic application attacks: no Node.js/Ruby evaluation, no
+	// outbound fetch, no object merge of a password.
+	934100, // Node.js injection
+	934110, // cloud metadata URL (SSRF)
+	934130, // prototype pollution ("__proto__")
+	934150, // Ruby injection
+	934160, // Node.js DoS pattern
+	934170, // PHP data: scheme
+	934190, // scheme-less internal hostnames (SSRF)
+	// XSS: a password is never rendered.
+	941100, 941110, 941120, 941130, 941140, 941160, 941170, 941180, 941190, 941200,
+	941210, 941220, 941230, 941240, 941250, 941260, 941270, 941280, 941290, 941300,
+	941310, 941350, 941360, 941370, 941390, 941400,
+	// SQL injection: identity's queries take the password hash as a bound
+	// parameter; the password itself is never in a query.
+	942100, 942140, 942151, 942160, 942170, 942190, 942220, 942230, 942240, 942250,
+	942270, 942280, 942290, 942320, 942350, 942360, 942500, 942540, 942550, 942560,
+	// Session fixation: a password is never a cookie.
+	943100,
+	// Java injection: no Java, no log interpolation ("${jndi:…}" in a
+	// password is inert text to a Go service that never logs it).
+	944100, 944110, 944120, 944130, 944150,
+}
+
+// CredentialExclusions are the identity routes' password fields with
+// passwordRules removed from them, route by route.
+func CredentialExclusions() []Exclusion {
+	out := make([]Exclusion, 0, len(credentialRoutes))
+	for _, r := range credentialRoutes {
+		out = append(out, Exclusion{Method: r.Method, Path: r.Path, Fields: r.Fields, Rules: passwordRules})
+	}
+	return out
+}
