@@ -389,8 +389,12 @@ func storeKey(name, key string) string {
 
 // decide applies one policy to key, with the outage rule.
 func (l *Limiter) decide(ctx context.Context, p *policy, key string) (Result, error) {
+	return l.decideN(ctx, p, key, 1)
+}
+
+func (l *Limiter) decideN(ctx context.Context, p *policy, key string, n int) (Result, error) {
 	k := storeKey(p.Name, key)
-	r, err := l.store.Allow(ctx, k, p.limit, 1)
+	r, err := l.store.Allow(ctx, k, p.limit, n)
 	if err == nil {
 		return r, nil
 	}
@@ -407,7 +411,7 @@ func (l *Limiter) decide(ctx context.Context, p *policy, key string) (Result, er
 		l.stats.failedOpen.Add(1)
 		return Result{Allowed: true, Remaining: -1}, nil
 	case FailLocal:
-		r, lerr := l.local.Allow(ctx, k, p.localLimit, 1)
+		r, lerr := l.local.Allow(ctx, k, p.localLimit, min(n, p.localLimit.Burst))
 		if lerr == nil {
 			l.stats.failedLocal.Add(1)
 			return r, nil
@@ -429,4 +433,19 @@ func (l *Limiter) Allow(ctx context.Context, policyName, key string) (Result, er
 		return Result{}, fmt.Errorf("%w: %q", ErrUnknownPolicy, policyName)
 	}
 	return l.decide(ctx, p, key)
+}
+
+// AllowN is [Limiter.Allow] for a request that costs n (1 <= n <= the
+// policy's Burst): a request the caller found expensive (one a WAF
+// refused) can be charged more than an ordinary one. A cost that does not
+// fit is denied and charges nothing; Result.Remaining says what would.
+func (l *Limiter) AllowN(ctx context.Context, policyName, key string, n int) (Result, error) {
+	p, ok := l.byName[policyName]
+	if !ok {
+		return Result{}, fmt.Errorf("%w: %q", ErrUnknownPolicy, policyName)
+	}
+	if n < 1 || n > p.Burst {
+		return Result{}, fmt.Errorf("ratelimit: policy %q: cost %d outside 1..%d", policyName, n, p.Burst)
+	}
+	return l.decideN(ctx, p, key, n)
 }

@@ -466,3 +466,34 @@ func (cancelAwareStore) Allow(ctx context.Context, _ string, _ ratelimit.Limit, 
 	return ratelimit.Result{Allowed: true}, nil
 }
 func (cancelAwareStore) Close() error { return nil }
+
+func TestAllowNChargesTheCost(t *testing.T) {
+	clock := time.Unix(1_700_000_000, 0)
+	l, err := ratelimit.New(ratelimit.Config{Policies: []ratelimit.Policy{{Name: "ip", Limit: 10, Period: time.Minute}}, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	r, err := l.AllowN(ctx, "ip", "k", 4)
+	if err != nil || !r.Allowed || r.Remaining != 6 {
+		t.Fatalf("cost 4: %+v, %v; want allowed with 6 left", r, err)
+	}
+	if r, err = l.AllowN(ctx, "ip", "k", 7); err != nil || r.Allowed || r.Remaining != 6 {
+		t.Fatalf("cost 7 with 6 left: %+v, %v; want denied, nothing charged", r, err)
+	}
+	if r, err = l.AllowN(ctx, "ip", "k", 6); err != nil || !r.Allowed || r.Remaining != 0 {
+		t.Fatalf("cost 6: %+v, %v", r, err)
+	}
+	if r, err = l.Allow(ctx, "ip", "k"); err != nil || r.Allowed {
+		t.Fatalf("after the budget is spent: %+v, %v; want denied", r, err)
+	}
+	for _, n := range []int{0, 11} {
+		if _, err := l.AllowN(ctx, "ip", "k", n); err == nil {
+			t.Fatalf("cost %d accepted", n)
+		}
+	}
+	if _, err := l.AllowN(ctx, "nope", "k", 1); !errors.Is(err, ratelimit.ErrUnknownPolicy) {
+		t.Fatalf("unknown policy: %v", err)
+	}
+}
