@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -50,6 +51,11 @@ func NewRedirect(cfg RedirectConfig) (*Redirect, error) {
 	rd := &Redirect{hosts: make(map[string]bool, len(cfg.AllowedHosts)), errorFunc: cfg.ErrorHandler}
 	for _, h := range cfg.AllowedHosts {
 		n := normaliseHost(h)
+		if a, err := netip.ParseAddr(strings.Trim(n, "[]")); err == nil && a.Is6() && a.Zone() == "" {
+			// An IPv6 literal ("::1" or "[::1]") is kept without brackets.
+			rd.hosts[a.String()] = true
+			continue
+		}
 		if n == "" || strings.ContainsAny(n, "/:@?#[]\\ ") || !validToken(n) {
 			return nil, fmt.Errorf("%w: AllowedHosts: %q is not a bare host name", ErrInvalidConfig, truncate(h))
 		}
@@ -81,7 +87,10 @@ func (rd *Redirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	host = normaliseHost(host)
+	host = normaliseHost(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
+		host = a.String()
+	}
 	if !rd.hosts[host] {
 		rd.errorFunc(w, r, ErrHostNotAllowed)
 		return
@@ -90,7 +99,11 @@ func (rd *Redirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(path, "/") {
 		path = "/" // "OPTIONS *" and CONNECT have no path of their own
 	}
-	target := "https://" + host + rd.port + path
+	authority := host
+	if strings.Contains(host, ":") {
+		authority = "[" + host + "]"
+	}
+	target := "https://" + authority + rd.port + path
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}

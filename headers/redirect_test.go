@@ -150,3 +150,26 @@ func FuzzRedirect(f *testing.F) {
 		}
 	})
 }
+
+func TestRedirectIPv6Loopback(t *testing.T) {
+	rd, err := NewRedirect(RedirectConfig{AllowedHosts: []string{"localhost", "::1"}, HTTPSPort: 8443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"[::1]:8080", "[::1]", "[0:0:0:0:0:0:0:1]:80"} {
+		r := httptest.NewRequest("GET", "http://x/a?b=1", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		rd.ServeHTTP(w, r)
+		if w.Code != http.StatusPermanentRedirect || w.Header().Get("Location") != "https://[::1]:8443/a?b=1" {
+			t.Errorf("Host %q: %d Location %q", host, w.Code, w.Header().Get("Location"))
+		}
+	}
+	r := httptest.NewRequest("GET", "http://x/", nil)
+	r.Host = "[::2]"
+	w := httptest.NewRecorder()
+	rd.ServeHTTP(w, r)
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("[::2]: %d, want 400", w.Code)
+	}
+}

@@ -61,6 +61,7 @@ func runCmd(args []string) error {
 	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
 	fs.StringVar(&o.AuditPasswordFile, "audit-password-file", "", "file holding the audit app role's password, re-read for every new connection")
 	proxies := fs.String("trusted-proxies", "", "comma-separated CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (default: none)")
+	hosts := fs.String("allowed-hosts", "localhost,127.0.0.1,::1", "comma-separated host names and addresses the gateway answers for (others: 421)")
 	quiet := fs.Bool("quiet", false, "do not mirror the JSON logs to stderr (they are always written encrypted under -data)")
 	fs.Parse(args)
 	for _, p := range strings.FieldsFunc(*proxies, func(r rune) bool { return r == ',' || r == ' ' }) {
@@ -70,6 +71,7 @@ func runCmd(args []string) error {
 		}
 		o.TrustedProxies = append(o.TrustedProxies, pfx)
 	}
+	o.AllowedHosts = strings.FieldsFunc(*hosts, func(r rune) bool { return r == ',' || r == ' ' })
 	if !*quiet {
 		o.LogMirror = os.Stderr
 	}

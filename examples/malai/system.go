@@ -62,6 +62,9 @@ type Options struct {
 	LogMirror io.Writer
 	// PerIP limits requests per minute per client network at the gateway.
 	PerIP int
+	// AllowedHosts are the Host names and addresses the gateway (HTTPS
+	// and redirect) answers for. Default: localhost, 127.0.0.1 and ::1.
+	AllowedHosts []string
 	// DenyList is an IP reputation file (one address or CIDR per line).
 	DenyList string
 	// TrustedProxies are the peers whose X-Forwarded-For the gateway
@@ -409,6 +412,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	gw, err := gateway.New(gateway.Config{
 		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(gwTr, gwT.Tracer), Verifier: gwV,
 		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
+		AllowedHosts: o.AllowedHosts,
 	})
 	if err != nil {
 		return nil, err
@@ -515,7 +519,11 @@ func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) er
 	s.GatewayURL = "https://" + ln.Addr().String()
 
 	if o.HTTPAddr != "" {
-		rd, err := headers.NewRedirect(headers.RedirectConfig{AllowedHosts: []string{"localhost", "127.0.0.1"}, HTTPSPort: port})
+		hosts := o.AllowedHosts
+		if len(hosts) == 0 {
+			hosts = []string{"localhost", "127.0.0.1", "::1"}
+		}
+		rd, err := headers.NewRedirect(headers.RedirectConfig{AllowedHosts: hosts, HTTPSPort: port})
 		if err != nil {
 			return err
 		}

@@ -8,20 +8,102 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"mime"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
+	"strings"
+	"testing"
 	"time"
 
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/gateway/internal/waf"
+	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/jwtverify"
 	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/ratelimit"
 )
+
+// Route is one public route the gateway forwards.
+type Route struct {
+	// Pattern is the ServeMux pattern ("POST /v1/sessions").
+	Pattern string
+	// Ledger routes need a user token (JWT check #1, the per-principal
+	// limit); the others go to identity.
+	Ledger bool
+	// BodyLimit is the largest body the service behind accepts; a larger
+	// one is refused (413) before the WAF reads it. 0: no body.
+	BodyLimit int
+	// MediaTypes the service accepts for a body; another is refused (415,
+	// the service's own answer) before the WAF.
+	MediaTypes []string
+}
+
+const (
+	jsonType = "application/json"
+	formType = "application/x-www-form-urlencoded"
+)
+
+// DefaultRoutes are the services' public routes with the body limits and
+// media types the services enforce (identity 4 KiB, the ledger 16 KiB).
+func DefaultRoutes() []Route {
+	id := func(p string) Route { return Route{Pattern: p, BodyLimit: 4 << 10, MediaTypes: []string{jsonType}} }
+	return []Route{
+		id("POST /v1/users"), id("POST /v1/sessions"), id("POST /v1/refresh"), id("POST /v1/mfa/totp"),
+		id("POST /v1/mfa/totp/confirm"), id("POST /v1/password"),
+		{Pattern: "POST /oauth2/token", BodyLimit: 4 << 10, MediaTypes: []string{formType}},
+		{Pattern: "GET /.well-known/jwks.json"},
+		{Pattern: "GET /v1/accounts", Ledger: true},
+		{Pattern: "GET /v1/accounts/{id}", Ledger: true},
+		{Pattern: "POST /v1/accounts", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
+		{Pattern: "POST /v1/transfers", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
+		{Pattern: "POST /v1/transfers/async", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
+	}
+}
+
+// Shape bounds what one request may make the WAF inspect. A request over
+// any of them is refused before the WAF runs: the WAF's cost grows with
+// each header, cookie and argument.
+type Shape struct {
+	MaxHeaders     int // header fields (431); default 64
+	MaxHeaderBytes int // names and values together (431); default 16 KiB
+	MaxCookies     int // cookie pairs (431); default 32
+	MaxQueryArgs   int // query parameters (400); default 64
+	MaxURL         int // request target length (414); default 2048
+}
+
+func (s Shape) withDefaults() Shape {
+	if s.MaxHeaders == 0 {
+		s.MaxHeaders = 64
+	}
+	if s.MaxHeaderBytes == 0 {
+		s.MaxHeaderBytes = 16 << 10
+	}
+	if s.MaxCookies == 0 {
+		s.MaxCookies = 32
+	}
+	if s.MaxQueryArgs == 0 {
+		s.MaxQueryArgs = 64
+	}
+	if s.MaxURL == 0 {
+		s.MaxURL = 2048
+	}
+	return s
+}
+
+// BlockedCost is what a request the WAF refused costs its client's
+// per-IP budget by default, against 1 for a passing one: a client
+// sending attacks is limited after a tenth of the requests an honest one
+// may send.
+const BlockedCost = 10
 
 // Config configures the gateway.
 type Config struct {
@@ -36,10 +118,33 @@ type Config struct {
 	Reputation *ratelimit.Reputation
 	// PerIP and PerPrincipal are requests per minute. Defaults 600 and 300.
 	PerIP, PerPrincipal int
+	// BlockedCost is the per-IP cost of a WAF-refused request. Default
+	// [BlockedCost]; at most PerIP.
+	BlockedCost int
 	// ClientIP is the trusted-proxy resolver shared with identity.
 	ClientIP func(*http.Request) (netip.Addr, error)
-	WAF      waf.Config
-	Logger   *slog.Logger
+	// AllowedHosts are the host names and addresses the gateway answers
+	// for (Host header, port ignored); others get 421. Default: the
+	// loopback names localhost, 127.0.0.1 and ::1.
+	AllowedHosts []string
+	// Routes are the public routes. Default [DefaultRoutes].
+	Routes []Route
+	// Shape bounds each request before the WAF; zero fields take defaults.
+	Shape Shape
+	// WAF tunes the WAF (concurrency, timeouts); its rule set is always
+	// [waf.GatewayConfig]'s.
+	WAF    waf.Config
+	Logger *slog.Logger
+	// Faults turn protections off, for tests and the evidence pass that
+	// prove each check can fail. New refuses them outside tests.
+	Faults Faults
+}
+
+// Faults are protection switches for proofs that a check can fail.
+type Faults struct {
+	LimitAfterWAF bool // the reputation list and per-IP limit run after the WAF
+	NoShapeLimits bool // no header/cookie/argument/URL/body caps before the WAF
+	NoWAFCap      bool // the WAF's concurrency cap is lifted (no 503)
 }
 
 // Gateway is the edge handler.
@@ -47,13 +152,25 @@ type Gateway struct {
 	h       http.Handler
 	limiter *ratelimit.Limiter
 	perUser *ratelimit.Limiter
+	waf     *waf.WAF
+	hosts   map[string]bool
+	routes  map[string]Route
+	shape   Shape
+	cost    int
+	log     *slog.Logger
 }
 
 // New builds the gateway's handler chain (without headers and correlation,
-// which the caller puts outermost).
+// which the caller puts outermost). In order: the reputation list and the
+// per-IP limit, the Host allow-list, the route (404/405 here), the request
+// shape, the WAF under its concurrency cap, JWT check #1 and the
+// per-principal limit, the service.
 func New(cfg Config) (*Gateway, error) {
 	if cfg.IdentityURL == nil || cfg.LedgerURL == nil || cfg.Transport == nil || cfg.Verifier == nil {
 		return nil, errors.New("gateway: IdentityURL, LedgerURL, Transport and Verifier are required")
+	}
+	if cfg.Faults != (Faults{}) && !testing.Testing() {
+		return nil, errors.New("gateway: Faults are for tests only")
 	}
 	if cfg.PerIP == 0 {
 		cfg.PerIP = 600
@@ -61,15 +178,37 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PerPrincipal == 0 {
 		cfg.PerPrincipal = 300
 	}
+	if cfg.BlockedCost == 0 {
+		cfg.BlockedCost = min(BlockedCost, cfg.PerIP)
+	}
+	if cfg.BlockedCost < 1 || cfg.BlockedCost > cfg.PerIP {
+		return nil, fmt.Errorf("gateway: BlockedCost %d outside 1..PerIP", cfg.BlockedCost)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cfg.WAF.Logger = cfg.Logger
-	w, err := waf.New(cfg.WAF)
-	if err != nil {
+	if len(cfg.AllowedHosts) == 0 {
+		cfg.AllowedHosts = []string{"localhost", "127.0.0.1", "::1"}
+	}
+	if len(cfg.Routes) == 0 {
+		cfg.Routes = DefaultRoutes()
+	}
+	g := &Gateway{hosts: map[string]bool{}, routes: map[string]Route{}, shape: cfg.Shape.withDefaults(),
+		cost: cfg.BlockedCost, log: cfg.Logger}
+	for _, h := range cfg.AllowedHosts {
+		g.hosts[normaliseHost(h)] = true
+	}
+	wcfg := cfg.WAF
+	wcfg.Exclusions = waf.GatewayConfig().Exclusions
+	wcfg.Logger = cfg.Logger
+	wcfg.OnBlock = g.penalize
+	if cfg.Faults.NoWAFCap {
+		wcfg.MaxConcurrent, wcfg.PerClient, wcfg.MaxWaiting, wcfg.MaxWait = 1<<20, 1<<20, 1<<20, time.Hour
+	}
+	var err error
+	if g.waf, err = waf.New(wcfg); err != nil {
 		return nil, err
 	}
-	g := &Gateway{}
 	g.limiter, err = ratelimit.New(ratelimit.Config{
 		Store:      cfg.RateStore,
 		Reputation: cfg.Reputation,
@@ -101,24 +240,159 @@ func New(cfg Config) (*Gateway, error) {
 	userRoutes := cfg.Verifier.Handler(cfg.Verifier.RequireUser()(g.perUser.Handler(ledger)))
 
 	mux := http.NewServeMux()
-	for _, p := range []string{
-		"POST /v1/users", "POST /v1/sessions", "POST /v1/refresh", "POST /v1/mfa/totp", "POST /v1/mfa/totp/confirm",
-		"POST /oauth2/token", "GET /.well-known/jwks.json",
-	} {
-		mux.Handle(p, identity)
-	}
-	for _, p := range []string{
-		"GET /v1/accounts", "POST /v1/accounts", "GET /v1/accounts/{id}", "POST /v1/transfers", "POST /v1/transfers/async",
-	} {
-		mux.Handle(p, userRoutes)
+	for _, rt := range cfg.Routes {
+		if _, dup := g.routes[rt.Pattern]; dup {
+			return nil, fmt.Errorf("gateway: route %q twice", rt.Pattern)
+		}
+		g.routes[rt.Pattern] = rt
+		if rt.Ledger {
+			mux.Handle(rt.Pattern, userRoutes)
+		} else {
+			mux.Handle(rt.Pattern, identity)
+		}
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	g.h = w.Handler(g.limiter.Handler(correlation.RecordPattern(mux)))
+	g.routes["GET /healthz"] = Route{Pattern: "GET /healthz"}
+	inspected := g.waf.Handler(correlation.RecordPattern(mux))
+	gate := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.hostAllowed(r.Host) {
+			problem.Write(w, r, problem.Problem{Status: http.StatusMisdirectedRequest, Type: "host-not-allowed",
+				Title: "Host not allowed", Detail: "This server does not answer for the requested host."})
+			return
+		}
+		_, pattern := mux.Handler(r)
+		rt, ok := g.routes[pattern]
+		if !ok {
+			correlation.SetRoute(r.Context(), "")
+			platform.NoRoute(w, r, mux)
+			return
+		}
+		if !cfg.Faults.NoShapeLimits {
+			if p, bad := g.checkShape(r, rt); bad {
+				problem.Write(w, r, p)
+				return
+			}
+			r = r.WithContext(waf.WithBodyLimit(r.Context(), rt.BodyLimit))
+		}
+		inspected.ServeHTTP(w, r)
+	})
+	var h http.Handler
+	if cfg.Faults.LimitAfterWAF {
+		h = g.waf.Handler(g.limiter.Handler(gate))
+	} else {
+		h = g.limiter.Handler(gate)
+	}
+	g.h = retryAfter(h)
 	return g, nil
 }
+
+func normaliseHost(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return strings.TrimSuffix(h, ".")
+}
+
+func (g *Gateway) hostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return g.hosts[normaliseHost(host)]
+}
+
+// checkShape refuses a request whose shape exceeds the bounds, before any
+// inspection: each header, cookie and argument costs the WAF CPU.
+func (g *Gateway) checkShape(r *http.Request, rt Route) (problem.Problem, bool) {
+	s := g.shape
+	if len(r.RequestURI) > s.MaxURL || len(r.URL.RawQuery) > s.MaxURL {
+		return problem.Problem{Status: http.StatusRequestURITooLong, Type: "request-too-large",
+			Title: "Request target too long", Detail: "The URL exceeds the gateway's limit."}, true
+	}
+	n, size, cookies := 0, 0, 0
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n++
+			size += len(k) + len(v)
+		}
+		if k == "Cookie" {
+			for _, v := range vs {
+				cookies += strings.Count(v, ";") + 1
+			}
+		}
+	}
+	if n > s.MaxHeaders || size > s.MaxHeaderBytes || cookies > s.MaxCookies {
+		return problem.Problem{Status: http.StatusRequestHeaderFieldsTooLarge, Type: "request-too-large",
+			Title: "Request header fields too large", Detail: "The headers or cookies exceed the gateway's limits."}, true
+	}
+	if args := strings.Count(r.URL.RawQuery, "&") + strings.Count(r.URL.RawQuery, ";"); r.URL.RawQuery != "" && args+1 > s.MaxQueryArgs {
+		return problem.Problem{Status: http.StatusBadRequest, Type: "request-too-large",
+			Title: "Too many query parameters", Detail: "The query string exceeds the gateway's limits."}, true
+	}
+	// A body of unknown length (HTTP/2 and HTTP/3 without
+	// content-length) is bounded by the WAF's read at the route's limit.
+	hasBody := r.ContentLength > 0 || len(r.TransferEncoding) > 0
+	if !hasBody {
+		return problem.Problem{}, false
+	}
+	if rt.BodyLimit == 0 || r.ContentLength > int64(rt.BodyLimit) {
+		return problem.Problem{Status: http.StatusRequestEntityTooLarge, Type: "payload-too-large",
+			Title: "Request body too large", Detail: "The request body exceeds what this route accepts."}, true
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || !slices.Contains(rt.MediaTypes, mt) {
+		return problem.Problem{Status: http.StatusUnsupportedMediaType, Type: "unsupported-media-type",
+			Title: "Unsupported media type", Detail: "Send the body as " + strings.Join(rt.MediaTypes, " or ") + "."}, true
+	}
+	return problem.Problem{}, false
+}
+
+// penalize charges a WAF-refused request BlockedCost in all (it already
+// paid 1): the rest, or whatever is left of the budget when less.
+func (g *Gateway) penalize(r *http.Request) {
+	addr, ok := clientip.FromContext(r.Context())
+	if !ok || g.cost <= 1 {
+		return
+	}
+	ctx := context.WithoutCancel(r.Context())
+	key := ratelimit.IPKey(addr, 32, 64)
+	res, err := g.limiter.AllowN(ctx, "per-ip", key, g.cost-1)
+	if err == nil && !res.Allowed && res.Remaining > 0 {
+		_, err = g.limiter.AllowN(ctx, "per-ip", key, res.Remaining)
+	}
+	if err != nil {
+		g.log.WarnContext(r.Context(), "gateway: charging a refused request failed", "error", err.Error())
+	}
+}
+
+// retryAfter makes every 503 carry Retry-After (1 s unless a layer set
+// its own).
+func retryAfter(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&retryWriter{ResponseWriter: w}, r)
+	})
+}
+
+type retryWriter struct{ http.ResponseWriter }
+
+func (rw *retryWriter) WriteHeader(code int) {
+	if code == http.StatusServiceUnavailable && rw.Header().Get("Retry-After") == "" {
+		rw.Header().Set("Retry-After", "1")
+	}
+	rw.ResponseWriter.WriteHeader(code)
+}
+
+func (rw *retryWriter) Flush() {
+	if f, ok := rw.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (rw *retryWriter) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
+
+// WAFStats are the WAF's counters (for metrics and tests).
+func (g *Gateway) WAFStats() waf.Stats { return g.waf.Stats() }
 
 // Handler is the gateway's chain.
 func (g *Gateway) Handler() http.Handler { return g.h }
@@ -143,6 +417,12 @@ func proxy(target *url.URL, rt http.RoundTripper, clientIP func(*http.Request) (
 			pr.Out.Header.Set("X-Forwarded-Proto", "https")
 		},
 		Transport: rt,
+		// The gateway's correlation layer already set the one
+		// X-Request-Id of the response.
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Del("X-Request-Id")
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.ErrorContext(r.Context(), "gateway: upstream failed", "upstream", target.Host, "error", err.Error())
 			w.Header().Set("Retry-After", "1")

@@ -19,8 +19,9 @@ import (
 const iss = "https://identity.test"
 
 type upstream struct {
-	mu   sync.Mutex
-	reqs []*http.Request
+	mu        sync.Mutex
+	reqs      []*http.Request
+	setHeader string // a header the service sets on its answers
 	*httptest.Server
 }
 
@@ -29,6 +30,9 @@ func newUpstream(t *testing.T) *upstream {
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.reqs = append(u.reqs, r.Clone(r.Context()))
+		if u.setHeader != "" {
+			w.Header().Set(u.setHeader, "from-the-service")
+		}
 		u.mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	}))
@@ -79,6 +83,7 @@ func TestGatewayRouting(t *testing.T) {
 		}
 		r := httptest.NewRequest(method, path, body)
 		r.RemoteAddr = "198.51.100.7:40000"
+		r.Host = "localhost"
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("User-Agent", "malai-test")
 		r.Header.Set("Accept", "application/json")
