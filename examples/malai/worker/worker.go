@@ -1,9 +1,19 @@
 // Package worker is the reference system's asynchronous transfer worker.
-// It consumes jobs the ledger signed and queued, and hands each back to the
-// ledger's internal route with its own service token (OAuth2 client
-// credentials: the worker has its own identity and no user's token). The
-// signed job carries the client's original Idempotency-Key, so a
-// redelivered or re-run job meets the record its first run left.
+// It consumes the jobs the ledger accepted and queued, and hands each back
+// to the ledger's internal route with its own service token (the worker
+// has its own identity and no user's token). A queued job is only an id
+// and the ledger's MAC over it: the job itself is in the ledger's chain,
+// and the ledger runs it at most once however often it is delivered.
+//
+// # Faults
+//
+// The worker survives its dependencies failing. A queue that errors is
+// polled again after a backoff (the queue's Consume reports each failure
+// to [Worker.QueueError]); a ledger that is unreachable or answers 5xx,
+// 409 or 429 leaves the job queued for redelivery and slows the worker
+// down (doubling pauses up to MaxBackoff) instead of hammering it.
+// [Worker.Ready] says which dependency is failing and since when, for a
+// readiness probe.
 package worker
 
 import (
@@ -14,10 +24,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
-	"github.com/malai-sec/malai/internal/reqid"
 )
 
 // Config configures the worker.
@@ -32,15 +43,31 @@ type Config struct {
 	Logger *slog.Logger
 	// Name identifies this consumer in the queue.
 	Name string
+	// MaxBackoff caps the pause after a failed hand-off. Default 5 s.
+	MaxBackoff time.Duration
+	// Now is the clock for Ready's "since". Default time.Now.
+	Now func() time.Time
 }
 
 // ErrRetry marks a job left on the queue for redelivery.
 var ErrRetry = errors.New("worker: job will be retried")
 
-// Run consumes jobs until ctx ends.
-func Run(ctx context.Context, cfg Config) error {
+// Worker consumes jobs. It is safe for concurrent use.
+type Worker struct {
+	cfg Config
+
+	mu        sync.Mutex
+	queueErr  error
+	queueFrom time.Time
+	ledgerErr error
+	ledgerAt  time.Time
+	backoff   time.Duration
+}
+
+// New validates cfg.
+func New(cfg Config) (*Worker, error) {
 	if cfg.Queue == nil || cfg.Client == nil || cfg.LedgerURL == "" {
-		return errors.New("worker: Queue, Client and LedgerURL are required")
+		return nil, errors.New("worker: Queue, Client and LedgerURL are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -48,14 +75,94 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Name == "" {
 		cfg.Name = "worker-1"
 	}
-	return cfg.Queue.Consume(ctx, cfg.Name, func(ctx context.Context, m queue.Message) error {
-		return handle(ctx, cfg, m)
-	})
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Worker{cfg: cfg}, nil
+}
+
+// Run consumes jobs until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	w, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
+
+// Run consumes jobs until ctx ends. It returns only then (or on a queue
+// that refuses to start): a failing queue or ledger makes it wait, not
+// stop.
+func (w *Worker) Run(ctx context.Context) error {
+	return w.cfg.Queue.Consume(ctx, w.cfg.Name, w.handle)
+}
+
+// QueueError records a queue failure (nil: the queue answers again). Pass
+// it as the queue's Options.OnError.
+func (w *Worker) QueueError(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case err == nil:
+		if w.queueErr != nil {
+			w.cfg.Logger.Info("worker: queue reachable again")
+		}
+		w.queueErr = nil
+	case w.queueErr == nil:
+		w.queueErr, w.queueFrom = err, w.cfg.Now()
+		w.cfg.Logger.Warn("worker: queue unavailable; backing off", "error", err.Error())
+	default:
+		w.queueErr = err
+	}
+}
+
+// Ready reports nil when the worker is consuming, or why not: the queue
+// failing, or the ledger failing on the last hand-off.
+func (w *Worker) Ready() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var errs []error
+	if w.queueErr != nil {
+		errs = append(errs, fmt.Errorf("worker: queue failing since %s: %w", w.queueFrom.UTC().Format(time.RFC3339), w.queueErr))
+	}
+	if w.ledgerErr != nil {
+		errs = append(errs, fmt.Errorf("worker: ledger failing since %s: %w", w.ledgerAt.UTC().Format(time.RFC3339), w.ledgerErr))
+	}
+	return errors.Join(errs...)
+}
+
+func (w *Worker) handle(ctx context.Context, m queue.Message) error {
+	err := handle(ctx, w.cfg, m)
+	w.mu.Lock()
+	if err == nil {
+		w.ledgerErr, w.backoff = nil, 0
+		w.mu.Unlock()
+		return nil
+	}
+	if w.ledgerErr == nil {
+		w.ledgerAt = w.cfg.Now()
+	}
+	w.ledgerErr = err
+	w.backoff = min(max(2*w.backoff, 50*time.Millisecond), w.cfg.MaxBackoff)
+	pause := w.backoff
+	w.mu.Unlock()
+	// The job stays queued; pause before the next one so a failing ledger
+	// is not hammered.
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return err
 }
 
 func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	if m.CorrelationID != "" {
-		ctx = reqid.NewContext(ctx, m.CorrelationID)
+		ctx, _ = correlation.ContextWithID(ctx, m.CorrelationID)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -63,8 +170,8 @@ func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	if err != nil {
 		return err
 	}
-	// The body is the job the ledger signed; it carries the client's
-	// Idempotency-Key, so the ledger meets the same record on every run.
+	// The body is the job message the ledger signed; the job itself is in
+	// the ledger's chain, so every delivery meets the same job.
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := cfg.Client.Do(req)
 	if err != nil {
@@ -75,12 +182,15 @@ func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	switch {
 	case resp.StatusCode == http.StatusConflict, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
-		// In flight elsewhere, back-pressure, or a failure that released
-		// the claim: leave the job for redelivery.
+		// Busy, back-pressure, or a failure: leave the job for redelivery.
 		cfg.Logger.InfoContext(ctx, "worker: job deferred", "status", resp.StatusCode, "deliveries", m.Deliveries)
 		return fmt.Errorf("%w: status %d", ErrRetry, resp.StatusCode)
+	case resp.StatusCode >= 400:
+		// Unknown, forged or malformed: it can never run.
+		cfg.Logger.WarnContext(ctx, "worker: job refused by the ledger; dropped", "status", resp.StatusCode, "deliveries", m.Deliveries)
+		return nil
 	default:
-		cfg.Logger.InfoContext(ctx, "worker: job done", "status", resp.StatusCode, "replayed", resp.Header.Get("Idempotent-Replayed") == "true", "deliveries", m.Deliveries)
+		cfg.Logger.InfoContext(ctx, "worker: job done", "status", resp.StatusCode, "deliveries", m.Deliveries)
 		return nil
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
@@ -27,6 +29,7 @@ func TestAckOrRetry(t *testing.T) {
 		{"created", 201, false, false},
 		{"replayed", 200, false, false},
 		{"refused for good (422)", 422, false, false},
+		{"forged or unknown job (403, 404)", 404, false, false},
 		{"in flight elsewhere (409)", 409, false, true},
 		{"throttled (429)", 429, false, true},
 		{"ledger failing (503)", 503, false, true},
@@ -75,5 +78,69 @@ func TestAckOrRetry(t *testing.T) {
 func TestRunNeedsConfig(t *testing.T) {
 	if err := Run(context.Background(), Config{}); err == nil {
 		t.Fatal("Run without a queue, client or ledger URL started")
+	}
+}
+
+// A failing ledger leaves the job queued, slows the worker down and shows
+// in Ready; once the ledger answers, the job is done and Ready is clear.
+func TestLedgerOutageBacksOffAndReports(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if failing.Load() {
+			w.WriteHeader(503)
+			return
+		}
+		w.WriteHeader(200)
+	}))
+	defer srv.Close()
+	q := queue.NewMemory(queue.Options{MinIdle: time.Millisecond, Block: 5 * time.Millisecond}, nil)
+	w, err := New(Config{Queue: q, LedgerURL: srv.URL, Client: srv.Client(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Publish(context.Background(), queue.Message{Body: []byte(`{"job":"j"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.Load() < 3 || w.Ready() == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %d, ready %v", calls.Load(), w.Ready())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := w.Ready(); !strings.Contains(err.Error(), "ledger failing") {
+		t.Fatalf("Ready = %v", err)
+	}
+	failing.Store(false)
+	for q.Pending() != 0 || w.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("job still pending (%d) or not ready (%v) after the ledger recovered", q.Pending(), w.Ready())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+func TestQueueErrorShowsInReady(t *testing.T) {
+	w, err := New(Config{Queue: queue.NewMemory(queue.Options{}, nil), LedgerURL: "http://x", Client: http.DefaultClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.QueueError(errors.New("dial tcp: connection refused"))
+	if err := w.Ready(); err == nil || !strings.Contains(err.Error(), "queue failing") {
+		t.Fatalf("Ready = %v", err)
+	}
+	w.QueueError(nil)
+	if err := w.Ready(); err != nil {
+		t.Fatalf("Ready after recovery = %v", err)
 	}
 }

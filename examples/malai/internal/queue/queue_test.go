@@ -70,3 +70,118 @@ func TestRedisRedelivery(t *testing.T) {
 		t.Fatalf("pending = %d, %v after ack", n, err)
 	}
 }
+
+func TestMemoryBounded(t *testing.T) {
+	q := NewMemory(Options{MaxLen: 2, Block: 10 * time.Millisecond}, nil)
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := q.Publish(ctx, Message{Body: []byte("x")}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	if _, err := q.Publish(ctx, Message{Body: []byte("x")}); !errors.Is(err, ErrFull) {
+		t.Fatalf("publish past MaxLen = %v, want ErrFull", err)
+	}
+	if q.Durable() {
+		t.Fatal("the in-memory queue claims to be durable")
+	}
+}
+
+func TestRedisBoundedAndDeletesAcked(t *testing.T) {
+	r := servicetest.NewRedis(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q, err := NewRedis(ctx, r.Client, r.Prefix+"bounded", "workers", Options{MaxLen: 2, Block: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := q.Publish(ctx, Message{Body: []byte("x")}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	if _, err := q.Publish(ctx, Message{Body: []byte("x")}); !errors.Is(err, ErrFull) {
+		t.Fatalf("publish past MaxLen = %v, want ErrFull", err)
+	}
+	var n atomic.Int32
+	cctx, ccancel := context.WithCancel(ctx)
+	go func() {
+		for n.Load() < 2 && cctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		ccancel()
+	}()
+	_ = q.Consume(cctx, "w", func(context.Context, Message) error { n.Add(1); return nil })
+	if l, err := q.Len(ctx); err != nil || l != 0 {
+		t.Fatalf("Len after acking everything = %d, %v; acked entries must leave the stream", l, err)
+	}
+	if _, err := q.Publish(ctx, Message{Body: []byte("x")}); err != nil {
+		t.Fatalf("publish once there is room: %v", err)
+	}
+}
+
+// A consumer survives Redis going away: it reports the failure, backs
+// off, and handles messages again once Redis is back.
+func TestRedisConsumerSurvivesOutage(t *testing.T) {
+	r := servicetest.NewRedis(t)
+	p := servicetest.NewProxy(t, r.Addr)
+	c := r.NewClient(t, p.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var failures, recoveries int
+	q, err := NewRedis(ctx, c, r.Prefix+"outage", "workers", Options{Block: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		OnError: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failures++
+			} else {
+				recoveries++
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handled := make(chan string, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- q.Consume(ctx, "w", func(_ context.Context, m Message) error { handled <- string(m.Body); return nil })
+	}()
+	p.Down()
+	waitFor(t, "the consumer to report the outage", func() bool { mu.Lock(); defer mu.Unlock(); return failures > 0 })
+	select {
+	case err := <-done:
+		t.Fatalf("Consume returned during the outage: %v", err)
+	default:
+	}
+	p.Up()
+	direct, _ := NewRedis(ctx, r.Client, r.Prefix+"outage", "workers", Options{})
+	if _, err := direct.Publish(ctx, Message{Body: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-handled:
+		if got != "after" {
+			t.Fatalf("handled %q", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("the consumer never came back")
+	}
+	waitFor(t, "the recovery to be reported", func() bool { mu.Lock(); defer mu.Unlock(); return recoveries > 0 })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Consume = %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
