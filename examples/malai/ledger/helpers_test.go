@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -342,31 +343,42 @@ func keyOf(principal, scope, key string) string {
 // (b) live balances equal a replay of the chain.
 func (e *env) checkChain() chainFacts {
 	e.t.Helper()
+	f, problems := e.invariants()
+	for _, p := range problems {
+		e.t.Error(p)
+	}
+	return f
+}
+
+// invariants lists what breaks (a) and (b).
+func (e *env) invariants() (chainFacts, []string) {
+	e.t.Helper()
+	var problems []string
 	f := e.facts()
 	for k, n := range f.keyEvents {
 		if n > 1 {
-			e.t.Errorf("key %s has %d effects in the chain", k, n)
+			problems = append(problems, fmt.Sprintf("key %s has %d effects in the chain", k, n))
 		}
 	}
 	for j, n := range f.jobRuns {
 		if n > 1 {
-			e.t.Errorf("job %s ran %d times", j, n)
+			problems = append(problems, fmt.Sprintf("job %s ran %d times", j, n))
 		}
 	}
 	live := e.svc().Balances()
 	if !equal(live, f.balances) {
-		e.t.Errorf("live balances %v differ from the chain's replay %v", live, f.balances)
+		problems = append(problems, fmt.Sprintf("live balances %v differ from the chain's replay %v", live, f.balances))
 	}
 	for id, b := range f.balances {
 		if b < 0 {
-			e.t.Errorf("account %s is overdrawn: %d", id, b)
+			problems = append(problems, fmt.Sprintf("account %s is overdrawn: %d", id, b))
 		}
 	}
 	rep, _, _, err := e.svc().verify(context.Background())
 	if err != nil || !rep.OK || !rep.BalancesMatch {
-		e.t.Errorf("verify = %+v, %v", rep, err)
+		problems = append(problems, fmt.Sprintf("verify = %+v, %v", rep, err))
 	}
-	return f
+	return f, problems
 }
 
 func writeFile(t *testing.T, path string, b []byte) {
@@ -418,4 +430,10 @@ func (e *env) nextJob() queue.Message {
 func (e *env) runJob(body []byte) resp {
 	e.t.Helper()
 	return e.do("POST", "/internal/v1/transfers", e.worker(), string(body), "")
+}
+
+// withKeysOf makes a second ledger share o's token, audit and job keys
+// (another replica of the same deployment).
+func withKeysOf(o *env) envOption {
+	return func(e *env) { e.key, e.v, e.ring, e.signer = o.key, o.v, o.ring, o.signer }
 }

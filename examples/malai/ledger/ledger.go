@@ -254,6 +254,27 @@ func (s *Service) Health() error {
 	return nil
 }
 
+// Stats counts the ledger writer's work since it started.
+type Stats struct {
+	// Batches and Events: appends committed and the events in them.
+	Batches, Events int64
+	// Conflicts: appends refused because another writer moved the chain's
+	// head (re-planned).
+	Conflicts int64
+	// ReadBacks: appends whose outcome was unknown, resolved by reading
+	// the chain back.
+	ReadBacks int64
+	// Keys: completed keys in the window; PendingJobs: jobs not yet run.
+	Keys, PendingJobs int
+}
+
+// Stats returns the writer's counters, for metrics.
+func (s *Service) Stats() Stats {
+	st := &s.seq.stats
+	return Stats{Batches: st.batches.Load(), Events: st.events.Load(), Conflicts: st.conflicts.Load(), ReadBacks: st.readBacks.Load(),
+		Keys: s.book.Keys(), PendingJobs: s.book.Pending()}
+}
+
 // GrantRole adds "g, subject, role" to the policy file and the live
 // policy (the demo seeding grants role:teller and role:auditor this way).
 func GrantRole(policyFile, subject, role string) error {

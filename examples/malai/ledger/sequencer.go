@@ -124,6 +124,10 @@ type sequencer struct {
 	head  auditlog.Head
 	dirty bool // an append's outcome is unknown: read back first
 
+	stats struct {
+		batches, events, conflicts, readBacks atomic.Int64
+	}
+
 	mu       sync.Mutex
 	broken   error // the chain holds an event that does not fold
 	storeErr error // the last store failure, nil once it answers
@@ -284,6 +288,8 @@ func (s *sequencer) process(batch []*op) {
 		cancel()
 		if err == nil {
 			s.setStoreErr(nil)
+			s.stats.batches.Add(1)
+			s.stats.events.Add(int64(len(events)))
 			s.commit(batch, owners, events, rs)
 			return
 		}
@@ -296,6 +302,7 @@ func (s *sequencer) process(batch []*op) {
 			return
 		case errors.Is(err, auditlog.ErrConflict):
 			// Another writer appended: read its rows, plan again.
+			s.stats.conflicts.Add(1)
 			catchUp = true
 			continue
 		}
@@ -303,6 +310,7 @@ func (s *sequencer) process(batch []*op) {
 		// store down): nobody is answered until the chain is read back.
 		s.logger.Error("ledger: append failed; reading the chain back before answering", "events", len(events), "error", err.Error())
 		s.setStoreErr(err)
+		s.stats.readBacks.Add(1)
 		s.dirty = true
 		catchUp = true
 	}
