@@ -15,6 +15,7 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/pgstore"
+	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
 	"github.com/malai-sec/malai/idempotency/redisstore"
 	"github.com/malai-sec/malai/internal/fakeclock"
 	"github.com/malai-sec/malai/internal/servicetest"
@@ -155,7 +156,9 @@ func (e *env) restartAndCheck(attempts []attempt) {
 }
 
 // Lost COMMIT acknowledgement, PostgreSQL chain: the row commits, the
-// ledger's connection breaks before it hears so. The ledger reads the
+// ledger's connection breaks before it hears so. (The append is one
+// implicit transaction whose parameters name the event type in clear: the
+// proxy forwards it, PostgreSQL commits, the reply is cut.) The ledger reads the
 // chain back before answering: the client gets the transfer's outcome,
 // and its retry replays it; nothing runs twice.
 func TestFaultLostCommitAck(t *testing.T) {
@@ -164,13 +167,13 @@ func TestFaultLostCommitAck(t *testing.T) {
 	alice := fundedPair(e)
 	var attempts []attempt
 	for i := range 3 {
-		fired := pg.proxy.DropReplyAfter([]byte("COMMIT"))
+		fired := pg.proxy.DropReplyAfter([]byte(book.TypeTransferPosted))
 		a := attempt{tok: alice, route: "/v1/transfers", key: fmt.Sprint("lost-commit-", i), principal: "user:alice", body: transferBody("acc-a", "acc-b", 100)}
 		a.got = e.do("POST", a.route, a.tok, a.body, a.key)
 		select {
 		case <-fired:
 		default:
-			t.Fatal("the COMMIT reply was never dropped")
+			t.Fatal("the append's reply was never dropped")
 		}
 		if a.got.code != 201 {
 			t.Fatalf("transfer whose COMMIT ack was lost: %s", a.got)
