@@ -33,6 +33,7 @@ import (
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/examples/malai/ledger"
+	"github.com/malai-sec/malai/examples/malai/web"
 	"github.com/malai-sec/malai/examples/malai/worker"
 	"github.com/malai-sec/malai/headers"
 	"github.com/malai-sec/malai/idempotency"
@@ -94,6 +95,8 @@ type System struct {
 	AuditKey    note.Verifier
 	Telemetry   map[string]*platform.Telemetry
 	Reputation  *ratelimit.Reputation
+	// Web is the customer web app the gateway serves at "/".
+	Web *web.App
 	// EvidenceClient is a client registered for the evidence pass, with
 	// the auditor scope on the ledger.
 	EvidenceID, EvidenceSecret string
@@ -219,7 +222,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	serviceIP := func(r *http.Request) (netip.Addr, error) {
-		if peerIs(r, "gateway") {
+		// The web app forwards the browser's address the same way.
+		if peerIs(r, "gateway") || peerIs(r, "web") {
 			return fromGateway.Resolve(r)
 		}
 		return identity.RemoteAddrIP(r)
@@ -409,10 +413,39 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	idU, _ := url.Parse(idURL)
 	ldU, _ := url.Parse(ldURL)
+
+	// --- web (the customer web app, served by the gateway at "/") ---
+	webTr, err := clientTLS("web")
+	if err != nil {
+		return nil, err
+	}
+	var webStore web.Store
+	if rdb != nil {
+		webStore, err = web.NewRedisStore(rdb, "malai:web:")
+	} else {
+		webStore, err = web.NewBoltStore(filepath.Join(o.DataDir, "web-sessions.db"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(webStore.Close)
+	s.Web, err = web.New(web.Config{
+		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(webTr, gwT.Tracer), Store: webStore, Ring: ring,
+		ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	routes := gateway.DefaultRoutes()
+	for _, e := range s.Web.Endpoints() {
+		routes = append(routes, gateway.Route{Pattern: e.Pattern, Web: true, BodyLimit: e.BodyLimit, MediaTypes: e.MediaTypes,
+			PasswordFields: e.PasswordFields, Report: e.Report})
+	}
+
 	gw, err := gateway.New(gateway.Config{
 		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(gwTr, gwT.Tracer), Verifier: gwV,
 		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
-		AllowedHosts: o.AllowedHosts,
+		AllowedHosts: o.AllowedHosts, Routes: routes, Web: s.Web.Handler(),
 	})
 	if err != nil {
 		return nil, err
@@ -507,7 +540,8 @@ func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) er
 		return fmt.Errorf("gateway http/3 listen: %w", err)
 	}
 	h3 := &http3.Server{TLSConfig: tlsCfg, Port: port}
-	hm, err := headers.New(headers.Config{AltSvc: h3.SetQUICHeaders})
+	hm, err := headers.New(headers.Config{AltSvc: h3.SetQUICHeaders,
+		Apps: map[string]headers.App{web.HeadersAppName: web.HeadersApp()}, Select: web.SelectHeaders})
 	if err != nil {
 		return err
 	}

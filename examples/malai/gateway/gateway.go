@@ -45,6 +45,15 @@ type Route struct {
 	// MediaTypes the service accepts for a body; another is refused (415,
 	// the service's own answer) before the WAF.
 	MediaTypes []string
+	// Web routes are served by Config.Web (the customer web app) in this
+	// process, behind the same limits, shape caps and WAF.
+	Web bool
+	// PasswordFields are a web form's password fields: the WAF gives them
+	// the exclusions the identity routes' password members have.
+	PasswordFields []string
+	// Report marks a CSP report endpoint: the WAF admits the browsers'
+	// report media types there (and inspects them as JSON).
+	Report bool
 }
 
 const (
@@ -138,6 +147,9 @@ type Config struct {
 	// Faults turn protections off, for tests and the evidence pass that
 	// prove each check can fail. New refuses them outside tests.
 	Faults Faults
+	// Web serves the Web routes (the customer web app). Required when a
+	// route is Web.
+	Web http.Handler
 }
 
 // Faults are protection switches for proofs that a check can fail.
@@ -200,6 +212,18 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	wcfg := cfg.WAF
 	wcfg.Exclusions = waf.GatewayConfig().Exclusions
+	for _, rt := range cfg.Routes {
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		if len(rt.PasswordFields) > 0 {
+			wcfg.Exclusions = append(wcfg.Exclusions, waf.FormCredentialExclusion(method, path, rt.PasswordFields))
+		}
+		if rt.Report {
+			wcfg.ReportPaths = append(wcfg.ReportPaths, path)
+		}
+		if rt.Web && cfg.Web == nil {
+			return nil, fmt.Errorf("gateway: route %q is a web route but Config.Web is nil", rt.Pattern)
+		}
+	}
 	wcfg.Logger = cfg.Logger
 	wcfg.OnBlock = g.penalize
 	if cfg.Faults.NoWAFCap {
@@ -245,7 +269,9 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: route %q twice", rt.Pattern)
 		}
 		g.routes[rt.Pattern] = rt
-		if rt.Ledger {
+		if rt.Web {
+			mux.Handle(rt.Pattern, cfg.Web)
+		} else if rt.Ledger {
 			mux.Handle(rt.Pattern, userRoutes)
 		} else {
 			mux.Handle(rt.Pattern, identity)

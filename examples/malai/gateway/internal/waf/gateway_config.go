@@ -98,3 +98,11 @@ func CredentialExclusions() []Exclusion {
 	}
 	return out
 }
+
+// FormCredentialExclusion gives a web form's password fields (form
+// fields, not JSON members) the same exclusions as the identity routes'
+// password members, for the same reasons: the web app hands them to
+// identity and nothing else.
+func FormCredentialExclusion(method, path string, fields []string) Exclusion {
+	return Exclusion{Method: method, Path: path, Fields: fields, Rules: passwordRules, Form: true}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -38,6 +39,10 @@ type Config struct {
 	// Exclusions loosen named rules for named JSON fields of one route
 	// each; see [Exclusion].
 	Exclusions []Exclusion
+	// ReportPaths receive browser reports (CSP violations): there, and
+	// only there, application/csp-report and application/reports+json
+	// are admitted, and their bodies are inspected as JSON.
+	ReportPaths []string
 	// Profiles compile extra rule sets the caller selects per request with
 	// [WithProfile] (a route whose content makes whole rule families
 	// meaningless). The default profile is the full rule set.
@@ -82,6 +87,9 @@ type Config struct {
 type Exclusion struct {
 	Method, Path string
 	Fields       []string
+	// Form: the fields are form fields (application/x-www-form-urlencoded,
+	// the web app's pages), not JSON members.
+	Form bool
 	// Rules are CRS rule ids; every one needs a reason in the caller's
 	// table, since each one is a detection given up for these fields.
 	Rules []int
@@ -132,6 +140,18 @@ func New(cfg Config) (*WAF, error) {
 	}
 	if cfg.BodyLimit < 0 {
 		return nil, errors.New("waf: negative body limit")
+	}
+	for _, p := range cfg.ReportPaths {
+		if !directivePath.MatchString(p) {
+			return nil, fmt.Errorf("waf: report path %q must be an absolute path of [A-Za-z0-9/_.-]", p)
+		}
+	}
+	for _, e := range cfg.Exclusions {
+		for _, f := range e.Fields {
+			if !directivePath.MatchString(e.Path) || !fieldName.MatchString(f) {
+				return nil, fmt.Errorf("waf: exclusion %s %q field %q: path or field name not plain", e.Method, e.Path, f)
+			}
+		}
 	}
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = runtime.GOMAXPROCS(0)
@@ -241,6 +261,9 @@ SecAuditEngine Off
 	for i, e := range cfg.Exclusions {
 		writeExclusion(&b, 10000+i*10, e)
 	}
+	for i, p := range cfg.ReportPaths {
+		writeReportPath(&b, 10900+i, p)
+	}
 	b.WriteString(cfg.beforeCRS)
 	b.WriteString("Include @owasp_crs/*.conf\n")
 	for _, id := range p.RemoveRules {
@@ -255,13 +278,34 @@ SecAuditEngine Off
 func writeExclusion(b *strings.Builder, id int, e Exclusion) {
 	fmt.Fprintf(b, "SecRule REQUEST_METHOD \"@streq %s\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", e.Method, id)
 	fmt.Fprintf(b, "  SecRule REQUEST_FILENAME \"@streq %s\" \"t:none", e.Path)
+	prefix := "json."
+	if e.Form {
+		prefix = ""
+	}
 	for _, r := range e.Rules {
 		for _, f := range e.Fields {
-			fmt.Fprintf(b, ",ctl:ruleRemoveTargetById=%d;ARGS:json.%s", r, f)
+			fmt.Fprintf(b, ",ctl:ruleRemoveTargetById=%d;ARGS:%s%s", r, prefix, f)
 		}
 	}
 	b.WriteString("\"\n")
 }
+
+// writeReportPath admits the browsers' report media types on path, and
+// only there, and inspects the bodies as JSON. It runs before the CRS,
+// whose initialisation keeps an allowed list that is already set. A
+// report names the document's URL, an IP-address URL when the site is
+// browsed by address: remote file inclusion (931100) is no risk in a body
+// that nothing fetches.
+func writeReportPath(b *strings.Builder, id int, path string) {
+	fmt.Fprintf(b, "SecRule REQUEST_FILENAME \"@streq %s\" \"id:%d,phase:1,pass,t:none,nolog,"+
+		"ctl:requestBodyProcessor=JSON,ctl:ruleRemoveById=931100,"+
+		"setvar:'tx.allowed_request_content_type=|application/csp-report| |application/reports+json|'\"\n", path, id)
+}
+
+var (
+	directivePath = regexp.MustCompile(`^/[A-Za-z0-9/_.{}-]{0,200}$`)
+	fieldName     = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+)
 
 type ctxKey int
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,8 @@ func testWAF(t *testing.T) *WAF {
 	once.Do(func() {
 		cfg := GatewayConfig()
 		cfg.BodyLimit = 4096
+		cfg.ReportPaths = []string{"/csp-report"}
+		cfg.Exclusions = append(cfg.Exclusions, FormCredentialExclusion("POST", "/signin", []string{"password"}))
 		cfg.Logger = slog.New(slog.NewJSONHandler(&logBuf, nil))
 		shared, sharedE = New(cfg)
 	})
@@ -70,6 +73,13 @@ func TestWAF(t *testing.T) {
 		{"path traversal", "GET", "/v1/files?name=../../../../etc/passwd", "", nil, 403},
 		{"log4shell in a header (known bad input)", "GET", "/v1/accounts", "", map[string]string{"X-Api-Version": "${jndi:ldap://127.0.0.1/a}"}, 403},
 		{"scanner user agent", "GET", "/", "", map[string]string{"User-Agent": "Nikto/2.1.6"}, 403},
+		{"CSP report on its path", "POST", "/csp-report", `{"csp-report":{"document-uri":"https://bank.example/signin","effective-directive":"script-src-elem","blocked-uri":"inline"}}`, map[string]string{"Content-Type": "application/csp-report"}, 204},
+		{"CSP report of a site browsed by IP address", "POST", "/csp-report", `{"csp-report":{"document-uri":"https://127.0.0.1:8443/signin","effective-directive":"script-src-elem","blocked-uri":"inline"}}`, map[string]string{"Content-Type": "application/csp-report"}, 204},
+		{"Reporting API batch on the report path", "POST", "/csp-report", `[{"type":"csp-violation","body":{"documentURL":"https://bank.example/","effectiveDirective":"script-src-elem"}}]`, map[string]string{"Content-Type": "application/reports+json"}, 204},
+		{"report media type elsewhere", "POST", "/v1/transfers", `{"csp-report":{}}`, map[string]string{"Content-Type": "application/csp-report"}, 403},
+		{"SQL injection inside a CSP report", "POST", "/csp-report", `{"csp-report":{"document-uri":"x' UNION SELECT password FROM users --"}}`, map[string]string{"Content-Type": "application/csp-report"}, 403},
+		{"form password with shell text", "POST", "/signin", "username=alice&password=" + url.QueryEscape("$(cat /etc/passwd)-Aa1!"), map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 204},
+		{"form username with the same text", "POST", "/signin", "password=x&username=" + url.QueryEscape("$(cat /etc/passwd)"), map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 403},
 		{"body over the inspection limit", "POST", "/v1/transfers", `{"memo":"` + strings.Repeat("a", 5000) + `"}`, map[string]string{"Content-Type": "application/json"}, 413},
 	}
 	for _, tc := range tests {
@@ -115,6 +125,12 @@ func TestWAF(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	if _, err := New(Config{ParanoiaLevel: 5}); err == nil {
 		t.Fatal("paranoia 5 accepted")
+	}
+	if _, err := New(Config{ReportPaths: []string{"csp\" \"id:1"}}); err == nil {
+		t.Fatal("a report path that breaks out of the rule was accepted")
+	}
+	if _, err := New(Config{Exclusions: []Exclusion{FormCredentialExclusion("POST", "/x", []string{"a\" \"id:1"})}}); err == nil {
+		t.Fatal("a field name that breaks out of the rule was accepted")
 	}
 	if _, err := New(Config{BodyLimit: -1}); err == nil {
 		t.Fatal("negative body limit accepted")
