@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -108,6 +110,8 @@ type Log struct {
 	closeErr error // the final checkpoint's error, returned by Close
 
 	cpMu         sync.Mutex // serialises checkpoints
+	cpRunning    atomic.Bool
+	cpWG         sync.WaitGroup // background checkpoints
 	lastCP       SignedCheckpoint
 	lastCPAt     time.Time
 	witnessStale bool
@@ -421,71 +425,190 @@ func (l *Log) send(ctx context.Context, req *request) ([]Receipt, error) {
 	}
 }
 
+// run is the committer. It owns the head, the tree and every store
+// append. Appends are pipelined: while one batch is in the store (an
+// fsync, a PostgreSQL commit), the requests that arrive form the next
+// batch, and their records are built (hashed, sealed) on top of the
+// in-flight batch as they arrive, so the next store call starts as soon
+// as the previous one returns. A batch built on a head that did not come
+// to pass (the batch before it failed, or another writer appended) is
+// rebuilt before it is sent.
 func (l *Log) run() {
 	defer close(l.done)
 	tick := time.NewTicker(l.cfg.CheckpointInterval)
 	defer tick.Stop()
-	var pending []*request
+	var (
+		next     *batch   // collecting: built on top of inflight (or the head)
+		inflight *batch   // in the store
+		held     *request // received, not yet placed
+		res      = make(chan error, 1)
+		closed   bool
+	)
 	for {
-		select {
-		case r, ok := <-l.reqs:
-			if !ok {
+		if held != nil && !held.cond && (next == nil || next.n+len(held.events) <= l.cfg.MaxBatch) {
+			if next == nil {
+				base, baseTime := l.head, l.last
+				if inflight != nil {
+					base, baseTime = inflight.end, inflight.endTime
+				}
+				next = &batch{base: base, baseTime: baseTime, end: base, endTime: baseTime}
+			}
+			l.add(next, held)
+			held = nil
+			if len(next.reqs) == 0 {
+				next = nil // its only request failed to build
+			}
+		}
+		if inflight == nil {
+			switch {
+			case next != nil:
+				inflight, next = next, nil
+				l.dispatch(inflight, res)
+			case held != nil: // conditional, and nothing before it is pending
+				due := l.checkpointDue()
+				l.commitIf(held)
+				held = nil
+				if due {
+					l.kickCheckpoint()
+				}
+				continue
+			case closed:
+				l.cpWG.Wait()
 				l.finalCheckpoint()
 				return
 			}
-			pending = append(pending[:0], r)
-			n := len(r.events)
-		drain:
-			for n < l.cfg.MaxBatch {
-				select {
-				case r, ok := <-l.reqs:
-					if !ok {
-						break drain
-					}
-					pending = append(pending, r)
-					n += len(r.events)
-				default:
-					break drain
-				}
+		}
+		var in <-chan *request
+		if held == nil && !closed {
+			in = l.reqs
+		}
+		var out <-chan error
+		if inflight != nil {
+			out = res
+		}
+		select {
+		case r, ok := <-in:
+			if !ok {
+				closed = true
+				continue
 			}
-			l.commitAll(pending)
-			clear(pending)
-			l.cpMu.Lock()
-			due := l.cfg.Now().Sub(l.lastCPAt) >= l.cfg.CheckpointInterval
-			l.cpMu.Unlock()
-			if due {
-				l.backgroundCheckpoint()
-			}
+			held = r
+		case err := <-out:
+			l.finish(inflight, err)
+			inflight = nil
 		case <-tick.C:
-			l.backgroundCheckpoint()
+			l.kickCheckpoint()
 		}
 	}
 }
 
-// commitAll commits pending requests in arrival order: unconditional ones
-// grouped up to MaxBatch events per commit, each conditional one alone.
-func (l *Log) commitAll(pending []*request) {
-	var batch []*request
-	n := 0
-	flush := func() {
-		if len(batch) > 0 {
-			l.commit(batch)
-		}
-		batch, n = batch[:0], 0
+// batch is a group of unconditional requests committed together.
+type batch struct {
+	reqs      []*request
+	recs      []Record
+	n         int   // events
+	base, end Head  // the head recs were built on, and the head after them
+	baseTime  int64 // row time at base
+	endTime   int64
+}
+
+// add builds r's records on top of b and appends them. A request whose
+// records cannot be built (sealing failed) is answered at once.
+func (l *Log) add(b *batch, r *request) {
+	k := len(r.events)
+	if b.recs == nil {
+		b.recs = make([]Record, 0, max(k, 64))
 	}
-	for _, r := range pending {
-		if r.cond {
-			flush()
-			l.commitIf(r)
-			continue
-		}
-		if n+len(r.events) > l.cfg.MaxBatch {
-			flush()
-		}
-		batch = append(batch, r)
-		n += len(r.events)
+	b.recs = slices.Grow(b.recs, k)[:len(b.recs)+k]
+	recs := b.recs[len(b.recs)-k:]
+	t := l.rowTime(b.endTime)
+	last, err := l.buildReq(b.end.Size, b.end.Last, t, r, recs)
+	if err != nil {
+		b.recs = b.recs[:len(b.recs)-k]
+		r.err = fmt.Errorf("auditlog: append: %w", err)
+		close(r.done)
+		return
 	}
-	flush()
+	b.reqs = append(b.reqs, r)
+	b.n += k
+	b.end = Head{Size: b.end.Size + uint64(k), Last: last}
+	b.endTime = t
+}
+
+// dispatch sends b to the store in a goroutine; the result arrives on
+// res. A batch built on a head that is not the durable one is rebuilt
+// first.
+func (l *Log) dispatch(b *batch, res chan<- error) {
+	if b.base != l.head {
+		if err := l.rebuild(b); err != nil {
+			res <- err
+			return
+		}
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
+		defer cancel()
+		res <- l.cfg.Store.Append(ctx, b.recs)
+	}()
+}
+
+func (l *Log) rebuild(b *batch) error {
+	t, err := l.buildOn(l.head, l.last, b.reqs, b.recs)
+	if err != nil {
+		return err
+	}
+	b.base, b.baseTime = l.head, l.last
+	b.end = Head{Size: l.head.Size + uint64(b.n), Last: b.recs[b.n-1].Hash}
+	b.endTime = t
+	return nil
+}
+
+// finish handles the store's answer for b: on a conflict (another writer
+// appended first) it catches up, rebuilds and retries; then it answers
+// every request of the batch.
+func (l *Log) finish(b *batch, err error) {
+	for attempt := 0; errors.Is(err, ErrConflict) && attempt < maxConflictRetries; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
+		if err = l.sync(ctx); err == nil {
+			if err = l.rebuild(b); err == nil {
+				err = l.cfg.Store.Append(ctx, b.recs)
+			}
+		}
+		cancel()
+	}
+	if err != nil {
+		for _, r := range b.reqs {
+			r.err = fmt.Errorf("auditlog: append: %w", err)
+			close(r.done)
+		}
+		return
+	}
+	due := l.checkpointDue() // before anyone is answered: see the interval
+	l.advance(b.reqs, b.recs)
+	if due {
+		l.kickCheckpoint()
+	}
+}
+
+// checkpointDue reports whether the checkpoint interval has passed.
+func (l *Log) checkpointDue() bool {
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
+	return l.cfg.Now().Sub(l.lastCPAt) >= l.cfg.CheckpointInterval
+}
+
+// kickCheckpoint starts a background checkpoint unless one is running,
+// so commits never wait for signing, storing and publishing it.
+func (l *Log) kickCheckpoint() {
+	if !l.cpRunning.CompareAndSwap(false, true) {
+		return
+	}
+	l.cpWG.Add(1)
+	go func() {
+		defer l.cpWG.Done()
+		defer l.cpRunning.Store(false)
+		l.backgroundCheckpoint()
+	}()
 }
 
 // commitIf commits one conditional request: only on top of r.expect, never
@@ -553,40 +676,6 @@ func (l *Log) finalCheckpoint() {
 	}
 }
 
-// commit writes one group of requests as consecutive rows.
-func (l *Log) commit(batch []*request) {
-	n := 0
-	for _, r := range batch {
-		n += len(r.events)
-	}
-	recs := make([]Record, n)
-	var err error
-	for attempt := 0; ; attempt++ {
-		err = l.build(batch, recs)
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
-			err = l.cfg.Store.Append(ctx, recs)
-			if errors.Is(err, ErrConflict) && attempt < maxConflictRetries {
-				err = l.sync(ctx)
-				cancel()
-				if err == nil {
-					continue
-				}
-			}
-			cancel()
-		}
-		break
-	}
-	if err != nil {
-		for _, r := range batch {
-			r.err = fmt.Errorf("auditlog: append: %w", err)
-			close(r.done)
-		}
-		return
-	}
-	l.advance(batch, recs)
-}
-
 // advance adds committed recs to the tree and head and hands the batch its
 // receipts.
 func (l *Log) advance(batch []*request, recs []Record) {
@@ -611,37 +700,58 @@ func (l *Log) advance(batch []*request, recs []Record) {
 
 // build fills recs for the batch on top of the current head.
 func (l *Log) build(batch []*request, recs []Record) error {
-	now := l.cfg.Now().UTC().UnixNano()
-	if now < l.last {
-		now = l.last // row times never go backwards
-	}
-	seq, prev := l.head.Size, l.head.Last
-	i := 0
-	var aad [40]byte
+	_, err := l.buildOn(l.head, l.last, batch, recs)
+	return err
+}
+
+// buildOn fills recs for the requests on top of base, whose last row has
+// time last; it returns the rows' time.
+func (l *Log) buildOn(base Head, last int64, batch []*request, recs []Record) (int64, error) {
+	now := l.rowTime(last)
+	seq, prev := base.Size, base.Last
 	for _, r := range batch {
-		for j := range r.events {
-			e := &r.events[j]
-			rec := &recs[i]
-			*rec = Record{Seq: seq, Time: now, Type: e.Type, Actor: e.Actor, CorrelationID: e.CorrelationID, PrevHash: prev}
-			rec.Hash = LeafHash(rec, r.payloads[j])
-			rec.Payload = r.payloads[j]
-			if l.cfg.Ring != nil {
-				sealed, err := l.cfg.Ring.Seal(nil, r.payloads[j], sealAAD(aad[:0], seq, rec.Hash))
-				if err != nil {
-					return err
-				}
-				kid, err := keyring.KeyID(sealed)
-				if err != nil {
-					return err
-				}
-				rec.Payload, rec.KeyID = sealed, kid
-			}
-			prev = rec.Hash
-			seq++
-			i++
+		k := len(r.events)
+		var err error
+		if prev, err = l.buildReq(seq, prev, now, r, recs[:k]); err != nil {
+			return 0, err
 		}
+		seq += uint64(k)
+		recs = recs[k:]
 	}
-	return nil
+	return now, nil
+}
+
+// rowTime is the time of rows appended after a row of time last: now,
+// but never earlier than last.
+func (l *Log) rowTime(last int64) int64 {
+	return max(l.cfg.Now().UTC().UnixNano(), last)
+}
+
+// buildReq fills recs with r's events as rows seq, seq+1, … after prev
+// and returns the last row's hash.
+func (l *Log) buildReq(seq uint64, prev Hash, now int64, r *request, recs []Record) (Hash, error) {
+	var aad [40]byte
+	for j := range r.events {
+		e := &r.events[j]
+		rec := &recs[j]
+		*rec = Record{Seq: seq, Time: now, Type: e.Type, Actor: e.Actor, CorrelationID: e.CorrelationID, PrevHash: prev}
+		rec.Hash = LeafHash(rec, r.payloads[j])
+		rec.Payload = r.payloads[j]
+		if l.cfg.Ring != nil {
+			sealed, err := l.cfg.Ring.Seal(nil, r.payloads[j], sealAAD(aad[:0], seq, rec.Hash))
+			if err != nil {
+				return Hash{}, err
+			}
+			kid, err := keyring.KeyID(sealed)
+			if err != nil {
+				return Hash{}, err
+			}
+			rec.Payload, rec.KeyID = sealed, kid
+		}
+		prev = rec.Hash
+		seq++
+	}
+	return prev, nil
 }
 
 // Head returns the durable size and last leaf hash.
