@@ -18,8 +18,8 @@
 //     send Burst requests at once and regains one every Period/Limit; a
 //     denied request is not counted. The memory and Redis stores pass one
 //     conformance suite ([github.com/malai-sec/malai/ratelimit/storetest])
-//     with identical decisions, and the Redis store takes time from Redis
-//     TIME so skewed hosts agree.
+//     with identical decisions, and the Redis store runs on the Redis
+//     server's clock so skewed hosts agree.
 //   - Reputation deny lists ([Reputation], a prefix trie loaded from files
 //     and reloadable) refuse with 403 before any store call; allow-listed
 //     networks skip the limits. The Redis store refuses keys it knows to be
