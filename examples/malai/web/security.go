@@ -113,6 +113,8 @@ func (a *App) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := reauthBody(r)
+	body["current_password"] = body["password"]
+	delete(body, "password")
 	body["new_password"] = next
 	var res result
 	err := a.withToken(r, h, func(tok string) (err error) {

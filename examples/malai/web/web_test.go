@@ -1,0 +1,165 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/malai-sec/malai/examples/malai/web/internal/sessionstore"
+	"github.com/malai-sec/malai/internal/fakeclock"
+	"github.com/malai-sec/malai/keyring"
+)
+
+func TestSameOrigin(t *testing.T) {
+	a := &App{origins: map[string]bool{}}
+	pinned := &App{origins: map[string]bool{"https://bank.example": true}}
+	tests := []struct {
+		name   string
+		app    *App
+		host   string
+		header map[string][]string
+		want   bool
+	}{
+		{"own origin", a, "bank.example:8443", map[string][]string{"Origin": {"https://bank.example:8443"}}, true},
+		{"own origin, other case", a, "Bank.Example:8443", map[string][]string{"Origin": {"https://bank.example:8443"}}, true},
+		{"other port of the same host (same site)", a, "bank.example:8443", map[string][]string{"Origin": {"https://bank.example:9443"}}, false},
+		{"plain http of the same host", a, "bank.example", map[string][]string{"Origin": {"http://bank.example"}}, false},
+		{"other site", a, "bank.example", map[string][]string{"Origin": {"https://evil.example"}}, false},
+		{"two Origin fields", a, "bank.example", map[string][]string{"Origin": {"https://bank.example", "https://bank.example"}}, false},
+		{"null origin, same-origin fetch", a, "bank.example", map[string][]string{"Origin": {"null"}, "Sec-Fetch-Site": {"same-origin"}}, true},
+		{"null origin, cross-site", a, "bank.example", map[string][]string{"Origin": {"null"}, "Sec-Fetch-Site": {"cross-site"}}, false},
+		{"null origin alone", a, "bank.example", map[string][]string{"Origin": {"null"}}, false},
+		{"no origin, same-site fetch", a, "bank.example", map[string][]string{"Sec-Fetch-Site": {"same-site"}}, false},
+		{"nothing at all", a, "bank.example", nil, false},
+		{"configured origin", pinned, "10.0.0.7:8443", map[string][]string{"Origin": {"https://bank.example"}}, true},
+		{"configured origin refuses the Host's", pinned, "10.0.0.7:8443", map[string][]string{"Origin": {"https://10.0.0.7:8443"}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "https://"+tc.host+"/transfer", nil)
+			r.Host = tc.host
+			for k, v := range tc.header {
+				r.Header[k] = v
+			}
+			if got := tc.app.sameOrigin(r); got != tc.want {
+				t.Fatalf("sameOrigin = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func newTestSessions(t *testing.T) (*sessions, *fakeclock.Clock, *sessionstore.Bolt) {
+	t.Helper()
+	clk := fakeclock.New(time.Unix(1_800_000_000, 0))
+	st, err := sessionstore.OpenBolt(filepath.Join(t.TempDir(), "s.db"), clk.Now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	k, _ := keyring.NewKey()
+	ring, err := keyring.NewRing("k1", map[string]keyring.Key{"k1": k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sessions{store: st, ring: ring, now: clk.Now, idle: 15 * time.Minute, absolute: 8 * time.Hour, log: discard()}, clk, st
+}
+
+func TestSessionRecordIsSealedAndTimesOut(t *testing.T) {
+	ctx := context.Background()
+	m, clk, st := newTestSessions(t)
+	rec := httptest.NewRecorder()
+	h, err := m.create(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rec.Result().Cookies()
+	if len(c) != 1 || c[0].Name != CookieName || !c[0].HttpOnly || !c[0].Secure || c[0].SameSite != http.SameSiteStrictMode || c[0].Path != "/" || c[0].Domain != "" {
+		t.Fatalf("cookie %+v", c)
+	}
+	h.sess.User, h.sess.Access, h.sess.Refresh = "alice", "eyJhbGciOiJFUzI1NiJ9.access-token", "refresh-token-value"
+	if err := m.save(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	raw, ok, _ := st.Get(ctx, h.key)
+	if !ok || bytes.Contains(raw, []byte("access-token")) || bytes.Contains(raw, []byte("refresh-token-value")) || bytes.Contains(raw, []byte("alice")) {
+		t.Fatal("the stored record shows its contents")
+	}
+	if _, ok, _ := st.Get(ctx, h.id); ok {
+		t.Fatal("the record is stored under the cookie value itself")
+	}
+	// Moved under another key, the record does not open.
+	_ = st.Set(ctx, storeKey("other"), raw, time.Hour)
+	if _, err := m.load(ctx, "other"); !errors.Is(err, errNoSession) {
+		t.Fatalf("a moved record opened: %v", err)
+	}
+
+	// Idle: used within the idle timeout it lives on; left alone it ends.
+	for range 3 {
+		clk.Advance(10 * time.Minute)
+		if err := m.update(ctx, h, func(*session) error { return nil }); err != nil {
+			t.Fatalf("session ended while in use: %v", err)
+		}
+	}
+	clk.Advance(16 * time.Minute)
+	if _, err := m.load(ctx, h.id); !errors.Is(err, errNoSession) {
+		t.Fatalf("idle session still loads: %v", err)
+	}
+
+	// Absolute: however active, it ends 8 hours after it began.
+	h2, _ := m.create(ctx, httptest.NewRecorder())
+	h2.sess.User, h2.sess.Refresh = "alice", "r"
+	_ = m.save(ctx, h2)
+	for i := 0; i < 8*6; i++ {
+		clk.Advance(10 * time.Minute)
+		err := m.update(ctx, h2, func(*session) error { return nil })
+		if i < 8*6-1 && err != nil {
+			t.Fatalf("ended after %d minutes: %v", (i+1)*10, err)
+		}
+		if i == 8*6-1 && !errors.Is(err, errNoSession) {
+			t.Fatalf("session alive after 8 hours: %v", err)
+		}
+	}
+}
+
+func TestRotateRetiresTheOldID(t *testing.T) {
+	ctx := context.Background()
+	m, _, _ := newTestSessions(t)
+	h, _ := m.create(ctx, httptest.NewRecorder())
+	oldID, oldCSRF := h.id, h.sess.CSRF
+	rec := httptest.NewRecorder()
+	if err := m.rotate(ctx, rec, h); err != nil {
+		t.Fatal(err)
+	}
+	if h.id == oldID || h.sess.CSRF == oldCSRF {
+		t.Fatal("rotation kept the id or the CSRF token")
+	}
+	if _, err := m.load(ctx, oldID); !errors.Is(err, errNoSession) {
+		t.Fatal("the pre-rotation id still works (session fixation)")
+	}
+	if _, err := m.load(ctx, h.id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzCookieID(f *testing.F) {
+	for _, s := range []string{"", "abc", "i_o2tVHL-HfGfLS5HYQjmAKELI76iZ9r-A-bF16dEu4", "====", "a; b=c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Cookie", CookieName+"="+v)
+		id, ok := cookieID(r)
+		if ok && (len(id) != 43 || storeKey(id) == "") {
+			t.Fatalf("accepted %q", id)
+		}
+	})
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
