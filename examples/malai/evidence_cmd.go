@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -265,7 +266,15 @@ func (l *localSystem) Checkpoint(ctx context.Context) error {
 func (l *localSystem) AuditVerifier() (string, note.Verifier) { return l.sys.Origin, l.sys.AuditKey }
 
 func (l *localSystem) RotateDataKey(ctx context.Context) (int, error) {
-	return l.sys.RotateDataKey(ctx)
+	if l.opts.AuditDSN == "" {
+		return l.sys.RotateDataKey(ctx)
+	}
+	// PostgreSQL: the ledger's role may not rewrite rows; the migrator
+	// re-keys them, as "malai audit-rekey" does.
+	if err := l.sys.Keys.Rotate(time.Now(), l.sys.Ring); err != nil {
+		return 0, err
+	}
+	return l.pg.rekey(ctx, l.pgAdmin, l.sys.Ring)
 }
 
 func (l *localSystem) TraceID(component, id string) (string, bool) {

@@ -5,6 +5,7 @@
 //	go run ./examples/malai verify -data D  # verify the audit chain offline
 //	go run ./examples/malai logs -data D C  # decrypt component C's log stream
 //	go run ./examples/malai migrate -admin-url U  # audit chain in PostgreSQL, least-privilege roles
+//	go run ./examples/malai audit-rekey -admin-url U -data D  # after a data-key rotation, as the migrator
 //
 // Everything listens on loopback. The gateway serves HTTPS (TLS 1.2+, h2)
 // and HTTP/3 on -addr and redirects plain HTTP from -http-addr. The
@@ -40,8 +41,10 @@ func main() {
 		err = logsCmd(args)
 	case "migrate":
 		err = migrateCmd(args)
+	case "audit-rekey":
+		err = auditRekeyCmd(args)
 	default:
-		err = fmt.Errorf("unknown command %q (run, evidence, verify, logs, migrate)", cmd)
+		err = fmt.Errorf("unknown command %q (run, evidence, verify, logs, migrate, audit-rekey)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "malai:", err)

@@ -11,7 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/pgstore"
+	"github.com/malai-sec/malai/examples/malai/internal/platform"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // PGAudit names the PostgreSQL objects of the audit chain: the schema,
@@ -77,6 +80,47 @@ func (p PGAudit) migrate(ctx context.Context, adminURL string) error {
 		}
 	}
 	return pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: p.Schema, Owner: p.Owner, AppRole: p.AppRole})
+}
+
+// auditRekeyCmd re-encrypts the PostgreSQL audit rows sealed under older
+// data keys, connected as the migrator role: the runtime's application
+// role may not rewrite a row. Run it after a data-key rotation.
+func auditRekeyCmd(args []string) error {
+	fs := flag.NewFlagSet("audit-rekey", flag.ExitOnError)
+	admin := fs.String("admin-url", "", "PostgreSQL URL of a privileged role that may SET ROLE to the migrator; used only here")
+	dataDir := fs.String("data", "malai-data", "data directory holding the key file")
+	fs.Parse(args)
+	if *admin == "" {
+		return errors.New("audit-rekey needs -admin-url")
+	}
+	keys, err := platform.LoadKeys(*dataDir)
+	if err != nil {
+		return err
+	}
+	ring, err := keys.Ring()
+	if err != nil {
+		return err
+	}
+	n, err := defaultPGAudit.rekey(context.Background(), *admin, ring)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%d audit rows re-encrypted under the current data key\n", n)
+	return nil
+}
+
+// rekey re-encrypts every audit row sealed under an older key of ring,
+// connected through adminURL as the migrator role (the tables' owner).
+func (p PGAudit) rekey(ctx context.Context, adminURL string, ring *keyring.Ring) (int, error) {
+	if err := p.validate(); err != nil {
+		return 0, err
+	}
+	st, err := pgstore.New(ctx, pgstore.Config{DSN: adminURL, Schema: p.Schema, Role: p.Owner})
+	if err != nil {
+		return 0, fmt.Errorf("audit-rekey: connect as the migrator: %w", err)
+	}
+	defer st.Close()
+	return auditlog.Reencrypt(ctx, st, ring)
 }
 
 // drop removes what migrate created (the evidence pass cleans up after

@@ -499,10 +499,15 @@ func (s *System) service(t *platform.Telemetry, h http.Handler) (http.Handler, e
 
 // RotateDataKey makes a new data key seal logs and audit payloads from now
 // on and re-encrypts the audit rows sealed under older keys; hashes, and
-// so every checkpoint, stay valid.
+// so every checkpoint, stay valid. With the chain in PostgreSQL the
+// ledger's role may not rewrite rows: the key is rotated and the rows are
+// left for "malai audit-rekey", which runs as the migrator.
 func (s *System) RotateDataKey(ctx context.Context) (int, error) {
 	if err := s.Keys.Rotate(time.Now(), s.Ring); err != nil {
 		return 0, err
+	}
+	if _, pg := s.AuditStore.(*pgstore.Store); pg {
+		return 0, errors.New("data key rotated; re-encrypt the PostgreSQL audit rows with \"malai audit-rekey\" (the ledger's role may not rewrite them)")
 	}
 	return s.Audit.Reencrypt(ctx)
 }
