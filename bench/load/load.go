@@ -37,6 +37,8 @@ type Config struct {
 
 // Result of one run.
 type Result struct {
+	// Requests answered with the expected status; the rates, percentiles
+	// and CPU per request count these only.
 	Requests, Errors int
 	Elapsed          time.Duration
 	P50, P99         time.Duration
@@ -91,9 +93,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				if !measuring.Load() {
 					continue
 				}
-				mine = append(mine, d)
 				statuses[code]++
-				if code != cfg.Want {
+				if code == cfg.Want {
+					mine = append(mine, d)
+				} else {
 					errs++
 					if first == "" {
 						if err != nil {

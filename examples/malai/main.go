@@ -63,6 +63,8 @@ func runCmd(args []string) error {
 	fs.StringVar(&o.AuditDSN, "audit-dsn", "", "PostgreSQL DSN of the audit app role (see the migrate command); default: file store under -data")
 	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
 	fs.StringVar(&o.AuditPasswordFile, "audit-password-file", "", "file holding the audit app role's password, re-read for every new connection")
+	fs.IntVar(&o.PerIP, "per-ip", 0, "requests per minute per client network at the gateway (default 600)")
+	fs.IntVar(&o.PerPrincipal, "per-principal", 0, "requests per minute per signed-in principal at the gateway (default 300)")
 	proxies := fs.String("trusted-proxies", "", "comma-separated CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (default: none)")
 	hosts := fs.String("allowed-hosts", "localhost,127.0.0.1,::1", "comma-separated host names and addresses the gateway answers for (others: 421)")
 	quiet := fs.Bool("quiet", false, "do not mirror the JSON logs to stderr (they are always written encrypted under -data)")

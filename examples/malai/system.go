@@ -61,8 +61,10 @@ type Options struct {
 	RedisURL string
 	// LogMirror also receives the plaintext JSON logs (the terminal).
 	LogMirror io.Writer
-	// PerIP limits requests per minute per client network at the gateway.
-	PerIP int
+	// PerIP and PerPrincipal limit requests per minute per client network
+	// and per signed-in principal at the gateway (0: the gateway's
+	// defaults).
+	PerIP, PerPrincipal int
 	// AllowedHosts are the Host names and addresses the gateway (HTTPS
 	// and redirect) answers for. Default: localhost, 127.0.0.1 and ::1.
 	AllowedHosts []string
@@ -444,7 +446,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 
 	gw, err := gateway.New(gateway.Config{
 		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(gwTr, gwT.Tracer), Verifier: gwV,
-		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
+		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, PerPrincipal: o.PerPrincipal, ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
 		AllowedHosts: o.AllowedHosts, Routes: routes, Web: s.Web.Handler(),
 	})
 	if err != nil {

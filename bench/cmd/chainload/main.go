@@ -177,14 +177,20 @@ func want200(ep string) int {
 	return http.StatusOK
 }
 
+// requester builds the requests of one run. Each connection plays one
+// client behind a proxy the gateways trust (loopback): X-Forwarded-For
+// names an address of its own, so per-client limits and fairness apply
+// per connection, as with real clients.
 func requester(t *target, ep string, round int) load.Request {
 	return func(ctx context.Context, w, n int) (*http.Request, error) {
+		xff := "198.51.100." + strconv.Itoa(1+w%250)
 		if strings.HasPrefix(ep, "GET") {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL+"/v1/accounts/"+t.From, nil)
 			if err != nil {
 				return nil, err
 			}
 			auth(req, t.Token)
+			req.Header.Set("X-Forwarded-For", xff)
 			return req, nil
 		}
 		body := `{"from":"` + t.From + `","to":"` + t.To + `","amount":1}`
@@ -193,6 +199,7 @@ func requester(t *target, ep string, round int) load.Request {
 			return nil, err
 		}
 		auth(req, t.Token)
+		req.Header.Set("X-Forwarded-For", xff)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", `"load-`+strconv.Itoa(round)+"-"+strconv.Itoa(w)+"-"+strconv.Itoa(n)+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+`"`)
 		return req, nil
@@ -283,7 +290,8 @@ func startMalai(ctx context.Context, bin, dir string, extra []string) (*target, 
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	args := append([]string{"run", "-addr", addr, "-http-addr", "", "-data", dir, "-quiet"}, extra...)
+	args := append([]string{"run", "-addr", addr, "-http-addr", "", "-data", dir, "-quiet",
+		"-trusted-proxies", "127.0.0.1/32,::1/128"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -381,7 +389,7 @@ func startMalai(ctx context.Context, bin, dir string, extra []string) (*target, 
 		return fail(err)
 	}
 	for i := 0; ; i++ {
-		st, b, err := call("POST", "/v1/deposits", tellerToken, map[string]any{"account": t.From, "amount": int64(1) << 40},
+		st, b, err := call("POST", "/v1/deposits", tellerToken, map[string]any{"account": t.From, "amount": int64(100_000_000)},
 			"Idempotency-Key", `"load-fund-`+run+`"`)
 		if err == nil && st == http.StatusCreated {
 			break

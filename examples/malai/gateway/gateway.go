@@ -75,6 +75,7 @@ func DefaultRoutes() []Route {
 		{Pattern: "POST /v1/accounts", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
 		{Pattern: "POST /v1/transfers", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
 		{Pattern: "POST /v1/transfers/async", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
+		{Pattern: "POST /v1/deposits", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
 	}
 }
 
