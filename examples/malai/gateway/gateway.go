@@ -75,7 +75,10 @@ func DefaultRoutes() []Route {
 		{Pattern: "POST /v1/accounts", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
 		{Pattern: "POST /v1/transfers", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
 		{Pattern: "POST /v1/transfers/async", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
+		{Pattern: "GET /v1/accounts/{id}/transfers", Ledger: true},
 		{Pattern: "POST /v1/deposits", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
+		{Pattern: "GET /v1/jobs/{id}", Ledger: true},
+		{Pattern: "GET /v1/audit/verify", Ledger: true},
 	}
 }
 

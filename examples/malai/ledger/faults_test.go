@@ -30,7 +30,7 @@ type pgAudit struct {
 	schema string
 }
 
-func newPGAudit(t *testing.T) *pgAudit {
+func newPGAudit(t testing.TB) *pgAudit {
 	t.Helper()
 	admin := os.Getenv("MALAI_TEST_POSTGRES_URL")
 	if admin == "" {
@@ -80,7 +80,7 @@ func newPGAudit(t *testing.T) *pgAudit {
 	return &pgAudit{proxy: p, dsn: pu.String(), schema: schema}
 }
 
-func (pg *pgAudit) open(t *testing.T) func() auditlog.Store {
+func (pg *pgAudit) open(t testing.TB) func() auditlog.Store {
 	return func() auditlog.Store {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -101,7 +101,7 @@ type redisIdem struct {
 	prefix string
 }
 
-func newRedisIdem(t *testing.T) *redisIdem {
+func newRedisIdem(t testing.TB) *redisIdem {
 	t.Helper()
 	r := servicetest.NewRedis(t)
 	p := servicetest.NewProxy(t, r.Addr)
@@ -112,7 +112,7 @@ func newRedisIdem(t *testing.T) *redisIdem {
 	return &redisIdem{proxy: p, client: c, prefix: r.Prefix + "idem:"}
 }
 
-func (ri *redisIdem) store(t *testing.T) func() idemStore {
+func (ri *redisIdem) store(t testing.TB) func() idemStore {
 	return func() idemStore {
 		s, err := redisstore.New(redisstore.Config{Client: ri.client, Prefix: ri.prefix})
 		if err != nil {
@@ -175,8 +175,8 @@ func TestFaultLostCommitAck(t *testing.T) {
 		default:
 			t.Fatal("the append's reply was never dropped")
 		}
-		if a.got.code != 201 {
-			t.Fatalf("transfer whose COMMIT ack was lost: %s", a.got)
+		if a.got.code != 201 || a.got.replayed() {
+			t.Fatalf("transfer whose COMMIT ack was lost: %s (replayed %v: it is the request's own outcome)", a.got, a.got.replayed())
 		}
 		attempts = append(attempts, a)
 	}

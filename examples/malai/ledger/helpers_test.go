@@ -36,7 +36,7 @@ const iss = "https://identity.test"
 // env is a ledger over stores that outlive it, so a test can stop and
 // start the ledger (a restart) and read the chain behind its back.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	key    *jwttest.Key
 	v      *jwtverify.Verifier
@@ -77,13 +77,13 @@ func withConfig(f func(*Config)) envOption        { return func(e *env) { e.cfg 
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
 	e.key = jwttest.NewKey(t, "ES256", "k1")
 	v, err := jwtverify.New(jwtverify.Config{Issuers: []jwtverify.Issuer{{
 		Issuer: iss, Keys: jwttest.Set(t, e.key), Audiences: []string{"malai-api", "malai-internal"},
-	}}})
+	}}, CacheSize: 10_000}) // as the reference system configures it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ type resp struct {
 
 func (r resp) String() string { return http.StatusText(r.code) + " " + string(r.body) }
 
-func (r resp) json(t *testing.T, v any) {
+func (r resp) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("response %s is not JSON: %v", r, err)
@@ -381,7 +381,7 @@ func (e *env) invariants() (chainFacts, []string) {
 	return f, problems
 }
 
-func writeFile(t *testing.T, path string, b []byte) {
+func writeFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
@@ -402,7 +402,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 type idemStore = idempotency.Store
 
-func mustMem(t *testing.T, maxBytes int64, evict bool) *idemmem.Store {
+func mustMem(t testing.TB, maxBytes int64, evict bool) *idemmem.Store {
 	t.Helper()
 	s, err := idemmem.New(idemmem.Config{MaxBytes: maxBytes, EvictCompleted: evict})
 	if err != nil {

@@ -100,6 +100,10 @@ func (s *Service) verifyJob(m jobMessage) bool {
 // runJob runs a queued job for the worker. The answer is the job's status;
 // it is the same however often the job is delivered.
 func (s *Service) runJob(w http.ResponseWriter, r *http.Request) {
+	if !isJSON(r) {
+		problem.Write(w, r, problemMediaType)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var m jobMessage
 	if err != nil || strictjson.Decode(body, &m) != nil {

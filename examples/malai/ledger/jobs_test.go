@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
 	"github.com/malai-sec/malai/internal/fakeclock"
+	"github.com/malai-sec/malai/keyring"
 )
 
 func TestAsyncJobLifecycle(t *testing.T) {
@@ -212,5 +214,35 @@ func TestJobQueueBounded(t *testing.T) {
 	e.runJob(e.nextJob().Body)
 	if r := e.do("POST", "/v1/transfers/async", alice, transferBody("acc-a", "acc-b", 1), "q3"); r.code != 202 || r.replayed() {
 		t.Fatalf("retry once there is room: %s", r)
+	}
+}
+
+// A job queued before a key rotation still verifies after it (the ring
+// keeps the old key, the message names its key id); a ring that never held
+// the key refuses it.
+func TestJobSignatureSurvivesRotation(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice")
+	e.open(alice, "acc-a")
+	e.open(e.user("bob"), "acc-b")
+	e.fund("acc-a", 100)
+	e.do("POST", "/v1/transfers/async", alice, transferBody("acc-a", "acc-b", 10), "rot")
+	msg := e.nextJob()
+	k2, _ := keyring.NewKey()
+	if err := e.ring.Rotate("k2", k2); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if w := e.runJob(msg.Body); w.code != 200 {
+		t.Fatalf("job signed before the rotation: %s", w)
+	}
+	other, _ := keyring.NewKey()
+	foreign, _ := keyring.NewRing("k9", map[string]keyring.Key{"k9": other})
+	var m jobMessage
+	_ = json.Unmarshal(msg.Body, &m)
+	sealed, _ := foreign.Seal(nil, nil, jobAAD(m.Job))
+	forged, _ := json.Marshal(jobMessage{Job: m.Job, Sig: base64.RawURLEncoding.EncodeToString(sealed)})
+	if w := e.runJob(forged); w.code != http.StatusForbidden {
+		t.Fatalf("job signed by a foreign ring: %s", w)
 	}
 }

@@ -1,12 +1,14 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"testing"
 
@@ -123,6 +125,10 @@ func (s *Service) serveWrite(w http.ResponseWriter, r *http.Request, wr write) {
 		}
 		key = k
 	}
+	if !isJSON(r) {
+		problem.Write(w, r, problemMediaType)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -165,6 +171,13 @@ func (s *Service) serveWrite(w http.ResponseWriter, r *http.Request, wr write) {
 	}
 }
 
+// isJSON reports whether the request's body is declared application/json:
+// a body the edge's WAF inspected as another type is never decoded here.
+func isJSON(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == "application/json"
+}
+
 // execution is the outcome of one keyed write.
 type execution struct {
 	res      idempotency.Result
@@ -190,8 +203,8 @@ func (s *Service) execute(ctx context.Context, o *op, scope, key string, canon [
 		if o.kind == opAccept && out.err == nil && out.status == http.StatusAccepted && !out.fromKey && !out.replayed {
 			s.pump.publish(o.job, o.principal, o.cid)
 		}
-		res, err := s.result(out)
-		fromChain = out.fromKey || out.replayed
+		res, own, err := s.result(out)
+		fromChain = (out.fromKey && !own) || out.replayed
 		x.ranErr = err
 		return res, err
 	}
@@ -234,25 +247,26 @@ func (s *Service) Deposit(ctx context.Context, by, account string, amount int64,
 }
 
 // result turns an outcome into the response to store and send; a key
-// completed before is read back from its chain row.
-func (s *Service) result(out outcome) (idempotency.Result, error) {
+// completed before is read back from its chain row. own reports that the
+// row is the op's own append, read back after its outcome was unknown.
+func (s *Service) result(out outcome) (res idempotency.Result, own bool, err error) {
 	if out.err != nil {
-		return idempotency.Result{}, out.err
+		return idempotency.Result{}, false, out.err
 	}
 	if !out.fromKey {
-		return idempotency.Result{Status: out.status, Header: out.header, Body: out.body}, nil
+		return idempotency.Result{Status: out.status, Header: out.header, Body: out.body}, false, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CommitTimeout)
 	defer cancel()
 	e, err := s.cfg.Audit.Event(ctx, out.replay)
 	if err != nil {
-		return idempotency.Result{}, fmt.Errorf("%w: read back row %d: %w", errUnavailable, out.replay, err)
+		return idempotency.Result{}, false, fmt.Errorf("%w: read back row %d: %w", errUnavailable, out.replay, err)
 	}
-	res, err := recordedResult(e.Type, e.Payload)
+	res, err = recordedResult(e.Type, e.Payload)
 	if err != nil {
-		return idempotency.Result{}, fmt.Errorf("%w: row %d: %w", errUnavailable, out.replay, err)
+		return idempotency.Result{}, false, fmt.Errorf("%w: row %d: %w", errUnavailable, out.replay, err)
 	}
-	return res, nil
+	return res, out.own != nil && bytes.Equal(e.Payload, out.own), nil
 }
 
 // recordedResult extracts the response an event recorded.
@@ -279,7 +293,7 @@ func recordedResult(typ string, payload []byte) (idempotency.Result, error) {
 
 // writeOutcome answers an unkeyed write.
 func (s *Service) writeOutcome(w http.ResponseWriter, r *http.Request, out outcome) {
-	res, err := s.result(out)
+	res, _, err := s.result(out)
 	switch {
 	case err == nil:
 		idempotency.WriteResult(w, r, res, false)

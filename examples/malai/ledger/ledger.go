@@ -18,6 +18,7 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/correlation"
+	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
 	"github.com/malai-sec/malai/idempotency"
@@ -355,9 +356,18 @@ func (s *Service) routes() http.Handler {
 	mux.Handle("GET /internal/v1/audit/sample", service(ScopeAudit, s.auditSample))
 	mux.Handle("GET /internal/v1/audit/replay", service(ScopeAudit, s.auditReplay))
 	mux.Handle("GET /internal/v1/audit/verify", service(ScopeAudit, s.auditVerify))
+	// An unknown route or method answers problem+json, like every other
+	// refusal.
+	routed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			platform.NoRoute(w, r, mux)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 	// RecordPattern hands the matched route to the correlation middleware
 	// outside, for logs, spans and metrics.
-	return v.Handler(correlation.RecordPattern(mux))
+	return v.Handler(correlation.RecordPattern(routed))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -370,9 +380,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 var (
 	problemBadJSON = problem.Problem{Status: http.StatusBadRequest, Type: "invalid-body", Title: "Invalid request body",
 		Detail: "The body must be one JSON object with exactly the documented members: no duplicate or case-variant names, no unknown members, valid UTF-8."}
-	problemBodyTooLarge = problem.Problem{Status: http.StatusRequestEntityTooLarge, Type: "body-too-large", Title: "Request body too large"}
-	problemNotFound     = problem.Problem{Status: http.StatusNotFound, Type: "not-found", Title: "Not found"}
-	problemJobExpired   = problem.Problem{Status: http.StatusGone, Type: "job-expired", Title: "Job expired",
+	problemBodyTooLarge = problem.Problem{Status: http.StatusRequestEntityTooLarge, Type: "payload-too-large", Title: "Request body too large"}
+	problemMediaType    = problem.Problem{Status: http.StatusUnsupportedMediaType, Type: "unsupported-media-type", Title: "Unsupported media type",
+		Detail: "The body must be application/json."}
+	problemNotFound   = problem.Problem{Status: http.StatusNotFound, Type: "not-found", Title: "Not found"}
+	problemJobExpired = problem.Problem{Status: http.StatusGone, Type: "job-expired", Title: "Job expired",
 		Detail: "The asynchronous transfer was not run before it expired; nothing was transferred."}
 	problemQueueFull = problem.Problem{Status: http.StatusServiceUnavailable, Type: "queue-full", Title: "Too many pending transfers",
 		Detail: "The queue of asynchronous transfers is full; retry later with the same Idempotency-Key."}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -271,5 +272,36 @@ func TestAuditVerifyRoute(t *testing.T) {
 		if _, ok := raw[k]; !ok {
 			t.Fatalf("verify lacks %q: %s", k, r)
 		}
+	}
+}
+
+// A body declared as anything but JSON is refused at the ledger too, so
+// what the edge inspected as one type is never decoded here as another.
+func TestNonJSONBodyRefused(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice")
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "", "application/json-patch+json"} {
+		r := httptest.NewRequest("POST", "/v1/transfers", strings.NewReader(transferBody("acc-a", "acc-b", 1)))
+		r.Header.Set("Authorization", "Bearer "+alice)
+		if ct != "" {
+			r.Header.Set("Content-Type", ct)
+		}
+		r.Header.Set("Idempotency-Key", `"ct"`)
+		w := httptest.NewRecorder()
+		e.handler().ServeHTTP(w, r)
+		if w.Code != http.StatusUnsupportedMediaType {
+			t.Errorf("Content-Type %q: %d %s", ct, w.Code, w.Body)
+		}
+	}
+}
+
+func TestUnknownRoutesAnswerProblems(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice")
+	if r := e.do("GET", "/v1/nope", alice, "", ""); r.code != 404 || r.header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("unknown route: %s %q", r, r.header.Get("Content-Type"))
+	}
+	if r := e.do("DELETE", "/v1/transfers", alice, "", ""); r.code != 405 || r.header.Get("Allow") == "" {
+		t.Fatalf("wrong method: %s Allow %q", r, r.header.Get("Allow"))
 	}
 }

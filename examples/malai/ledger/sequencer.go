@@ -62,6 +62,7 @@ type op struct {
 	// planned is the outcome and event of the current plan.
 	planned outcome
 	event   *auditlog.Event
+	value   any // the event's payload before encoding
 	dupOf   *op // an earlier op of the batch with the same key
 }
 
@@ -69,13 +70,17 @@ func newOp(kind opKind) *op { return &op{kind: kind, done: make(chan struct{})} 
 
 // outcome is what the sequencer hands back.
 type outcome struct {
-	status   int
-	header   http.Header
-	body     []byte
-	replay   uint64 // when fromKey: the chain row holding the first outcome
-	fromKey  bool   // the key was completed before: replay row `replay`
-	replayed bool   // another op of the same batch produced this outcome
-	err      error  // errKeyReused or an error wrapping errUnavailable
+	status  int
+	header  http.Header
+	body    []byte
+	replay  uint64 // when fromKey: the chain row holding the first outcome
+	fromKey bool   // the key was completed before: replay row `replay`
+	// own is the payload this op appended in an attempt whose outcome was
+	// unknown: when row `replay` holds it, the outcome is the op's own,
+	// not a replay.
+	own      []byte
+	replayed bool  // another op of the same batch produced this outcome
+	err      error // errKeyReused or an error wrapping errUnavailable
 }
 
 var (
@@ -389,7 +394,7 @@ func (s *sequencer) catchUp() error {
 // commit folds the durable events and answers the batch.
 func (s *sequencer) commit(batch, owners []*op, events []auditlog.Event, rs []auditlog.Receipt) {
 	for i := range events {
-		if err := s.book.Apply(rs[i].Seq, rs[i].Time, events[i].Type, events[i].Payload); err != nil {
+		if err := s.book.ApplyValue(rs[i].Seq, rs[i].Time, events[i].Type, owners[i].value); err != nil {
 			// A plan produced an event the fold refuses: a bug. Stop writing
 			// rather than let live state leave the chain.
 			s.mu.Lock()
@@ -431,16 +436,19 @@ func (s *sequencer) plan(batch []*op) ([]auditlog.Event, []*op) {
 		if o.state.Load() != opQueued {
 			continue
 		}
-		o.dupOf, o.event = nil, nil
+		o.dupOf = nil
 		if o.kind == opSync {
 			o.finish(outcome{})
 			continue
 		}
 		if o.keyed && !s.faults.ForgetKeys {
 			if e, known, at := p.Key(o.key); known {
-				if e.FP != o.fp {
+				switch {
+				case e.FP != o.fp:
 					o.finish(outcome{err: errKeyReused})
-				} else {
+				case o.event != nil:
+					o.finish(outcome{fromKey: true, replay: e.Seq, own: o.event.Payload})
+				default:
 					o.finish(outcome{fromKey: true, replay: e.Seq})
 				}
 				continue
@@ -507,7 +515,7 @@ func (s *sequencer) decide(p *book.Plan, o *op, now time.Time) (*auditlog.Event,
 			bop.Status, bop.Body = out.status, out.body
 			ev.Op = bop
 		}
-		return event(book.TypeAccountOpened, o, ev), out
+		return event(book.TypeAccountOpened, o, &ev), out
 	case opDeposit:
 		if err := p.Deposit(o.account, o.amount); err != nil {
 			return s.refuse(o, bop, err)
@@ -516,7 +524,7 @@ func (s *sequencer) decide(p *book.Plan, o *op, now time.Time) (*auditlog.Event,
 		out := jsonOutcome(http.StatusCreated, d)
 		bop.Status, bop.Body = out.status, out.body
 		d.Op = bop
-		return event(book.TypeDepositPosted, o, d), out
+		return event(book.TypeDepositPosted, o, &d), out
 	case opTransfer:
 		if err := p.Transfer(o.principal, o.req); err != nil {
 			return s.refuse(o, bop, err)
@@ -525,7 +533,7 @@ func (s *sequencer) decide(p *book.Plan, o *op, now time.Time) (*auditlog.Event,
 		out := jsonOutcome(http.StatusCreated, t)
 		bop.Status, bop.Body = out.status, out.body
 		t.Op = bop
-		return event(book.TypeTransferPosted, o, t), out
+		return event(book.TypeTransferPosted, o, &t), out
 	case opAccept:
 		if err := p.CheckTransfer(o.principal, o.req); err != nil {
 			return s.refuse(o, bop, err)
@@ -537,7 +545,7 @@ func (s *sequencer) decide(p *book.Plan, o *op, now time.Time) (*auditlog.Event,
 		out := jsonOutcome(http.StatusAccepted, jobAccepted{Job: o.job, Status: book.JobQueued})
 		out.header.Set("Location", jobPath(o.job))
 		bop.Job, bop.Status, bop.Body = o.job, out.status, out.body
-		return event(book.TypeJobAccepted, o, book.JobAccepted{Job: o.job, Request: o.req, Expires: now.Add(s.jobTTL), Op: *bop}), out
+		return event(book.TypeJobAccepted, o, &book.JobAccepted{Job: o.job, Request: o.req, Expires: now.Add(s.jobTTL), Op: *bop}), out
 	case opRun, opExpire:
 		j, ok, ran := p.Job(o.job)
 		switch {
@@ -551,18 +559,18 @@ func (s *sequencer) decide(p *book.Plan, o *op, now time.Time) (*auditlog.Event,
 		if o.kind == opExpire || book.ExpiredAt(j.Expires, now) {
 			pr := problemOutcome(problemJobExpired, o.cid)
 			run.Status, run.Body = pr.status, pr.body
-			return event(book.TypeRefused, o, book.Refused{Reason: "job-expired", Op: *run}), outcome{status: http.StatusOK}
+			return event(book.TypeRefused, o, &book.Refused{Reason: "job-expired", Op: *run}), outcome{status: http.StatusOK}
 		}
 		if err := p.Transfer(j.Owner, j.Request); err != nil {
 			pr := problemOutcome(bookProblem(err), o.cid)
 			run.Status, run.Body = pr.status, pr.body
-			return event(book.TypeRefused, o, book.Refused{Reason: reason(err), Op: *run}), outcome{status: http.StatusOK}
+			return event(book.TypeRefused, o, &book.Refused{Reason: reason(err), Op: *run}), outcome{status: http.StatusOK}
 		}
 		t := book.TransferPosted{Transfer: newID("tr-"), From: j.Request.From, To: j.Request.To, Amount: j.Request.Amount, By: j.Owner}
 		res := jsonOutcome(http.StatusCreated, t)
 		run.Status, run.Body = res.status, res.body
 		t.Op = run
-		return event(book.TypeTransferPosted, o, t), outcome{status: http.StatusOK}
+		return event(book.TypeTransferPosted, o, &t), outcome{status: http.StatusOK}
 	}
 	return nil, outcome{err: fmt.Errorf("%w: unknown op", errUnavailable)}
 }
@@ -575,7 +583,7 @@ func (s *sequencer) refuse(o *op, bop *book.Op, err error) (*auditlog.Event, out
 		return nil, out
 	}
 	bop.Status, bop.Body = out.status, out.body
-	return event(book.TypeRefused, o, book.Refused{Reason: reason(err), Op: *bop}), out
+	return event(book.TypeRefused, o, &book.Refused{Reason: reason(err), Op: *bop}), out
 }
 
 func reason(err error) string {
@@ -592,11 +600,14 @@ func reason(err error) string {
 	return "refused"
 }
 
+// event encodes payload (a pointer to one of book's payload types) as the
+// op's event; the op keeps the value to fold it without parsing it back.
 func event(typ string, o *op, payload any) *auditlog.Event {
 	b, err := json.Marshal(payload)
 	if err != nil {
 		panic(err) // our own types always marshal
 	}
+	o.value = payload
 	return &auditlog.Event{Type: typ, Actor: "service:ledger", CorrelationID: o.cid, Payload: b}
 }
 

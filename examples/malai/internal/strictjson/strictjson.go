@@ -39,6 +39,8 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -62,25 +64,39 @@ var (
 // Check reports whether b is one JSON value that satisfies every rule in
 // the package documentation except the match against a struct.
 func Check(b []byte) error {
+	_, err := check(b, nil)
+	return err
+}
+
+// check is Check; when top is not nil it also returns the member names
+// of the top-level object, appended to top.
+func check(b []byte, top []string) ([]string, error) {
 	if !utf8.Valid(b) {
-		return ErrInvalidText
+		return nil, ErrInvalidText
 	}
 	if err := checkSurrogates(b); err != nil {
-		return err
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	if err := walk(dec, 0); err != nil {
-		return err
+	w := walker{dec: dec, top: top}
+	if err := w.walk(0); err != nil {
+		return nil, err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return ErrTrailing
+		return nil, ErrTrailing
 	}
-	return nil
+	return w.top, nil
+}
+
+type walker struct {
+	dec *json.Decoder
+	top []string
 }
 
 // walk reads one value from dec, checking object member names.
-func walk(dec *json.Decoder, depth int) error {
+func (w *walker) walk(depth int) error {
+	dec := w.dec
 	tok, err := dec.Token()
 	if err != nil {
 		return ErrSyntax
@@ -95,7 +111,7 @@ func walk(dec *json.Decoder, depth int) error {
 	switch d {
 	case '[':
 		for dec.More() {
-			if err := walk(dec, depth+1); err != nil {
+			if err := w.walk(depth + 1); err != nil {
 				return err
 			}
 		}
@@ -119,7 +135,10 @@ func walk(dec *json.Decoder, depth int) error {
 				return ErrCaseVariant
 			}
 			exact[name], folded[f] = true, true
-			if err := walk(dec, depth+1); err != nil {
+			if depth == 0 && w.top != nil {
+				w.top = append(w.top, name)
+			}
+			if err := w.walk(depth + 1); err != nil {
 				return err
 			}
 		}
@@ -223,19 +242,37 @@ func Decode(b []byte, v any) error {
 	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
 		return fmt.Errorf("strictjson: Decode needs a non-nil pointer to a struct, got %T", v)
 	}
-	if err := Check(b); err != nil {
-		return err
-	}
 	trimmed := bytes.TrimLeft(b, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
+	if len(trimmed) > 0 && trimmed[0] != '{' {
+		if err := Check(b); err != nil {
+			return err
+		}
 		return ErrNotObject
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
+	st := shapeOf(rv.Elem().Type())
+	var buf [8]string
+	names, err := check(b, buf[:0])
+	if err != nil {
+		return err
+	}
+	if len(trimmed) == 0 {
 		return ErrSyntax
 	}
-	if err := matchNames(raw, rv.Elem().Type()); err != nil {
-		return err
+	if st.nested {
+		// Nested structs: match every level's names.
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(b, &raw); err != nil {
+			return ErrSyntax
+		}
+		if err := matchNames(raw, rv.Elem().Type()); err != nil {
+			return err
+		}
+	} else {
+		for _, n := range names {
+			if _, ok := st.fields[n]; !ok {
+				return ErrUnknown
+			}
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -243,6 +280,31 @@ func Decode(b []byte, v any) error {
 		return ErrType
 	}
 	return nil
+}
+
+// shape is what Decode needs to know of a struct type.
+type shape struct {
+	fields map[string]reflect.Type
+	nested bool // a field is a struct or a slice of structs
+}
+
+var shapes sync.Map // reflect.Type → *shape
+
+func shapeOf(t reflect.Type) *shape {
+	if s, ok := shapes.Load(t); ok {
+		return s.(*shape)
+	}
+	s := &shape{fields: jsonFields(t)}
+	for _, ft := range s.fields {
+		for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice || ft.Kind() == reflect.Array {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Time{}) {
+			s.nested = true
+		}
+	}
+	shapes.Store(t, s)
+	return s
 }
 
 // matchNames checks that every member of obj names a field of t exactly,

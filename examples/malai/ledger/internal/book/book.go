@@ -256,15 +256,27 @@ func ParseKey(s string) (KeyHash, bool) {
 // components' events). An event that contradicts the state before it is
 // refused with [ErrCorrupt]: a chain this ledger wrote never holds one.
 func (b *Book) Apply(seq uint64, at time.Time, typ string, payload []byte) error {
+	v, err := decodeEvent(typ, payload)
+	if err != nil {
+		return fmt.Errorf("%w: row %d (%s): %w", ErrCorrupt, seq, typ, err)
+	}
+	return b.ApplyValue(seq, at, typ, v)
+}
+
+// ApplyValue is Apply for an event the caller built itself and has not
+// parsed back: v is the value whose JSON encoding was appended (one of
+// the payload types of this package, by pointer), folded by the same
+// code as Apply. A nil v folds an event of another type.
+func (b *Book) ApplyValue(seq uint64, at time.Time, typ string, v any) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	// Forget what left the window before folding, so a key reused after
-	// its window is new again, in replay exactly as it was live.
 	if seq != b.rows {
 		return fmt.Errorf("%w: row %d folded after row %d", ErrCorrupt, seq, int64(b.rows)-1)
 	}
+	// Forget what left the window before folding, so a key reused after
+	// its window is new again, in replay exactly as it was live.
 	b.prune(at)
-	if err := b.apply(seq, at, typ, payload); err != nil {
+	if err := b.apply(seq, at, v); err != nil {
 		return fmt.Errorf("%w: row %d (%s): %w", ErrCorrupt, seq, typ, err)
 	}
 	b.rows = seq + 1
@@ -274,13 +286,34 @@ func (b *Book) Apply(seq uint64, at time.Time, typ string, payload []byte) error
 	return nil
 }
 
-func (b *Book) apply(seq uint64, at time.Time, typ string, payload []byte) error {
+// decodeEvent parses a payload of one of the ledger's event types; other
+// types decode to nil.
+func decodeEvent(typ string, payload []byte) (any, error) {
+	var v any
 	switch typ {
 	case TypeAccountOpened:
-		var e AccountOpened
-		if err := json.Unmarshal(payload, &e); err != nil {
-			return err
-		}
+		v = new(AccountOpened)
+	case TypeDepositPosted:
+		v = new(DepositPosted)
+	case TypeTransferPosted:
+		v = new(TransferPosted)
+	case TypeRefused:
+		v = new(Refused)
+	case TypeJobAccepted:
+		v = new(JobAccepted)
+	default:
+		return nil, nil
+	}
+	if err := json.Unmarshal(payload, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (b *Book) apply(seq uint64, at time.Time, v any) error {
+	switch e := v.(type) {
+	case nil:
+	case *AccountOpened:
 		if _, ok := b.accounts[e.Account]; ok || e.Credit < 0 || e.Owner == "" {
 			return ErrAccountExists
 		}
@@ -290,11 +323,7 @@ func (b *Book) apply(seq uint64, at time.Time, typ string, payload []byte) error
 		b.accounts[e.Account] = &Account{ID: e.Account, Owner: e.Owner, Balance: e.Credit}
 		b.owned[e.Owner]++
 		b.recordKey(e.Op, seq, at)
-	case TypeDepositPosted:
-		var e DepositPosted
-		if err := json.Unmarshal(payload, &e); err != nil {
-			return err
-		}
+	case *DepositPosted:
 		a := b.accounts[e.Account]
 		if a == nil || e.Amount <= 0 {
 			return ErrNoAccount
@@ -305,11 +334,7 @@ func (b *Book) apply(seq uint64, at time.Time, typ string, payload []byte) error
 		a.Balance += e.Amount
 		b.remember(e.Account, Movement{ID: e.Deposit, Kind: "deposit", To: e.Account, Amount: e.Amount, At: at})
 		b.recordKey(e.Op, seq, at)
-	case TypeTransferPosted:
-		var e TransferPosted
-		if err := json.Unmarshal(payload, &e); err != nil {
-			return err
-		}
+	case *TransferPosted:
 		from, to := b.accounts[e.From], b.accounts[e.To]
 		if from == nil || to == nil || e.From == e.To {
 			return ErrNoAccount
@@ -327,21 +352,13 @@ func (b *Book) apply(seq uint64, at time.Time, typ string, payload []byte) error
 		b.remember(e.To, m)
 		b.recordKey(e.Op, seq, at)
 		b.finishJob(e.Op)
-	case TypeRefused:
-		var e Refused
-		if err := json.Unmarshal(payload, &e); err != nil {
-			return err
-		}
+	case *Refused:
 		if err := b.checkOp(&e.Op); err != nil {
 			return err
 		}
 		b.recordKey(&e.Op, seq, at)
 		b.finishJob(&e.Op)
-	case TypeJobAccepted:
-		var e JobAccepted
-		if err := json.Unmarshal(payload, &e); err != nil {
-			return err
-		}
+	case *JobAccepted:
 		if _, ok := b.jobs[e.Job]; ok || e.Job == "" || e.Op.Job != e.Job {
 			return errors.New("job accepted twice")
 		}
@@ -354,6 +371,8 @@ func (b *Book) apply(seq uint64, at time.Time, typ string, payload []byte) error
 		b.jobOrder = append(b.jobOrder, jobAt{e.Job, at})
 		b.pending++
 		b.recordKey(&e.Op, seq, at)
+	default:
+		return fmt.Errorf("unknown event value %T", v)
 	}
 	return nil
 }
