@@ -517,7 +517,7 @@ type batch struct {
 func (l *Log) add(b *batch, r *request) {
 	k := len(r.events)
 	if b.recs == nil {
-		b.recs = make([]Record, 0, max(k, 64))
+		b.recs = make([]Record, 0, max(k, 8))
 	}
 	b.recs = slices.Grow(b.recs, k)[:len(b.recs)+k]
 	recs := b.recs[len(b.recs)-k:]

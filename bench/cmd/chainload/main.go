@@ -93,6 +93,7 @@ func run(args []string) error {
 	warm := fs.Duration("warmup", 2*time.Second, "unmeasured time before each run")
 	rounds := fs.Int("rounds", 3, "rounds; each runs every target once per endpoint")
 	only := fs.String("only", "", "run only these targets (comma-separated: malai,anchor,bare)")
+	epFlag := fs.String("endpoints", "get,post", "endpoints to load (get, post)")
 	fs.Parse(args)
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "chainload-")
@@ -127,7 +128,17 @@ func run(args []string) error {
 	}
 	type key struct{ target, endpoint string }
 	results := map[key][]load.Result{}
-	endpoints := []string{"GET /v1/accounts/{id}", "POST /v1/transfers"}
+	var endpoints []string
+	for _, e := range strings.Split(*epFlag, ",") {
+		switch e {
+		case "get":
+			endpoints = append(endpoints, "GET /v1/accounts/{id}")
+		case "post":
+			endpoints = append(endpoints, "POST /v1/transfers")
+		default:
+			return fmt.Errorf("-endpoints: unknown %q", e)
+		}
+	}
 	for round := range *rounds {
 		for _, ep := range endpoints {
 			for _, t := range targets {
