@@ -443,7 +443,16 @@ func (l *Log) run() {
 		held     *request // received, not yet placed
 		res      = make(chan error, 1)
 		closed   bool
+		sentAt   time.Time // when inflight went to the store
+		// After a commit, wait a little for the acknowledged producers'
+		// next events (linger): until target events are pending or until
+		// lingerUntil, a quarter of the last store call at most.
+		target      int
+		lingerUntil time.Time
+		linger      = time.NewTimer(time.Hour)
 	)
+	linger.Stop()
+	defer linger.Stop()
 	for {
 		if held != nil && !held.cond && (next == nil || next.n+len(held.events) <= l.cfg.MaxBatch) {
 			if next == nil {
@@ -459,10 +468,15 @@ func (l *Log) run() {
 				next = nil // its only request failed to build
 			}
 		}
+		var lingerC <-chan time.Time
 		if inflight == nil {
 			switch {
+			case next != nil && held == nil && !closed && next.n < target && time.Now().Before(lingerUntil):
+				linger.Reset(time.Until(lingerUntil))
+				lingerC = linger.C
 			case next != nil:
-				inflight, next = next, nil
+				inflight, next, target = next, nil, 0
+				sentAt = time.Now()
 				l.dispatch(inflight, res)
 			case held != nil: // conditional, and nothing before it is pending
 				due := l.checkpointDue()
@@ -494,13 +508,31 @@ func (l *Log) run() {
 			}
 			held = r
 		case err := <-out:
+			took := time.Since(sentAt)
 			l.finish(inflight, err)
+			target = 0
+			if err == nil {
+				pending := 0
+				if next != nil {
+					pending = next.n
+				}
+				target = min(l.cfg.MaxBatch, pending+inflight.n)
+				lingerUntil = time.Now().Add(min(took/4, maxLinger))
+			}
 			inflight = nil
+		case <-lingerC:
 		case <-tick.C:
 			l.kickCheckpoint()
 		}
 	}
 }
+
+// maxLinger bounds how long a ready batch waits for more events after a
+// commit: the producers just acknowledged usually send their next event
+// within microseconds, and one store call then covers all of them instead
+// of half (with P producers each holding one event, back-to-back commits
+// settle at P/2 events each).
+const maxLinger = time.Millisecond
 
 // batch is a group of unconditional requests committed together.
 type batch struct {
