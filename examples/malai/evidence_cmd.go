@@ -98,6 +98,9 @@ type localEvidenceConfig struct {
 	// Break, in tests only, modifies the options of the system under test
 	// to switch a feature off.
 	Break func(*Options)
+	// AfterMigrate, in tests only, runs as the privileged role after the
+	// audit schema is migrated (to weaken the roles on purpose).
+	AfterMigrate func(ctx context.Context, adminURL string, pg PGAudit) error
 }
 
 // runLocalEvidence starts a fresh system on free loopback ports, checks
@@ -171,6 +174,11 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 		l.pg = PGAudit{Schema: "malai_ev_" + sfx, Owner: "malai_ev_owner_" + sfx, AppRole: "malai_ev_app_" + sfx}
 		if err := l.pg.migrate(ctx, cfg.PostgresAdmin); err != nil {
 			return nil, err
+		}
+		if cfg.AfterMigrate != nil {
+			if err := cfg.AfterMigrate(ctx, cfg.PostgresAdmin, l.pg); err != nil {
+				return nil, err
+			}
 		}
 		if l.opts.AuditDSN, err = appDSN(cfg.PostgresAdmin, l.pg.AppRole); err != nil {
 			return nil, err
@@ -317,7 +325,11 @@ func (l *localSystem) Restart(ctx context.Context) error {
 }
 
 func (l *localSystem) Shutdown() error {
-	l.shutdownOnce.Do(func() { l.shutdownErr = l.sys.Close() })
+	l.shutdownOnce.Do(func() {
+		if l.sys != nil {
+			l.shutdownErr = l.sys.Close()
+		}
+	})
 	return l.shutdownErr
 }
 

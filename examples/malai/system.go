@@ -29,6 +29,7 @@ import (
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/gateway"
 	"github.com/malai-sec/malai/examples/malai/identity"
+	"github.com/malai-sec/malai/examples/malai/internal/faults"
 	"github.com/malai-sec/malai/examples/malai/internal/pki"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
@@ -79,6 +80,9 @@ type Options struct {
 	// otherwise it is a file store under DataDir. The witness always keeps
 	// its checkpoints in a separate file store.
 	AuditDSN, AuditSchema, AuditPasswordFile string
+	// Faults switch features off to build a deliberately broken system
+	// (tests only: Start refuses them outside a test binary).
+	Faults faults.Set
 }
 
 // System is a running reference system.
@@ -144,6 +148,9 @@ func Loopback() []netip.Prefix {
 
 // Start runs identity, ledger, worker and gateway in this process.
 func Start(ctx context.Context, o Options) (_ *System, err error) {
+	if err := o.Faults.Check(); err != nil {
+		return nil, err
+	}
 	s := &System{Telemetry: map[string]*platform.Telemetry{}}
 	defer func() {
 		if err != nil {
@@ -225,7 +232,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	serviceIP := func(r *http.Request) (netip.Addr, error) {
 		// The web app forwards the browser's address the same way.
-		if peerIs(r, "gateway") || peerIs(r, "web") {
+		if peerIs(r, "gateway") || peerIs(r, "web") || o.Faults.On(faults.IdentityTrustsAnyForwardedFor) {
 			return fromGateway.Resolve(r)
 		}
 		return identity.RemoteAddrIP(r)
@@ -352,7 +359,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.LedgerURL = ldURL
 	s.Ledger, err = ledger.New(ctx, ledger.Config{
 		Verifier: ledgerV, Audit: s.Audit, Idempotency: idemStore, Queue: q, JobKeys: ring,
-		PolicyFile: filepath.Join(o.DataDir, "ledger-policy.csv"), Logger: ldT.Logger,
+		PolicyFile: filepath.Join(o.DataDir, "ledger-policy.csv"), Logger: ldT.Logger, Faults: o.Faults.Ledger(),
 	})
 	if err != nil {
 		return nil, err
@@ -444,11 +451,16 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			PasswordFields: e.PasswordFields, Report: e.Report})
 	}
 
-	gw, err := gateway.New(gateway.Config{
+	gwCfg := gateway.Config{
 		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(gwTr, gwT.Tracer), Verifier: gwV,
 		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, PerPrincipal: o.PerPrincipal, ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
 		AllowedHosts: o.AllowedHosts, Routes: routes, Web: s.Web.Handler(),
-	})
+	}
+	if o.Faults.On(faults.EdgeNoReputation) {
+		gwCfg.Reputation = nil
+	}
+	gwCfg.Faults = o.Faults.Gateway()
+	gw, err := gateway.New(gwCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -541,22 +553,30 @@ func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) er
 		return fmt.Errorf("gateway listen %s: %w", o.Addr, err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	udp, err := net.ListenPacket("udp", net.JoinHostPort(ln.Addr().(*net.TCPAddr).IP.String(), strconv.Itoa(port)))
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("gateway http/3 listen: %w", err)
+	var altSvc func(http.Header) error
+	var h3 *http3.Server
+	var udp net.PacketConn
+	if !o.Faults.On(faults.EdgeNoHTTP3) {
+		udp, err = net.ListenPacket("udp", net.JoinHostPort(ln.Addr().(*net.TCPAddr).IP.String(), strconv.Itoa(port)))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("gateway http/3 listen: %w", err)
+		}
+		h3 = &http3.Server{TLSConfig: tlsCfg, Port: port}
+		altSvc = h3.SetQUICHeaders
+		s.onClose(func() error { h3.Close(); return udp.Close() })
 	}
-	h3 := &http3.Server{TLSConfig: tlsCfg, Port: port}
-	hm, err := headers.New(headers.Config{AltSvc: h3.SetQUICHeaders,
+	hm, err := headers.New(headers.Config{AltSvc: altSvc,
 		Apps: map[string]headers.App{web.HeadersAppName: web.HeadersApp()}, Select: web.SelectHeaders})
 	if err != nil {
 		return err
 	}
-	handler := hm.Handler(t.Middleware.Handler(correlation.RecordPattern(gw)))
-	h3.Handler = handler
-	go h3.Serve(udp)
-	s.onClose(func() error { h3.Close(); return udp.Close() })
-	s.serve(tls.NewListener(ln, tlsCfg), handler, t.Logger)
+	handler := o.Faults.EdgeHandler(hm.Handler(t.Middleware.Handler(correlation.RecordPattern(gw))))
+	if h3 != nil {
+		h3.Handler = handler
+		go h3.Serve(udp)
+	}
+	s.serve(tls.NewListener(ln, o.Faults.EdgeTLS(tlsCfg)), handler, t.Logger)
 	s.GatewayURL = "https://" + ln.Addr().String()
 
 	if o.HTTPAddr != "" {
@@ -564,7 +584,7 @@ func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) er
 		if len(hosts) == 0 {
 			hosts = []string{"localhost", "127.0.0.1", "::1"}
 		}
-		rd, err := headers.NewRedirect(headers.RedirectConfig{AllowedHosts: hosts, HTTPSPort: port})
+		rd, err := headers.NewRedirect(headers.RedirectConfig{AllowedHosts: o.Faults.RedirectHosts(hosts), HTTPSPort: port})
 		if err != nil {
 			return err
 		}

@@ -130,7 +130,14 @@ func roleChecks() []Check {
 				if strings.Contains(sql, "%s") {
 					sql = fmt.Sprintf(sql, schema)
 				}
-				_, err := conn.Exec(ctx, sql)
+				// Inside a transaction rolled back at once: a statement the
+				// server wrongly allows changes nothing for later checks.
+				tx, err := conn.Begin(ctx)
+				if err != nil {
+					return "", err
+				}
+				defer tx.Rollback(context.Background())
+				_, err = tx.Exec(ctx, sql)
 				var pgErr *pgconn.PgError
 				if errors.As(err, &pgErr) && pgErr.Code == "42501" {
 					return "SQLSTATE 42501 insufficient_privilege", nil

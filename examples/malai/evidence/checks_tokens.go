@@ -121,10 +121,21 @@ func tokenChecks() []Check {
 					}
 					r, err := Send(ctx, c, l.method, l.url(f)+l.path, l.body, h)
 					obs, err := Expect(r, err, http.StatusUnauthorized)
-					if r.Status == http.StatusUnauthorized {
-						obs += "; WWW-Authenticate: " + r.Header.Get("WWW-Authenticate")
+					if err != nil {
+						return obs, err
 					}
-					return obs, err
+					obs += "; WWW-Authenticate: " + r.Header.Get("WWW-Authenticate")
+					if l.name == "gateway" && f.Local != nil {
+						// The gateway's own layer refused it: the ledger,
+						// which would refuse it too, never saw it. (Its
+						// span ends before its answer leaves, so a request
+						// that reached it is already recorded.)
+						if _, seen := f.Local.TraceID("ledger", r.Header.Get("X-Request-ID")); seen {
+							return obs, errors.New("refused by the ledger, not by the gateway: the gateway's layer let it through")
+						}
+						obs += "; the ledger never saw it"
+					}
+					return obs, nil
 				}})
 		}
 	}

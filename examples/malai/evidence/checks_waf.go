@@ -25,7 +25,7 @@ func wafChecks() []Check {
 		attack("SQL injection refused (OWASP CRS)", "/v1/accounts?id=1'%20UNION%20SELECT%20password%20FROM%20users--", nil, 403),
 		attack("XSS refused (OWASP CRS)", "/v1/accounts?q=%3Cscript%3Ealert(1)%3C/script%3E", nil, 403),
 		attack("Log4Shell refused (known bad inputs)", "/healthz", Header{"X-Api-Version": "${jndi:ldap://127.0.0.1/x}"}, 403),
-		attack("benign request passes", "/healthz", nil, 200),
+		attack("a benign request with ordinary words passes", "/healthz?q=ordinary+words+and+numbers+1234", nil, 200),
 		{Row: RowWAF, Name: "a client on the reputation deny list is refused", Local: true, Run: func(ctx context.Context, f *Fixture) (string, error) {
 			r, err := f.Do(ctx, "GET", f.Target.Gateway+"/healthz", nil, Header{"X-Forwarded-For": DenyListed})
 			obs, err := Expect(r, err, 403)

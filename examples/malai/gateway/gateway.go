@@ -161,6 +161,9 @@ type Faults struct {
 	LimitAfterWAF bool // the reputation list and per-IP limit run after the WAF
 	NoShapeLimits bool // no header/cookie/argument/URL/body caps before the WAF
 	NoWAFCap      bool // the WAF's concurrency cap is lifted (no 503)
+	// WAFRules are SecLang directives appended after the CRS (a rule
+	// family removed, a false positive added).
+	WAFRules string
 }
 
 // Gateway is the edge handler.
@@ -230,6 +233,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	wcfg.Logger = cfg.Logger
 	wcfg.OnBlock = g.penalize
+	wcfg.AfterCRS = cfg.Faults.WAFRules
 	if cfg.Faults.NoWAFCap {
 		wcfg.MaxConcurrent, wcfg.PerClient, wcfg.MaxWaiting, wcfg.MaxWait = 1<<20, 1<<20, 1<<20, time.Hour
 	}

@@ -74,6 +74,11 @@ type Config struct {
 	// ids. Default slog.Default().
 	Logger *slog.Logger
 
+	// AfterCRS is appended after the CRS rules. The gateway sets it only
+	// from its test-only Faults (a rule family removed on purpose, a false
+	// positive added), whatever its caller put here.
+	AfterCRS string
+
 	// rulesOverride replaces the generated directives (tests compare
 	// Coraza's own configuration with the same runner); beforeCRS is
 	// placed just before the CRS rules (the regression suite's required
@@ -269,6 +274,7 @@ SecAuditEngine Off
 	for _, id := range p.RemoveRules {
 		fmt.Fprintf(&b, "SecRuleRemoveById %d\n", id)
 	}
+	b.WriteString(cfg.AfterCRS)
 	return b.String()
 }
 

@@ -1,0 +1,45 @@
+package faults
+
+import (
+	"github.com/malai-sec/malai/examples/malai/gateway"
+	"github.com/malai-sec/malai/examples/malai/ledger"
+)
+
+// Faults the components implement themselves (their Config.Faults).
+const (
+	// EdgeLimitAfterWAF runs the reputation list and the per-IP limit
+	// after the WAF (blocked requests are never counted).
+	EdgeLimitAfterWAF Fault = "edge-limit-after-waf"
+	// EdgeNoShapeLimits drops the header, cookie, argument, URL and body
+	// caps in front of the WAF.
+	EdgeNoShapeLimits Fault = "edge-no-shape-limits"
+	// EdgeNoWAFCap lifts the WAF's concurrency cap.
+	EdgeNoWAFCap Fault = "edge-no-waf-cap"
+	// LedgerForgetKeys: a key's outcome lives only in the idempotency
+	// store, not in the chain.
+	LedgerForgetKeys Fault = "ledger-forget-keys"
+	// LedgerAppendOnRequestContext: the append runs on the request's
+	// context and an unknown outcome is not read back.
+	LedgerAppendOnRequestContext Fault = "ledger-append-on-request-context"
+	// LedgerNoJobStatus: an async job's outcome is never reported.
+	LedgerNoJobStatus Fault = "ledger-no-job-status"
+)
+
+// Gateway is the gateway's share of the set.
+func (s Set) Gateway() gateway.Faults {
+	return gateway.Faults{
+		LimitAfterWAF: s.On(EdgeLimitAfterWAF),
+		NoShapeLimits: s.On(EdgeNoShapeLimits),
+		NoWAFCap:      s.On(EdgeNoWAFCap),
+		WAFRules:      s.wafDirectives(),
+	}
+}
+
+// Ledger is the ledger's share of the set.
+func (s Set) Ledger() ledger.Faults {
+	return ledger.Faults{
+		ForgetKeys:             s.On(LedgerForgetKeys),
+		AppendOnRequestContext: s.On(LedgerAppendOnRequestContext),
+		NoJobStatus:            s.On(LedgerNoJobStatus),
+	}
+}
