@@ -14,12 +14,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
+
 
 	"github.com/malai-sec/malai/examples/malai/evidence"
 )
@@ -44,7 +47,24 @@ creates; checks that need the system's internals are listed as not run.
 	endpoints := fs.String("endpoints", "", "the deployment's endpoints.json (with -target; default <dir of -credentials>/endpoints.json when it exists)")
 	creds := fs.String("credentials", "", "test credentials of the deployment (demo-credentials.json form; with -target)")
 	caFile := fs.String("ca", "", "CA certificate that signs the deployment's gateway certificate (with -target)")
+	scans := fs.Bool("scans", false, "also run the external scanners (minutes): testssl.sh when on PATH, and MDN HTTP Observatory from -observatory")
+	obs := fs.String("observatory", "node_modules/@mdn/mdn-http-observatory", "directory of an installed @mdn/mdn-http-observatory package (npm install --ignore-scripts; with -scans)")
 	fs.Parse(args)
+	var sc evidence.Scans
+	if *scans {
+		for _, name := range []string{"testssl", "testssl.sh"} {
+			if p, err := exec.LookPath(name); err == nil {
+				sc.TestSSL = p
+				break
+			}
+		}
+		if fileExists(filepath.Join(*obs, "package.json")) {
+			sc.Observatory = *obs
+		}
+		if sc.TestSSL == "" && sc.Observatory == "" {
+			return errors.New("-scans: neither testssl.sh on PATH nor the Observatory package at -observatory")
+		}
+	}
 	ctx := context.Background()
 	var rep *evidence.Report
 	var err error
@@ -55,9 +75,9 @@ creates; checks that need the system's internals are listed as not run.
 				ep = p
 			}
 		}
-		rep, err = runTargetEvidence(ctx, *out, ep, *creds, *target, *caFile, os.Stdout)
+		rep, err = runTargetEvidence(ctx, *out, ep, *creds, *target, *caFile, sc, os.Stdout)
 	} else {
-		rep, err = runLocalEvidence(ctx, localEvidenceConfig{OutDir: *out, PostgresAdmin: *pgAdmin}, os.Stdout)
+		rep, err = runLocalEvidence(ctx, localEvidenceConfig{OutDir: *out, PostgresAdmin: *pgAdmin, Scans: sc}, os.Stdout)
 	}
 	if err != nil {
 		return err
@@ -72,7 +92,7 @@ creates; checks that need the system's internals are listed as not run.
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // runTargetEvidence checks a running deployment from outside.
-func runTargetEvidence(ctx context.Context, outDir, endpoints, creds, gateway, caFile string, progress io.Writer) (*evidence.Report, error) {
+func runTargetEvidence(ctx context.Context, outDir, endpoints, creds, gateway, caFile string, scans evidence.Scans, progress io.Writer) (*evidence.Report, error) {
 	t, err := evidence.LoadTarget(endpoints, creds, gateway, caFile)
 	if err != nil {
 		return nil, err
@@ -82,8 +102,11 @@ func runTargetEvidence(ctx context.Context, outDir, endpoints, creds, gateway, c
 		return nil, err
 	}
 	f.OutDir = outDir
-	results := evidence.RunAll(ctx, f, evidence.Registry(), progress)
-	rep := evidence.NewReport("target", "A running deployment, checked through its public gateway only.", t.Gateway, results, nil)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, err
+	}
+	results := evidence.RunAll(ctx, f, append(evidence.Registry(), scans.Checks()...), progress)
+	rep := evidence.NewReport("target", "A running deployment, checked through its public gateway only.", t.Gateway, results, scans.Attachments(outDir))
 	return rep, rep.Write(outDir)
 }
 
@@ -95,6 +118,8 @@ type localEvidenceConfig struct {
 	PostgresAdmin string
 	// Checks to run; nil means every registered check.
 	Checks []evidence.Check
+	// Scans are external scanners run after the checks.
+	Scans evidence.Scans
 	// Break, in tests only, modifies the options of the system under test
 	// to switch a feature off.
 	Break func(*Options)
@@ -123,8 +148,8 @@ func runLocalEvidence(ctx context.Context, cfg localEvidenceConfig, progress io.
 	if checks == nil {
 		checks = evidence.Registry()
 	}
-	results := evidence.RunAll(ctx, f, checks, progress)
-	var att []evidence.Attachment
+	results := evidence.RunAll(ctx, f, append(checks, cfg.Scans.Checks()...), progress)
+	att := cfg.Scans.Attachments(cfg.OutDir)
 	if fileExists(filepath.Join(cfg.OutDir, evidence.SampleFile)) {
 		att = append(att, evidence.Attachment{Name: "Sanitised audit sample with inclusion proofs and the signed checkpoint", File: evidence.SampleFile,
 			Summary: "Rows of the audit chain, owner fields redacted, each with its Merkle inclusion proof against the signed checkpoint it carries."})
@@ -273,6 +298,10 @@ func (l *localSystem) Checkpoint(ctx context.Context) error {
 
 func (l *localSystem) AuditVerifier() (string, note.Verifier) { return l.sys.Origin, l.sys.AuditKey }
 
+// RotateDataKey rotates the data key and re-encrypts the older audit
+// rows. The PostgreSQL application role may not rewrite rows, so there the
+// re-encryption runs as the privileged role, as an operator's command
+// would.
 func (l *localSystem) RotateDataKey(ctx context.Context) (int, error) {
 	if l.opts.AuditDSN == "" {
 		return l.sys.RotateDataKey(ctx)
@@ -312,15 +341,18 @@ func (l *localSystem) StopComponent(name string) error {
 	return l.sys.stopLedger()
 }
 
+// Restart stops the system (unless it is already stopped) and starts it
+// again on the same data directory and stores. When the start fails, the
+// system stays stopped.
 func (l *localSystem) Restart(ctx context.Context) error {
-	if err := l.sys.Close(); err != nil {
+	if err := l.Shutdown(); err != nil {
 		return fmt.Errorf("restart: close: %w", err)
 	}
 	sys, err := Start(ctx, l.opts)
 	if err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
-	l.sys = sys
+	l.sys, l.shutdownOnce, l.shutdownErr = sys, sync.Once{}, nil
 	return nil
 }
 
@@ -331,6 +363,59 @@ func (l *localSystem) Shutdown() error {
 		}
 	})
 	return l.shutdownErr
+}
+
+// CorruptAuditRow flips one byte in the middle of the audit chain: of the
+// file store's log, or of a row's sealed payload in PostgreSQL (written as
+// the privileged role with the append-only triggers off, as an intruder
+// holding it could).
+func (l *localSystem) CorruptAuditRow(ctx context.Context) (string, error) {
+	if l.opts.AuditDSN != "" {
+		conn, err := pgx.Connect(ctx, l.pgAdmin)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close(context.Background())
+		t := l.pg.Schema + ".audit_log"
+		var seq int64
+		if err := conn.QueryRow(ctx, "SELECT max(seq)/2 FROM "+t).Scan(&seq); err != nil {
+			return "", err
+		}
+		for _, q := range []string{
+			"ALTER TABLE " + t + " DISABLE TRIGGER USER",
+			fmt.Sprintf("UPDATE %s SET payload = set_byte(payload, 0, (get_byte(payload, 0) # 1)) WHERE seq = %d", t, seq),
+			"ALTER TABLE " + t + " ENABLE TRIGGER USER",
+		} {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				return "", fmt.Errorf("corrupt: %w", err)
+			}
+		}
+		return fmt.Sprintf("one byte of row %d's payload in PostgreSQL", seq), nil
+	}
+	files, err := filepath.Glob(filepath.Join(l.data, "audit", "*"))
+	if err != nil || len(files) == 0 {
+		return "", fmt.Errorf("no audit file under %s", l.data)
+	}
+	var name string
+	var size int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && st.Mode().IsRegular() && st.Size() > size {
+			name, size = f, st.Size()
+		}
+	}
+	if size < 64 {
+		return "", fmt.Errorf("no audit file worth corrupting under %s", l.data)
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return "", err
+	}
+	off := len(b) / 2
+	b[off] ^= 0x01
+	if err := os.WriteFile(name, b, 0o600); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("byte %d of %s (%d bytes)", off, filepath.Base(name), len(b)), nil
 }
 
 func (l *localSystem) LogStreams(fn func(name string, plaintext []byte) error) error {

@@ -112,6 +112,7 @@ type System struct {
 	Ring *correlation.KeyRing
 
 	stopLedger func() error
+	faults     faults.Set
 
 	closers []func() error
 }
@@ -151,7 +152,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err := o.Faults.Check(); err != nil {
 		return nil, err
 	}
-	s := &System{Telemetry: map[string]*platform.Telemetry{}}
+	s := &System{Telemetry: map[string]*platform.Telemetry{}, faults: o.Faults}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -181,8 +182,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 
 	tele := func(name string) (*platform.Telemetry, error) {
 		t, err := platform.NewTelemetry(platform.TelemetryConfig{
-			Component: name, LogDir: filepath.Join(o.DataDir, "logs"), Ring: ring, Mirror: o.LogMirror,
-			TrustIncoming: trustedHop,
+			Component: name, LogDir: o.Faults.LogDir(filepath.Join(o.DataDir, "logs")), Ring: ring, Mirror: o.LogMirror,
+			TrustIncoming: o.Faults.TrustIncoming(trustedHop),
 		})
 		if err != nil {
 			return nil, err
@@ -358,7 +359,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	s.LedgerURL = ldURL
 	s.Ledger, err = ledger.New(ctx, ledger.Config{
-		Verifier: ledgerV, Audit: s.Audit, Idempotency: idemStore, Queue: q, JobKeys: ring,
+		Verifier: ledgerV, Audit: s.Audit, Idempotency: o.Faults.IdempotencyStore(idemStore), Queue: q, JobKeys: ring,
 		PolicyFile: filepath.Join(o.DataDir, "ledger-policy.csv"), Logger: ldT.Logger, Faults: o.Faults.Ledger(),
 	})
 	if err != nil {
@@ -452,7 +453,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 
 	gwCfg := gateway.Config{
-		IdentityURL: idU, LedgerURL: ldU, Transport: correlation.Transport(gwTr, gwT.Tracer), Verifier: gwV,
+		IdentityURL: idU, LedgerURL: ldU, Transport: o.Faults.Propagation(correlation.Transport(gwTr, gwT.Tracer), gwTr), Verifier: gwV,
 		RateStore: rateStore, Reputation: s.Reputation, PerIP: o.PerIP, PerPrincipal: o.PerPrincipal, ClientIP: edgeIP.Resolve, Logger: gwT.Logger,
 		AllowedHosts: o.AllowedHosts, Routes: routes, Web: s.Web.Handler(),
 	}
@@ -506,7 +507,9 @@ func (s *System) service(t *platform.Telemetry, h http.Handler) (http.Handler, e
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", t.Metrics)
+	if !s.faults.On(faults.NoMetrics) {
+		mux.Handle("GET /metrics", t.Metrics)
+	}
 	mux.Handle("/", h)
 	return hm.Handler(t.Middleware.Handler(correlation.RecordPattern(mux))), nil
 }

@@ -99,13 +99,15 @@ func NotApplicable(format string, args ...any) error {
 func Registry() []Check {
 	var cs []Check
 	for _, group := range [][]Check{
-		tlsChecks(), headerChecks(), wafChecks(), rateLimitChecks(),
+		tlsChecks(), headerChecks(), wafChecks(), limitBeforeWAFChecks(), rateLimitChecks(),
 		authenticationChecks(), signInChecks(), authorizationChecks(),
 		interServiceChecks(), tokenChecks(),
 		// Idempotency before the data rows: their checks look for its
 		// keys and transfers on disk and in the chain.
 		idempotencyChecks(), auditChecks(), encryptionChecks(), roleChecks(),
 		loggingChecks(),
+		// Last of all: it damages the chain.
+		corruptionChecks(),
 	} {
 		cs = append(cs, group...)
 	}

@@ -101,6 +101,38 @@ func auditChecks() []Check {
 	}
 }
 
+// corruptionChecks run last of all: they damage the chain.
+func corruptionChecks() []Check {
+	return []Check{
+		{Row: RowAudit, Name: "a corrupted row in the middle of the chain is located, and the ledger refuses to start on it", Local: true, Effect: Stops,
+			Run: func(ctx context.Context, f *Fixture) (string, error) {
+				if err := f.Local.Shutdown(); err != nil {
+					return "", fmt.Errorf("shutdown: %w", err)
+				}
+				where, err := f.Local.CorruptAuditRow(ctx)
+				if err != nil {
+					return "", err
+				}
+				obs := "damaged " + where
+				rep, verr := f.Local.VerifyOffline(ctx)
+				switch {
+				case verr != nil:
+					obs += "; offline verify refused: " + verr.Error()
+				case len(rep.Findings) > 0:
+					obs += fmt.Sprintf("; offline verify: %v", rep.Findings)
+				default:
+					return obs, errors.New("offline verification found nothing")
+				}
+				serr := f.Local.Restart(ctx)
+				if serr == nil {
+					return obs, errors.New("the system started on a corrupted chain")
+				}
+				obs += "; start refused: " + serr.Error()
+				return obs, nil
+			}},
+	}
+}
+
 // ReplayReport is the ledger's answer to an audit replay.
 type ReplayReport struct {
 	Events   uint64           `json:"events"`

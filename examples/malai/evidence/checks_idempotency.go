@@ -3,9 +3,11 @@ package evidence
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -19,6 +21,37 @@ func idempotencyChecks() []Check {
 		{Row: RowIdempotency, Name: "a write without Idempotency-Key is refused (400)", Run: func(ctx context.Context, f *Fixture) (string, error) {
 			r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", Transfer{From: f.Alice.Account, To: f.Bob.Account, Amount: 1}, f.Alice.Auth())
 			return Expect(r, err, http.StatusBadRequest)
+		}},
+		{Row: RowIdempotency, Name: "a body with duplicate or case-variant members is refused (400) before it is fingerprinted or run, sync and async", Run: func(ctx context.Context, f *Fixture) (string, error) {
+			before, err := f.Balance(ctx, f.Alice)
+			if err != nil {
+				return "", err
+			}
+			var got []string
+			bad := false
+			for i, body := range []string{
+				fmt.Sprintf(`{"from":%q,"to":%q,"amount":1000,"AMOUNT":3}`, f.Alice.Account, f.Bob.Account),
+				fmt.Sprintf(`{"from":%q,"to":%q,"amount":3,"amount":1000}`, f.Alice.Account, f.Bob.Account),
+			} {
+				for _, path := range []string{"/v1/transfers", "/v1/transfers/async"} {
+					r, err := f.Do(ctx, "POST", f.Target.Gateway+path, body,
+						f.Alice.Auth().With("Idempotency-Key", f.Key(fmt.Sprintf("strict-%d-%s", i, path))).With("Content-Type", "application/json"))
+					if err != nil {
+						return "", err
+					}
+					got = append(got, fmt.Sprintf("%s %d", path, r.Status))
+					bad = bad || r.Status != http.StatusBadRequest
+				}
+			}
+			after, err := f.Balance(ctx, f.Alice)
+			if err != nil {
+				return "", err
+			}
+			obs := fmt.Sprintf("%s; balance %d → %d", strings.Join(got, ", "), before, after)
+			if bad || after != before {
+				return obs, errors.New("an ambiguous body was accepted")
+			}
+			return obs, nil
 		}},
 		{Row: RowIdempotency, Name: "a replayed transfer returns the original result and moves the money once", Run: func(ctx context.Context, f *Fixture) (string, error) {
 			before, err := f.Balance(ctx, f.Alice)
@@ -101,5 +134,200 @@ func idempotencyChecks() []Check {
 			}
 			return obs, nil
 		}},
+		timeoutCheck,
 	}
+}
+
+// timeoutCheck: clients that give up mid-transfer (their request context
+// cancelled at random points of the append) must leave the balances equal
+// to a replay of the chain, and each must learn its first outcome by
+// retrying with the same key.
+//
+// Degrades: on a system where the guarantee fails, what it leaves behind
+// (committed events the ledger never applied) can stop the ledger from
+// writing at all, so it runs after every check that writes.
+var timeoutCheck = Check{Row: RowIdempotency, Local: true, Effect: Degrades,
+	Name: "clients timing out mid-transfer leave the balances equal to the chain, and each learns its outcome by retrying with the same key",
+	Run: func(ctx context.Context, f *Fixture) (string, error) {
+		// A customer of its own: the attempts and retries stay within one
+		// principal's rate budget.
+		const attempts = 100
+		u, err := f.NewCustomer(ctx, "timeouts")
+		if err != nil {
+			return "", err
+		}
+		before, err := f.Balance(ctx, u)
+		if err != nil {
+			return "", err
+		}
+		cut := 0
+		for i := 0; i < attempts; i++ {
+			// 1 to 40 ms: before the gateway forwards, during the ledger's
+			// append, after it.
+			tctx, cancel := context.WithTimeout(ctx, time.Duration(1+i%40)*time.Millisecond)
+			_, err := f.Do(tctx, "POST", f.Target.Gateway+"/v1/transfers", Transfer{From: u.Account, To: f.Bob.Account, Amount: 1},
+				u.Auth().With("Idempotency-Key", f.Key(fmt.Sprintf("timeout-%d", i))))
+			cancel()
+			if err != nil {
+				cut++
+			}
+		}
+		// Every key, retried without a deadline, gets one definite answer.
+		applied, other := 0, map[int]int{}
+		for i := 0; i < attempts; i++ {
+			var r Response
+			if obs, err := Eventually(ctx, 30*time.Second, func() (bool, string, error) {
+				var err error
+				r, err = f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", Transfer{From: u.Account, To: f.Bob.Account, Amount: 1},
+					u.Auth().With("Idempotency-Key", f.Key(fmt.Sprintf("timeout-%d", i))))
+				// 409: the first attempt is still in flight; 429 and 503
+				// (with Retry-After) say "busy, ask again". None is an
+				// outcome.
+				transient := r.Status == http.StatusConflict || r.Status == http.StatusTooManyRequests ||
+					r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") != ""
+				return err == nil && !transient, r.String(), err
+			}); err != nil {
+				return obs, fmt.Errorf("retry of key %d: %w", i, err)
+			}
+			if r.Status == http.StatusCreated && JSONString(r.Body, "transfer") != "" {
+				applied++
+			} else {
+				other[r.Status]++
+			}
+		}
+		after, err := f.Balance(ctx, u)
+		if err != nil {
+			return "", err
+		}
+		rep, err := f.auditReplay(ctx)
+		if err != nil {
+			return "", err
+		}
+		obs := fmt.Sprintf("%d transfers with 1–40 ms client timeouts, %d cut off; retried with the same keys: %d answered 201 with the transfer, others %v; balance %d → %d; replay of %d events match=%v",
+			attempts, cut, applied, other, before, after, rep.Events, rep.Match)
+		switch {
+		case !rep.Match:
+			return obs, errors.New("live balances differ from a replay of the chain")
+		case applied != attempts:
+			return obs, errors.New("a retry did not get the transfer's outcome")
+		case before-after != int64(applied):
+			return obs, errors.New("the money moved a different number of times than there were keys")
+		}
+		return obs, nil
+	}}
+
+// restartKeyCheck: a key's outcome survives a restart of the whole system.
+var restartKeyCheck = Check{Row: RowIdempotency, Local: true, Effect: Restarts,
+	Name: "an idempotency key survives a restart: the retry replays the first result and moves no more money",
+	Run: func(ctx context.Context, f *Fixture) (string, error) {
+		tr := Transfer{From: f.Alice.Account, To: f.Bob.Account, Amount: 7}
+		h := func() Header { return f.Alice.Auth().With("Idempotency-Key", f.Key("restart")) }
+		first, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", tr, h())
+		if err != nil {
+			return "", err
+		}
+		if first.Status != http.StatusCreated {
+			return "", fmt.Errorf("first transfer: %s", first)
+		}
+		before, err := f.Balance(ctx, f.Alice)
+		if err != nil {
+			return "", err
+		}
+		if err := f.Local.Restart(ctx); err != nil {
+			return "", err
+		}
+		if err := f.Refresh(ctx); err != nil {
+			return "restarted", fmt.Errorf("after the restart: %w", err)
+		}
+		again, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", tr, h())
+		if err != nil {
+			return "", err
+		}
+		after, err := f.Balance(ctx, f.Alice)
+		if err != nil {
+			return "", err
+		}
+		obs := fmt.Sprintf("first %d; after a restart the retry → %d Idempotent-Replayed=%q same body=%v; balance %d → %d",
+			first.Status, again.Status, again.Header.Get("Idempotent-Replayed"), bytes.Equal(first.Body, again.Body), before, after)
+		if again.Status != first.Status || !bytes.Equal(first.Body, again.Body) || after != before {
+			return obs, errors.New("the key was forgotten across the restart")
+		}
+		return obs, nil
+	}}
+
+// jobStatusCheck: an async transfer's outcome is visible to its owner at
+// the job's Location, a failure as well as a success.
+var jobStatusCheck = Check{Row: RowIdempotency,
+	Name: "async: the job's outcome is visible at its Location (succeeded with the transfer; failed with the problem), to its owner only",
+	Run: func(ctx context.Context, f *Fixture) (string, error) {
+		job := func(amount int64, label string) (string, error) {
+			r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers/async", Transfer{From: f.Alice.Account, To: f.Bob.Account, Amount: amount},
+				f.Alice.Auth().With("Idempotency-Key", f.Key(label)))
+			if err != nil {
+				return "", err
+			}
+			loc := r.Header.Get("Location")
+			if r.Status != http.StatusAccepted || loc == "" {
+				return "", fmt.Errorf("async: %s Location %q", r, loc)
+			}
+			return loc, nil
+		}
+		wait := func(loc string) (Response, error) {
+			var r Response
+			_, err := Eventually(ctx, 20*time.Second, func() (bool, string, error) {
+				var err error
+				r, err = f.Do(ctx, "GET", f.Target.Gateway+loc, nil, f.Alice.Auth())
+				s := JSONString(r.Body, "status")
+				return err == nil && r.Status == 200 && (s == "succeeded" || s == "failed"), r.String(), err
+			})
+			return r, err
+		}
+		okLoc, err := job(11, "job-ok")
+		if err != nil {
+			return "", err
+		}
+		badLoc, err := job(f.Funds*1000, "job-overdraft")
+		if err != nil {
+			return "", err
+		}
+		ok, err := wait(okLoc)
+		if err != nil {
+			return ok.String(), fmt.Errorf("job %s: %w", okLoc, err)
+		}
+		bad, err := wait(badLoc)
+		if err != nil {
+			return bad.String(), fmt.Errorf("job %s: %w", badLoc, err)
+		}
+		stranger, err := f.Do(ctx, "GET", f.Target.Gateway+okLoc, nil, f.Bob.Auth())
+		if err != nil {
+			return "", err
+		}
+		okRes, badRes := jobResult(ok.Body), jobResult(bad.Body)
+		obs := fmt.Sprintf("%s → %s (result %d); %s → %s (result %d %s); another user → %d",
+			okLoc, JSONString(ok.Body, "status"), okRes.Status, badLoc, JSONString(bad.Body, "status"), badRes.Status, badRes.Type, stranger.Status)
+		switch {
+		case JSONString(ok.Body, "status") != "succeeded" || okRes.Status != http.StatusCreated:
+			return obs, errors.New("the successful job's outcome is not visible")
+		case JSONString(bad.Body, "status") != "failed" || badRes.Status != http.StatusUnprocessableEntity:
+			return obs, errors.New("the failed job's problem is not visible")
+		case stranger.Status != http.StatusNotFound:
+			return obs, errors.New("another user sees the job")
+		}
+		return obs, nil
+	}}
+
+type jobOutcome struct {
+	Status int
+	Type   string
+}
+
+func jobResult(b []byte) jobOutcome {
+	var j struct {
+		Result struct {
+			Status int             `json:"status"`
+			Body   json.RawMessage `json:"body"`
+		} `json:"result"`
+	}
+	_ = json.Unmarshal(b, &j)
+	return jobOutcome{Status: j.Result.Status, Type: JSONString(j.Result.Body, "type")}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 )
 
 // authenticationChecks: "Short-lived JWT bearer tokens, signed with a
@@ -93,3 +94,164 @@ func signInChecks() []Check {
 			}},
 	}
 }
+
+// mfaReauthCheck: a stolen access token alone cannot enrol a second
+// factor (which would lock the owner out with the thief's codes).
+var mfaReauthCheck = Check{Row: RowSignIn, Name: "MFA enrolment with an access token alone is refused; with the current password it proceeds",
+	Run: func(ctx context.Context, f *Fixture) (string, error) {
+		u, err := f.SignUp(ctx, "mfa")
+		if err != nil {
+			return "", err
+		}
+		if err := f.SignIn(ctx, u, nil); err != nil {
+			return "", err
+		}
+		alone, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/mfa/totp", map[string]string{}, u.Auth())
+		if err != nil {
+			return "", err
+		}
+		wrong, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/mfa/totp", map[string]string{"password": u.Password + "x"}, u.Auth())
+		if err != nil {
+			return "", err
+		}
+		right, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/mfa/totp", map[string]string{"password": u.Password}, u.Auth())
+		if err != nil {
+			return "", err
+		}
+		obs := fmt.Sprintf("token alone → %d %s; wrong password → %d %s; current password → %d",
+			alone.Status, JSONString(alone.Body, "type"), wrong.Status, JSONString(wrong.Body, "type"), right.Status)
+		switch {
+		case alone.Status < 400 || alone.Status >= 500, wrong.Status < 400 || wrong.Status >= 500:
+			return obs, errors.New("enrolment accepted without re-authentication")
+		case right.Status >= 300:
+			return obs, errors.New("enrolment refused with the current password")
+		}
+		return obs, nil
+	}}
+
+// deviceCookie is identity's signed cookie for a device that signed in.
+const deviceCookie = "__Secure-malai-device"
+
+// ownerLockoutCheck: failures aimed at one account from several networks
+// must not lock its owner out on a device that signed in before.
+var ownerLockoutCheck = Check{Row: RowSignIn, Local: true,
+	Name: "5 failures from each of 4 networks do not lock the owner out on a device that signed in before",
+	Run: func(ctx context.Context, f *Fixture) (string, error) {
+		u, err := f.SignUp(ctx, "owner")
+		if err != nil {
+			return "", err
+		}
+		home := Header{"X-Forwarded-For": "198.51.100.40"}
+		r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/sessions", map[string]string{"username": u.Name, "password": u.Password}, home)
+		if err != nil {
+			return "", err
+		}
+		var device string
+		for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+			if c.Name == deviceCookie {
+				device = c.Value
+			}
+		}
+		if r.Status != http.StatusOK || device == "" {
+			return "", fmt.Errorf("first sign-in: %s, device cookie set=%v", r, device != "")
+		}
+		codes := map[int]int{}
+		for n := 1; n <= 4; n++ {
+			for i := 0; i < 5; i++ {
+				r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/sessions", map[string]string{"username": u.Name, "password": fmt.Sprintf("Wrong-Password-%d-%d!x", n, i)},
+					Header{"X-Forwarded-For": fmt.Sprintf("198.18.%d.7", n)})
+				if err != nil {
+					return "", err
+				}
+				codes[r.Status]++
+			}
+		}
+		owner, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/sessions", map[string]string{"username": u.Name, "password": u.Password},
+			home.With("Cookie", deviceCookie+"="+device))
+		if err != nil {
+			return "", err
+		}
+		obs := fmt.Sprintf("20 failures from 4 networks → %v; then the owner on the known device → %d %s", codes, owner.Status, JSONString(owner.Body, "type"))
+		if owner.Status != http.StatusOK {
+			return obs, errors.New("the owner was locked out")
+		}
+		return obs, nil
+	}}
+
+// sprayCheck: one password tried against many accounts from many
+// networks is detected and slowed, and nobody else is slowed with it.
+var sprayCheck = Check{Row: RowSignIn, Local: true,
+	Name: "password spraying (one password, 30 accounts, 30 networks) is detected and slowed; other users still sign in",
+	Run: func(ctx context.Context, f *Fixture) (string, error) {
+		var victims []*User
+		for i := 0; i < 6; i++ {
+			u, err := f.SignUp(ctx, fmt.Sprintf("spray%d", i))
+			if err != nil {
+				return "", err
+			}
+			victims = append(victims, u)
+		}
+		first := 0
+		var slowed Response
+		for i := 0; i < 30; i++ {
+			name := f.Name(fmt.Sprintf("nobody-spray%d", i))
+			if i < len(victims) {
+				name = victims[i].Name
+			}
+			r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/sessions", map[string]string{"username": name, "password": "Summer-2026-Spray!"},
+				Header{"X-Forwarded-For": fmt.Sprintf("198.19.%d.9", i+1)})
+			if err != nil {
+				return "", err
+			}
+			if r.Status == http.StatusTooManyRequests {
+				first, slowed = i+1, r
+				break
+			}
+		}
+		if err := f.SignIn(ctx, f.Alice, nil); err != nil {
+			return "", fmt.Errorf("another user after the spray: %w", err)
+		}
+		if first == 0 {
+			return "30 attempts, never slowed", errors.New("spraying was not detected")
+		}
+		return fmt.Sprintf("slowed at attempt %d: 429 %s Retry-After=%s; another user still signs in", first, JSONString(slowed.Body, "type"), slowed.Header.Get("Retry-After")), nil
+	}}
+
+// reRegisterCheck: a name once taken stays its owner's across a restart.
+var reRegisterCheck = Check{Row: RowAuthentication, Local: true, Effect: Restarts,
+	Name: "after a restart a username cannot be registered again, and its owner's account stays theirs alone",
+	Run: func(ctx context.Context, f *Fixture) (string, error) {
+		u, err := f.NewCustomer(ctx, "heir")
+		if err != nil {
+			return "", err
+		}
+		bal, err := f.Balance(ctx, u)
+		if err != nil {
+			return "", err
+		}
+		if err := f.Local.Restart(ctx); err != nil {
+			return "", err
+		}
+		if err := f.Refresh(ctx); err != nil {
+			return "restarted", fmt.Errorf("after the restart: %w", err)
+		}
+		again, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/users", map[string]string{"username": u.Name, "password": testPassword + "thief"}, nil)
+		if err != nil {
+			return "", err
+		}
+		thief := &User{Name: u.Name, Password: testPassword + "thief", Account: u.Account}
+		thiefErr := f.SignIn(ctx, thief, nil)
+		if err := f.SignIn(ctx, u, nil); err != nil {
+			return "", fmt.Errorf("the owner after the restart: %w", err)
+		}
+		after, err := f.Balance(ctx, u)
+		if err != nil {
+			return "", err
+		}
+		obs := fmt.Sprintf("re-registering %s after a restart → %d %s; the newcomer's password signs in: %v; the owner signs in and sees %d (was %d)",
+			u.Name, again.Status, JSONString(again.Body, "type"), thiefErr == nil, after, bal)
+		if again.Status < 400 || again.Status >= 500 || thiefErr == nil || after != bal {
+			return obs, errors.New("the name passed to someone else")
+		}
+		return obs, nil
+	}}

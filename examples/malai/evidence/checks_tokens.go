@@ -222,6 +222,31 @@ func interServiceChecks() []Check {
 // authorizationChecks: "RBAC enforced at the API."
 func authorizationChecks() []Check {
 	return []Check{
+		{Row: RowAuthorization, Name: "a customer cannot create money: a deposit is refused at the ledger (403) without the teller role", Local: true,
+			Run: func(ctx context.Context, f *Fixture) (string, error) {
+				c, err := f.ClientAs("gateway")
+				if err != nil {
+					return "", err
+				}
+				before, err := f.Balance(ctx, f.Alice)
+				if err != nil {
+					return "", err
+				}
+				r, err := Send(ctx, c, "POST", f.Local.LedgerURL()+"/v1/deposits", map[string]any{"account": f.Alice.Account, "amount": 1_000_000},
+					f.Alice.Auth().With("Idempotency-Key", f.Key("self-deposit")))
+				if err != nil {
+					return "", err
+				}
+				after, err := f.Balance(ctx, f.Alice)
+				if err != nil {
+					return "", err
+				}
+				obs := fmt.Sprintf("HTTP %d %s; balance %d → %d", r.Status, JSONString(r.Body, "type"), before, after)
+				if r.Status != http.StatusForbidden || after != before {
+					return obs, errors.New("a customer deposited")
+				}
+				return obs, nil
+			}},
 		{Row: RowAuthorization, Name: "RBAC at the API: a user cannot read another user's account (404, as if it did not exist)", Run: func(ctx context.Context, f *Fixture) (string, error) {
 			r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts/"+f.Alice.Account, nil, f.Bob.Auth())
 			return Expect(r, err, http.StatusNotFound)

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
 )
 
 // DenyListed is an address the local system's reputation list denies
@@ -73,6 +77,130 @@ func rateLimitChecks() []Check {
 					return obs + "; another client still 200", nil
 				}
 				return last.String(), errors.New("never limited in 2000 requests")
+			}},
+	}
+}
+
+// limitBeforeWAFChecks: "A per-IP rate-limit rule caps abusive traffic
+// before it reaches the application": the limit runs before the WAF, so
+// a client sending attacks is limited (and a blocked request costs more
+// than a passing one), and a deny-listed client never reaches the WAF.
+func limitBeforeWAFChecks() []Check {
+	return []Check{
+		{Row: RowWAF, Local: true, Name: "the per-IP limit runs before the WAF and counts blocked requests: an attacking client reaches 429 first",
+			Run: func(ctx context.Context, f *Fixture) (string, error) {
+				from := Header{"X-Forwarded-For": "198.51.100.66"}
+				codes := map[int]int{}
+				for i := 0; i < 1000; i++ {
+					r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts?id=1'%20UNION%20SELECT%20password%20FROM%20users--", nil, from)
+					if err != nil {
+						return "", err
+					}
+					codes[r.Status]++
+					if r.Status != http.StatusTooManyRequests {
+						continue
+					}
+					benign, err := f.Do(ctx, "GET", f.Target.Gateway+"/healthz", nil, from)
+					if err != nil {
+						return "", err
+					}
+					obs := fmt.Sprintf("attacks from one address → %v before the first 429 (at request %d); then a benign request from it → %d", codes, i+1, benign.Status)
+					if benign.Status != http.StatusTooManyRequests {
+						return obs, errors.New("the limit did not hold for the next request")
+					}
+					return obs, nil
+				}
+				return fmt.Sprintf("1000 attacks → %v", codes), errors.New("blocked requests were never limited")
+			}},
+		{Row: RowWAF, Local: true, Name: "a deny-listed client is refused by the reputation list before the WAF inspects it",
+			Run: func(ctx context.Context, f *Fixture) (string, error) {
+				r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts?q=%3Cscript%3Ealert(1)%3C/script%3E", nil, Header{"X-Forwarded-For": DenyListed})
+				if err != nil {
+					return "", err
+				}
+				typ := JSONString(r.Body, "type")
+				obs := fmt.Sprintf("an attack from %s → %d %s", DenyListed, r.Status, typ)
+				if r.Status != http.StatusForbidden || strings.HasSuffix(typ, "waf-blocked") {
+					return obs, errors.New("the WAF answered: the reputation list did not run first")
+				}
+				return obs, nil
+			}},
+		{Row: RowWAF, Name: "oversized request shapes (2000 cookies, 200 query arguments, a 3000-byte URL) are refused before inspection",
+			Run: func(ctx context.Context, f *Fixture) (string, error) {
+				var cookies, args strings.Builder
+				for i := 0; i < 2000; i++ {
+					fmt.Fprintf(&cookies, "c%d=v; ", i)
+				}
+				for i := 0; i < 200; i++ {
+					fmt.Fprintf(&args, "a%d=v&", i)
+				}
+				var got []string
+				bad := false
+				for _, tc := range []struct {
+					what   string
+					path   string
+					h      Header
+					status int
+				}{
+					{"2000 cookies", "/healthz", Header{"Cookie": cookies.String()}, http.StatusRequestHeaderFieldsTooLarge},
+					{"200 arguments", "/healthz?" + args.String(), nil, http.StatusBadRequest},
+					{"3000-byte URL", "/healthz?x=" + strings.Repeat("a", 3000), nil, http.StatusRequestURITooLong},
+				} {
+					start := time.Now()
+					r, err := f.Do(ctx, "GET", f.Target.Gateway+tc.path, nil, tc.h)
+					if err != nil {
+						return "", err
+					}
+					typ := JSONString(r.Body, "type")
+					got = append(got, fmt.Sprintf("%s → %d %s in %s", tc.what, r.Status, typ[strings.LastIndex(typ, "#")+1:], time.Since(start).Round(time.Millisecond)))
+					bad = bad || r.Status != tc.status || !strings.HasSuffix(typ, "request-too-large")
+				}
+				obs := strings.Join(got, "; ")
+				if bad {
+					return obs, errors.New("an oversized shape was not refused by the shape limits")
+				}
+				return obs, nil
+			}},
+		{Row: RowWAF, Local: true, Name: "inspection is capped: a burst of 24 concurrent 12 KiB posts from one address gets 503 + Retry-After for the excess, not a queue",
+			Run: func(ctx context.Context, f *Fixture) (string, error) {
+				body := fmt.Sprintf(`{"from":%q,"to":%q,"amount":1,"memo":%q}`, f.Alice.Account, f.Bob.Account, strings.Repeat("lorem ipsum ", 1000))
+				type answer struct {
+					status int
+					retry  string
+				}
+				out := make(chan answer, 24)
+				var wg sync.WaitGroup
+				for i := 0; i < 24; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", body,
+							f.Alice.Auth().With("Content-Type", "application/json").With("X-Forwarded-For", "198.51.100.67").With("Idempotency-Key", f.Key(fmt.Sprintf("burst-%d", i))))
+						if err != nil {
+							out <- answer{status: -1}
+							return
+						}
+						out <- answer{r.Status, r.Header.Get("Retry-After")}
+					}()
+				}
+				wg.Wait()
+				close(out)
+				codes := map[int]int{}
+				busy, withRetry := 0, 0
+				for a := range out {
+					codes[a.status]++
+					if a.status == http.StatusServiceUnavailable {
+						busy++
+						if a.retry != "" {
+							withRetry++
+						}
+					}
+				}
+				obs := fmt.Sprintf("24 concurrent posts → %v; %d of the 503s carry Retry-After", codes, withRetry)
+				if busy == 0 || withRetry != busy {
+					return obs, errors.New("no bounded refusal: the excess waited for inspection")
+				}
+				return obs, nil
 			}},
 	}
 }

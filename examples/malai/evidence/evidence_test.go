@@ -189,3 +189,18 @@ func TestCommittedReport(t *testing.T) {
 		t.Fatalf("the committed report records %d failed checks", rep.Summary.Fail)
 	}
 }
+
+func TestPendingChecksAreNotRegistered(t *testing.T) {
+	reg := map[string]bool{}
+	for _, c := range Registry() {
+		reg[c.ID()] = true
+	}
+	for _, p := range PendingChecks() {
+		if reg[p.Check.ID()] {
+			t.Errorf("%s is registered and still listed as pending (%s)", p.Check.ID(), p.Waits)
+		}
+		if p.Waits == "" || p.Check.Run == nil {
+			t.Errorf("%s: pending without a reason or a Run", p.Check.ID())
+		}
+	}
+}

@@ -36,6 +36,21 @@ type Fixture struct {
 	OutDir string
 
 	run string
+	// client is the X-Forwarded-For the current check's requests carry
+	// when the gateway believes the pass (each check is its own client,
+	// with its own per-IP budget); "" against a deployment.
+	client  string
+	clients int
+	teller  *User
+}
+
+// nextClient gives the next check an address of its own.
+func (f *Fixture) nextClient() {
+	if !f.Target.ForwardedFor {
+		return
+	}
+	f.clients++
+	f.client = fmt.Sprintf("10.77.%d.%d", f.clients/250, 1+f.clients%250)
 }
 
 // User is a test user the pass signed up (or was given) and signed in.
@@ -60,6 +75,7 @@ func NewFixture(ctx context.Context, t Target, l Local) (*Fixture, error) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	f := &Fixture{Target: t, Local: l, Client: newClient(t, nil), run: hex.EncodeToString(b[:])}
+	f.nextClient()
 	var err error
 	if f.Alice, err = f.NewCustomer(ctx, "alice"); err != nil {
 		return nil, fmt.Errorf("fixture: %w", err)
@@ -79,6 +95,9 @@ func (f *Fixture) Name(label string) string { return "ev" + f.run + "-" + label 
 
 // Key returns an Idempotency-Key field value unique to this run.
 func (f *Fixture) Key(label string) string { return idempotency.FormatKey(f.Name(label)) }
+
+// NewClient returns a client that trusts t's CA and follows no redirect.
+func NewClient(t Target) *http.Client { return newClient(t, nil) }
 
 func newClient(t Target, cert *tls.Certificate) *http.Client {
 	cfg := &tls.Config{RootCAs: t.CA, MinVersion: tls.VersionTLS12}
@@ -139,12 +158,39 @@ func (f *Fixture) NewCustomer(ctx context.Context, label string) (*User, error) 
 		return nil, err
 	}
 	// Accounts open at zero; a teller funds them.
-	if f.Local != nil {
-		if err := f.Local.Deposit(ctx, u.Account, 10000, "fund-"+u.Account); err != nil {
-			return nil, fmt.Errorf("fund %s: %w", u.Account, err)
-		}
+	if err := f.fund(ctx, u.Account, 10000); err != nil {
+		return nil, fmt.Errorf("fund %s: %w", u.Account, err)
 	}
 	return u, nil
+}
+
+// fund deposits amount into account as a teller: in process on a system
+// the pass started, else through the gateway with the teller credential
+// the deployment gave the pass.
+func (f *Fixture) fund(ctx context.Context, account string, amount int64) error {
+	if f.Local != nil {
+		return f.Local.Deposit(ctx, account, amount, "fund-"+account)
+	}
+	if f.teller == nil {
+		c, ok := f.Target.WithRole("teller")
+		if !ok {
+			return errors.New("no teller among the test credentials: the pass cannot fund its accounts")
+		}
+		f.teller = &User{Name: c.Username, Password: c.Password}
+		if err := f.SignIn(ctx, f.teller, nil); err != nil {
+			f.teller = nil
+			return err
+		}
+	}
+	r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/deposits", map[string]any{"account": account, "amount": amount},
+		f.teller.Auth().With("Idempotency-Key", f.Key("fund-"+account)))
+	if err != nil {
+		return err
+	}
+	if r.Status != http.StatusCreated && r.Status != http.StatusOK {
+		return fmt.Errorf("deposit: %s", r)
+	}
+	return nil
 }
 
 // OpenAccount opens an account for u and makes it u.Account.

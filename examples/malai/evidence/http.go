@@ -47,7 +47,15 @@ func (r Response) String() string {
 
 // Do sends one request with f.Client; body, when not nil, is sent as JSON
 // (or as is, when it is a []byte or a string).
+//
+// When the gateway believes the pass's X-Forwarded-For, a request without
+// one carries the current check's own client address.
 func (f *Fixture) Do(ctx context.Context, method, url string, body any, h Header) (Response, error) {
+	if f.client != "" {
+		if _, ok := h["X-Forwarded-For"]; !ok {
+			h = h.With("X-Forwarded-For", f.client)
+		}
+	}
 	return Send(ctx, f.Client, method, url, body, h)
 }
 

@@ -52,6 +52,7 @@ func RunCheck(ctx context.Context, f *Fixture, c Check) (res Result) {
 			res.Observed = fmt.Sprintf("FAILED: check panicked: %v\n%s", p, debug.Stack())
 		}
 	}()
+	f.nextClient()
 	obs, err := c.Run(ctx, f)
 	res.Observed = obs
 	switch {

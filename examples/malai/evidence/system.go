@@ -166,6 +166,9 @@ type Local interface {
 	// VerifyOffline verifies the stopped system's audit chain with the
 	// witness's checkpoints and replays it.
 	VerifyOffline(ctx context.Context) (OfflineReport, error)
+	// CorruptAuditRow damages one row in the middle of the stopped
+	// system's audit chain, as a disk or an intruder would, and says where.
+	CorruptAuditRow(ctx context.Context) (where string, err error)
 	// Postgres returns the application role's DSN and schema when the
 	// audit chain runs in PostgreSQL.
 	Postgres() (appDSN, schema string, ok bool)
