@@ -23,7 +23,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
 
-
 	"github.com/malai-sec/malai/examples/malai/evidence"
 )
 
