@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,8 +66,17 @@ func newPGAudit(t testing.TB) *pgAudit {
 			}
 		}
 	})
-	if err := pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: schema, Owner: owner, AppRole: app}); err != nil {
-		t.Fatal(err)
+	// Migrations running at once (other tests, other packages) can collide
+	// on the database's own catalog row ("tuple concurrently updated"):
+	// retry a few times.
+	for attempt := 0; ; attempt++ {
+		err := pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: schema, Owner: owner, AppRole: app})
+		if err == nil {
+			break
+		}
+		if attempt == 4 || !strings.Contains(err.Error(), "concurrently updated") {
+			t.Fatal(err)
+		}
 	}
 	pu, err := url.Parse(admin)
 	if err != nil {
@@ -319,12 +329,28 @@ func TestFaultPostgresDownThenBack(t *testing.T) {
 // with a replay of the chain.
 func TestReplicasStayConsistentThroughPostgres(t *testing.T) {
 	pg := newPGAudit(t)
-	shared := withConfig(func(c *Config) { c.Shared = true })
+	// The pumps would catch each replica up in the background; keep them
+	// quiet so the stale head below is stale.
+	shared := withConfig(func(c *Config) { c.Shared = true; c.PumpInterval = time.Hour })
 	a := newEnv(t, withAudit(pg.open(t)), shared)
 	alice := fundedPair(a)
 	// The second replica: the same chain, the same keys, its own memory.
 	b := newEnv(t, withAudit(pg.open(t)), shared, withKeysOf(a))
 	aliceB := b.user("alice")
+	// A, B, A write in turn; each writes on a state that predates the
+	// other's last row, so (at least one of) their appends must be refused
+	// and re-planned after reading the other's row.
+	for i, w := range []struct {
+		e   *env
+		tok string
+	}{{a, alice}, {b, aliceB}, {a, alice}} {
+		if r := w.e.do("POST", "/v1/transfers", w.tok, transferBody("acc-a", "acc-b", 1000), fmt.Sprint("rep-warm-", i)); r.code != 201 {
+			t.Fatal(r)
+		}
+	}
+	if c := a.svc().Stats().Conflicts + b.svc().Stats().Conflicts; c == 0 {
+		t.Fatal("a replica planning on a stale head was not refused")
+	}
 
 	var wg sync.WaitGroup
 	var ok atomic.Int32
@@ -339,7 +365,7 @@ func TestReplicasStayConsistentThroughPostgres(t *testing.T) {
 				e, tok = b, aliceB
 			}
 			// Keys 0..19 are sent to both replicas; each transfer is 3000,
-			// so the 100,000 cover 33 of them.
+			// so the 97,000 left cover 32 of them.
 			key := fmt.Sprint("rep-", i/2)
 			if i >= 40 {
 				key = fmt.Sprint("rep-solo-", i)
@@ -356,13 +382,10 @@ func TestReplicasStayConsistentThroughPostgres(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if got := ok.Load(); got > 33 {
-		t.Fatalf("%d first executions; the funds cover 33", got)
+	if got := ok.Load(); got > 32 {
+		t.Fatalf("%d first executions; the funds cover 32", got)
 	}
 	t.Logf("conflicts re-planned: %d and %d", a.svc().Stats().Conflicts, b.svc().Stats().Conflicts)
-	if a.svc().Stats().Conflicts+b.svc().Stats().Conflicts == 0 {
-		t.Fatal("the replicas never raced: the test exercised nothing")
-	}
 	for _, e := range []*env{a, b} {
 		if !e.svc().sync(nil) {
 			t.Fatal("sync")
@@ -373,7 +396,7 @@ func TestReplicasStayConsistentThroughPostgres(t *testing.T) {
 	}
 	f := a.checkChain()
 	b.checkChain()
-	moved := 100_000 - f.balances["acc-a"]
+	moved := 97_000 - f.balances["acc-a"]
 	if moved != int64(ok.Load())*3000 {
 		t.Fatalf("moved %d, but %d transfers were first executions", moved, ok.Load())
 	}
