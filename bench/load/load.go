@@ -33,6 +33,9 @@ type Config struct {
 	Request  Request
 	Want     int   // expected status; others count as errors
 	PIDs     []int // server processes whose CPU time is measured
+	// MaxAnswers, when set, ends the measured time early once that many
+	// answers (of any status) were measured.
+	MaxAnswers int
 }
 
 // Result of one run.
@@ -62,6 +65,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		lat       []time.Duration
 		res       = Result{Statuses: map[int]int{}}
 		wg        sync.WaitGroup
+		answers   atomic.Int64
+		enough    = make(chan struct{})
+		once      sync.Once
 	)
 	for w := range cfg.Conns {
 		tr := &http.Transport{TLSClientConfig: cfg.TLS, MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1,
@@ -94,6 +100,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 					continue
 				}
 				statuses[code]++
+				if cfg.MaxAnswers > 0 && answers.Add(1) == int64(cfg.MaxAnswers) {
+					once.Do(func() { close(enough) })
+				}
 				if code == cfg.Want {
 					mine = append(mine, d)
 				} else {
@@ -133,6 +142,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	measuring.Store(true)
 	select {
 	case <-time.After(cfg.Duration):
+	case <-enough:
 	case <-ctx.Done():
 	}
 	measuring.Store(false)
