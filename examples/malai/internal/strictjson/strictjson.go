@@ -36,7 +36,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"strings"
 	"sync"
@@ -77,78 +76,163 @@ func check(b []byte, top []string) ([]string, error) {
 	if err := checkSurrogates(b); err != nil {
 		return nil, err
 	}
+	if !json.Valid(b) {
+		return nil, syntaxOrTrailing(b)
+	}
+	return scanNames(b, top)
+}
+
+// syntaxOrTrailing tells why json.Valid refused b: one well-formed value
+// followed by more data, or malformed JSON.
+func syntaxOrTrailing(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	w := walker{dec: dec, top: top}
-	if err := w.walk(0); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, ErrTrailing
-	}
-	return w.top, nil
-}
-
-type walker struct {
-	dec *json.Decoder
-	top []string
-}
-
-// walk reads one value from dec, checking object member names.
-func (w *walker) walk(depth int) error {
-	dec := w.dec
-	tok, err := dec.Token()
-	if err != nil {
+	var v json.RawMessage
+	if err := dec.Decode(&v); err != nil {
 		return ErrSyntax
 	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil // a scalar
-	}
-	if depth >= MaxDepth {
-		return ErrDepth
-	}
-	switch d {
-	case '[':
-		for dec.More() {
-			if err := w.walk(depth + 1); err != nil {
-				return err
-			}
-		}
-	case '{':
-		exact := map[string]bool{}
-		folded := map[string]bool{}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return ErrSyntax
-			}
-			name, ok := tok.(string)
-			if !ok {
-				return ErrSyntax
-			}
-			if exact[name] {
+	return ErrTrailing
+}
+
+// object is one open object's member names while scanning.
+type object struct {
+	exact, folded []string
+	exactM        map[string]struct{}
+	foldedM       map[string]struct{}
+	expectKey     bool
+}
+
+// smallObject is how many members are compared pairwise before an object
+// switches to maps (bounding the cost of a hostile object with thousands
+// of members).
+const smallObject = 16
+
+func (o *object) add(name string) error {
+	f := foldFast(name)
+	if o.exactM == nil {
+		for i := range o.exact {
+			if o.exact[i] == name {
 				return ErrDuplicate
 			}
-			f := fold(name)
-			if folded[f] {
+			if o.folded[i] == f {
 				return ErrCaseVariant
 			}
-			exact[name], folded[f] = true, true
-			if depth == 0 && w.top != nil {
-				w.top = append(w.top, name)
-			}
-			if err := w.walk(depth + 1); err != nil {
-				return err
+		}
+		o.exact, o.folded = append(o.exact, name), append(o.folded, f)
+		if len(o.exact) > smallObject {
+			o.exactM, o.foldedM = make(map[string]struct{}, 2*smallObject), make(map[string]struct{}, 2*smallObject)
+			for i := range o.exact {
+				o.exactM[o.exact[i]], o.foldedM[o.folded[i]] = struct{}{}, struct{}{}
 			}
 		}
-	default:
-		return ErrSyntax
+		return nil
 	}
-	if _, err := dec.Token(); err != nil { // the closing delimiter
-		return ErrSyntax
+	if _, dup := o.exactM[name]; dup {
+		return ErrDuplicate
 	}
+	if _, dup := o.foldedM[f]; dup {
+		return ErrCaseVariant
+	}
+	o.exactM[name], o.foldedM[f] = struct{}{}, struct{}{}
 	return nil
+}
+
+// scanNames walks b, which json.Valid accepted, checking every object's
+// member names and the nesting depth.
+func scanNames(b []byte, top []string) ([]string, error) {
+	var stack [MaxDepth]struct {
+		obj bool
+		o   object
+	}
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '{', '[':
+			if depth == MaxDepth {
+				return nil, ErrDepth
+			}
+			stack[depth].obj = c == '{'
+			stack[depth].o = object{expectKey: c == '{'}
+			depth++
+		case '}', ']':
+			depth--
+		case ',':
+			if depth > 0 && stack[depth-1].obj {
+				stack[depth-1].o.expectKey = true
+			}
+		case '"':
+			j := stringEnd(b, i)
+			if depth > 0 && stack[depth-1].obj && stack[depth-1].o.expectKey {
+				f := &stack[depth-1].o
+				f.expectKey = false
+				name, err := unquote(b[i : j+1])
+				if err != nil {
+					return nil, ErrSyntax
+				}
+				if err := f.add(name); err != nil {
+					return nil, err
+				}
+				if depth == 1 && top != nil {
+					top = append(top, name)
+				}
+			}
+			i = j
+		}
+	}
+	return top, nil
+}
+
+// stringEnd returns the index of the quote closing the string literal
+// that opens at b[i] (b is valid JSON).
+func stringEnd(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j
+		}
+	}
+	return len(b) - 1
+}
+
+// unquote decodes a JSON string literal; literals without escapes (every
+// member name a client should send) are sliced, not decoded.
+func unquote(lit []byte) (string, error) {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner), nil
+	}
+	var s string
+	err := json.Unmarshal(lit, &s)
+	return s, err
+}
+
+// foldFast is fold with a fast path for ASCII names: the representative
+// of an ASCII letter's class is its upper case (the Kelvin sign and the
+// long s sort after it).
+func foldFast(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return fold(s)
+		}
+	}
+	upper := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' {
+			upper = false
+			break
+		}
+	}
+	if upper {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
 }
 
 // fold maps s to a representative of its class under simple Unicode case
@@ -274,9 +358,9 @@ func Decode(b []byte, v any) error {
 			}
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// Every member names exactly one field (checked above, at every level),
+	// so encoding/json's case-insensitive matching has nothing to choose.
+	if err := json.Unmarshal(b, v); err != nil {
 		return ErrType
 	}
 	return nil
