@@ -18,13 +18,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
+	"github.com/malai-sec/malai/auditlog/pgstore"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/idempotency"
 	idemmem "github.com/malai-sec/malai/idempotency/memstore"
+	"github.com/malai-sec/malai/idempotency/redisstore"
+	"github.com/malai-sec/malai/internal/servicetest"
 	"github.com/malai-sec/malai/jwtverify"
 	"github.com/malai-sec/malai/jwtverify/jwttest"
 	"github.com/malai-sec/malai/keyring"
@@ -38,11 +42,16 @@ type childKeys struct {
 	JWKS   json.RawMessage `json:"jwks"`
 	Signer string          `json:"signer"`
 	Data   []byte          `json:"data"`
+	// The distributed mode, when set: the chain in PostgreSQL, the
+	// idempotency records in Redis.
+	PGDSN, PGSchema     string
+	RedisURL, RedisPref string
 }
 
 // TestLedgerChild is the ledger process of TestSIGKILLUnderLoad: the
-// default mode (file chain, in-memory idempotency store and queue) on a
-// loopback port written to dir/addr. It serves until killed.
+// default mode (file chain, in-memory idempotency store and queue) or the
+// distributed one (PostgreSQL chain, Redis records) on a loopback port
+// written to dir/addr. It serves until killed.
 func TestLedgerChild(t *testing.T) {
 	dir := os.Getenv(childEnv)
 	if dir == "" {
@@ -70,15 +79,22 @@ func TestLedgerChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := filestore.Open(filepath.Join(dir, "audit"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openChildChain(t, dir, k)
 	log, err := auditlog.New(auditlog.Config{Store: st, Origin: "ledger.test/audit", Signers: []note.Signer{signer}, Ring: ring})
 	if err != nil {
 		t.Fatal(err)
 	}
-	idem, _ := idemmem.New(idemmem.Config{EvictCompleted: true})
+	var idem idempotency.Store
+	idem, _ = idemmem.New(idemmem.Config{EvictCompleted: true})
+	if k.RedisURL != "" {
+		o, err := redis.ParseURL(k.RedisURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if idem, err = redisstore.New(redisstore.Config{Client: redis.NewClient(o), Prefix: k.RedisPref}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s, err := New(context.Background(), Config{Verifier: v, Audit: log, Idempotency: idem, Queue: queue.NewMemory(queue.Options{}, nil),
 		JobKeys: ring, PolicyFile: filepath.Join(dir, "policy.csv"), Logger: quietLogger()})
 	if err != nil {
@@ -95,6 +111,21 @@ func TestLedgerChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = http.Serve(ln, s.Handler())
+}
+
+func openChildChain(t testing.TB, dir string, k childKeys) auditlog.Store {
+	if k.PGDSN != "" {
+		st, err := pgstore.New(context.Background(), pgstore.Config{DSN: k.PGDSN, Schema: k.PGSchema})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	st, err := filestore.Open(filepath.Join(dir, "audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // ledgerProcess is a child ledger the test can SIGKILL.
@@ -166,20 +197,33 @@ func (c *client) do(base, method, path, tok, body, key string) (resp, error) {
 	return resp{code: res.StatusCode, header: res.Header, body: b}, nil
 }
 
-// A ledger process SIGKILLed under load (the default mode: file chain,
-// in-memory idempotency store) and started again: every acknowledged
-// transfer is in the chain, every acknowledged key replays its original
-// body although the idempotency store was lost with the process, the
-// balances equal a replay, and no key has two effects.
+// A ledger process SIGKILLed under load and started again, in the default
+// mode (file chain, in-memory idempotency store: the records die with the
+// process) and in the distributed one (PostgreSQL chain, Redis records):
+// every acknowledged transfer is in the chain, every acknowledged key
+// replays its original body, the balances equal a replay, and no key has
+// two effects.
 func TestSIGKILLUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs ledger processes")
 	}
+	t.Run("default", func(t *testing.T) { sigkillUnderLoad(t, false) })
+	t.Run("postgres+redis", func(t *testing.T) { sigkillUnderLoad(t, true) })
+}
+
+func sigkillUnderLoad(t *testing.T, distributed bool) {
 	dir := t.TempDir()
 	key := jwttest.NewKey(t, "ES256", "k1")
 	skey, _, _ := note.GenerateKey(rand.Reader, "ledger.test/audit")
 	data, _ := keyring.NewKey()
-	kb, _ := json.Marshal(childKeys{JWKS: jwttest.Set(t, key), Signer: skey, Data: data[:]})
+	ck := childKeys{JWKS: jwttest.Set(t, key), Signer: skey, Data: data[:]}
+	if distributed {
+		pg := newPGAudit(t)
+		r := servicetest.NewRedis(t)
+		ck.PGDSN, ck.PGSchema = pg.dsn, pg.schema
+		ck.RedisURL, ck.RedisPref = servicetest.RedisURL(t), r.Prefix+"idem:"
+	}
+	kb, _ := json.Marshal(ck)
 	writeFile(t, filepath.Join(dir, "keys.json"), kb)
 	policy := filepath.Join(dir, "policy.csv")
 	b, _ := defaultPolicy.ReadFile("policy.csv")
@@ -268,10 +312,7 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 		t.Fatalf("replay after the restart: %v %v", r, err)
 	}
 	p.kill()
-	st, err := filestore.Open(filepath.Join(dir, "audit"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openChildChain(t, dir, ck)
 	defer st.Close()
 	ring, _ := keyring.NewRing("k1", map[string]keyring.Key{"k1": data})
 	transfers := map[string]bool{}
