@@ -23,8 +23,9 @@
 //     trigger lets the migrator change only a row's sealed payload and key
 //     id.
 //   - A checkpoint row the application role inserts cannot stop the log:
-//     auditlog.New skips stored checkpoints the log did not sign and
-//     auditlog.Verify reports them by position.
+//     one that is not shaped as a signed checkpoint is refused by the
+//     server (CHECK), and one signed by another key is skipped by
+//     auditlog.New and reported by position by auditlog.Verify.
 //   - [Config.Password] is called for every new connection (pgxpool
 //     BeforeConnect): a rotated credential is used without a restart.
 //   - [New] refuses a DSN that does not verify the server

@@ -15,6 +15,11 @@ import (
 // note, and a payload at the limit sealed under a 255-byte key id.
 const maxCheckpointNote = 64 << 10
 
+// checkpointShape is a POSIX regular expression (PostgreSQL's ARE) for a
+// signed checkpoint note: origin line, decimal size, base64 root hash,
+// extension lines, blank line, one or more "— name base64" signature lines.
+const checkpointShape = `^[^\n]+\n(0|[1-9][0-9]{0,19})\n[A-Za-z0-9+/]{43}=\n([^\n]+\n)*\n(— [^ \n]+ [A-Za-z0-9+/]+={0,2}\n)+$`
+
 var maxStoredPayload = auditlog.MaxPayloadLen + keyring.Overhead(255)
 
 // MigrateConfig configures [Migrate].
@@ -48,8 +53,11 @@ type MigrateConfig struct {
 //     can still disable them: that is why checkpoints are signed and kept
 //     by a witness;
 //   - CHECK constraints bound every column AppRole can write (field
-//     lengths as auditlog's limits, a checkpoint note at most 64 KiB), so
-//     a row it inserts cannot make a reader allocate without bound.
+//     lengths as auditlog's limits, a checkpoint note at most 64 KiB and
+//     shaped as a signed checkpoint in UTF-8), so a row it inserts can
+//     neither make a reader allocate without bound nor be a note the
+//     verifier cannot read; a well-formed note signed by another key is
+//     skipped by auditlog.New and located by auditlog.Verify.
 //
 // Temporary tables are granted to PUBLIC on every database by default,
 // and a role holds what PUBLIC holds, so Migrate revokes TEMPORARY on the
@@ -105,6 +113,12 @@ func Migrate(ctx context.Context, conn *pgx.Conn, cfg MigrateConfig) error {
 			octet_length(correlation_id) <= %d AND octet_length(key_id) <= 255 AND octet_length(payload) <= %d`,
 			auditlog.MaxTypeLen, auditlog.MaxActorLen, auditlog.MaxCorrelationLen, maxStoredPayload)},
 		{cp, cfg.Table + "_cp_note", fmt.Sprintf(`octet_length(note) BETWEEN 1 AND %d`, maxCheckpointNote)},
+		// The shape of a signed tlog checkpoint (origin, size, root, optional
+		// extension lines, a blank line, signature lines), in UTF-8: whoever
+		// holds the app role cannot store a note the verifier cannot read.
+		// A well-formed note signed by another key is not refused here; the
+		// log skips it at start-up and the verifier locates it.
+		{cp, cfg.Table + "_cp_shape", `convert_from(note, 'UTF8') ~ '` + checkpointShape + `'`},
 	} {
 		// added once; a second run does not re-scan the table
 		stmts = append(stmts, `DO $$ BEGIN

@@ -364,13 +364,21 @@ func TestMalformedCheckpointRowIsAFinding(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	tb := pgx.Identifier{e.pg.Schema, e.table + "_checkpoint"}.Sanitize()
+	// Bytes that are not a signed checkpoint are refused by the schema.
+	var pe *pgconn.PgError
+	if _, err := conn.Exec(ctx, "INSERT INTO "+tb+" (note) VALUES ($1)", []byte("not a signed note")); !errors.As(err, &pe) || pe.Code != "23514" {
+		t.Fatalf("app role inserting a checkpoint that is not a note = %v, want a check violation (23514)", err)
+	}
+	// What the schema cannot tell: a note of the right shape whose
+	// signature does not decode, and one signed by another key.
 	mkey, _, _ := note.GenerateKey(nil, "mallory")
 	mallory, _ := note.NewSigner(mkey)
 	forged, err := auditlog.SignCheckpoint(auditlog.Checkpoint{Origin: f.Origin, Size: 99}, mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range [][]byte{[]byte("not a signed note"), forged} {
+	malformed := []byte(f.Origin + "\n99\n" + strings.Repeat("A", 43) + "=\n\n— mallory AAAA\n")
+	for _, n := range [][]byte{malformed, forged} {
 		if _, err := conn.Exec(ctx, "INSERT INTO "+tb+" (note) VALUES ($1)", n); err != nil {
 			t.Fatal(err)
 		}
