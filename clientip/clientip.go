@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/malai-sec/malai/problem"
 )
 
 // Header names the resolver understands.
@@ -45,6 +47,10 @@ type Config struct {
 	//     vendor header holding exactly one address, set by the proxy.
 	// Whatever the header, it is read only when the TCP peer is trusted.
 	Header string
+	// ErrorHandler answers a request [Resolver.Handler] cannot attribute
+	// to an address; err wraps [ErrMalformed] or [ErrNoAddress]. Default
+	// [DefaultErrorHandler].
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // Resolver finds the client address of a request. Its zero value is not
@@ -54,6 +60,7 @@ type Resolver struct {
 	trusted []netip.Prefix
 	header  string
 	mode    mode
+	onError func(http.ResponseWriter, *http.Request, error)
 }
 
 type mode uint8
@@ -66,7 +73,10 @@ const (
 
 // New validates cfg and returns a Resolver. It copies the prefix list.
 func New(cfg Config) (*Resolver, error) {
-	r := &Resolver{}
+	r := &Resolver{onError: cfg.ErrorHandler}
+	if r.onError == nil {
+		r.onError = DefaultErrorHandler
+	}
 	for i, p := range cfg.TrustedProxies {
 		if !p.IsValid() {
 			return nil, fmt.Errorf("clientip: TrustedProxies[%d] is not a valid prefix", i)
@@ -317,4 +327,33 @@ func NewContext(ctx context.Context, addr netip.Addr) context.Context {
 func FromContext(ctx context.Context) (netip.Addr, bool) {
 	a, ok := ctx.Value(ctxKey{}).(netip.Addr)
 	return a, ok && a.IsValid()
+}
+
+// Handler resolves the client address of every request once, before next
+// runs, and stores it in the request context ([NewContext]) for every
+// layer inside: ratelimit, headers, correlation and the application read
+// it with [FromContext] instead of resolving again. An address already in
+// the context is kept. A request whose address cannot be resolved (a
+// trusted proxy sent garbage) is answered by Config.ErrorHandler and next
+// is not called.
+func (r *Resolver) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if _, ok := FromContext(req.Context()); ok {
+			next.ServeHTTP(w, req)
+			return
+		}
+		a, err := r.Resolve(req)
+		if err != nil {
+			r.onError(w, req, err)
+			return
+		}
+		next.ServeHTTP(w, req.WithContext(NewContext(req.Context(), a)))
+	})
+}
+
+// DefaultErrorHandler is the ErrorHandler of a zero Config: 400
+// problem+json of type "client-address-invalid", with a generic detail.
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, _ error) {
+	problem.Write(w, r, problem.Problem{Status: http.StatusBadRequest, Type: "client-address-invalid",
+		Title: "Bad request", Detail: "The forwarding headers do not name a valid client address."})
 }
