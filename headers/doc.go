@@ -80,7 +80,6 @@
 //     same host first, as the list requires).
 //   - A Content-Security-Policy-Report-Only header set by a handler is
 //     removed; trial a policy with [App.CSPReportOnly] instead.
-
 //   - After Hijack the handler writes raw bytes. A 101 sent through
 //     WriteHeader before Hijack carries the set; otherwise the hijacked
 //     connection holds back a leading "HTTP/1.x" response head (up to 64
@@ -93,7 +92,8 @@
 //     grades them).
 //   - Headers written by middleware outside this one are not controlled:
 //     wire it outermost.
-//   - HSTS behind a TLS-ending proxy needs [Config.TrustedProxies]; an
+//   - HSTS behind a TLS-ending proxy needs [Config.ClientIP], a resolver
+//     trusting that proxy (the same one ratelimit and correlation use); an
 //     untrusted peer's X-Forwarded-Proto is ignored.
 //   - The report endpoint accepts anonymous input: rate-limit it.
 //

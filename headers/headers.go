@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/internal/respwriter"
 	"github.com/malai-sec/malai/problem"
 	"github.com/unrolled/secure"
@@ -148,9 +149,17 @@ type Config struct {
 	// HSTSNoSubdomains drops includeSubDomains; it requires HSTSNoPreload,
 	// because the preload list demands includeSubDomains.
 	HSTSNoSubdomains bool
-	// TrustedProxies are the peers (by RemoteAddr) whose X-Forwarded-Proto:
-	// https marks a request as HTTPS, so HSTS is sent behind a TLS-ending
-	// proxy. Others' X-Forwarded-Proto is ignored.
+	// ClientIP is the trusted-proxy resolver shared with ratelimit and
+	// correlation: a request whose TCP peer it trusts
+	// ([clientip.Resolver.Trusted]) and that carries exactly one
+	// X-Forwarded-Proto: https counts as HTTPS, so HSTS is sent behind a
+	// TLS-ending proxy. Others' X-Forwarded-Proto is ignored. Nil: only
+	// requests that arrived over TLS are HTTPS.
+	ClientIP *clientip.Resolver
+	// TrustedProxies are peers whose X-Forwarded-Proto is believed, as
+	// with ClientIP. It is ignored when ClientIP is set.
+	//
+	// Deprecated: set ClientIP, so the proxies are configured once.
 	TrustedProxies []netip.Prefix
 
 	// StripHeaders are removed from every response in addition to Server,
@@ -167,8 +176,8 @@ type Config struct {
 	Rand io.Reader
 
 	// ErrorHandler answers requests the middleware refuses ([ErrUnknownApp],
-	// [ErrNonce]). The default writes a generic 500 problem+json. Its
-	// response carries the strict API profile's headers.
+	// [ErrNonce]). Default [DefaultErrorHandler]. Its response carries the
+	// strict API profile's headers.
 	ErrorHandler func(http.ResponseWriter, *http.Request, error)
 }
 
@@ -194,7 +203,7 @@ type Middleware struct {
 	apps      map[string]*compiledApp
 	sel       func(*http.Request) string
 	hsts      string
-	proxies   []netip.Prefix
+	proxies   *clientip.Resolver
 	strip     []string
 	managed   map[string]bool // canonical names we set or strip
 	altSvc    func(http.Header) error
@@ -213,7 +222,7 @@ func New(cfg Config) (*Middleware, error) {
 		errorFunc: cfg.ErrorHandler,
 	}
 	if m.errorFunc == nil {
-		m.errorFunc = defaultErrorHandler
+		m.errorFunc = DefaultErrorHandler
 	}
 	var err error
 	if m.fallback, err = compileApp(App{}); err != nil {
@@ -257,11 +266,11 @@ func New(cfg Config) (*Middleware, error) {
 		m.hsts += "; preload"
 	}
 
-	for _, p := range cfg.TrustedProxies {
-		if !p.IsValid() {
-			return nil, fmt.Errorf("%w: TrustedProxies holds an invalid prefix", ErrInvalidConfig)
+	m.proxies = cfg.ClientIP
+	if m.proxies == nil && len(cfg.TrustedProxies) > 0 {
+		if m.proxies, err = clientip.New(clientip.Config{TrustedProxies: cfg.TrustedProxies}); err != nil {
+			return nil, fmt.Errorf("%w: TrustedProxies: %w", ErrInvalidConfig, err)
 		}
-		m.proxies = append(m.proxies, p.Masked())
 	}
 
 	m.managed = make(map[string]bool)
@@ -448,7 +457,9 @@ func NonceFromContext(ctx context.Context) (string, bool) {
 	return n, n != ""
 }
 
-func defaultErrorHandler(w http.ResponseWriter, r *http.Request, _ error) {
+// DefaultErrorHandler is the ErrorHandler of a zero Config: a generic 500
+// problem+json with the correlation id, never the error's text.
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, _ error) {
 	problem.Write(w, r, problem.Internal)
 }
 
@@ -505,7 +516,7 @@ func (m *Middleware) isHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
 	}
-	if len(m.proxies) == 0 {
+	if m.proxies == nil {
 		return false
 	}
 	vals := r.Header.Values(headerForwardedProto)
@@ -516,13 +527,7 @@ func (m *Middleware) isHTTPS(r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	ip := ap.Addr().Unmap()
-	for _, p := range m.proxies {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
+	return m.proxies.Trusted(ap.Addr())
 }
 
 // stamper holds one request's state and is the ResponseWriter the handler

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/malai-sec/malai/clientip"
 	"github.com/unrolled/secure"
 )
 
@@ -304,7 +306,17 @@ func TestInPlaceMutationDoesNotLeak(t *testing.T) {
 }
 
 func TestHSTSOnlyOverHTTPS(t *testing.T) {
-	m := mustNew(t, Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	res, err := clientip.New(clientip.Config{TrustedProxies: proxies})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]Config{"ClientIP": {ClientIP: res}, "TrustedProxies": {TrustedProxies: proxies}} {
+		t.Run(name, func(t *testing.T) { testHSTSOnlyOverHTTPS(t, mustNew(t, cfg)) })
+	}
+}
+
+func testHSTSOnlyOverHTTPS(t *testing.T, m *Middleware) {
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(HeaderHSTS, "max-age=0")
 	}))
@@ -318,6 +330,7 @@ func TestHSTSOnlyOverHTTPS(t *testing.T) {
 		{"direct TLS", true, "192.0.2.1:1234", nil, strictSet()[HeaderHSTS]},
 		{"plain HTTP", false, "192.0.2.1:1234", nil, ""},
 		{"trusted proxy says https", false, "10.1.2.3:1234", []string{"https"}, strictSet()[HeaderHSTS]},
+		{"trusted proxy over mapped IPv6", false, "[::ffff:10.1.2.3]:1234", []string{"https"}, strictSet()[HeaderHSTS]},
 		{"trusted proxy says http", false, "10.1.2.3:1234", []string{"http"}, ""},
 		{"trusted proxy, two values", false, "10.1.2.3:1234", []string{"https", "http"}, ""},
 		{"untrusted peer says https", false, "192.0.2.1:1234", []string{"https"}, ""},
@@ -422,7 +435,7 @@ func TestRefusedRequestsCarryHeaders(t *testing.T) {
 			cfg := tc.cfg
 			cfg.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 				got = err
-				defaultErrorHandler(w, r, err)
+				DefaultErrorHandler(w, r, err)
 			}
 			called := false
 			h := mustNew(t, cfg).Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true }))
