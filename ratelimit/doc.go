@@ -5,11 +5,13 @@
 //
 // # Guarantees
 //
-//   - The client address comes from a resolver that trusts forwarding
-//     headers only from [Config.TrustedProxies], walking them right to
+//   - The client address comes from a [clientip.Resolver]
+//     ([Config.ClientIP], shared with headers and correlation) that trusts
+//     forwarding headers only from its proxies, walking them right to
 //     left; a spoofed X-Forwarded-For from anyone else is ignored and
 //     malformed input is a 400, never a guess. IPv4-mapped addresses count
-//     as IPv4.
+//     as IPv4. The address is left in the request context
+//     ([clientip.FromContext]) for the layers inside.
 //   - Addresses are bucketed by prefix: IPv4 /32 and IPv6 /64 by default
 //     ([Policy.IPv4Prefix], [Policy.IPv6Prefix]), so rotating through the
 //     addresses of one /64 gains nothing. Several policies apply in order
@@ -26,10 +28,14 @@
 //     over their limit without a round trip.
 //   - Responses: 429 application/problem+json with Retry-After (delta
 //     seconds) and the IETF RateLimit-Policy and RateLimit fields on every
-//     limited route; X-RateLimit-* when [Config.LegacyHeaders] is set.
+//     limited route, set before [Config.ErrorHandler] runs so a custom
+//     handler keeps them; stacked limiters merge their fields;
+//     X-RateLimit-* when [Config.LegacyHeaders] is set. [Config.Skip]
+//     exempts health checks.
 //   - Store failure: each policy fails closed (503, the default), open, or
-//     to a local in-memory limit ([Outage]); [Config.OnStoreError] and
-//     [Limiter.Stats] report it.
+//     to a local in-memory limit ([Outage]); [Config.OnStoreError],
+//     [Limiter.Stats] and a rate-limited warning on [Config.Logger] report
+//     it.
 //
 // # Usage
 //
@@ -39,10 +45,14 @@
 //	rep, err := ratelimit.NewReputation(ratelimit.ReputationConfig{
 //		DenyFiles: []string{"/etc/malai/deny.txt"},
 //	})
-//	ipLimit, err := ratelimit.New(ratelimit.Config{
-//		Store:          redisStore, // redisstore.New(...); memstore by default
-//		Reputation:     rep,
+//	proxies, err := clientip.New(clientip.Config{
 //		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+//	})
+//	ipLimit, err := ratelimit.New(ratelimit.Config{
+//		Store:      redisStore, // redisstore.New(...): shared by every replica
+//		Reputation: rep,
+//		ClientIP:   proxies,
+//		Skip:       func(r *http.Request) bool { return r.URL.Path == "/healthz" },
 //		Policies: []ratelimit.Policy{
 //			{Name: "ip", Limit: 600, Period: time.Minute, Burst: 100},
 //			{Name: "net48", Limit: 6000, Period: time.Minute, IPv6Prefix: 48, IPv4Prefix: 24},
@@ -53,10 +63,13 @@
 //		Policies: []ratelimit.Policy{{Name: "user", Limit: 120, Period: time.Minute,
 //			Key: func(r *http.Request, _ netip.Addr) (string, bool) {
 //				c, ok := jwtverify.FromContext(r.Context()) // the caller's verified subject
-//				return c.Subject, ok
+//				if !ok {
+//					return "", false
+//				}
+//				return c.Subject(), true
 //			}}},
 //	})
-//	handler := ipLimit.Handler(jwt.Handler(userLimit.Handler(app)))
+//	handler := ipLimit.Handler(verifier.Handler(userLimit.Handler(app)))
 //	// On SIGHUP: rep.Reload()
 //
 // Outside HTTP, [Limiter.Allow] applies a named policy to a key, e.g.
@@ -64,8 +77,11 @@
 //
 // # Security caveats
 //
-//   - List only proxies you run in TrustedProxies, and name the header your
-//     nearest proxy writes; see package clientip.
+//   - A zero [Config.Store] is an in-process memory store: each replica
+//     counts alone, so N replicas allow N times the limit. New logs a
+//     warning when it falls back to it; set a shared store in production.
+//   - List only proxies you run in the resolver's TrustedProxies, and name
+//     the header your nearest proxy writes; see package clientip.
 //   - Policies count in order: a request refused by the second policy has
 //     been counted by the first. Put the cheapest, broadest policy first.
 //   - FailOpen turns a Redis outage into no limit at all; FailLocal into a

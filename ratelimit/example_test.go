@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/ratelimit"
+	"github.com/malai-sec/malai/ratelimit/memstore"
 )
 
 // The reference gateway: a reputation deny list, then a per-network limit
@@ -23,11 +25,22 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	lim, err := ratelimit.New(ratelimit.Config{
-		// Store: a redisstore.Store for a multi-node gateway; memory by default.
-		Reputation:     rep,
+	proxies, err := clientip.New(clientip.Config{
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-		Policies:       []ratelimit.Policy{{Name: "ip", Limit: 2, Period: time.Hour}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	store, err := memstore.New(memstore.Config{}) // a redisstore.Store for a multi-node gateway
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close()
+	lim, err := ratelimit.New(ratelimit.Config{
+		Store:      store,
+		Reputation: rep,
+		ClientIP:   proxies,
+		Policies:   []ratelimit.Policy{{Name: "ip", Limit: 2, Period: time.Hour}},
 	})
 	if err != nil {
 		panic(err)
@@ -57,7 +70,13 @@ func Example() {
 
 // A queue consumer limits work per account outside HTTP.
 func ExampleLimiter_Allow() {
+	store, err := memstore.New(memstore.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close()
 	lim, err := ratelimit.New(ratelimit.Config{
+		Store:    store,
 		Policies: []ratelimit.Policy{{Name: "transfers", Limit: 10, Period: time.Minute, Burst: 2}},
 	})
 	if err != nil {

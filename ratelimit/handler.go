@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/malai-sec/malai/clientip"
@@ -35,9 +36,18 @@ type applied struct {
 // Handler wraps next. It resolves the client address (and stores it in the
 // request context for later handlers), consults the reputation lists, then
 // applies each policy in order; the first refusal answers 429 through the
-// ErrorHandler and next is not called.
+// ErrorHandler and next is not called. Requests Config.Skip exempts go
+// straight to next.
+//
+// Limiters stack: an inner limiter adds its policies to the RateLimit and
+// RateLimit-Policy fields an outer one set, so a client sees every limit
+// that applied (give stacked limiters distinct policy names).
 func (l *Limiter) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l.skip != nil && l.skip(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		addr, ok := clientip.FromContext(r.Context())
 		if !ok {
 			var err error
@@ -129,14 +139,27 @@ func (l *Limiter) writeHeaders(h http.Header, done []applied) {
 	if tightest < 0 {
 		return
 	}
-	if len(done) == len(l.policies) && len(pol) == len(l.allPolicy) {
+	// An outer limiter's fields come first; ours are appended as further
+	// list members (RFC 9651 lists may be split or joined).
+	if outer := h.Values(HeaderPolicy); len(outer) > 0 {
+		h.Set(HeaderPolicy, strings.Join(outer, ", ")+", "+string(pol))
+	} else if len(done) == len(l.policies) && len(pol) == len(l.allPolicy) {
 		h.Set(HeaderPolicy, l.allPolicy)
 	} else {
 		h.Set(HeaderPolicy, string(pol))
 	}
-	h.Set(HeaderRateLimit, string(rl))
+	if outer := h.Values(HeaderRateLimit); len(outer) > 0 {
+		h.Set(HeaderRateLimit, strings.Join(outer, ", ")+", "+string(rl))
+	} else {
+		h.Set(HeaderRateLimit, string(rl))
+	}
 	if l.legacy {
 		t := done[tightest]
+		// Stacked legacy headers describe the most restrictive policy of
+		// all limiters: keep an outer one that has less left.
+		if prev, err := strconv.Atoi(h.Get(legacyRemaining)); err == nil && prev <= t.r.Remaining {
+			return
+		}
 		h.Set(legacyLimit, strconv.Itoa(t.p.Burst))
 		h.Set(legacyRemaining, strconv.Itoa(t.r.Remaining))
 		h.Set(legacyReset, strconv.FormatInt(int64((t.r.ResetAfter+time.Second-1)/time.Second), 10))

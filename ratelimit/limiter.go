@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/ratelimit/internal/gcra"
 	"github.com/malai-sec/malai/ratelimit/memstore"
+	"github.com/malai-sec/malai/route"
 )
 
 // Errors passed to [Config.ErrorHandler] and returned by [Limiter.Allow].
@@ -33,6 +35,8 @@ var (
 	// ErrUnknownPolicy: [Limiter.Allow] was given a policy name not in
 	// the Config.
 	ErrUnknownPolicy = errors.New("ratelimit: unknown policy")
+	// ErrInvalidConfig wraps every configuration error returned by [New].
+	ErrInvalidConfig = errors.New("ratelimit: invalid config")
 )
 
 // LimitedError is the error for a request a policy refused.
@@ -81,12 +85,13 @@ func (o Outage) String() string {
 // the store.
 type KeyFunc func(r *http.Request, client netip.Addr) (key string, ok bool)
 
-// ByRoute keys a request by its ServeMux pattern ([http.Request.Pattern]),
-// so every client shares one limit per route. It does not apply (ok is
-// false) when the limiter runs outside a ServeMux and Pattern is empty:
-// raw paths would give an attacker unbounded keys.
+// ByRoute keys a request by its route pattern ([route.Pattern]: a pattern
+// resolved in front of the router, or the ServeMux pattern), so every
+// client shares one limit per route. It does not apply (ok is false) to an
+// unrouted request: raw paths would give an attacker unbounded keys.
 func ByRoute(r *http.Request, _ netip.Addr) (string, bool) {
-	return r.Pattern, r.Pattern != ""
+	p := route.Pattern(r)
+	return p, p != ""
 }
 
 // IPKey returns the key for addr bucketed to its /v4Bits (IPv4) or
@@ -146,12 +151,18 @@ func DefaultPolicy() Policy {
 	return Policy{Name: "ip", Limit: 100, Period: time.Minute}
 }
 
-// Config configures a [Limiter]. The zero Config is the strict default: a
-// memory store, [DefaultPolicy], the client address is the TCP peer, no
-// reputation lists, problem+json errors.
+// Config configures a [Limiter]. The zero Config is the strict default for
+// one process: [DefaultPolicy], the client address is the TCP peer, no
+// reputation lists, problem+json errors, and an in-process memory store,
+// which is per replica: behind N replicas a client gets N times the limit.
+// Set Store to a shared store (ratelimit/redisstore) for anything that runs
+// more than one instance.
 type Config struct {
-	// Store decides. Default: a memstore with its defaults, owned by the
-	// Limiter and closed by Close. A Store passed here is not closed.
+	// Store decides. Default: an in-process memstore with its defaults,
+	// owned by the Limiter and closed by Close. Its counts are per
+	// process: with several replicas each one counts alone, so New logs a
+	// warning through Logger when Store is nil. A Store passed here is
+	// not closed.
 	Store Store
 	// Policies apply in order; a request denied by one is not counted by
 	// the following ones (it was counted by the earlier ones). Default
@@ -160,16 +171,32 @@ type Config struct {
 	// Reputation refuses listed addresses (403) before any store call and
 	// exempts allow-listed ones from every policy. Nil lists nothing.
 	Reputation *Reputation
-	// TrustedProxies and ClientIPHeader configure the client address
-	// resolver (package clientip): forwarding headers are read only from
-	// these networks, right to left. ClientIPHeader is "X-Forwarded-For"
-	// (default), "Forwarded", or a single-address vendor header.
+	// ClientIP resolves the client address, trusting forwarding headers
+	// only from its proxies: build it once and share it with headers and
+	// correlation. An address already in the request context
+	// ([clientip.FromContext], put there by [clientip.Resolver.Handler],
+	// correlation or another limiter) is used as is; otherwise the one
+	// resolved here is stored there for later layers. Nil: the TCP peer.
+	ClientIP *clientip.Resolver
+	// TrustedProxies and ClientIPHeader build a resolver of this
+	// Limiter's own when ClientIP and Resolver are nil, so the proxies are
+	// configured again for every component.
+	//
+	// Deprecated: build one [clientip.Resolver] and set ClientIP.
 	TrustedProxies []netip.Prefix
+	// Deprecated: see TrustedProxies.
 	ClientIPHeader string
-	// Resolver, when set, replaces TrustedProxies/ClientIPHeader, so the
-	// gateway can share one resolver between components. An address already
-	// placed in the request context by a Malai component is used as is.
+	// Resolver, when ClientIP is nil, is any function resolving the client
+	// address (for example a [clientip.Resolver]'s Resolve method wrapped
+	// with a check of its own); ClientIP is the usual choice. Context
+	// addresses are used and stored as with ClientIP.
 	Resolver func(*http.Request) (netip.Addr, error)
+	// Skip, when set, exempts the requests it returns true for from every
+	// policy and the reputation lists, for example health checks from
+	// the load balancer: func(r) bool { return r.URL.Path == "/healthz" }.
+	// Base it only on what a client cannot use to escape limits on other
+	// routes (an exact path, the TCP peer), never on a header.
+	Skip func(*http.Request) bool
 	// LegacyHeaders adds X-RateLimit-Limit/-Remaining/-Reset for the most
 	// restrictive applied policy, for clients that predate the IETF fields.
 	LegacyHeaders bool
@@ -181,6 +208,11 @@ type Config struct {
 	// OnStoreError is called on every store failure with the policy name
 	// and the outage rule applied; for alerting. It must not block.
 	OnStoreError func(ctx context.Context, policy string, applied Outage, err error)
+	// Logger receives a warning when New falls back to the per-process
+	// store, and store failures (at most one line per second, with the
+	// policy and the outage rule; never the key). Default slog.Default().
+	// Pass a logger with a discarding handler to silence it.
+	Logger *slog.Logger
 	// Now is the clock of the default memory store and of the local
 	// fallback store. Default: their monotonic clock.
 	Now func() time.Time
@@ -203,7 +235,10 @@ type Limiter struct {
 	byName     map[string]*policy
 	reputation *Reputation
 	resolve    func(*http.Request) (netip.Addr, error)
+	skip       func(*http.Request) bool
 	legacy     bool
+	logger     *slog.Logger
+	lastLog    atomic.Int64 // UnixNano of the last store-failure log line
 	onError    func(http.ResponseWriter, *http.Request, error)
 	onStoreErr func(context.Context, string, Outage, error)
 	allPolicy  string // RateLimit-Policy when every policy applied
@@ -254,14 +289,14 @@ func validName(s string) bool {
 
 func compile(name string, limit int, period time.Duration, burst int) (Limit, error) {
 	if limit < 1 || period <= 0 || burst < 1 {
-		return Limit{}, fmt.Errorf("ratelimit: policy %q: Limit, Period and Burst must be positive", name)
+		return Limit{}, fmt.Errorf("%w: policy %q: Limit, Period and Burst must be positive", ErrInvalidConfig, name)
 	}
 	l := Limit{Interval: period / time.Duration(limit), Burst: burst}
 	if l.Interval < time.Microsecond {
-		return Limit{}, fmt.Errorf("ratelimit: policy %q: Period/Limit is under 1µs", name)
+		return Limit{}, fmt.Errorf("%w: policy %q: Period/Limit is under 1µs", ErrInvalidConfig, name)
 	}
 	if _, err := gcra.Compile(l, 1); err != nil {
-		return Limit{}, fmt.Errorf("ratelimit: policy %q: %w", name, err)
+		return Limit{}, fmt.Errorf("%w: policy %q: %w", ErrInvalidConfig, name, err)
 	}
 	return l, nil
 }
@@ -271,21 +306,29 @@ func New(cfg Config) (*Limiter, error) {
 	l := &Limiter{
 		store:      cfg.Store,
 		reputation: cfg.Reputation,
+		skip:       cfg.Skip,
 		legacy:     cfg.LegacyHeaders,
 		onError:    cfg.ErrorHandler,
 		onStoreErr: cfg.OnStoreError,
+		logger:     cfg.Logger,
 		byName:     map[string]*policy{},
 	}
 	now := cfg.Now // nil: the memory stores use their monotonic clock
 	if l.onError == nil {
 		l.onError = DefaultErrorHandler
 	}
-	if cfg.Resolver != nil {
+	if l.logger == nil {
+		l.logger = slog.Default()
+	}
+	switch {
+	case cfg.ClientIP != nil:
+		l.resolve = cfg.ClientIP.Resolve
+	case cfg.Resolver != nil:
 		l.resolve = cfg.Resolver
-	} else {
+	default:
 		res, err := clientip.New(clientip.Config{TrustedProxies: cfg.TrustedProxies, Header: cfg.ClientIPHeader})
 		if err != nil {
-			return nil, fmt.Errorf("ratelimit: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 		}
 		l.resolve = res.Resolve
 	}
@@ -297,10 +340,10 @@ func New(cfg Config) (*Limiter, error) {
 	l.policies = make([]policy, len(pols))
 	for i, p := range pols {
 		if !validName(p.Name) {
-			return nil, fmt.Errorf("ratelimit: Policies[%d]: Name %q must be 1-64 of A-Z a-z 0-9 _ . -", i, p.Name)
+			return nil, fmt.Errorf("%w: Policies[%d]: Name %q must be 1-64 of A-Z a-z 0-9 _ . -", ErrInvalidConfig, i, p.Name)
 		}
 		if _, dup := l.byName[p.Name]; dup {
-			return nil, fmt.Errorf("ratelimit: policy name %q used twice", p.Name)
+			return nil, fmt.Errorf("%w: policy name %q used twice", ErrInvalidConfig, p.Name)
 		}
 		if p.Burst == 0 {
 			p.Burst = p.Limit
@@ -317,7 +360,7 @@ func New(cfg Config) (*Limiter, error) {
 				p.IPv6Prefix = 64
 			}
 			if p.IPv4Prefix < 1 || p.IPv4Prefix > 32 || p.IPv6Prefix < 1 || p.IPv6Prefix > 128 {
-				return nil, fmt.Errorf("ratelimit: policy %q: IPv4Prefix must be 1-32 and IPv6Prefix 1-128", p.Name)
+				return nil, fmt.Errorf("%w: policy %q: IPv4Prefix must be 1-32 and IPv6Prefix 1-128", ErrInvalidConfig, p.Name)
 			}
 		}
 		if p.OnOutage == FailLocal && p.LocalLimit == 0 {
@@ -333,7 +376,7 @@ func New(cfg Config) (*Limiter, error) {
 				return nil, fmt.Errorf("%w (LocalLimit)", err)
 			}
 		default:
-			return nil, fmt.Errorf("ratelimit: policy %q: unknown OnOutage %d", p.Name, p.OnOutage)
+			return nil, fmt.Errorf("%w: policy %q: unknown OnOutage %d", ErrInvalidConfig, p.Name, p.OnOutage)
 		}
 		w := int64((p.Period + time.Second - 1) / time.Second)
 		pc.header = `"` + p.Name + `";q=` + strconv.Itoa(p.Limit) + ";w=" + strconv.FormatInt(w, 10)
@@ -352,6 +395,8 @@ func New(cfg Config) (*Limiter, error) {
 			return nil, err
 		}
 		l.store, l.ownStore = st, true
+		l.logger.Warn("ratelimit: no Store configured; counting in this process only, so each replica enforces its own limit",
+			slog.String("policies", l.allPolicy))
 	}
 	if needLocal {
 		st, err := memstore.New(memstore.Config{Now: now})
@@ -406,6 +451,7 @@ func (l *Limiter) decideN(ctx context.Context, p *policy, key string, n int) (Re
 	if l.onStoreErr != nil {
 		l.onStoreErr(ctx, p.Name, p.OnOutage, err)
 	}
+	l.logStoreError(ctx, p, err)
 	switch p.OnOutage {
 	case FailOpen:
 		l.stats.failedOpen.Add(1)
@@ -420,6 +466,17 @@ func (l *Limiter) decideN(ctx context.Context, p *policy, key string, n int) (Re
 	}
 	l.stats.failedClosed.Add(1)
 	return Result{}, fmt.Errorf("%w: policy %q: %w", ErrStoreUnavailable, p.Name, err)
+}
+
+// logStoreError logs a store failure, at most once per second.
+func (l *Limiter) logStoreError(ctx context.Context, p *policy, err error) {
+	now := time.Now().UnixNano()
+	last := l.lastLog.Load()
+	if now-last < int64(time.Second) || !l.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	l.logger.LogAttrs(ctx, slog.LevelWarn, "ratelimit: store failed",
+		slog.String("policy", p.Name), slog.String("outage", p.OnOutage.String()), slog.String("error", err.Error()))
 }
 
 // Allow applies the named policy to key outside HTTP (queue consumers,

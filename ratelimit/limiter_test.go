@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -18,6 +20,7 @@ import (
 	"github.com/malai-sec/malai/ratelimit"
 	"github.com/malai-sec/malai/ratelimit/memstore"
 	"github.com/malai-sec/malai/ratelimit/storetest"
+	"github.com/malai-sec/malai/route"
 )
 
 var t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
@@ -205,11 +208,17 @@ func TestSharedResolverAndContextAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim := newLimiter(t, ratelimit.Config{Store: newMem(t, clock), Resolver: res.Resolve,
+	lim := newLimiter(t, ratelimit.Config{Store: newMem(t, clock), ClientIP: res,
 		Policies: []ratelimit.Policy{{Name: "ip", Limit: 1, Period: time.Hour}}})
 	h := lim.Handler(okHandler)
 	if w := do(h, "10.1.1.1:1", "X-Real-IP", "2001:db8::5"); w.Header().Get("X-Client") != "2001:db8::5" {
 		t.Fatalf("resolver not used: %q", w.Header().Get("X-Client"))
+	}
+	// A function-valued Resolver works too.
+	old := newLimiter(t, ratelimit.Config{Store: newMem(t, clock), Resolver: res.Resolve,
+		Policies: []ratelimit.Policy{{Name: "ip", Limit: 1, Period: time.Hour}}})
+	if w := do(old.Handler(okHandler), "10.1.1.1:1", "X-Real-IP", "2001:db8::6"); w.Header().Get("X-Client") != "2001:db8::6" {
+		t.Fatalf("Resolver not used: %q", w.Header().Get("X-Client"))
 	}
 	// An address already resolved upstream is reused.
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -413,9 +422,13 @@ func TestNewValidates(t *testing.T) {
 		"bad header":       {ClientIPHeader: "a b"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if l, err := ratelimit.New(cfg); err == nil {
+			l, err := ratelimit.New(cfg)
+			if err == nil {
 				l.Close()
 				t.Fatal("New accepted a bad config")
+			}
+			if !errors.Is(err, ratelimit.ErrInvalidConfig) {
+				t.Fatalf("%v does not match ErrInvalidConfig", err)
 			}
 		})
 	}
@@ -495,5 +508,118 @@ func TestAllowNChargesTheCost(t *testing.T) {
 	}
 	if _, err := l.AllowN(ctx, "nope", "k", 1); !errors.Is(err, ratelimit.ErrUnknownPolicy) {
 		t.Fatalf("unknown policy: %v", err)
+	}
+}
+
+// Two limiters stacked (a per-IP one at the edge, a per-principal one
+// behind authentication): the client sees both policies, on success and
+// on the inner refusal, and the legacy fields name the tightest.
+func TestStackedLimitersMergeHeaders(t *testing.T) {
+	clock := storetest.NewClock(t0)
+	outer := newLimiter(t, ratelimit.Config{Store: newMem(t, clock), LegacyHeaders: true,
+		Policies: []ratelimit.Policy{{Name: "ip", Limit: 10, Period: time.Minute}}})
+	inner := newLimiter(t, ratelimit.Config{Store: newMem(t, clock), LegacyHeaders: true,
+		Policies: []ratelimit.Policy{{Name: "user", Limit: 2, Period: time.Minute,
+			Key: func(*http.Request, netip.Addr) (string, bool) { return "alice", true }}}})
+	h := outer.Handler(inner.Handler(okHandler))
+	w := do(h, "198.51.100.7:1")
+	if got := w.Header().Values("RateLimit-Policy"); len(got) != 1 || got[0] != `"ip";q=10;w=60, "user";q=2;w=60` {
+		t.Fatalf("RateLimit-Policy %q", got)
+	}
+	if got := w.Header().Get("RateLimit"); got != `"ip";r=9;t=6, "user";r=1;t=30` {
+		t.Fatalf("RateLimit %q", got)
+	}
+	if got := w.Header().Get("X-RateLimit-Remaining"); got != "1" {
+		t.Fatalf("legacy remaining %q, want the tighter policy's 1", got)
+	}
+	do(h, "198.51.100.7:1")
+	w = do(h, "198.51.100.7:1")
+	if w.Code != 429 || w.Header().Get("RateLimit") != `"ip";r=7;t=18, "user";r=0;t=60` || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("inner refusal: %d RateLimit %q Retry-After %q", w.Code, w.Header().Get("RateLimit"), w.Header().Get("Retry-After"))
+	}
+}
+
+func TestSkipExemptsRequests(t *testing.T) {
+	clock := storetest.NewClock(t0)
+	store := newMem(t, clock)
+	lim := newLimiter(t, ratelimit.Config{Store: store,
+		Policies: []ratelimit.Policy{{Name: "ip", Limit: 1, Period: time.Hour}},
+		Skip:     func(r *http.Request) bool { return r.URL.Path == "/healthz" }})
+	h := lim.Handler(okHandler)
+	probe := func(path string) int {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	for range 5 {
+		if c := probe("/healthz"); c != 204 {
+			t.Fatalf("health check limited: %d", c)
+		}
+	}
+	if store.calls.Load() != 0 {
+		t.Fatalf("skipped requests reached the store %d times", store.calls.Load())
+	}
+	if probe("/x") != 204 || probe("/x") != 429 || probe("/healthz/") != 429 {
+		t.Fatal("the skip predicate leaked to other paths")
+	}
+}
+
+// A zero Store is per process and says so; store failures are logged
+// (without the key) even with no OnStoreError hook.
+func TestDefaultStoreAndFailuresAreLogged(t *testing.T) {
+	var logs strings.Builder
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	l := newLimiter(t, ratelimit.Config{Logger: logger})
+	if !strings.Contains(logs.String(), "counting in this process only") {
+		t.Fatalf("no warning for the per-process store: %s", logs.String())
+	}
+	_ = l
+	logs.Reset()
+	failing := newLimiter(t, ratelimit.Config{Logger: logger, Store: failingStore{},
+		Policies: []ratelimit.Policy{{Name: "ip", Limit: 1, Period: time.Second, OnOutage: ratelimit.FailOpen}}})
+	h := failing.Handler(okHandler)
+	for range 3 {
+		if w := do(h, "198.51.100.7:1", "X-Secret-Key", "k"); w.Code != 204 {
+			t.Fatalf("fail-open answered %d", w.Code)
+		}
+	}
+	out := logs.String()
+	if strings.Count(out, "ratelimit: store failed") != 1 || !strings.Contains(out, `"outage":"fail-open"`) || strings.Contains(out, "198.51.100.7") {
+		t.Fatalf("store failure log (once per second, no key): %s", out)
+	}
+	if failing.Stats().StoreErrors != 3 {
+		t.Fatalf("store errors %d", failing.Stats().StoreErrors)
+	}
+}
+
+type failingStore struct{}
+
+func (failingStore) Allow(context.Context, string, ratelimit.Limit, int) (ratelimit.Result, error) {
+	return ratelimit.Result{}, errors.New("dial tcp 10.0.0.5:6379: connection refused")
+}
+func (failingStore) Close() error { return nil }
+
+// ByRoute keys by the pattern resolved before routing too, and never by
+// the raw path of an unrouted request.
+func TestByRouteUsesRouteHook(t *testing.T) {
+	clock := storetest.NewClock(t0)
+	lim := newLimiter(t, ratelimit.Config{Store: newMem(t, clock),
+		Policies: []ratelimit.Policy{{Name: "route", Limit: 1, Period: time.Hour, Key: ratelimit.ByRoute}}})
+	mux := http.NewServeMux()
+	mux.Handle("GET /accounts/{id}", okHandler)
+	h := route.Handler(route.ServeMux(mux))(lim.Handler(mux))
+	get := func(path string) int {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		return w.Code
+	}
+	if get("/accounts/1") != 204 || get("/accounts/2") != 429 {
+		t.Fatal("one route, two keys")
+	}
+	for i := range 5 {
+		if c := get(fmt.Sprintf("/random/%d", i)); c != 404 {
+			t.Fatalf("an unrouted path was limited by path: %d", c)
+		}
 	}
 }
