@@ -120,7 +120,7 @@ g, service:transfer-worker, role:teller
 	// POST /transfers → 403  application/problem+json
 	// audit: allowed=true reason=allowed subject=service:transfer-worker POST /transfers policy="role:teller, /transfers, POST"
 	// POST /transfers → 200
-	// audit: allowed=false reason=no-subject subject= POST /transfers policy=""
+	// audit: allowed=false reason=no_subject subject= POST /transfers policy=""
 	// POST /transfers → 401 Bearer application/problem+json
 }
 

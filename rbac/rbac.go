@@ -10,6 +10,7 @@ import (
 
 	"github.com/casbin/casbin/v2"
 	"github.com/malai-sec/malai/problem"
+	"github.com/malai-sec/malai/route"
 )
 
 // Enforcer is the policy decision point the middleware calls. Every Casbin
@@ -51,8 +52,12 @@ var (
 	// ErrEnforcer: the enforcer returned an error; the request is refused
 	// (503, fail closed). The enforcer's error is wrapped.
 	ErrEnforcer = errors.New("rbac: enforcer failed")
-	// ErrConfig: [New] was given an invalid Config.
-	ErrConfig = errors.New("rbac: invalid config")
+	// ErrInvalidConfig: [New] was given an invalid Config.
+	ErrInvalidConfig = errors.New("rbac: invalid config")
+	// ErrConfig is the former name of ErrInvalidConfig (the same value).
+	//
+	// Deprecated: use ErrInvalidConfig.
+	ErrConfig = ErrInvalidConfig
 	// ErrReload: [Middleware.Reload] could not reload the policy; the
 	// previous policy and its cached decisions stay in force.
 	ErrReload = errors.New("rbac: reload failed")
@@ -67,15 +72,15 @@ const (
 	// ReasonDenied: no policy line allows the request.
 	ReasonDenied Reason = "denied"
 	// ReasonNoSubject: no verified subject; see [ErrNoSubject].
-	ReasonNoSubject Reason = "no-subject"
+	ReasonNoSubject Reason = "no_subject"
 	// ReasonNoRoute: no route pattern matched; see [ErrNoRoute].
-	ReasonNoRoute Reason = "no-route"
+	ReasonNoRoute Reason = "no_route"
 	// ReasonNoDomain: no domain; see [ErrNoDomain].
-	ReasonNoDomain Reason = "no-domain"
+	ReasonNoDomain Reason = "no_domain"
 	// ReasonNoAction: no action; see [ErrNoAction].
-	ReasonNoAction Reason = "no-action"
+	ReasonNoAction Reason = "no_action"
 	// ReasonError: the enforcer failed; see [ErrEnforcer].
-	ReasonError Reason = "enforcer-error"
+	ReasonError Reason = "enforcer_error"
 )
 
 // Decision is one authorisation decision, as given to
@@ -195,13 +200,13 @@ type Middleware struct {
 // New validates cfg and returns the middleware. cfg is not modified.
 func New(cfg Config) (*Middleware, error) {
 	if cfg.Enforcer == nil {
-		return nil, fmt.Errorf("%w: Enforcer is required", ErrConfig)
+		return nil, fmt.Errorf("%w: Enforcer is required", ErrInvalidConfig)
 	}
 	if cfg.Subject == nil {
-		return nil, fmt.Errorf("%w: Subject is required", ErrConfig)
+		return nil, fmt.Errorf("%w: Subject is required", ErrInvalidConfig)
 	}
 	if cfg.CacheSize < 0 || cfg.CacheSize == 1 {
-		return nil, fmt.Errorf("%w: CacheSize must be 0 (default) or at least 2", ErrConfig)
+		return nil, fmt.Errorf("%w: CacheSize must be 0 (default) or at least 2", ErrInvalidConfig)
 	}
 	m := &Middleware{
 		enf:     cfg.Enforcer,
@@ -221,7 +226,7 @@ func New(cfg Config) (*Middleware, error) {
 		m.action = method
 	}
 	if m.onErr == nil {
-		m.onErr = defaultErrorHandler
+		m.onErr = DefaultErrorHandler
 	}
 	if m.size == 0 {
 		m.size = DefaultCacheSize
@@ -237,13 +242,15 @@ func New(cfg Config) (*Middleware, error) {
 
 func method(r *http.Request) string { return r.Method }
 
-// PatternObject returns the route pattern that matched r without its
-// method and the blanks after it: "/accounts/{id}" for "GET
-// /accounts/{id}", "api.example.com/v1/" for "api.example.com/v1/". It
-// returns "" when r.Pattern is empty, that is when no [http.ServeMux]
-// route matched or the middleware runs outside the mux; see [MuxObject]
-// for the latter.
-func PatternObject(r *http.Request) string { return patternObject(r.Pattern) }
+// PatternObject returns the route pattern of r ([route.Pattern]: resolved
+// in front of the router by [route.Handler], or set by [http.ServeMux])
+// without its method and the blanks after it: "/accounts/{id}" for "GET
+// /accounts/{id}", "api.example.com/v1/" for "api.example.com/v1/"; a chi
+// or gorilla/mux pattern ("/accounts/{id}") as it is. It returns "" when
+// the request is unrouted: no route matched, or the middleware runs in
+// front of the router with no resolver (see package route and
+// [MuxObject]).
+func PatternObject(r *http.Request) string { return patternObject(route.Pattern(r)) }
 
 func patternObject(p string) string {
 	// A pattern is "[METHOD ][HOST]/[PATH]", and ServeMux separates the
@@ -278,8 +285,8 @@ func patternObject(p string) string {
 // is cheaper and needs no MuxObject.
 func MuxObject(mux *http.ServeMux) func(*http.Request) string {
 	return func(r *http.Request) string {
-		if r.Pattern != "" {
-			return patternObject(r.Pattern)
+		if p := route.Pattern(r); p != "" {
+			return patternObject(p)
 		}
 		_, p := mux.Handler(r)
 		return patternObject(p)
@@ -471,7 +478,11 @@ var unauthenticated = problem.Problem{
 	Detail: "This request requires an authenticated subject.",
 }
 
-func defaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
+// DefaultErrorHandler is the ErrorHandler of a zero Config: problem+json,
+// 401 "unauthenticated" with WWW-Authenticate for [ErrNoSubject], 503
+// "service-unavailable" for [ErrEnforcer], and otherwise the same 403
+// "forbidden" whatever the reason.
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrNoSubject):
 		w.Header().Set("WWW-Authenticate", "Bearer")

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/malai-sec/malai/internal/reqid"
 	"github.com/malai-sec/malai/rbac"
+	"github.com/malai-sec/malai/route"
 )
 
 // principal stands in for the verified claims a JWT verifier puts in the
@@ -416,16 +417,22 @@ func TestOutsideMux(t *testing.T) {
 		path       string
 		wantStatus int
 		wantReason rbac.Reason
+		resolve    bool // route.Handler(route.ServeMux(mux)) in front
 	}{
-		{"default object outside the mux", nil, "/accounts/1", 403, rbac.ReasonNoRoute},
-		{"MuxObject known route", rbac.MuxObject(mux), "/accounts/1", 200, rbac.ReasonAllowed},
-		{"MuxObject unknown route", rbac.MuxObject(mux), "/nowhere", 403, rbac.ReasonNoRoute},
-		{"MuxObject route without grant", rbac.MuxObject(mux), "/public/x", 403, rbac.ReasonDenied},
+		{"default object outside the mux", nil, "/accounts/1", 403, rbac.ReasonNoRoute, false},
+		{"route hook, known route", nil, "/accounts/1", 200, rbac.ReasonAllowed, true},
+		{"route hook, unknown route", nil, "/nowhere", 403, rbac.ReasonNoRoute, true},
+		{"route hook, route without grant", nil, "/public/x", 403, rbac.ReasonDenied, true},
+		{"route hook, redirect to a granted route", nil, "/x/../accounts/1", 307, rbac.ReasonAllowed, true},
+		{"route hook, redirect to a denied route", nil, "/x/../public/y", 403, rbac.ReasonDenied, true},
+		{"MuxObject known route", rbac.MuxObject(mux), "/accounts/1", 200, rbac.ReasonAllowed, false},
+		{"MuxObject unknown route", rbac.MuxObject(mux), "/nowhere", 403, rbac.ReasonNoRoute, false},
+		{"MuxObject route without grant", rbac.MuxObject(mux), "/public/x", 403, rbac.ReasonDenied, false},
 		// ServeMux answers an unclean path with a redirect to the cleaned
 		// one; it is authorised as the route it leads to, and the
 		// redirected request is checked again.
-		{"MuxObject redirect to a granted route", rbac.MuxObject(mux), "/x/../accounts/1", 307, rbac.ReasonAllowed},
-		{"MuxObject redirect to a denied route", rbac.MuxObject(mux), "/x/../public/y", 403, rbac.ReasonDenied},
+		{"MuxObject redirect to a granted route", rbac.MuxObject(mux), "/x/../accounts/1", 307, rbac.ReasonAllowed, false},
+		{"MuxObject redirect to a denied route", rbac.MuxObject(mux), "/x/../public/y", 403, rbac.ReasonDenied, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -438,7 +445,11 @@ func TestOutsideMux(t *testing.T) {
 			rr := httptest.NewRecorder()
 			req := withPrincipal(httptest.NewRequest("GET", "/", nil), principal{id: "bob"})
 			req.URL.Path = tt.path
-			authz.Handler(mux).ServeHTTP(rr, req)
+			h := authz.Handler(mux)
+			if tt.resolve {
+				h = route.Handler(route.ServeMux(mux))(h)
+			}
+			h.ServeHTTP(rr, req)
 			if rr.Code != tt.wantStatus {
 				t.Fatalf("status = %d, want %d", rr.Code, tt.wantStatus)
 			}
