@@ -5,27 +5,31 @@
 //
 // # Guarantees
 //
-//   - Every response carries an X-Request-ID and every request context an
-//     id ([IDFromContext]). An inbound id is kept only when
+//   - Every response carries an X-Request-ID (or [Config.Header]) and
+//     every request context an id ([FromContext]). An inbound id is kept only when
 //     Config.TrustIncoming approves the hop and the id passes [ValidID]
 //     (8-64 bytes of [A-Za-z0-9._-]); otherwise a fresh time-sortable id
 //     ([NewID], a ULID) replaces it and the inbound value is never echoed.
 //     Untrusted hops cannot choose the trace parent either: their span
 //     starts a new trace that links to the inbound one.
-//   - [Transport] sends the id and the W3C traceparent on outbound calls,
-//     so gateway → service → worker share one id and one trace.
+//   - [Middleware.Transport] sends the id and the trace context (W3C
+//     traceparent, or [Config.Propagator]) on outbound calls, so gateway →
+//     service → worker share one id and one trace.
 //   - Spans come from otelhttp's maintained handler and transport, named
 //     "METHOD route" from the matched pattern, with the id as the
 //     [SpanAttribute] attribute.
 //   - [LogHandler] adds request_id, trace_id and span_id to every record
 //     logged with a request context. The access log records method, route
-//     pattern, status, bytes, duration and client IP; never the path, the
-//     query, headers, cookies or bodies.
+//     pattern, status, bytes, duration (seconds) and client IP, plus what
+//     inner layers add with [AddAttrs] (the verified subject, a tenant);
+//     never the path, the query, headers, cookies or bodies.
 //   - RED metrics through the OpenTelemetry metric API: the
 //     [MetricDuration] histogram (its count is the rate) and the
-//     [MetricErrors] counter, labelled by method, route pattern and status
-//     class. Label values come from a bounded set: unknown methods become
-//     "_OTHER", unmatched routes carry no route label.
+//     [MetricErrors] counter, with the HTTP semantic-convention attributes
+//     (method, route, status code, scheme, protocol version, error.type),
+//     so stock dashboards match. Label values come from a bounded set:
+//     unknown methods become "_OTHER", requests no route matched (refused
+//     before routing, 404, 405) are labelled [route.Unrouted].
 //   - A handler panic is answered with a generic 500 problem+json (or the
 //     connection is cut if the response had begun), counted and logged
 //     without the panic value.
@@ -46,16 +50,20 @@
 //		MeterProvider: mp, Logger: logger, OnFire: page,
 //	})
 //	go alarm.Run(ctx, 0) // resolves an idle alarm; 0 = once per bucket
+//	proxies, err := clientip.New(clientip.Config{
+//		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+//	})
 //	mw, err := correlation.New(correlation.Config{
 //		TrustIncoming:  fromGateway, // e.g. checks the mTLS peer
 //		Logger:         logger,
 //		TracerProvider: tp,
 //		MeterProvider:  mp, // otel SDK with the Prometheus exporter
 //		Alarm:          alarm,
-//		ClientIP:       resolver.ClientIP,
+//		ClientIP:       proxies,              // resolved once, read by every layer inside
+//		Route:          route.ServeMux(mux),  // the route, known before routing
 //	})
 //	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-//	srv.Handler = headers.Handler(mw.Handler(authn(correlation.RecordPattern(mux))))
+//	srv.Handler = headers.Handler(mw.Handler(authn(mux)))
 //	ledger := &http.Client{Transport: mw.Transport(tlsTransport)}
 //
 // In PromQL the request rate is
@@ -64,19 +72,20 @@
 //
 // # Route patterns
 //
-// [http.ServeMux] sets [http.Request.Pattern] on the request it is handed;
-// any middleware that calls r.WithContext between [Middleware.Handler] and
-// the mux hides it from the outer layers. Wrap the mux with
-// [RecordPattern] (or call [SetRoute] from another router) and the pattern
-// reaches spans, logs and metrics through a holder in the context.
+// The route label comes from package route: [Config.Route] resolves it
+// before the handler (and hands it to every layer inside), or an inner
+// [route.Handler] or [route.RecordPattern] records it; a ServeMux directly
+// inside is seen on its own. Without any of them a request is labelled
+// [route.Unrouted]: never the raw path.
 //
 // # Security caveats
 //
 //   - TrustIncoming must identify the hop (mTLS peer, private listener),
 //     never a header the client controls. Trusted ids are still validated.
 //   - Ids are labels, not secrets: never authorise anything by one.
-//   - The client IP comes from Config.ClientIP; the default is the TCP
-//     peer, so behind a proxy pass a resolver that trusts only that proxy.
+//   - The client IP comes from Config.ClientIP (or an address already in
+//     the context); the default is the TCP peer, so behind a proxy pass a
+//     resolver that trusts only that proxy.
 //   - Logging still needs care inside handlers: wrap secrets in [Secret]
 //     (or implement [slog.LogValuer]) so they print as [Redacted].
 //   - The encrypted stream detects changes inside a stream but not a whole

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/malai-sec/malai/correlation"
+	"github.com/malai-sec/malai/route"
 )
 
 // Wire the middleware the way every reference service does, with a JSON
@@ -33,11 +34,11 @@ func Example() {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) {
-		id, _ := correlation.IDFromContext(r.Context())
+		id, _ := correlation.FromContext(r.Context())
 		fmt.Println("handler sees a valid id:", correlation.ValidID(id))
 		io.WriteString(w, `{"balance":10}`)
 	})
-	h := mw.Handler(correlation.RecordPattern(mux))
+	h := mw.Handler(route.RecordPattern(mux))
 
 	req := httptest.NewRequest("GET", "/accounts/42?token=never-logged", nil)
 	req.RemoteAddr = "192.0.2.7:51234"
@@ -139,7 +140,7 @@ func ExampleMiddleware_Transport() {
 		}
 		defer resp.Body.Close()
 		seen, _ := io.ReadAll(resp.Body)
-		own, _ := correlation.IDFromContext(r.Context())
+		own, _ := correlation.FromContext(r.Context())
 		fmt.Println("ledger saw the gateway's id:", string(seen) == own)
 	}))
 	gateway.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/transfers", nil))

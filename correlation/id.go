@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/malai-sec/malai/internal/reqid"
@@ -79,19 +80,47 @@ func encodeULID(dst *[IDLength]byte, raw *[16]byte) {
 	}
 }
 
-// IDFromContext returns the request's correlation id, set by
-// [Middleware.Handler] or [ContextWithID].
-func IDFromContext(ctx context.Context) (string, bool) { return reqid.FromContext(ctx) }
+// FromContext returns the request's correlation id, set by
+// [Middleware.Handler] or [NewContext].
+func FromContext(ctx context.Context) (string, bool) { return reqid.FromContext(ctx) }
 
-// ContextWithID returns a copy of ctx carrying id as the correlation id,
-// for work that does not start with an HTTP request (a queue consumer
-// resuming a job that carries the id of the request that queued it). An
-// id that fails [ValidID] is replaced by a fresh one, so a value read back
-// from a queue cannot smuggle anything into logs or headers; the id stored
-// is returned too.
-func ContextWithID(ctx context.Context, id string) (context.Context, string) {
+// NewContext returns a copy of ctx carrying id as the correlation id, for
+// work that does not start with an HTTP request (a queue consumer resuming
+// a job that carries the id of the request that queued it). An id that
+// fails [ValidID] is replaced by a fresh one, so a value read back from a
+// queue cannot smuggle anything into logs or headers; [FromContext] reads
+// the id stored.
+func NewContext(ctx context.Context, id string) context.Context {
 	if !ValidID(id) {
 		id = NewID(time.Now())
 	}
-	return reqid.NewContext(ctx, id), id
+	return reqid.NewContext(ctx, id)
+}
+
+// IDFromContext returns the request's correlation id.
+//
+// Deprecated: use [FromContext].
+func IDFromContext(ctx context.Context) (string, bool) { return FromContext(ctx) }
+
+// ContextWithID is [NewContext] that also returns the id stored.
+//
+// Deprecated: use [NewContext] and [FromContext].
+func ContextWithID(ctx context.Context, id string) (context.Context, string) {
+	ctx = NewContext(ctx, id)
+	id, _ = FromContext(ctx)
+	return ctx, id
+}
+
+// validHeaderName reports whether s is an HTTP field name (RFC 9110 token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,14 +22,26 @@ const (
 	MetricErrors   = "malai.http.server.errors"
 )
 
-// Metric attribute keys. Method and route follow the HTTP semantic
-// conventions; the status is reduced to its class ("2xx" … "5xx") to keep
-// cardinality low.
+// Metric attribute keys, from the OpenTelemetry HTTP semantic
+// conventions, so stock HTTP server dashboards match. Every value comes
+// from a bounded set: the method ("_OTHER" for unknown ones), the route
+// pattern ([route.Unrouted] when none matched), the status code, the
+// scheme ("http" or "https"), the protocol version ("1.0", "1.1", "2",
+// "3") and, for 5xx answers, error.type set to the status code.
 const (
-	AttrMethod      = "http.request.method"
-	AttrRoute       = "http.route"
-	AttrStatusClass = "http.response.status_class"
+	AttrMethod          = "http.request.method"
+	AttrRoute           = "http.route"
+	AttrStatusCode      = "http.response.status_code"
+	AttrScheme          = "url.scheme"
+	AttrProtocolVersion = "network.protocol.version"
+	AttrErrorType       = "error.type"
 )
+
+// AttrStatusClass was the status attribute before the semantic-convention
+// http.response.status_code replaced it.
+//
+// Deprecated: metrics carry [AttrStatusCode]; this key is no longer set.
+const AttrStatusClass = "http.response.status_class"
 
 // durationBuckets are the semantic conventions' advised boundaries, in
 // seconds.
@@ -41,7 +55,9 @@ type redMetrics struct {
 
 type labelKey struct {
 	method, route string
-	class         uint8
+	status        uint16
+	https         bool
+	proto         uint8 // protoVersions index
 }
 
 // labelOpts caches the option slices for one label set, so recording a
@@ -66,8 +82,11 @@ func newREDMetrics(mp metric.MeterProvider) (*redMetrics, error) {
 	return &redMetrics{duration: d, errors: e}, nil
 }
 
-func (rm *redMetrics) record(ctx context.Context, method, route string, status int, elapsed time.Duration) {
-	k := labelKey{method: normalMethod(method), route: route, class: uint8(status / 100)}
+func (rm *redMetrics) record(ctx context.Context, r *http.Request, route string, status int, elapsed time.Duration) {
+	if status < 100 || status > 999 {
+		status = 0
+	}
+	k := labelKey{method: normalMethod(r.Method), route: route, status: uint16(status), https: r.TLS != nil, proto: protoIndex(r)}
 	v, ok := rm.sets.Load(k)
 	if !ok {
 		v, _ = rm.sets.LoadOrStore(k, newLabelOpts(k))
@@ -79,21 +98,45 @@ func (rm *redMetrics) record(ctx context.Context, method, route string, status i
 	}
 }
 
+// protoVersions are the network.protocol.version values; index 0 is an
+// unknown version.
+var protoVersions = [...]string{"", "1.0", "1.1", "2", "3"}
+
+func protoIndex(r *http.Request) uint8 {
+	switch {
+	case r.ProtoMajor == 1 && r.ProtoMinor == 0:
+		return 1
+	case r.ProtoMajor == 1 && r.ProtoMinor == 1:
+		return 2
+	case r.ProtoMajor == 2:
+		return 3
+	case r.ProtoMajor == 3:
+		return 4
+	}
+	return 0
+}
+
 func newLabelOpts(k labelKey) *labelOpts {
-	kv := make([]attribute.KeyValue, 0, 3)
-	kv = append(kv, attribute.String(AttrMethod, k.method), attribute.String(AttrStatusClass, statusClass(k.class)))
-	if k.route != "" {
-		kv = append(kv, attribute.String(AttrRoute, k.route))
+	kv := make([]attribute.KeyValue, 0, 6)
+	scheme := "http"
+	if k.https {
+		scheme = "https"
+	}
+	kv = append(kv,
+		attribute.String(AttrMethod, k.method),
+		attribute.String(AttrRoute, k.route),
+		attribute.String(AttrScheme, scheme))
+	if k.status != 0 {
+		kv = append(kv, attribute.Int(AttrStatusCode, int(k.status)))
+	}
+	if v := protoVersions[k.proto]; v != "" {
+		kv = append(kv, attribute.String(AttrProtocolVersion, v))
+	}
+	if k.status >= 500 {
+		kv = append(kv, attribute.String(AttrErrorType, strconv.Itoa(int(k.status))))
 	}
 	opt := metric.WithAttributeSet(attribute.NewSet(kv...))
 	return &labelOpts{rec: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
-}
-
-func statusClass(c uint8) string {
-	if c >= 1 && c <= 5 {
-		return string(rune('0'+c)) + "xx"
-	}
-	return "_OTHER"
 }
 
 // normalMethod maps the method to itself when it is a known one and to

@@ -53,20 +53,29 @@ func TestREDMetrics(t *testing.T) {
 	if !ok {
 		t.Fatalf("no %s histogram: %v", MetricDuration, data)
 	}
-	type key struct{ method, route, class string }
+	type key struct {
+		method, route string
+		status        int64
+		scheme, proto string
+		errType       string
+	}
 	counts := map[key]uint64{}
 	sums := map[key]float64{}
 	for _, dp := range hist.DataPoints {
 		get := func(k string) string { v, _ := dp.Attributes.Value(attribute.Key(k)); return v.AsString() }
-		k := key{get(AttrMethod), get(AttrRoute), get(AttrStatusClass)}
+		code, _ := dp.Attributes.Value(AttrStatusCode)
+		if _, ok := dp.Attributes.Value(AttrStatusClass); ok {
+			t.Errorf("the deprecated %s is still set", AttrStatusClass)
+		}
+		k := key{get(AttrMethod), get(AttrRoute), code.AsInt64(), get(AttrScheme), get(AttrProtocolVersion), get(AttrErrorType)}
 		counts[k] += dp.Count
 		sums[k] += dp.Sum
 	}
 	want := map[key]uint64{
-		{"GET", "/ok/{id}", "2xx"}: 3,
-		{"POST", "/fail", "5xx"}:   2,
-		{"_OTHER", "", "4xx"}:      1, // BREW is not a method ServeMux routes
-		{"GET", "", "4xx"}:         1,
+		{"GET", "/ok/{id}", 200, "http", "1.1", ""}:    3,
+		{"POST", "/fail", 503, "http", "1.1", "503"}:   2,
+		{"_OTHER", "unrouted", 405, "http", "1.1", ""}: 1, // BREW is not a method ServeMux routes
+		{"GET", "unrouted", 404, "http", "1.1", ""}:    1,
 	}
 	for k, n := range want {
 		if counts[k] != n {
@@ -76,7 +85,7 @@ func TestREDMetrics(t *testing.T) {
 	if len(counts) != len(want) {
 		t.Errorf("label sets %v, want %v", counts, want)
 	}
-	if s := sums[key{"GET", "/ok/{id}", "2xx"}]; s < 0.0599 || s > 0.0601 {
+	if s := sums[key{"GET", "/ok/{id}", 200, "http", "1.1", ""}]; s < 0.0599 || s > 0.0601 {
 		t.Errorf("duration sum %v s, want 0.06", s)
 	}
 	errs, ok := data[MetricErrors].(metricdata.Sum[int64])
@@ -120,8 +129,8 @@ func TestPrometheusExposition(t *testing.T) {
 	resp.Body.Close()
 	text := string(body)
 	for _, want := range []string{
-		`http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_class="5xx",http_route="/boom"`,
-		`malai_http_server_errors_total{http_request_method="GET",http_response_status_class="5xx",http_route="/boom"`,
+		`http_server_request_duration_seconds_count{error_type="500",http_request_method="GET",http_response_status_code="500",http_route="/boom",network_protocol_version="1.1"`,
+		`malai_http_server_errors_total{error_type="500",http_request_method="GET",http_response_status_code="500",http_route="/boom",network_protocol_version="1.1"`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %s\n%s", want, text)

@@ -17,18 +17,25 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/internal/reqid"
 	"github.com/malai-sec/malai/internal/respwriter"
 	"github.com/malai-sec/malai/problem"
+	"github.com/malai-sec/malai/route"
 )
 
 // ErrPanic is passed to Config.ErrorHandler when the wrapped handler
 // panicked before writing a response.
 var ErrPanic = errors.New("correlation: handler panicked")
 
-// ErrConfig wraps every configuration error returned by [New] and
-// [NewAlarm].
-var ErrConfig = errors.New("correlation: invalid configuration")
+// ErrInvalidConfig wraps every configuration error returned by [New],
+// [NewAlarm] and [NewEncryptedWriter].
+var ErrInvalidConfig = errors.New("correlation: invalid configuration")
+
+// ErrConfig is the former name of [ErrInvalidConfig].
+//
+// Deprecated: use ErrInvalidConfig (the same error value).
+var ErrConfig = ErrInvalidConfig
 
 // SpanAttribute is the span attribute that carries the correlation id.
 const SpanAttribute = "correlation.id"
@@ -44,26 +51,42 @@ type Config struct {
 	// TrustIncoming reports whether the hop that sent r is trusted to
 	// choose the correlation id and the trace parent, for example because
 	// it presented the gateway's client certificate. For a trusted hop a
-	// well-formed X-Request-ID ([ValidID]) is kept and a W3C traceparent
-	// continues the caller's trace. Otherwise the id is replaced by a fresh
-	// one and the span starts a new trace that links to the inbound one.
-	// Nil trusts no hop: use it on anything that faces the Internet.
+	// well-formed id header ([ValidID]) is kept and the propagated trace
+	// context continues the caller's trace. Otherwise the id is replaced by
+	// a fresh one and the span starts a new trace that links to the
+	// inbound one. Nil trusts no hop: use it on anything that faces the
+	// Internet.
 	TrustIncoming func(*http.Request) bool
+
+	// Header is the request and response header that carries the id.
+	// Default [HeaderName] (X-Request-ID); X-Correlation-ID and
+	// Request-Id are common alternatives. [Middleware.Transport] sends the
+	// same header.
+	Header string
 
 	// Logger receives one access-log record per request, message "http
 	// request", at INFO (ERROR for 5xx), with the keys method, route
-	// (pattern), status, bytes (body bytes written), duration (a
-	// slog.Duration: nanoseconds in JSON) and client_ip, plus request_id,
-	// trace_id and span_id; it also receives panic reports. Records
-	// logged through it with a request context carry the ids too (its
-	// handler is wrapped with [NewLogHandler] unless it already is one).
-	// Nil: no access log and no panic reports.
+	// (the matched pattern, or [route.Unrouted]), status, bytes (body
+	// bytes written), duration (seconds, a float, as OpenTelemetry and
+	// slog conventions measure time) and client_ip, plus request_id,
+	// trace_id and span_id, then any attributes added with [AddAttrs]; it
+	// also receives panic reports. Records logged through it with a
+	// request context carry the ids too (its handler is wrapped with
+	// [NewLogHandler] unless it already is one). Nil: no access log and no
+	// panic reports.
 	Logger *slog.Logger
 
 	// TracerProvider enables tracing through otelhttp's server handler:
 	// one span per request, named "METHOD route", with the correlation id
 	// as the [SpanAttribute] attribute. Nil: no spans.
 	TracerProvider trace.TracerProvider
+
+	// Propagator reads and writes the trace context on trusted hops and
+	// outbound calls. Default W3C TraceContext; pass
+	// propagation.NewCompositeTextMapPropagator(propagation.TraceContext{},
+	// propagation.Baggage{}) to carry baggage, or a B3 or Jaeger
+	// propagator from go.opentelemetry.io/contrib/propagators.
+	Propagator propagation.TextMapPropagator
 
 	// MeterProvider enables the RED metrics (see the package
 	// documentation). Nil: no metrics.
@@ -72,19 +95,37 @@ type Config struct {
 	// Alarm, if set, is told the status of every request.
 	Alarm *Alarm
 
-	// ClientIP returns the client address for the access log. Nil uses
-	// the host part of r.RemoteAddr; behind proxies pass a resolver that
-	// trusts only the configured proxies. The raw X-Forwarded-For header
-	// is never used.
-	ClientIP func(*http.Request) string
+	// ClientIP resolves the client address (trusting forwarding headers
+	// only from its configured proxies). It runs once, before the handler,
+	// and the address is stored in the request context
+	// ([clientip.NewContext]), where ratelimit, headers and the
+	// application read it instead of resolving again. An address already
+	// in the context (an outer [clientip.Resolver.Handler]) is used as is.
+	// Nil: the address in the context, else the TCP peer. The raw
+	// X-Forwarded-For header is never used.
+	ClientIP *clientip.Resolver
+
+	// Route resolves the route pattern before the handler runs and stores
+	// it in the request context ([route.NewContext]), so every layer
+	// inside, including middleware in front of a router, labels and
+	// authorises by it. Nil: the pattern recorded by [route.Handler] or
+	// [route.RecordPattern] inside, else [http.Request.Pattern] of a
+	// ServeMux directly inside. A request no route matched is labelled
+	// [route.Unrouted].
+	Route route.Resolver
 
 	// ErrorHandler writes the response when the handler panics before
-	// writing one; err is [ErrPanic]. Nil writes a generic 500
-	// problem+json carrying the correlation id.
+	// writing one; err is [ErrPanic]. Default [DefaultErrorHandler].
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 	// Now is the clock for request durations. Nil uses time.Now.
 	Now func() time.Time
+}
+
+// DefaultErrorHandler is the ErrorHandler of a zero Config: a generic 500
+// problem+json carrying the correlation id, never the panic value.
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, _ error) {
+	problem.Write(w, r, problem.Internal)
 }
 
 // Middleware assigns correlation ids and records logs, traces and
@@ -92,6 +133,7 @@ type Config struct {
 // for concurrent use and holds no per-request state after a request ends.
 type Middleware struct {
 	cfg     Config
+	header  string       // Config.Header in canonical form
 	logger  *slog.Logger // Config.Logger with a LogHandler
 	access  slog.Handler // Config.Logger's handler without it
 	metrics *redMetrics
@@ -101,24 +143,28 @@ type Middleware struct {
 // New validates cfg and returns a Middleware. cfg is not modified.
 func New(cfg Config) (*Middleware, error) {
 	if cfg.Logger != nil && cfg.Logger.Handler() == nil {
-		return nil, errors.Join(ErrConfig, errors.New("correlation: Logger has no handler"))
+		return nil, fmt.Errorf("%w: Logger has no handler", ErrInvalidConfig)
 	}
 	c := cfg
 	if c.TrustIncoming == nil {
 		c.TrustIncoming = func(*http.Request) bool { return false }
 	}
-	if c.ClientIP == nil {
-		c.ClientIP = remoteHost
+	if c.Header == "" {
+		c.Header = HeaderName
+	}
+	if !validHeaderName(c.Header) {
+		return nil, fmt.Errorf("%w: Header %q is not a header name", ErrInvalidConfig, c.Header)
+	}
+	if c.Propagator == nil {
+		c.Propagator = propagation.TraceContext{}
 	}
 	if c.ErrorHandler == nil {
-		c.ErrorHandler = func(w http.ResponseWriter, r *http.Request, _ error) {
-			problem.Write(w, r, problem.Internal)
-		}
+		c.ErrorHandler = DefaultErrorHandler
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	m := &Middleware{cfg: c, tracing: c.TracerProvider != nil}
+	m := &Middleware{cfg: c, header: http.CanonicalHeaderKey(c.Header), tracing: c.TracerProvider != nil}
 	if c.Logger != nil {
 		// The access log adds the ids itself; a LogHandler the caller
 		// already wrapped around the handler is unwrapped so they are not
@@ -144,17 +190,18 @@ func New(cfg Config) (*Middleware, error) {
 // the correlation id, the otelhttp span (if tracing), then access log,
 // metrics and alarm around next.
 //
-// The route pattern labels spans, logs and metrics. A [http.ServeMux]
-// placed directly inside is seen on its own; when other middleware sits
-// between Handler and the mux, wrap the mux with [RecordPattern] (or call
-// [SetRoute] from another router) so the pattern reaches the outer layers.
+// The route pattern labels spans, logs and metrics: see [Config.Route]. A
+// [http.ServeMux] placed directly inside is seen on its own; when other
+// middleware sits between Handler and the mux, wrap the mux with
+// [route.RecordPattern], or put [route.Handler] with the router's resolver
+// inside, so the pattern reaches the outer layers.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
 	var inner http.Handler = &observe{m: m, next: next}
 	if m.tracing {
 		inner = otelhttp.NewHandler(inner, "",
 			otelhttp.WithTracerProvider(m.cfg.TracerProvider),
 			otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
-			otelhttp.WithPropagators(propagation.TraceContext{}),
+			otelhttp.WithPropagators(m.cfg.Propagator),
 			otelhttp.WithPublicEndpointFn(func(r *http.Request) bool {
 				st := stateFrom(r.Context())
 				return st == nil || !st.trusted
@@ -169,7 +216,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 // being served, with a client span when the Middleware traces. See
 // [Transport].
 func (m *Middleware) Transport(base http.RoundTripper) http.RoundTripper {
-	return Transport(base, m.cfg.TracerProvider)
+	return newTransport(base, m.cfg.TracerProvider, m.cfg.Propagator, m.header)
 }
 
 // identify is the outermost layer: it settles the correlation id.
@@ -179,21 +226,41 @@ type identify struct {
 }
 
 func (h *identify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	trusted := h.m.cfg.TrustIncoming(r)
+	m := h.m
+	trusted := m.cfg.TrustIncoming(r)
 	id := ""
 	if trusted {
-		if vs := r.Header[headerKey]; len(vs) == 1 && ValidID(vs[0]) {
+		if vs := r.Header[m.header]; len(vs) == 1 && ValidID(vs[0]) {
 			id = vs[0]
 		}
 	}
-	now := h.m.cfg.Now()
+	now := m.cfg.Now()
 	if id == "" {
 		id = NewID(now)
 	}
-	sc := &stateCtx{Context: r.Context(), st: requestState{trusted: trusted, start: now}}
+	sc := &stateCtx{st: requestState{trusted: trusted, start: now}}
+	sc.RecorderContext.Init(r.Context())
+	sc.st.rec = &sc.RecorderContext
 	sc.st.header[0] = id
-	w.Header()[headerKey] = sc.st.header[:]
-	h.next.ServeHTTP(w, r.WithContext(reqid.NewContext(sc, id)))
+	w.Header()[m.header] = sc.st.header[:]
+	var ctx context.Context = reqid.NewContext(sc, id)
+	if m.cfg.ClientIP != nil {
+		if _, ok := clientip.FromContext(ctx); !ok {
+			// A malformed forwarding header is left for the layers that
+			// must refuse it (ratelimit answers 400); the log then names
+			// the TCP peer.
+			if a, err := m.cfg.ClientIP.Resolve(r); err == nil {
+				ctx = clientip.NewContext(ctx, a)
+			}
+		}
+	}
+	if m.cfg.Route != nil {
+		if p := m.cfg.Route(r); p != "" {
+			route.Record(sc, p)
+			ctx = route.NewContext(ctx, p)
+		}
+	}
+	h.next.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // observe records the access log, metrics and alarm around next.
@@ -257,19 +324,24 @@ func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, stat
 		end = m.cfg.Now()
 		elapsed = end.Sub(start)
 	}
+	st := stateFrom(r.Context())
 	pattern := ""
-	if st := stateFrom(r.Context()); st != nil && st.pattern != "" {
-		pattern = st.pattern
-	} else {
-		pattern = r.Pattern
+	if st != nil {
+		pattern = st.recorded()
 	}
-	route := routeOf(pattern)
-	if span.IsRecording() && route != "" {
-		span.SetName(r.Method + " " + route)
-		span.SetAttributes(attribute.String("http.route", route))
+	if pattern == "" {
+		pattern = route.Pattern(r)
+	}
+	routeLabel := routeOf(pattern)
+	if span.IsRecording() && routeLabel != "" {
+		span.SetName(r.Method + " " + routeLabel)
+		span.SetAttributes(attribute.String("http.route", routeLabel))
+	}
+	if routeLabel == "" {
+		routeLabel = route.Unrouted
 	}
 	if m.metrics != nil {
-		m.metrics.record(r.Context(), r.Method, route, status, elapsed)
+		m.metrics.record(r.Context(), r, routeLabel, status, elapsed)
 	}
 	if m.cfg.Alarm != nil {
 		m.cfg.Alarm.Record(status)
@@ -281,7 +353,7 @@ func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, stat
 	if p != nil && p != http.ErrAbortHandler {
 		// The panic value may hold request data; log only its type.
 		m.logger.LogAttrs(ctx, slog.LevelError, "handler panicked",
-			slog.String("panic_type", fmt.Sprintf("%T", p)), slog.String("route", route))
+			slog.String("panic_type", fmt.Sprintf("%T", p)), slog.String("route", routeLabel))
 	}
 	level := slog.LevelInfo
 	if status >= 500 {
@@ -298,21 +370,33 @@ func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, stat
 	attrs := appendIDs(buf[:0], ctx)
 	attrs = append(attrs,
 		slog.String("method", r.Method),
-		slog.String("route", route),
+		slog.String("route", routeLabel),
 		slog.Int("status", status),
 		slog.Int64("bytes", written),
-		// A Duration, not a float: slog encodes floats through
-		// encoding/json, which costs more than the rest of the line.
-		slog.Duration("duration", elapsed),
-		slog.String("client_ip", m.cfg.ClientIP(r)),
+		slog.Float64("duration", elapsed.Seconds()),
+		slog.String("client_ip", clientAddr(r)),
 	)
 	rec := slog.NewRecord(end, level, "http request", 0)
 	rec.AddAttrs(attrs...)
+	if st != nil && len(st.attrs) > 0 {
+		rec.AddAttrs(st.attrs...)
+	}
 	_ = h.Handle(ctx, rec)
 }
 
+// clientAddr is the address the access log names: the one in the context
+// (resolved at entry by Config.ClientIP, or by an inner layer), else the
+// TCP peer.
+func clientAddr(r *http.Request) string {
+	if a, ok := clientip.FromContext(r.Context()); ok {
+		return a.String()
+	}
+	return remoteHost(r)
+}
+
 // routeOf returns the path part of a ServeMux pattern ("GET
-// example.com/a/{id}" → "/a/{id}"), as the http.route convention asks.
+// example.com/a/{id}" → "/a/{id}"), as the http.route convention asks;
+// other routers' patterns ("/a/{id}") are returned as they are.
 func routeOf(pattern string) string {
 	if i := strings.IndexByte(pattern, '/'); i >= 0 {
 		return pattern[i:]
@@ -333,18 +417,22 @@ func remoteHost(r *http.Request) string {
 // response header value, so that one allocation covers all three.
 type requestState struct {
 	trusted bool
-	pattern string
 	start   time.Time
 	header  [1]string
+	attrs   []slog.Attr // added by AddAttrs
 	rw      respwriter.Writer
+	rec     *route.RecorderContext
 }
+
+func (st *requestState) recorded() string { return st.rec.Recorded() }
 
 type stateKey struct{}
 
-// stateCtx carries a requestState without a separate allocation for the
-// value; it behaves exactly like context.WithValue.
+// stateCtx carries a requestState, and records the route for route.Record,
+// without a separate allocation for either; it behaves exactly like
+// context.WithValue.
 type stateCtx struct {
-	context.Context
+	route.RecorderContext
 	st requestState
 }
 
@@ -352,7 +440,7 @@ func (c *stateCtx) Value(key any) any {
 	if key == (stateKey{}) {
 		return &c.st
 	}
-	return c.Context.Value(key)
+	return c.RecorderContext.Value(key)
 }
 
 func stateFrom(ctx context.Context) *requestState {
@@ -360,26 +448,27 @@ func stateFrom(ctx context.Context) *requestState {
 	return st
 }
 
-// SetRoute records the route pattern that matched the request served with
-// ctx, for routers other than [http.ServeMux] (with a ServeMux use
-// [RecordPattern]). The first pattern set wins, so the innermost router of
-// nested ones names the route. Call it from the goroutine serving the
-// request, before the handler returns. Outside [Middleware.Handler] it
-// does nothing.
-func SetRoute(ctx context.Context, pattern string) {
-	if st := stateFrom(ctx); st != nil && st.pattern == "" {
-		st.pattern = pattern
+// AddAttrs adds attributes to the access-log record of the request served
+// with ctx, after the standard fields: the verified subject, a tenant, an
+// audit id. Call it from the goroutine serving the request (a middleware
+// after authentication, or the handler), before the handler returns.
+// Outside [Middleware.Handler] it does nothing. Never add secrets, and
+// bound what an attacker controls.
+func AddAttrs(ctx context.Context, attrs ...slog.Attr) {
+	if st := stateFrom(ctx); st != nil {
+		st.attrs = append(st.attrs, attrs...)
 	}
 }
 
-// RecordPattern wraps a router that sets [http.Request.Pattern] on the
-// request it is given ([http.ServeMux] does) and passes the matched
-// pattern to [Middleware.Handler] through the request context, so the
-// pattern labels the span, the access log and the metrics even when other
-// middleware replaced the request in between.
-func RecordPattern(mux http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() { SetRoute(r.Context(), r.Pattern) }()
-		mux.ServeHTTP(w, r)
-	})
-}
+// SetRoute records the route pattern that matched the request served with
+// ctx.
+//
+// Deprecated: use [route.Record], which this calls.
+func SetRoute(ctx context.Context, pattern string) { route.Record(ctx, pattern) }
+
+// RecordPattern wraps an [http.ServeMux] so the pattern it matched reaches
+// [Middleware.Handler] even when other middleware replaced the request in
+// between.
+//
+// Deprecated: use [route.RecordPattern], which this calls.
+func RecordPattern(mux http.Handler) http.Handler { return route.RecordPattern(mux) }

@@ -8,16 +8,21 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/problem"
+	"github.com/malai-sec/malai/route"
 )
 
 func mustNew(t *testing.T, cfg Config) *Middleware {
@@ -252,38 +257,49 @@ func TestRoutePattern(t *testing.T) {
 		return mux
 	}
 	tests := []struct {
-		name  string
-		inner func() http.Handler
-		route string
+		name    string
+		inner   func() http.Handler
+		route   string
+		resolve route.Resolver // Config.Route
 	}{
-		{"mux directly inside", func() http.Handler { return newMux() }, "/accounts/{id}"},
-		{"middleware between, RecordPattern", func() http.Handler { return withValue(RecordPattern(newMux())) }, "/accounts/{id}"},
-		{"middleware between, no hook", func() http.Handler { return withValue(newMux()) }, ""},
+		{"mux directly inside", func() http.Handler { return newMux() }, "/accounts/{id}", nil},
+		{"route.Handler inside, before other middleware", func() http.Handler {
+			mux := newMux()
+			return route.Handler(route.ServeMux(mux))(withValue(mux))
+		}, "/accounts/{id}", nil},
+		{"Config.Route", func() http.Handler { return withValue(newMux()) }, "/accounts/{id}", route.ServeMux(newMux())},
+		{"Config.Route, no route matches", func() http.Handler { return withValue(newMux()) }, "", func(*http.Request) string { return "" }},
+		{"middleware between, RecordPattern", func() http.Handler { return withValue(RecordPattern(newMux())) }, "/accounts/{id}", nil},
+		{"middleware between, no hook", func() http.Handler { return withValue(newMux()) }, "", nil},
 		{"nested muxes: innermost wins", func() http.Handler {
 			outer := http.NewServeMux()
 			outer.Handle("/api/", RecordPattern(http.StripPrefix("/api", RecordPattern(newMux()))))
 			return withValue(outer)
-		}, "/accounts/{id}"},
+		}, "/accounts/{id}", nil},
 		{"SetRoute from another router", func() http.Handler {
 			return withValue(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				SetRoute(r.Context(), "/custom/:id")
 			}))
-		}, "/custom/:id"},
+		}, "/custom/:id", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &syncBuffer{}
 			rec := tracetest.NewSpanRecorder()
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-			m := mustNew(t, Config{Logger: jsonLogger(logs), TracerProvider: tp})
+			m := mustNew(t, Config{Logger: jsonLogger(logs), TracerProvider: tp, Route: tc.resolve})
 			path := "/accounts/42"
 			if strings.HasPrefix(tc.name, "nested") {
 				path = "/api/accounts/42"
 			}
 			m.Handler(tc.inner()).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
 			al := logs.accessLogs(t)
-			if len(al) != 1 || al[0]["route"] != tc.route {
-				t.Fatalf("access log route: %v, want %q", al, tc.route)
+			want := tc.route
+			if want == "" {
+				want = route.Unrouted
+			}
+			if len(al) != 1 || al[0]["route"] != want {
+				t.Fatalf("access log route: %v, want %q", al, want)
 			}
 			wantName := "GET"
 			if tc.route != "" {
@@ -357,12 +373,17 @@ func TestPanicAfterHeaderAborts(t *testing.T) {
 
 func TestAccessLogLeaksNothing(t *testing.T) {
 	logs := &syncBuffer{}
-	m := mustNew(t, Config{Logger: jsonLogger(logs), ClientIP: func(*http.Request) string { return "203.0.113.9" }})
+	res, err := clientip.New(clientip.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mustNew(t, Config{Logger: jsonLogger(logs), ClientIP: res})
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "12345") })
 	req := httptest.NewRequest("POST", "/login?token=qs-secret-1&code=qs-secret-2", strings.NewReader("password=body-secret"))
 	req.Header.Set("Authorization", "Bearer auth-secret")
 	req.Header.Set("Cookie", "session=cookie-secret")
+	req.Header.Set("X-Forwarded-For", "198.51.100.7, 203.0.113.9") // from the trusted 192.0.2.1
 	m.Handler(mux).ServeHTTP(httptest.NewRecorder(), req)
 	out := logs.String()
 	for _, s := range []string{"qs-secret", "auth-secret", "cookie-secret", "body-secret", "token", "Bearer"} {
@@ -391,8 +412,8 @@ func TestDurationUsesInjectedClock(t *testing.T) {
 	m := mustNew(t, Config{Logger: jsonLogger(logs), Now: clk.Now})
 	m.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { clk.Advance(1500 * time.Microsecond) })).
 		ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
-	if al := logs.accessLogs(t); len(al) != 1 || al[0]["duration"] != float64(1500*time.Microsecond) {
-		t.Fatalf("access log %v, want duration 1500000 (ns)", al)
+	if al := logs.accessLogs(t); len(al) != 1 || al[0]["duration"] != 0.0015 {
+		t.Fatalf("access log %v, want duration 0.0015 (s)", al)
 	}
 }
 
@@ -543,5 +564,78 @@ func TestFlushAndHijackThroughStack(t *testing.T) {
 func TestNewRejectsLoggerWithoutHandler(t *testing.T) {
 	if _, err := New(Config{Logger: &slog.Logger{}}); !errors.Is(err, ErrConfig) {
 		t.Fatalf("err = %v, want ErrConfig", err)
+	}
+}
+
+// Inner layers see the route Config.Route resolved and the address
+// Config.ClientIP resolved, and can enrich the access log.
+func TestEntryResolutionAndEnrichment(t *testing.T) {
+	logs := &syncBuffer{}
+	res, err := clientip.New(clientip.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	var gotRoute string
+	var gotAddr netip.Addr
+	mux.HandleFunc("POST /transfers", func(w http.ResponseWriter, r *http.Request) {
+		AddAttrs(r.Context(), slog.String("tenant", "acme"))
+		w.WriteHeader(http.StatusCreated)
+	})
+	authn := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			gotRoute = route.Pattern(r) // before the mux has routed
+			gotAddr, _ = clientip.FromContext(r.Context())
+			AddAttrs(r.Context(), slog.String("subject", "alice"))
+			next.ServeHTTP(w, r.WithContext(r.Context()))
+		})
+	}
+	m := mustNew(t, Config{Logger: jsonLogger(logs), ClientIP: res, Route: route.ServeMux(mux), Header: "X-Correlation-ID"})
+	req := httptest.NewRequest("POST", "/transfers", nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.50")
+	rec := httptest.NewRecorder()
+	m.Handler(authn(mux)).ServeHTTP(rec, req)
+	if gotRoute != "POST /transfers" || gotAddr != netip.MustParseAddr("203.0.113.50") {
+		t.Fatalf("inside: route %q addr %v", gotRoute, gotAddr)
+	}
+	if id := rec.Header().Get("X-Correlation-ID"); !ValidID(id) || rec.Header().Get(HeaderName) != "" {
+		t.Fatalf("id header %q, X-Request-ID %q", id, rec.Header().Get(HeaderName))
+	}
+	al := logs.accessLogs(t)
+	if len(al) != 1 || al[0]["subject"] != "alice" || al[0]["tenant"] != "acme" || al[0]["route"] != "/transfers" ||
+		al[0]["client_ip"] != "203.0.113.50" || al[0]["request_id"] != rec.Header().Get("X-Correlation-ID") {
+		t.Fatalf("access log %v", al)
+	}
+	AddAttrs(context.Background(), slog.String("x", "y")) // outside a request: nothing
+	if _, err := New(Config{Header: "X Bad"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("bad header name: %v", err)
+	}
+}
+
+// A configured propagator reaches the outbound transport: baggage travels
+// with the trace context, under the configured id header.
+func TestPropagatorAndHeaderReachTransport(t *testing.T) {
+	var got http.Header
+	next := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Clone() }))
+	defer next.Close()
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	tp := sdktrace.NewTracerProvider()
+	m := mustNew(t, Config{TracerProvider: tp, Propagator: prop, Header: "X-Correlation-ID"})
+	client := &http.Client{Transport: m.Transport(nil)}
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		member, _ := baggage.NewMember("tenant", "acme")
+		bag, _ := baggage.New(member)
+		req, _ := http.NewRequestWithContext(baggage.ContextWithBaggage(r.Context(), bag), "GET", next.URL, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		resp.Body.Close()
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if got.Get("Baggage") != "tenant=acme" || got.Get("Traceparent") == "" || got.Get("X-Correlation-Id") != rec.Header().Get("X-Correlation-ID") {
+		t.Fatalf("outbound headers %v", got)
 	}
 }

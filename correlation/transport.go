@@ -24,23 +24,32 @@ import (
 // The outgoing *http.Request is never modified; a copy with the added
 // headers goes to base. The returned RoundTripper is safe for concurrent
 // use when base is.
+//
+// [Middleware.Transport] does the same with the Middleware's id header
+// and propagator.
 func Transport(base http.RoundTripper, tp trace.TracerProvider) http.RoundTripper {
+	return newTransport(base, tp, propagation.TraceContext{}, headerKey)
+}
+
+func newTransport(base http.RoundTripper, tp trace.TracerProvider, prop propagation.TextMapPropagator, header string) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
 	}
 	if tp == nil {
-		return &idTransport{base: base, inject: true}
+		return &idTransport{base: base, inject: true, prop: prop, header: header}
 	}
-	return otelhttp.NewTransport(&idTransport{base: base},
+	return otelhttp.NewTransport(&idTransport{base: base, prop: prop, header: header},
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
-		otelhttp.WithPropagators(propagation.TraceContext{}),
+		otelhttp.WithPropagators(prop),
 	)
 }
 
 type idTransport struct {
-	base http.RoundTripper
-	// inject makes the transport itself send the traceparent, when no
+	base   http.RoundTripper
+	prop   propagation.TextMapPropagator
+	header string // canonical
+	// inject makes the transport itself send the trace context, when no
 	// otelhttp transport does.
 	inject bool
 }
@@ -59,10 +68,10 @@ func (t *idTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r2.Header = make(http.Header)
 	}
 	if hasID {
-		r2.Header[headerKey] = []string{id}
+		r2.Header[t.header] = []string{id}
 	}
 	if hasSpan {
-		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(r2.Header))
+		t.prop.Inject(ctx, propagation.HeaderCarrier(r2.Header))
 	}
 	return t.base.RoundTrip(r2)
 }

@@ -18,6 +18,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/malai-sec/malai/correlation"
+	"github.com/malai-sec/malai/route"
 )
 
 // discard is a minimal ResponseWriter whose header map is cleared, not
@@ -128,7 +129,7 @@ func BenchmarkCorrelationFull(b *testing.B) {
 		b.Fatal(err)
 	}
 	m := mustNew(b, correlation.Config{Logger: jsonLogger(), TracerProvider: tp, MeterProvider: mp, Alarm: alarm})
-	run(b, m.Handler(correlation.RecordPattern(app())))
+	run(b, m.Handler(route.RecordPattern(app())))
 }
 
 // CorrelationFullSampled: the whole stack with every span recorded (into

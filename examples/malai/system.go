@@ -43,6 +43,7 @@ import (
 	"github.com/malai-sec/malai/jwtverify"
 	"github.com/malai-sec/malai/ratelimit"
 	rlredis "github.com/malai-sec/malai/ratelimit/redisstore"
+	"github.com/malai-sec/malai/route"
 )
 
 // auditOrigin names the ledger's audit log in its signed checkpoints.
@@ -511,7 +512,7 @@ func (s *System) service(t *platform.Telemetry, h http.Handler) (http.Handler, e
 		mux.Handle("GET /metrics", t.Metrics)
 	}
 	mux.Handle("/", h)
-	return hm.Handler(t.Middleware.Handler(correlation.RecordPattern(mux))), nil
+	return hm.Handler(t.Middleware.Handler(route.RecordPattern(mux))), nil
 }
 
 // RotateDataKey makes a new data key seal logs and audit payloads from now
@@ -574,7 +575,7 @@ func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) er
 	if err != nil {
 		return err
 	}
-	handler := o.Faults.EdgeHandler(hm.Handler(t.Middleware.Handler(correlation.RecordPattern(gw))))
+	handler := o.Faults.EdgeHandler(hm.Handler(t.Middleware.Handler(route.RecordPattern(gw))))
 	if h3 != nil {
 		h3.Handler = handler
 		go h3.Serve(udp)

@@ -24,12 +24,12 @@ import (
 	"time"
 
 	"github.com/malai-sec/malai/clientip"
-	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/gateway/internal/waf"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/jwtverify"
 	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/ratelimit"
+	"github.com/malai-sec/malai/route"
 )
 
 // Route is one public route the gateway forwards.
@@ -290,7 +290,7 @@ func New(cfg Config) (*Gateway, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	g.routes["GET /healthz"] = Route{Pattern: "GET /healthz"}
-	inspected := g.waf.Handler(correlation.RecordPattern(mux))
+	inspected := g.waf.Handler(route.RecordPattern(mux))
 	gate := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !g.hostAllowed(r.Host) {
 			problem.Write(w, r, problem.Problem{Status: http.StatusMisdirectedRequest, Type: "host-not-allowed",
@@ -300,7 +300,6 @@ func New(cfg Config) (*Gateway, error) {
 		_, pattern := mux.Handler(r)
 		rt, ok := g.routes[pattern]
 		if !ok {
-			correlation.SetRoute(r.Context(), "")
 			platform.NoRoute(w, r, mux)
 			return
 		}

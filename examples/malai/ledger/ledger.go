@@ -26,6 +26,7 @@ import (
 	"github.com/malai-sec/malai/keyring"
 	"github.com/malai-sec/malai/problem"
 	"github.com/malai-sec/malai/rbac"
+	"github.com/malai-sec/malai/route"
 )
 
 // Scopes the ledger requires.
@@ -367,7 +368,7 @@ func (s *Service) routes() http.Handler {
 	})
 	// RecordPattern hands the matched route to the correlation middleware
 	// outside, for logs, spans and metrics.
-	return v.Handler(correlation.RecordPattern(routed))
+	return v.Handler(route.RecordPattern(routed))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -429,7 +430,7 @@ func problemOutcome(p problem.Problem, cid string) outcome {
 }
 
 func correlationID(ctx context.Context) string {
-	id, _ := correlation.IDFromContext(ctx)
+	id, _ := correlation.FromContext(ctx)
 	return id
 }
 

@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 
+	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/correlation"
 )
 
@@ -61,8 +62,9 @@ type TelemetryConfig struct {
 	Mirror io.Writer
 	// TrustIncoming decides which hops may set the correlation id.
 	TrustIncoming func(*http.Request) bool
-	// ClientIP names the client in access logs.
-	ClientIP func(*http.Request) string
+	// ClientIP resolves the client address for access logs (and puts it
+	// in the request context for the layers inside). Nil: the TCP peer.
+	ClientIP *clientip.Resolver
 	// OnAlarm is called when the error-rate alarm fires.
 	OnAlarm func(correlation.AlarmEvent)
 }
