@@ -116,7 +116,7 @@ func jwkCases() []jwkCase {
 		{"RSA exponent 1", set(rsaJWK(n, "AQ", "")), 0, true},
 		{"RSA exponent too long", set(rsaJWK(n, "AQABAQAB", "")), 0, true},
 		{"small RSA modulus", set(rsaJWK(b64u.EncodeToString(rsaKey.N.Bytes()[:64]), "AQAB", "")), 0, true},
-		{"private EC key in a fetched set", set(ecJWK("P-256", x256, y256, `,"d":"`+b64u.EncodeToString(p256.D.Bytes())+`"`)), 0, true},
+		{"private EC key in a fetched set", set(ecJWK("P-256", x256, y256, `,"d":"`+b64u.EncodeToString(ecScalar(p256))+`"`)), 0, true},
 		{"private RSA member", set(rsaJWK(n, "AQAB", `,"p":"AQAB"`)), 0, true},
 	}
 }
@@ -165,7 +165,7 @@ func TestStaticSetDropsPrivateParts(t *testing.T) {
 	raw, _ := k.PublicKey.Bytes()
 	doc, _ := json.Marshal(map[string]any{"keys": []any{map[string]string{
 		"kty": "EC", "crv": "P-256", "x": b64u.EncodeToString(raw[1:33]), "y": b64u.EncodeToString(raw[33:]),
-		"d": b64u.EncodeToString(k.D.Bytes()),
+		"d": b64u.EncodeToString(ecScalar(k)),
 	}}})
 	if _, err := parseJWKS(doc, false); err == nil {
 		t.Fatal("a fetched set kept a private key")

@@ -22,7 +22,7 @@ func privateJWKS(t *testing.T, k *jwttest.Key) string {
 	var d []byte
 	switch p := k.Private.(type) {
 	case *ecdsa.PrivateKey:
-		d = p.D.Bytes()
+		d = ecScalar(p)
 	case ed25519.PrivateKey:
 		d = p.Seed()
 	case *rsa.PrivateKey:
@@ -34,4 +34,13 @@ func privateJWKS(t *testing.T, k *jwttest.Key) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// ecScalar returns the private scalar of k, the JWK "d" member.
+func ecScalar(k *ecdsa.PrivateKey) []byte {
+	b, err := k.Bytes()
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
