@@ -162,7 +162,7 @@ func (w *Worker) handle(ctx context.Context, m queue.Message) error {
 
 func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	if m.CorrelationID != "" {
-		ctx, _ = correlation.ContextWithID(ctx, m.CorrelationID)
+		ctx = correlation.NewContext(ctx, m.CorrelationID)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
