@@ -19,11 +19,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/web/internal/sessionstore"
 	"github.com/malai-sec/malai/headers"
 	"github.com/malai-sec/malai/keyring"
 	"github.com/malai-sec/malai/problem"
+	"github.com/malai-sec/malai/route"
 )
 
 // Defaults applied by [New] to zero Config fields.
@@ -311,7 +311,7 @@ func (a *App) routes() http.Handler {
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/static/icon.svg", http.StatusMovedPermanently)
 	})
-	return correlation.RecordPattern(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return route.RecordPattern(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if IsAPIPath(r.URL.Path) {
 			problem.Write(w, r, problem.Problem{Status: http.StatusNotFound, Type: "not-found", Title: "Not found"})
 			return
