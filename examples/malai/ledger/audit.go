@@ -92,7 +92,11 @@ func (s *Service) auditVerify(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) auditSample(w http.ResponseWriter, r *http.Request) {
-	sm, err := s.cfg.Audit.Sample(r.Context(), auditlog.SampleConfig{N: 10, Redact: []string{"payload.by", "payload.owner", "payload.op"}})
+	redact := []string{"payload.by", "payload.owner", "payload.op"}
+	if s.cfg.Faults.UnredactedSample {
+		redact = nil
+	}
+	sm, err := s.cfg.Audit.Sample(r.Context(), auditlog.SampleConfig{N: 10, Redact: redact})
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "ledger: audit sample", "error", err.Error())
 		problem.Write(w, r, problem.Unavailable)

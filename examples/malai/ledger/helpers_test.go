@@ -330,7 +330,8 @@ func (e *env) readFacts() (chainFacts, error) {
 			if _, ok := f.keyResult[env.Op.Key]; !ok {
 				f.keyResult[env.Op.Key] = *env.Op
 			}
-		} else if env.Op.Job != "" {
+		}
+		if env.Op.Job != "" && ev.Type != book.TypeJobAccepted {
 			f.jobRuns[env.Op.Job]++
 		}
 		return nil

@@ -45,7 +45,7 @@ func (s *Service) openAccount(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			ID string `json:"id"`
 		}
-		if err := strictjson.Decode(body, &req); err != nil {
+		if err := s.decodeBody(body, &req); err != nil {
 			return nil, nil, err
 		}
 		o := newOp(opOpen)
@@ -63,7 +63,7 @@ type DepositRequest struct {
 func (s *Service) deposit(w http.ResponseWriter, r *http.Request) {
 	s.serveWrite(w, r, write{scope: "POST /v1/deposits", decode: func(body []byte, principal string) (*op, []byte, error) {
 		var req DepositRequest
-		if err := strictjson.Decode(body, &req); err != nil {
+		if err := s.decodeBody(body, &req); err != nil {
 			return nil, nil, err
 		}
 		o := newOp(opDeposit)
@@ -76,10 +76,10 @@ func (s *Service) deposit(w http.ResponseWriter, r *http.Request) {
 // /v1/transfers/async.
 type TransferRequest = book.TransferRequest
 
-func decodeTransfer(kind opKind) func([]byte, string) (*op, []byte, error) {
+func (s *Service) decodeTransfer(kind opKind) func([]byte, string) (*op, []byte, error) {
 	return func(body []byte, principal string) (*op, []byte, error) {
 		var req TransferRequest
-		if err := strictjson.Decode(body, &req); err != nil {
+		if err := s.decodeBody(body, &req); err != nil {
 			return nil, nil, err
 		}
 		o := newOp(kind)
@@ -94,11 +94,11 @@ func decodeTransfer(kind opKind) func([]byte, string) (*op, []byte, error) {
 }
 
 func (s *Service) transfer(w http.ResponseWriter, r *http.Request) {
-	s.serveWrite(w, r, write{scope: SyncTransferPattern, decode: decodeTransfer(opTransfer)})
+	s.serveWrite(w, r, write{scope: SyncTransferPattern, decode: s.decodeTransfer(opTransfer)})
 }
 
 func (s *Service) transferAsync(w http.ResponseWriter, r *http.Request) {
-	s.serveWrite(w, r, write{scope: SyncTransferPattern, decode: decodeTransfer(opAccept)})
+	s.serveWrite(w, r, write{scope: SyncTransferPattern, decode: s.decodeTransfer(opAccept)})
 }
 
 // serveWrite runs one write: the key and the strict body are checked
@@ -111,7 +111,7 @@ func (s *Service) serveWrite(w http.ResponseWriter, r *http.Request, wr write) {
 	vals := r.Header.Values(idempotency.HeaderKey)
 	var key string
 	switch {
-	case len(vals) == 0 && !wr.optional:
+	case len(vals) == 0 && !wr.optional && !s.cfg.Faults.KeyOptional:
 		s.idem.WriteError(w, r, idempotency.ErrKeyMissing)
 		return
 	case len(vals) > 1:
@@ -169,6 +169,15 @@ func (s *Service) serveWrite(w http.ResponseWriter, r *http.Request, wr write) {
 	default:
 		s.idem.WriteError(w, r, x.err) // in flight, reused, not replayable, unavailable
 	}
+}
+
+// decodeBody decodes a request body strictly (the LaxBodies fault: with
+// encoding/json alone).
+func (s *Service) decodeBody(body []byte, v any) error {
+	if s.cfg.Faults.LaxBodies {
+		return json.Unmarshal(body, v)
+	}
+	return strictjson.Decode(body, v)
 }
 
 // isJSON reports whether the request's body is declared application/json:

@@ -305,3 +305,89 @@ func TestUnknownRoutesAnswerProblems(t *testing.T) {
 		t.Fatalf("wrong method: %s Allow %q", r, r.header.Get("Allow"))
 	}
 }
+
+// The ForgetKeys switch (keys only in the idempotency store) makes the
+// default mode forget keys at a restart, which the test above catches, and
+// breaks nothing else: the chain, jobs included, still replays.
+func TestForgetKeysCanFail(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.Faults.ForgetKeys = true }))
+	alice := e.user("alice")
+	e.open(alice, "acc-a")
+	e.open(e.user("bob"), "acc-b")
+	e.fund("acc-a", 1000)
+	body := transferBody("acc-a", "acc-b", 250)
+	if r := e.do("POST", "/v1/transfers", alice, body, "forget-1"); r.code != 201 {
+		t.Fatal(r)
+	}
+	if r := e.do("POST", "/v1/transfers/async", alice, transferBody("acc-a", "acc-b", 5), "forget-2"); r.code != 202 {
+		t.Fatal(r)
+	}
+	e.runJob(e.nextJob().Body)
+	e.restart()
+	if r := e.do("POST", "/v1/transfers", alice, body, "forget-1"); r.code != 201 || r.replayed() {
+		t.Fatalf("with ForgetKeys the key was still recovered: %s", r)
+	}
+	if got := e.svc().Balances()["acc-a"]; got != 1000-250-5-250 {
+		t.Fatalf("balance %d", got)
+	}
+	e.checkChain()
+}
+
+// Each fault switch breaks its own guarantee (what the evidence pass's
+// can-fail proofs rely on), shown here against the same requests the
+// guarantee's test sends.
+func TestFaultSwitchesBreakTheirGuarantee(t *testing.T) {
+	setup := func(t *testing.T, f Faults) (*env, string, string) {
+		e := newEnv(t, withConfig(func(c *Config) { c.Faults = f }))
+		alice, bob := e.user("alice"), e.user("bob")
+		e.open(alice, "acc-a")
+		e.open(bob, "acc-b")
+		e.fund("acc-a", 1000)
+		return e, alice, bob
+	}
+	t.Run("NoOwnerCheck", func(t *testing.T) {
+		e, _, bob := setup(t, Faults{NoOwnerCheck: true})
+		if r := e.do("GET", "/v1/accounts/acc-a", bob, "", ""); r.code != 200 {
+			t.Fatalf("read someone else's account: %s", r)
+		}
+		if r := e.do("POST", "/v1/transfers", bob, transferBody("acc-a", "acc-b", 10), "steal"); r.code != 201 {
+			t.Fatalf("debit someone else's account: %s", r)
+		}
+	})
+	t.Run("UnredactedSample", func(t *testing.T) {
+		e, _, _ := setup(t, Faults{UnredactedSample: true})
+		if _, err := e.log.Checkpoint(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.do("GET", "/internal/v1/audit/sample", e.auditor(), "", ""); r.code != 200 || !strings.Contains(string(r.body), "user:alice") {
+			t.Fatalf("sample without redaction: %s", r)
+		}
+	})
+	t.Run("redacted sample (control)", func(t *testing.T) {
+		e, _, _ := setup(t, Faults{})
+		if _, err := e.log.Checkpoint(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.do("GET", "/internal/v1/audit/sample", e.auditor(), "", ""); r.code != 200 || strings.Contains(string(r.body), "user:alice") {
+			t.Fatalf("sample names a user: %s", r)
+		}
+	})
+	t.Run("KeyOptional", func(t *testing.T) {
+		e, alice, _ := setup(t, Faults{KeyOptional: true})
+		if r := e.do("POST", "/v1/transfers", alice, transferBody("acc-a", "acc-b", 10), ""); r.code != 201 {
+			t.Fatalf("write without a key: %s", r)
+		}
+	})
+	t.Run("LaxBodies", func(t *testing.T) {
+		e, alice, _ := setup(t, Faults{LaxBodies: true})
+		if r := e.do("POST", "/v1/transfers", alice, `{"from":"acc-a","to":"acc-b","amount":1000,"AMOUNT":3}`, "lax"); r.code == 400 {
+			t.Fatalf("case-variant body still refused: %s", r)
+		}
+	})
+	t.Run("LiveDrift", func(t *testing.T) {
+		e, _, _ := setup(t, Faults{LiveDrift: true})
+		if _, problems := e.invariants(); len(problems) == 0 {
+			t.Fatal("live balances drifted from the chain and no invariant broke")
+		}
+	})
+}

@@ -405,6 +405,13 @@ func (s *sequencer) commit(batch, owners []*op, events []auditlog.Event, rs []au
 	}
 	last := rs[len(rs)-1]
 	s.head = auditlog.Head{Size: last.Seq + 1, Last: last.Hash}
+	if s.faults.LiveDrift {
+		for _, o := range owners {
+			if d, ok := o.value.(*book.DepositPosted); ok {
+				s.book.Drift(d.Account, d.Amount)
+			}
+		}
+	}
 	for _, o := range owners {
 		o.finish(o.planned)
 	}
@@ -526,7 +533,11 @@ func (s *sequencer) decide(p *book.Plan, o *op, now time.Time) (*auditlog.Event,
 		d.Op = bop
 		return event(book.TypeDepositPosted, o, &d), out
 	case opTransfer:
-		if err := p.Transfer(o.principal, o.req); err != nil {
+		principal := o.principal
+		if s.faults.NoOwnerCheck {
+			principal, _ = p.Owner(o.req.From) // the fault: whoever asks
+		}
+		if err := p.Transfer(principal, o.req); err != nil {
 			return s.refuse(o, bop, err)
 		}
 		t := book.TransferPosted{Transfer: newID("tr-"), From: o.req.From, To: o.req.To, Amount: o.req.Amount, By: o.principal}
