@@ -25,7 +25,7 @@
 //     process cannot keep a key in flight for ever.
 //   - The result is stored before the response is sent. 2xx, 3xx and 4xx
 //     responses are stored; on 5xx, an error or a panic the claim is
-//     released so a retry runs again. A response over MaxResponseBytes is
+//     released so a retry runs again. A response over MaxResultBytes is
 //     sent once and recorded as completed-but-not-replayable: a retry gets
 //     409 ([ErrNotReplayable]), never a second side effect.
 //   - Completed records are kept for Retention (24 h by default), decided
@@ -41,10 +41,12 @@
 //
 // A guarded request (POST and PATCH by default) must carry
 // Idempotency-Key as a structured-field string of 1 to 255 characters
-// ([ParseKey]). The record key is [RecordKey] of the verified caller
-// (Config.Principal, for example the JWT subject), the method, the route
-// pattern (r.Pattern) and the key, so callers and routes never share
-// records. The fingerprint is the SHA-256 of the request body (optionally
+// ([ParseKey]); with Config.BareKeys a bare value, as most clients send
+// it, is accepted too ([ParseBareKey]). The record key is [RecordKey] of
+// the verified caller (Config.Principal, for example the JWT subject), the
+// method, the route pattern ([route.Pattern]: r.Pattern inside a ServeMux,
+// or the pattern route.Handler resolved in front of any router) and the
+// key, so callers and routes never share records. The fingerprint is the SHA-256 of the request body (optionally
 // canonicalised, [CanonicalJSON]) and any Config.FingerprintHeaders.
 //
 // Answers, all application/problem+json (slugs in docs/problems.md):
@@ -58,6 +60,11 @@
 //	first request still running     409 idempotency-in-flight + Retry-After
 //	completed, too large to replay  409 idempotency-not-replayable
 //	store unavailable               503 service-unavailable + Retry-After
+//
+// Retry-After and Connection: close are set before Config.ErrorHandler
+// runs, so a custom handler keeps them; [DefaultErrorHandler] writes the
+// table above. [Runner.Stats] counts claims, replays, conflicts, reused
+// keys and store failures for metrics.
 //
 // A replay returns the original status, the allow-listed headers
 // (Config.ReplayHeaders; never Set-Cookie by default) and body, with
@@ -98,7 +105,7 @@
 //     lease still runs its side effect. Pass [Lease.Token] to the system
 //     that applies it (a ledger row, a downstream API) and reject lower
 //     tokens there to make the late write harmless.
-//   - The middleware buffers the response (up to MaxResponseBytes) and the
+//   - The middleware buffers the response (up to MaxResultBytes) and the
 //     request body (up to MaxBodyBytes); Flush is deferred and Hijack is not
 //     supported on guarded routes. The handler reads the body from a pooled
 //     buffer: as net/http already requires, it must not touch r.Body after

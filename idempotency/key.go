@@ -41,6 +41,28 @@ func ParseKey(v string) (string, error) {
 	return key, nil
 }
 
+// ParseBareKey parses an Idempotency-Key the way [ParseKey] does, and also
+// accepts a bare value, as most clients send one: 1 to [MaxKeyLen] visible
+// ASCII characters (0x21-0x7E) without '"', '\\', ',' or ';'. A value
+// that starts with '"' must be a valid structured-field string. The quoted
+// and the bare spelling of a key return the same key.
+func ParseBareKey(v string) (string, error) {
+	v = strings.Trim(v, " \t")
+	if strings.HasPrefix(v, `"`) {
+		return ParseKey(v)
+	}
+	if len(v) == 0 || len(v) > MaxKeyLen {
+		return "", ErrKeyInvalid
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' || c == ',' || c == ';' {
+			return "", ErrKeyInvalid
+		}
+	}
+	return v, nil
+}
+
 // FormatKey serialises key as a structured-field string, the inverse of
 // [ParseKey]. Clients and queue producers use it to send a key.
 func FormatKey(key string) string {

@@ -52,6 +52,84 @@ func TestParseKey(t *testing.T) {
 	}
 }
 
+// Bare keys: what ParseBareKey adds to ParseKey, and what it still refuses.
+var bareCases = []struct {
+	in, want string
+	ok       bool
+}{
+	{`abc`, "abc", true},
+	{`8e03978e-40d5-43e8-bc93-6894a57f9324`, "8e03978e-40d5-43e8-bc93-6894a57f9324", true},
+	{` tok/+=:._~!#$%&'()*<>?@[]^{|}- `, `tok/+=:._~!#$%&'()*<>?@[]^{|}-`, true},
+	{`"abc"`, "abc", true}, // quoted: parsed as a structured-field string
+	{`42`, "42", true},
+	{strings.Repeat("a", 255), strings.Repeat("a", 255), true},
+	{strings.Repeat("a", 256), "", false},
+	{`with space`, "", false},
+	{`a,b`, "", false},
+	{`k;v=1`, "", false},
+	{`a"b`, "", false},
+	{`a\b`, "", false},
+	{"a\x00b", "", false},
+	{"café", "", false},
+	{`"abc`, "", false},
+	{``, "", false},
+	{`   `, "", false},
+}
+
+func TestParseBareKey(t *testing.T) {
+	for _, tc := range bareCases {
+		got, err := idempotency.ParseBareKey(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseBareKey(%q) = %q, %v; want %q, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+		if _, err := idempotency.ParseKey(tc.in); err == nil && !strings.HasPrefix(strings.TrimSpace(tc.in), `"`) {
+			t.Errorf("strict ParseKey accepted the bare %q", tc.in)
+		}
+	}
+	// Everything the strict parser accepts, the lenient one accepts the same way.
+	for _, tc := range keyCases {
+		if !tc.ok {
+			continue
+		}
+		if got, err := idempotency.ParseBareKey(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseBareKey(%q) = %q, %v; want %q like ParseKey", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseBareKey(f *testing.F) {
+	for _, tc := range bareCases {
+		f.Add(tc.in)
+	}
+	for _, tc := range keyCases {
+		f.Add(tc.in)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		k, err := idempotency.ParseBareKey(in)
+		if err != nil {
+			if k != "" {
+				t.Fatalf("error with a key %q", k)
+			}
+			return
+		}
+		if len(k) == 0 || len(k) > idempotency.MaxKeyLen {
+			t.Fatalf("accepted key of length %d", len(k))
+		}
+		for i := 0; i < len(k); i++ {
+			if k[i] < 0x20 || k[i] > 0x7e {
+				t.Fatalf("accepted byte %#x", k[i])
+			}
+		}
+		if strict, err := idempotency.ParseKey(in); err == nil && strict != k {
+			t.Fatalf("strict and lenient parsers disagree on %q: %q vs %q", in, strict, k)
+		}
+		// A key can always be sent quoted and names the same record.
+		if back, err := idempotency.ParseBareKey(idempotency.FormatKey(k)); err != nil || back != k {
+			t.Fatalf("FormatKey round trip: %q -> %q, %v", k, back, err)
+		}
+	})
+}
+
 func FuzzParseKey(f *testing.F) {
 	for _, tc := range keyCases {
 		f.Add(tc.in)

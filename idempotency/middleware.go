@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/malai-sec/malai/problem"
+	"github.com/malai-sec/malai/route"
 )
 
 // DefaultMaxBodyBytes caps the request body the middleware reads to
@@ -74,20 +75,31 @@ type Config struct {
 	// MaxBodyBytes caps the request body; a larger one is refused with 413
 	// ([ErrBodyTooLarge]) before any claim. Default [DefaultMaxBodyBytes].
 	MaxBodyBytes int64
-	// MaxResponseBytes caps a stored response body; a larger response is
-	// sent once and recorded as not replayable. Default
-	// [DefaultMaxResultBytes].
-	MaxResponseBytes int
-	// Now, Lease, Heartbeat, HeartbeatLimit, Retention, StoreTimeout and
-	// Logger: see
-	// [RunnerConfig].
+	// BareKeys also accepts a key sent without quotes
+	// (Idempotency-Key: 8e03978e-40d5-43e8-bc93-6894a57f9324), as most
+	// clients and SDKs send it: 1 to [MaxKeyLen] visible ASCII characters
+	// without quote, backslash, comma or semicolon. A quoted value and the
+	// same bare value name the same record. Off by default: the draft
+	// standard defines the field as a structured-field string.
+	BareKeys bool
+	// Now, Lease, Heartbeat, HeartbeatLimit, Retention, MaxResultBytes,
+	// StoreTimeout and Logger configure the [Runner] underneath and mean
+	// what the [RunnerConfig] fields of the same names mean; a larger
+	// response than MaxResultBytes is sent once and recorded as not
+	// replayable.
 	Now            func() time.Time
 	Lease          time.Duration
 	Heartbeat      time.Duration
 	HeartbeatLimit time.Duration
 	Retention      time.Duration
+	MaxResultBytes int
 	StoreTimeout   time.Duration
 	Logger         *slog.Logger
+	// MaxResponseBytes is the former name of MaxResultBytes, used when
+	// MaxResultBytes is zero.
+	//
+	// Deprecated: set MaxResultBytes.
+	MaxResponseBytes int
 	// UnavailableRetryAfter is the Retry-After sent with a 503 when the
 	// store fails. Default one second.
 	UnavailableRetryAfter time.Duration
@@ -101,9 +113,23 @@ type Config struct {
 	// ErrorHandler writes every error response. The error matches one of
 	// ErrKeyMissing, ErrKeyInvalid, ErrNoPrincipal, ErrBodyTooLarge,
 	// ErrBodyUnreadable, ErrKeyReused, ErrInFlight (an [*InFlightError]),
-	// ErrNotReplayable or ErrUnavailable. Default: problem+json as listed
-	// in the package documentation.
+	// ErrNotReplayable or ErrUnavailable. Retry-After (for ErrInFlight and
+	// ErrUnavailable) and Connection: close (for ErrBodyTooLarge) are set
+	// before it is called, so a custom handler keeps them. Default
+	// [DefaultErrorHandler].
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// runnerConfig is the part of c the Runner takes.
+func (c Config) runnerConfig() RunnerConfig {
+	max := c.MaxResultBytes
+	if max == 0 {
+		max = c.MaxResponseBytes
+	}
+	return RunnerConfig{
+		Store: c.Store, Now: c.Now, Lease: c.Lease, Heartbeat: c.Heartbeat, HeartbeatLimit: c.HeartbeatLimit,
+		Retention: c.Retention, MaxResultBytes: max, StoreTimeout: c.StoreTimeout, Logger: c.Logger,
+	}
 }
 
 // Middleware enforces Idempotency-Key on HTTP writes. Build it with [New];
@@ -115,42 +141,39 @@ type Middleware struct {
 	fpHeaders []string
 	replay    []string
 	retry     string
+	bare      bool
 }
 
 // New validates cfg and returns the middleware. cfg is not modified.
 func New(cfg Config) (*Middleware, error) {
-	r, err := NewRunner(RunnerConfig{
-		Store: cfg.Store, Now: cfg.Now, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat, HeartbeatLimit: cfg.HeartbeatLimit,
-		Retention: cfg.Retention, MaxResultBytes: cfg.MaxResponseBytes,
-		StoreTimeout: cfg.StoreTimeout, Logger: cfg.Logger,
-	})
+	r, err := NewRunner(cfg.runnerConfig())
 	if err != nil {
 		return nil, err
 	}
 	c := cfg
 	if c.Principal == nil && !c.AllowAnonymous {
-		return nil, errors.New("idempotency: Config.Principal is required (or set AllowAnonymous)")
+		return nil, fmt.Errorf("%w: Principal is required (or set AllowAnonymous)", ErrInvalidConfig)
 	}
 	if c.Principal != nil && c.AllowAnonymous {
-		return nil, errors.New("idempotency: Config.Principal and AllowAnonymous are exclusive")
+		return nil, fmt.Errorf("%w: Principal and AllowAnonymous are exclusive", ErrInvalidConfig)
 	}
 	m := &Middleware{run: r}
 	m.methods = []string{http.MethodPost, http.MethodPatch}
 	if c.Methods != nil {
 		if len(c.Methods) == 0 {
-			return nil, errors.New("idempotency: Config.Methods is empty")
+			return nil, fmt.Errorf("%w: Methods is empty", ErrInvalidConfig)
 		}
 		m.methods = nil
 		for _, meth := range c.Methods {
 			if meth == "" || strings.ToUpper(meth) != meth {
-				return nil, fmt.Errorf("idempotency: method %q is not an upper-case token", meth)
+				return nil, fmt.Errorf("%w: method %q is not an upper-case token", ErrInvalidConfig, meth)
 			}
 			m.methods = append(m.methods, meth)
 		}
 	}
 	for _, h := range c.FingerprintHeaders {
 		if !validHeaderName(h) {
-			return nil, fmt.Errorf("idempotency: FingerprintHeaders: %q is not a header name", h)
+			return nil, fmt.Errorf("%w: FingerprintHeaders: %q is not a header name", ErrInvalidConfig, h)
 		}
 		m.fpHeaders = append(m.fpHeaders, http.CanonicalHeaderKey(h))
 	}
@@ -160,7 +183,7 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	for _, h := range replay {
 		if !validHeaderName(h) {
-			return nil, fmt.Errorf("idempotency: ReplayHeaders: %q is not a header name", h)
+			return nil, fmt.Errorf("%w: ReplayHeaders: %q is not a header name", ErrInvalidConfig, h)
 		}
 		ch := http.CanonicalHeaderKey(h)
 		if ch == "Content-Length" || ch == HeaderReplayed {
@@ -172,20 +195,21 @@ func New(cfg Config) (*Middleware, error) {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if c.MaxBodyBytes < 0 {
-		return nil, fmt.Errorf("idempotency: negative MaxBodyBytes %d", c.MaxBodyBytes)
+		return nil, fmt.Errorf("%w: negative MaxBodyBytes %d", ErrInvalidConfig, c.MaxBodyBytes)
 	}
 	if c.UnavailableRetryAfter == 0 {
 		c.UnavailableRetryAfter = time.Second
 	}
 	if c.UnavailableRetryAfter < 0 {
-		return nil, fmt.Errorf("idempotency: negative UnavailableRetryAfter %v", c.UnavailableRetryAfter)
+		return nil, fmt.Errorf("%w: negative UnavailableRetryAfter %v", ErrInvalidConfig, c.UnavailableRetryAfter)
 	}
 	m.retry = retryAfter(c.UnavailableRetryAfter)
 	if c.Route == nil {
 		c.Route = defaultRoute
 	}
+	m.bare = c.BareKeys
 	if c.ErrorHandler == nil {
-		c.ErrorHandler = m.writeError
+		c.ErrorHandler = DefaultErrorHandler
 	}
 	c.Methods, c.FingerprintHeaders, c.ReplayHeaders = nil, nil, nil // use the copies above
 	m.cfg = c
@@ -196,9 +220,14 @@ func New(cfg Config) (*Middleware, error) {
 // workers in the same process.
 func (m *Middleware) Runner() *Runner { return m.run }
 
+// Stats returns the counters of the Runner underneath.
+func (m *Middleware) Stats() Stats { return m.run.Stats() }
+
+// defaultRoute scopes a record to the route pattern ([route.Pattern]), or
+// to the method and the escaped path of an unrouted request.
 func defaultRoute(r *http.Request) string {
-	if r.Pattern != "" {
-		return r.Pattern
+	if p := route.Pattern(r); p != "" {
+		return p
 	}
 	return r.Method + " " + r.URL.EscapedPath()
 }
@@ -232,23 +261,27 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
-			m.cfg.ErrorHandler(w, r, ErrKeyMissing)
+			m.fail(w, r, ErrKeyMissing)
 			return
 		}
 		if len(vals) > 1 {
-			m.cfg.ErrorHandler(w, r, ErrKeyInvalid)
+			m.fail(w, r, ErrKeyInvalid)
 			return
 		}
-		key, err := ParseKey(vals[0])
+		parse := ParseKey
+		if m.bare {
+			parse = ParseBareKey
+		}
+		key, err := parse(vals[0])
 		if err != nil {
-			m.cfg.ErrorHandler(w, r, err)
+			m.fail(w, r, err)
 			return
 		}
 		var principal string
 		if m.cfg.Principal != nil {
 			p, ok := m.cfg.Principal(r)
 			if !ok {
-				m.cfg.ErrorHandler(w, r, ErrNoPrincipal)
+				m.fail(w, r, ErrNoPrincipal)
 				return
 			}
 			principal = p
@@ -262,7 +295,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 		}()
 		buf.Reset()
 		if err := readBody(buf, r.Body, m.cfg.MaxBodyBytes); err != nil {
-			m.cfg.ErrorHandler(w, r, err)
+			m.fail(w, r, err)
 			return
 		}
 		body := buf.Bytes()
@@ -284,7 +317,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			next.ServeHTTP(w, withBody(r, r.Context(), body))
 			return
 		case err != nil:
-			m.cfg.ErrorHandler(w, r, err)
+			m.fail(w, r, err)
 			return
 		case lease == nil:
 			WriteResult(w, r, rec.Result, true)
@@ -324,6 +357,23 @@ func withBody(r *http.Request, ctx context.Context, body []byte) *http.Request {
 // queue-fed endpoint that calls [Runner.Do] itself uses it so its 409, 422
 // and 503 answers match the synchronous route's.
 func (m *Middleware) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	m.fail(w, r, err)
+}
+
+// fail sets the headers that belong to err's answer and calls the error
+// handler.
+func (m *Middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var inflight *InFlightError
+	switch {
+	case errors.As(err, &inflight):
+		w.Header().Set("Retry-After", retryAfter(inflight.RetryAfter))
+	case errors.Is(err, ErrUnavailable):
+		w.Header().Set("Retry-After", m.retry)
+	case errors.Is(err, ErrBodyTooLarge):
+		// The rest of an oversized body is not read: close the connection
+		// rather than let it be parsed as the next request.
+		w.Header().Set("Connection", "close")
+	}
 	m.cfg.ErrorHandler(w, r, err)
 }
 
@@ -512,7 +562,7 @@ var (
 	problemKeyMissing = problem.Problem{Status: http.StatusBadRequest, Type: "idempotency-key-missing",
 		Title: "Idempotency-Key required", Detail: "This request must carry an Idempotency-Key header."}
 	problemKeyInvalid = problem.Problem{Status: http.StatusBadRequest, Type: "idempotency-key-invalid",
-		Title: "Invalid Idempotency-Key", Detail: "The Idempotency-Key must be one quoted string of 1 to 255 printable ASCII characters."}
+		Title: "Invalid Idempotency-Key", Detail: "The Idempotency-Key must be one value of 1 to 255 printable ASCII characters, sent as a quoted string."}
 	problemKeyReused = problem.Problem{Status: http.StatusUnprocessableEntity, Type: "idempotency-key-reused",
 		Title: "Idempotency-Key reused", Detail: "This key was already used with a different request payload."}
 	problemInFlight = problem.Problem{Status: http.StatusConflict, Type: "idempotency-in-flight",
@@ -527,11 +577,21 @@ var (
 		Title: "Request body unreadable", Detail: "The request body could not be read."}
 )
 
-func (m *Middleware) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// DefaultErrorHandler is the ErrorHandler of a zero Config: problem+json
+// with the status and type listed in the package documentation and a
+// generic detail, never the error text. Retry-After is added for
+// ErrInFlight and ErrUnavailable when the caller has not set it (the
+// middleware sets it before calling any ErrorHandler).
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	var inflight *InFlightError
+	setRetry := func(v string) {
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", v)
+		}
+	}
 	switch {
 	case errors.As(err, &inflight):
-		w.Header().Set("Retry-After", retryAfter(inflight.RetryAfter))
+		setRetry(retryAfter(inflight.RetryAfter))
 		problem.Write(w, r, problemInFlight)
 	case errors.Is(err, ErrKeyMissing):
 		problem.Write(w, r, problemKeyMissing)
@@ -544,12 +604,11 @@ func (m *Middleware) writeError(w http.ResponseWriter, r *http.Request, err erro
 	case errors.Is(err, ErrNoPrincipal):
 		problem.Write(w, r, problemNoPrincipal)
 	case errors.Is(err, ErrBodyTooLarge):
-		w.Header().Set("Connection", "close")
 		problem.Write(w, r, problemBodyTooLarge)
 	case errors.Is(err, ErrBodyUnreadable):
 		problem.Write(w, r, problemBodyUnreadable)
 	case errors.Is(err, ErrUnavailable):
-		w.Header().Set("Retry-After", m.retry)
+		setRetry("1")
 		problem.Write(w, r, problem.Unavailable)
 	default:
 		problem.Write(w, r, problem.Internal)

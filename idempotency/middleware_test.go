@@ -21,6 +21,7 @@ import (
 	"github.com/malai-sec/malai/idempotency/memstore"
 	"github.com/malai-sec/malai/idempotency/redisstore"
 	"github.com/malai-sec/malai/internal/servicetest"
+	routepkg "github.com/malai-sec/malai/route"
 )
 
 const body1 = `{"from":"acc-1","to":"acc-2","amount":"10.00"}`
@@ -599,8 +600,8 @@ func TestNewValidates(t *testing.T) {
 		"negative retry-after": {Store: s, Principal: principal, UnavailableRetryAfter: -time.Second},
 	}
 	for name, cfg := range cases {
-		if _, err := idempotency.New(cfg); err == nil {
-			t.Errorf("%s: New accepted it", name)
+		if _, err := idempotency.New(cfg); !errors.Is(err, idempotency.ErrInvalidConfig) {
+			t.Errorf("%s: New returned %v, want ErrInvalidConfig", name, err)
 		}
 	}
 	cfg := idempotency.Config{Store: s, AllowAnonymous: true, Methods: []string{"PUT"}}
@@ -618,7 +619,7 @@ func TestLeaseInHandlerContext(t *testing.T) {
 	var token uint64
 	var extendErr error
 	srv := route(newMiddleware(t, s, clk, nil), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		l, ok := idempotency.LeaseFromContext(r.Context())
+		l, ok := idempotency.FromContext(r.Context())
 		if !ok {
 			t.Error("no lease in the handler's context")
 			return
@@ -777,5 +778,94 @@ func TestResponseControllerOnGuardedRoute(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated || deadlineErr != nil || flushErr != nil || !errors.Is(hijackErr, http.ErrNotSupported) {
 		t.Fatalf("status %d deadline %v flush %v hijack %v", resp.StatusCode, deadlineErr, flushErr, hijackErr)
+	}
+}
+
+// Bare keys are refused by default and accepted with BareKeys; the bare
+// and the quoted spelling of a key name the same record.
+func TestBareKeys(t *testing.T) {
+	s, _ := memstore.New(memstore.Config{})
+	h := &transfers{}
+	strict := route(newMiddleware(t, s, newClock(), nil), h)
+	if w := post(strict, "alice", "8e03978e-40d5-43e8-bc93-6894a57f9324", body1); w.Code != http.StatusBadRequest || problemType(t, w) != "idempotency-key-invalid" {
+		t.Fatalf("bare key by default: %d", w.Code)
+	}
+	lenient := route(newMiddleware(t, s, newClock(), func(c *idempotency.Config) { c.BareKeys = true }), h)
+	first := post(lenient, "alice", "8e03978e-40d5-43e8-bc93-6894a57f9324", body1)
+	if first.Code != http.StatusCreated || h.Calls() != 1 {
+		t.Fatalf("bare key: %d after %d calls", first.Code, h.Calls())
+	}
+	again := post(lenient, "alice", `"8e03978e-40d5-43e8-bc93-6894a57f9324"`, body1)
+	if again.Header().Get(idempotency.HeaderReplayed) != "true" || again.Body.String() != first.Body.String() || h.Calls() != 1 {
+		t.Fatalf("the quoted spelling did not replay the bare one: %d %q", again.Code, again.Body)
+	}
+	for _, bad := range []string{"a b", "a,b", "k;x=1", strings.Repeat("k", 256)} {
+		if w := post(lenient, "alice", bad, body1); w.Code != http.StatusBadRequest {
+			t.Errorf("bare %q: %d", bad, w.Code)
+		}
+	}
+}
+
+// A custom ErrorHandler still gets Retry-After (in flight, store down) and
+// Connection: close (body too large) set by the middleware; the exported
+// default writes the documented problem.
+func TestCustomErrorHandlerKeepsHeaders(t *testing.T) {
+	s, _ := memstore.New(memstore.Config{})
+	clk := newClock()
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
+	h := &transfers{gate: gate, entered: entered}
+	var errs []error
+	srv := route(newMiddleware(t, s, clk, func(c *idempotency.Config) {
+		c.MaxBodyBytes = 16
+		c.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+			errs = append(errs, err)
+			w.WriteHeader(http.StatusTeapot)
+		}
+	}), h)
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- post(srv, "alice", `"k"`, `{"a":1}`) }()
+	<-entered
+	w := post(srv, "alice", `"k"`, `{"a":1}`)
+	if w.Code != http.StatusTeapot || w.Header().Get("Retry-After") == "" || !errors.Is(errs[len(errs)-1], idempotency.ErrInFlight) {
+		t.Fatalf("in flight: %d Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	close(gate)
+	<-done
+	w = post(srv, "alice", `"big"`, strings.Repeat("x", 64))
+	if w.Code != http.StatusTeapot || w.Header().Get("Connection") != "close" || !errors.Is(errs[len(errs)-1], idempotency.ErrBodyTooLarge) {
+		t.Fatalf("too large: %d Connection %q", w.Code, w.Header().Get("Connection"))
+	}
+
+	rec := httptest.NewRecorder()
+	idempotency.DefaultErrorHandler(rec, httptest.NewRequest(http.MethodPost, "/", nil), fmt.Errorf("%w: redis down", idempotency.ErrUnavailable))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || strings.Contains(rec.Body.String(), "redis") {
+		t.Fatalf("DefaultErrorHandler: %d %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+}
+
+// The counters follow what happened to each request; route.Handler in
+// front of the mux scopes records by pattern as r.Pattern does inside it.
+func TestStatsAndRouteHook(t *testing.T) {
+	s, _ := memstore.New(memstore.Config{})
+	h := &transfers{}
+	m := newMiddleware(t, s, newClock(), nil)
+	mux := http.NewServeMux()
+	mux.Handle("POST /accounts/{id}/transfers", h)
+	wrapped := routepkg.Handler(routepkg.ServeMux(mux))(m.Handler(mux))
+	send := func(path, key, body string) int {
+		r := asUser(httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)), "alice")
+		r.Header.Set(idempotency.HeaderKey, key)
+		w := httptest.NewRecorder()
+		wrapped.ServeHTTP(w, r)
+		return w.Code
+	}
+	send("/accounts/1/transfers", `"k"`, body1)
+	send("/accounts/1/transfers", `"k"`, body1)     // replay
+	send("/accounts/2/transfers", `"k"`, body1)     // same pattern: same record, replay
+	send("/accounts/2/transfers", `"k"`, `{"x":2}`) // another payload: 422
+	got := m.Stats()
+	want := idempotency.Stats{Claimed: 1, Replayed: 2, Reused: 1}
+	if got != want || h.Calls() != 1 {
+		t.Fatalf("stats %+v, want %+v (calls %d)", got, want, h.Calls())
 	}
 }

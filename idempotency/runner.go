@@ -68,7 +68,7 @@ type RunnerConfig struct {
 
 func (c RunnerConfig) withDefaults() (RunnerConfig, error) {
 	if c.Store == nil {
-		return c, errors.New("idempotency: Config.Store is required (memstore.New for one process, redisstore.New for many)")
+		return c, fmt.Errorf("%w: Store is required (memstore.New for one process, redisstore.New for many)", ErrInvalidConfig)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -77,37 +77,37 @@ func (c RunnerConfig) withDefaults() (RunnerConfig, error) {
 		c.Lease = DefaultLease
 	}
 	if c.Lease < time.Second {
-		return c, fmt.Errorf("idempotency: Lease %v is under one second", c.Lease)
+		return c, fmt.Errorf("%w: Lease %v is under one second", ErrInvalidConfig, c.Lease)
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = c.Lease / 3
 	}
 	if c.Heartbeat >= c.Lease {
-		return c, fmt.Errorf("idempotency: Heartbeat %v must be shorter than Lease %v", c.Heartbeat, c.Lease)
+		return c, fmt.Errorf("%w: Heartbeat %v must be shorter than Lease %v", ErrInvalidConfig, c.Heartbeat, c.Lease)
 	}
 	if c.HeartbeatLimit == 0 {
 		c.HeartbeatLimit = 10 * c.Lease
 	}
 	if c.HeartbeatLimit < 0 {
-		return c, fmt.Errorf("idempotency: negative HeartbeatLimit %v", c.HeartbeatLimit)
+		return c, fmt.Errorf("%w: negative HeartbeatLimit %v", ErrInvalidConfig, c.HeartbeatLimit)
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
 	if c.Retention < c.Lease {
-		return c, fmt.Errorf("idempotency: Retention %v is shorter than Lease %v", c.Retention, c.Lease)
+		return c, fmt.Errorf("%w: Retention %v is shorter than Lease %v", ErrInvalidConfig, c.Retention, c.Lease)
 	}
 	if c.MaxResultBytes == 0 {
 		c.MaxResultBytes = DefaultMaxResultBytes
 	}
 	if c.MaxResultBytes < 0 || c.MaxResultBytes > MaxBodyLen {
-		return c, fmt.Errorf("idempotency: MaxResultBytes %d outside 1..%d", c.MaxResultBytes, MaxBodyLen)
+		return c, fmt.Errorf("%w: MaxResultBytes %d outside 1..%d", ErrInvalidConfig, c.MaxResultBytes, MaxBodyLen)
 	}
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = DefaultStoreTimeout
 	}
 	if c.StoreTimeout < 0 {
-		return c, fmt.Errorf("idempotency: negative StoreTimeout %v", c.StoreTimeout)
+		return c, fmt.Errorf("%w: negative StoreTimeout %v", ErrInvalidConfig, c.StoreTimeout)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -123,6 +123,35 @@ type Runner struct {
 	cfg   RunnerConfig
 	owner [8]byte // random per Runner; with seq it makes claim owners unique
 	seq   atomic.Uint64
+	stats stats
+}
+
+type stats struct {
+	claimed, replayed, inFlight, reused, notReplayable atomic.Uint64
+	released, storeErrors, leaseLost                   atomic.Uint64
+}
+
+// Stats are counters since [NewRunner], for metrics exporters (see the
+// otelmetric module). Every operation counts once in the first five.
+type Stats struct {
+	Claimed       uint64 // claims won: the operation ran
+	Replayed      uint64 // finished results returned without running again
+	InFlight      uint64 // refused: another holder was running the key
+	Reused        uint64 // refused: the key came with another payload
+	NotReplayable uint64 // refused: done, but its result was too large to keep
+	Released      uint64 // claims given back (error, panic, 5xx) so a retry runs
+	StoreErrors   uint64 // store calls that failed (each attempt counts)
+	LeaseLost     uint64 // results not stored: the claim had been taken over
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Runner) Stats() Stats {
+	s := &r.stats
+	return Stats{
+		Claimed: s.claimed.Load(), Replayed: s.replayed.Load(), InFlight: s.inFlight.Load(),
+		Reused: s.reused.Load(), NotReplayable: s.notReplayable.Load(), Released: s.released.Load(),
+		StoreErrors: s.storeErrors.Load(), LeaseLost: s.leaseLost.Load(),
+	}
 }
 
 // NewRunner validates cfg and returns a Runner.
@@ -149,7 +178,7 @@ func (r *Runner) newOwner() [16]byte {
 // window, and returns its result.
 //
 //   - No live record: Do claims key, runs fn with a [Lease] (also in fn's
-//     context, see [LeaseFromContext]), stores the result and returns it
+//     context, see [FromContext]), stores the result and returns it
 //     with replayed false. When fn returns an error, panics, or returns a
 //     Status of 500 or more, the claim is released so a retry runs fn
 //     again; the error (or the 5xx result) is returned as is.
@@ -212,21 +241,27 @@ func (r *Runner) begin(ctx context.Context, skey string, fp [32]byte) (*Lease, R
 		return nil, Record{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if claimed {
+		r.stats.claimed.Add(1)
 		return &Lease{r: r, key: skey, rec: got}, Record{}, nil
 	}
 	if got.Fingerprint != fp {
+		r.stats.reused.Add(1)
 		return nil, Record{}, ErrKeyReused
 	}
 	switch got.State {
 	case StateInFlight:
+		r.stats.inFlight.Add(1)
 		return nil, Record{}, &InFlightError{RetryAfter: max(got.LeaseUntil.Sub(now), 0)}
 	case StateNotReplayable:
+		r.stats.notReplayable.Add(1)
 		return nil, Record{}, ErrNotReplayable
 	}
+	r.stats.replayed.Add(1)
 	return nil, got, nil
 }
 
 func (r *Runner) logStoreError(ctx context.Context, op, skey string, err error) {
+	r.stats.storeErrors.Add(1)
 	r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "idempotency: store failed",
 		slog.String("op", op), slog.String("record", logKey(skey)), slog.Any("error", err))
 }
@@ -259,13 +294,18 @@ func NewContext(ctx context.Context, l *Lease) context.Context {
 	return context.WithValue(ctx, leaseKey{}, l)
 }
 
-// LeaseFromContext returns the lease of the operation running under ctx:
-// a handler or worker uses it to renew the lease under back-pressure and
-// to read the fencing token.
-func LeaseFromContext(ctx context.Context) (*Lease, bool) {
+// FromContext returns the lease of the operation running under ctx: a
+// handler or worker uses it to renew the lease under back-pressure and to
+// read the fencing token.
+func FromContext(ctx context.Context) (*Lease, bool) {
 	l, ok := ctx.Value(leaseKey{}).(*Lease)
 	return l, ok && l != nil
 }
+
+// LeaseFromContext returns the lease of the operation running under ctx.
+//
+// Deprecated: use [FromContext].
+func LeaseFromContext(ctx context.Context) (*Lease, bool) { return FromContext(ctx) }
 
 // Token is the claim's fencing token. It grows by one on every takeover of
 // a record, so a downstream system that remembers the highest token it
@@ -418,6 +458,7 @@ func (l *Lease) completeNotReplayable(ctx context.Context, status int) error {
 func (l *Lease) completeRecord(ctx context.Context, st State, res Result) error {
 	rec, ok := l.finish()
 	if !ok {
+		l.r.stats.leaseLost.Add(1)
 		return ErrLeaseLost
 	}
 	if res.Status == 0 {
@@ -439,6 +480,7 @@ func (l *Lease) release(ctx context.Context) {
 	if !ok {
 		return
 	}
+	l.r.stats.released.Add(1)
 	_ = l.store(ctx, "release", func(ctx context.Context) error {
 		return l.r.cfg.Store.Release(ctx, l.key, rec)
 	})
@@ -459,6 +501,7 @@ func (l *Lease) store(ctx context.Context, op string, f func(context.Context) er
 		case err == nil:
 			return nil
 		case errors.Is(err, ErrLeaseLost) && first == nil:
+			l.r.stats.leaseLost.Add(1)
 			l.r.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: "+op+" rejected: lease lost",
 				slog.String("record", logKey(l.key)))
 			return ErrLeaseLost

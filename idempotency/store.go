@@ -64,10 +64,14 @@ var (
 	// ErrUnavailable wraps every store failure; the HTTP middleware
 	// answers it with 503 and Retry-After.
 	ErrUnavailable = errors.New("idempotency: store unavailable")
+	// ErrInvalidConfig wraps every configuration error returned by [New]
+	// and [NewRunner].
+	ErrInvalidConfig = errors.New("idempotency: invalid config")
 	// ErrKeyMissing: the route requires an Idempotency-Key header.
 	ErrKeyMissing = errors.New("idempotency: Idempotency-Key header missing")
 	// ErrKeyInvalid: the Idempotency-Key is not a structured-field string
-	// of 1 to 255 characters.
+	// of 1 to 255 characters (or, with Config.BareKeys, a bare value of
+	// that size).
 	ErrKeyInvalid = errors.New("idempotency: Idempotency-Key invalid")
 	// ErrNoPrincipal: the principal function found no verified caller.
 	ErrNoPrincipal = errors.New("idempotency: no verified caller")
