@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/malai-sec/malai/examples/malai/evidence"
@@ -41,6 +42,7 @@ creates; checks that need the system's internals are listed as not run.
 		fs.PrintDefaults()
 	}
 	out := fs.String("out", "evidence", "directory for REPORT.md, report.json, report.schema.json and the audit sample")
+	redisURL := fs.String("redis-url", os.Getenv("MALAI_TEST_REDIS_URL"), "Redis URL: when set, limits, idempotency records and the queue live in Redis under a key prefix made for this pass (its keys are deleted afterwards)")
 	pgAdmin := fs.String("postgres-admin-url", os.Getenv("MALAI_TEST_POSTGRES_URL"), "privileged PostgreSQL URL: when set, the audit chain runs in PostgreSQL under a least-privilege role made for this pass, and the role separation is checked (roles and schema are dropped afterwards)")
 	target := fs.String("target", "", "gateway URL of a running deployment to check instead of starting one")
 	endpoints := fs.String("endpoints", "", "the deployment's endpoints.json (with -target; default <dir of -credentials>/endpoints.json when it exists)")
@@ -76,7 +78,7 @@ creates; checks that need the system's internals are listed as not run.
 		}
 		rep, err = runTargetEvidence(ctx, *out, ep, *creds, *target, *caFile, sc, os.Stdout)
 	} else {
-		rep, err = runLocalEvidence(ctx, localEvidenceConfig{OutDir: *out, PostgresAdmin: *pgAdmin, Scans: sc}, os.Stdout)
+		rep, err = runLocalEvidence(ctx, localEvidenceConfig{OutDir: *out, PostgresAdmin: *pgAdmin, RedisURL: *redisURL, Scans: sc}, os.Stdout)
 	}
 	if err != nil {
 		return err
@@ -115,6 +117,9 @@ type localEvidenceConfig struct {
 	// PostgresAdmin, when set, puts the audit chain in PostgreSQL under
 	// roles made for this pass.
 	PostgresAdmin string
+	// RedisURL, when set, puts limits, idempotency records and the queue
+	// in Redis under a prefix made for this pass.
+	RedisURL string
 	// Checks to run; nil means every registered check.
 	Checks []evidence.Check
 	// Scans are external scanners run after the checks.
@@ -160,11 +165,12 @@ func runLocalEvidence(ctx context.Context, cfg localEvidenceConfig, progress io.
 // localSystem is the evidence pass's privileged access to a system it
 // started: it implements evidence.Local.
 type localSystem struct {
-	opts    Options
-	sys     *System
-	data    string
-	pg      PGAudit
-	pgAdmin string
+	opts     Options
+	sys      *System
+	data     string
+	pg       PGAudit
+	pgAdmin  string
+	redisURL string
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -177,7 +183,7 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 	if err != nil {
 		return nil, err
 	}
-	l := &localSystem{data: data, pgAdmin: cfg.PostgresAdmin}
+	l := &localSystem{data: data, pgAdmin: cfg.PostgresAdmin, redisURL: cfg.RedisURL}
 	defer func() {
 		if err != nil {
 			l.cleanup()
@@ -209,6 +215,11 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 		}
 		l.opts.AuditSchema = l.pg.Schema
 	}
+	if cfg.RedisURL != "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		l.opts.RedisURL, l.opts.RedisPrefix = cfg.RedisURL, "malai-ev-"+hex.EncodeToString(b[:])+":"
+	}
 	if cfg.Break != nil {
 		cfg.Break(&l.opts)
 	}
@@ -227,7 +238,7 @@ func (l *localSystem) describe() string {
 	if l.opts.RedisURL != "" {
 		stores = "in Redis"
 	}
-	return fmt.Sprintf("Gateway, identity, ledger and worker ran in one process, each on its own loopback listener; limits, idempotency records and the queue %s; the audit chain in %s.", stores, where)
+	return fmt.Sprintf("Gateway (with the web app), identity, ledger and worker ran in one process, each on its own loopback listener; limits, idempotency records and the queue %s; the audit chain in %s.", stores, where)
 }
 
 // cleanup stops the system and removes what the pass created.
@@ -236,7 +247,32 @@ func (l *localSystem) cleanup() {
 	if l.pgAdmin != "" && l.pg.Schema != "" {
 		_ = l.pg.drop(context.Background(), l.pgAdmin)
 	}
+	if l.opts.RedisPrefix != "" {
+		_ = deleteRedisPrefix(context.Background(), l.opts.RedisURL, l.opts.RedisPrefix)
+	}
 	_ = os.RemoveAll(l.data)
+}
+
+// deleteRedisPrefix deletes every key under prefix (the pass's own).
+func deleteRedisPrefix(ctx context.Context, url, prefix string) error {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	c := redis.NewClient(opt)
+	defer c.Close()
+	it := c.Scan(ctx, 0, prefix+"*", 500).Iterator()
+	var keys []string
+	for it.Next(ctx) {
+		keys = append(keys, it.Val())
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		return c.Del(ctx, keys...).Err()
+	}
+	return nil
 }
 
 func (l *localSystem) Target() evidence.Target {

@@ -25,7 +25,9 @@ func TestEvidencePass(t *testing.T) {
 		t.Fatal("MALAI_TEST_POSTGRES_URL is required")
 	}
 	ctx := context.Background()
-	l, err := startLocal(ctx, localEvidenceConfig{PostgresAdmin: pg})
+	// With MALAI_TEST_REDIS_URL set (CI), limits, idempotency records and
+	// the queue live in Redis under a prefix of this run's.
+	l, err := startLocal(ctx, localEvidenceConfig{PostgresAdmin: pg, RedisURL: os.Getenv("MALAI_TEST_REDIS_URL")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,7 @@ func runCmd(args []string) error {
 	fs.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:8080", "plain-HTTP redirect address (empty: none)")
 	fs.StringVar(&o.DataDir, "data", "malai-data", "data directory")
 	fs.StringVar(&o.RedisURL, "redis-url", "", "Redis URL for limits, idempotency and the queue (default: in memory)")
+	fs.StringVar(&o.RedisPrefix, "redis-prefix", "malai:", "prefix of every Redis key the system writes (several systems can share one Redis)")
 	fs.StringVar(&o.DenyList, "deny-list", "", "IP reputation deny list file (reloaded on SIGHUP)")
 	fs.StringVar(&o.AuditDSN, "audit-dsn", "", "PostgreSQL DSN of the audit app role (see the migrate command); default: file store under -data")
 	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")

@@ -61,6 +61,9 @@ type Options struct {
 	// RedisURL, when set, puts rate limits, idempotency records and the
 	// queue in Redis; otherwise they are in memory.
 	RedisURL string
+	// RedisPrefix starts every key the system writes in Redis. Default
+	// "malai:".
+	RedisPrefix string
 	// LogMirror also receives the plaintext JSON logs (the terminal).
 	LogMirror io.Writer
 	// PerIP and PerPrincipal limit requests per minute per client network
@@ -84,6 +87,13 @@ type Options struct {
 	// Faults switch features off to build a deliberately broken system
 	// (tests only: Start refuses them outside a test binary).
 	Faults faults.Set
+}
+
+func (o Options) redisPrefix() string {
+	if o.RedisPrefix == "" {
+		return "malai:"
+	}
+	return o.RedisPrefix
 }
 
 // System is a running reference system.
@@ -334,10 +344,10 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	var idemStore idempotency.Store
 	var q queue.Queue
 	if rdb != nil {
-		if idemStore, err = idemredis.New(idemredis.Config{Client: rdb, Prefix: "malai:idem:"}); err != nil {
+		if idemStore, err = idemredis.New(idemredis.Config{Client: rdb, Prefix: o.redisPrefix() + "idem:"}); err != nil {
 			return nil, err
 		}
-		if q, err = queue.NewRedis(ctx, rdb, "malai:transfers", "workers", queue.Options{}); err != nil {
+		if q, err = queue.NewRedis(ctx, rdb, o.redisPrefix()+"transfers", "workers", queue.Options{}); err != nil {
 			return nil, err
 		}
 	} else {
@@ -411,7 +421,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	var rateStore ratelimit.Store
 	if rdb != nil {
-		if rateStore, err = rlredis.New(rlredis.Config{Client: rdb, Prefix: "malai:rl:"}); err != nil {
+		if rateStore, err = rlredis.New(rlredis.Config{Client: rdb, Prefix: o.redisPrefix() + "rl:"}); err != nil {
 			return nil, err
 		}
 	}
@@ -432,7 +442,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	var webStore web.Store
 	if rdb != nil {
-		webStore, err = web.NewRedisStore(rdb, "malai:web:")
+		webStore, err = web.NewRedisStore(rdb, o.redisPrefix()+"web:")
 	} else {
 		webStore, err = web.NewBoltStore(filepath.Join(o.DataDir, "web-sessions.db"))
 	}
