@@ -65,9 +65,14 @@ var proofs = []proof{
 	{name: "no XSS rules", faults: faults.Set{faults.WAFNoXSS}, fail: []string{id(evidence.RowWAF, "XSS refused (OWASP CRS)")}},
 	{name: "no Java / RCE rules", faults: faults.Set{faults.WAFNoJava}, fail: []string{id(evidence.RowWAF, "Log4Shell refused (known bad inputs)")}},
 	{name: "a WAF false positive", faults: faults.Set{faults.WAFFalsePositive}, fail: []string{id(evidence.RowWAF, "a benign request with ordinary words passes")}},
-	{name: "no reputation list", faults: faults.Set{faults.EdgeNoReputation}, fail: []string{id(evidence.RowWAF, "a client on the reputation deny list is refused")}},
-	{name: "no effective per-IP limit", options: func(o *Options) { o.PerIP = 1_000_000 },
-		fail: []string{id(evidence.RowWAF, "a client over its per-IP limit gets 429 with Retry-After and RateLimit headers; another client does not")}},
+	// The reputation list and the per-IP limit each hold two checks: the
+	// refusal itself, and that it comes before the WAF.
+	{name: "no reputation list", faults: faults.Set{faults.EdgeNoReputation}, fail: []string{
+		id(evidence.RowWAF, "a client on the reputation deny list is refused"),
+		id(evidence.RowWAF, "a deny-listed client is refused by the reputation list before the WAF inspects it")}},
+	{name: "no effective per-IP limit", options: func(o *Options) { o.PerIP = 1_000_000 }, fail: []string{
+		id(evidence.RowWAF, "a client over its per-IP limit gets 429 with Retry-After and RateLimit headers; another client does not"),
+		id(evidence.RowWAF, "the per-IP limit runs before the WAF and counts blocked requests: an attacking client reaches 429 first")}},
 	// The limit before the WAF: one switch moves the reputation list and
 	// the per-IP limit behind the WAF, which both checks of the order see.
 	{name: "the limits run after the WAF", faults: faults.Set{faults.EdgeLimitAfterWAF}, fail: []string{
@@ -78,6 +83,8 @@ var proofs = []proof{
 	{name: "no WAF concurrency cap", faults: faults.Set{faults.EdgeNoWAFCap},
 		fail: []string{id(evidence.RowWAF, "inspection is capped: a burst of 24 concurrent 12 KiB posts from one address gets 503 + Retry-After for the excess, not a queue")}},
 	// Idempotency.
+	{name: "job outcomes are not reported", faults: faults.Set{faults.LedgerNoJobStatus},
+		fail: []string{id(evidence.RowIdempotency, "async: the job's outcome is visible at its Location (succeeded with the transfer; failed with the problem), to its owner only")}},
 	{name: "the ledger appends on the request's context", faults: faults.Set{faults.LedgerAppendOnRequestContext},
 		fail: []string{id(evidence.RowIdempotency, "clients timing out mid-transfer leave the balances equal to the chain, and each learns its outcome by retrying with the same key")}},
 	// Encryption at rest.
@@ -118,6 +125,10 @@ var proofs = []proof{
 		fail: []string{id(evidence.RowRoles, "the server refuses the application role's TRUNCATE")}},
 	{name: "the app role may create tables", pg: grant("GRANT CREATE ON SCHEMA $S TO $APP"),
 		fail: []string{id(evidence.RowRoles, "the server refuses the application role's DDL (CREATE TABLE)")}},
+	{name: "the app role may create TEMP tables", pg: grant("DO $$BEGIN EXECUTE format('GRANT TEMP ON DATABASE %I TO $APP', current_database()); END$$"),
+		fail: []string{id(evidence.RowRoles, "the server refuses the application role's TEMP table")}},
+	{name: "checkpoint rows are not checked", pg: grant("ALTER TABLE $S.audit_log_checkpoint DROP CONSTRAINT audit_log_cp_shape"),
+		fail: []string{id(evidence.RowRoles, "the server refuses the application role's malformed checkpoint row")}},
 	{name: "the app role may set session_replication_role", pg: grant("GRANT SET ON PARAMETER session_replication_role TO $APP"),
 		fail: []string{id(evidence.RowRoles, "the server refuses the application role's session_replication_role = replica")}},
 }

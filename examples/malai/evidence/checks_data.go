@@ -115,14 +115,16 @@ func roleChecks() []Check {
 			return fmt.Sprintf("%d rows visible", n), nil
 		})
 	}}}
-	for _, q := range []struct{ name, sql string }{
-		{"UPDATE", "UPDATE %s.audit_log SET seq = seq WHERE false"},
-		{"DELETE", "DELETE FROM %s.audit_log WHERE false"},
-		{"TRUNCATE", "TRUNCATE %s.audit_log"},
-		{"SELECT … FOR UPDATE", "SELECT seq FROM %s.audit_log LIMIT 1 FOR UPDATE"},
-		{"DDL (CREATE TABLE)", "CREATE TABLE %s.evil (x int)"},
-		{"DDL (DROP TABLE)", "DROP TABLE %s.audit_log"},
-		{"session_replication_role = replica", "SET session_replication_role = replica"},
+	for _, q := range []struct{ name, sql, code, meaning string }{
+		{"UPDATE", "UPDATE %s.audit_log SET seq = seq WHERE false", "42501", "insufficient_privilege"},
+		{"DELETE", "DELETE FROM %s.audit_log WHERE false", "42501", "insufficient_privilege"},
+		{"TRUNCATE", "TRUNCATE %s.audit_log", "42501", "insufficient_privilege"},
+		{"SELECT … FOR UPDATE", "SELECT seq FROM %s.audit_log LIMIT 1 FOR UPDATE", "42501", "insufficient_privilege"},
+		{"DDL (CREATE TABLE)", "CREATE TABLE %s.evil (x int)", "42501", "insufficient_privilege"},
+		{"DDL (DROP TABLE)", "DROP TABLE %s.audit_log", "42501", "insufficient_privilege"},
+		{"TEMP table", "CREATE TEMP TABLE evil (x int)", "42501", "insufficient_privilege"},
+		{"session_replication_role = replica", "SET session_replication_role = replica", "42501", "insufficient_privilege"},
+		{"malformed checkpoint row", "INSERT INTO %s.audit_log_checkpoint (note) VALUES ('not a signed note')", "23514", "check_violation"},
 	} {
 		cs = append(cs, Check{Row: RowRoles, Name: "the server refuses the application role's " + q.name, Local: true, Run: func(ctx context.Context, f *Fixture) (string, error) {
 			return withConn(ctx, f, func(conn *pgx.Conn, schema string) (string, error) {
@@ -139,8 +141,8 @@ func roleChecks() []Check {
 				defer tx.Rollback(context.Background())
 				_, err = tx.Exec(ctx, sql)
 				var pgErr *pgconn.PgError
-				if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-					return "SQLSTATE 42501 insufficient_privilege", nil
+				if errors.As(err, &pgErr) && pgErr.Code == q.code {
+					return "SQLSTATE " + q.code + " " + q.meaning, nil
 				}
 				if err == nil {
 					return "", errors.New("allowed")

@@ -134,6 +134,7 @@ func idempotencyChecks() []Check {
 			}
 			return obs, nil
 		}},
+		jobStatusCheck,
 		timeoutCheck,
 	}
 }
@@ -260,57 +261,75 @@ var restartKeyCheck = Check{Row: RowIdempotency, Local: true, Effect: Restarts,
 var jobStatusCheck = Check{Row: RowIdempotency,
 	Name: "async: the job's outcome is visible at its Location (succeeded with the transfer; failed with the problem), to its owner only",
 	Run: func(ctx context.Context, f *Fixture) (string, error) {
-		job := func(amount int64, label string) (string, error) {
-			r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers/async", Transfer{From: f.Alice.Account, To: f.Bob.Account, Amount: amount},
-				f.Alice.Auth().With("Idempotency-Key", f.Key(label)))
-			if err != nil {
-				return "", err
-			}
-			loc := r.Header.Get("Location")
-			if r.Status != http.StatusAccepted || loc == "" {
-				return "", fmt.Errorf("async: %s Location %q", r, loc)
-			}
-			return loc, nil
+		u, err := f.NewCustomer(ctx, "jobs")
+		if err != nil {
+			return "", err
+		}
+		bal, err := f.Balance(ctx, u)
+		if err != nil {
+			return "", err
+		}
+		submit := func(amount int64, label string) (Response, error) {
+			return f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers/async", Transfer{From: u.Account, To: f.Bob.Account, Amount: amount},
+				u.Auth().With("Idempotency-Key", f.Key(label)))
 		}
 		wait := func(loc string) (Response, error) {
 			var r Response
 			_, err := Eventually(ctx, 20*time.Second, func() (bool, string, error) {
 				var err error
-				r, err = f.Do(ctx, "GET", f.Target.Gateway+loc, nil, f.Alice.Auth())
+				r, err = f.Do(ctx, "GET", f.Target.Gateway+loc, nil, u.Auth())
 				s := JSONString(r.Body, "status")
 				return err == nil && r.Status == 200 && (s == "succeeded" || s == "failed"), r.String(), err
 			})
 			return r, err
 		}
-		okLoc, err := job(11, "job-ok")
+		// Two jobs of 60 % each: the first succeeds; the second fails,
+		// when it runs or already when it is accepted.
+		part := bal * 3 / 5
+		first, err := submit(part, "job-first")
 		if err != nil {
 			return "", err
 		}
-		badLoc, err := job(f.Funds*1000, "job-overdraft")
+		second, err := submit(part, "job-second")
 		if err != nil {
 			return "", err
 		}
-		ok, err := wait(okLoc)
-		if err != nil {
-			return ok.String(), fmt.Errorf("job %s: %w", okLoc, err)
+		loc := first.Header.Get("Location")
+		if first.Status != http.StatusAccepted || !strings.HasPrefix(loc, "/v1/jobs/") {
+			return "", fmt.Errorf("async: %s Location %q", first, loc)
 		}
-		bad, err := wait(badLoc)
+		ok, err := wait(loc)
 		if err != nil {
-			return bad.String(), fmt.Errorf("job %s: %w", badLoc, err)
+			return ok.String(), fmt.Errorf("job %s: %w", loc, err)
 		}
-		stranger, err := f.Do(ctx, "GET", f.Target.Gateway+okLoc, nil, f.Bob.Auth())
-		if err != nil {
-			return "", err
-		}
-		okRes, badRes := jobResult(ok.Body), jobResult(bad.Body)
-		obs := fmt.Sprintf("%s → %s (result %d); %s → %s (result %d %s); another user → %d",
-			okLoc, JSONString(ok.Body, "status"), okRes.Status, badLoc, JSONString(bad.Body, "status"), badRes.Status, badRes.Type, stranger.Status)
-		switch {
-		case JSONString(ok.Body, "status") != "succeeded" || okRes.Status != http.StatusCreated:
+		okRes := jobResult(ok.Body)
+		obs := fmt.Sprintf("%s → %s (result %d)", loc, JSONString(ok.Body, "status"), okRes.Status)
+		if JSONString(ok.Body, "status") != "succeeded" || okRes.Status != http.StatusCreated {
 			return obs, errors.New("the successful job's outcome is not visible")
-		case JSONString(bad.Body, "status") != "failed" || badRes.Status != http.StatusUnprocessableEntity:
-			return obs, errors.New("the failed job's problem is not visible")
-		case stranger.Status != http.StatusNotFound:
+		}
+		switch second.Status {
+		case http.StatusAccepted:
+			loc2 := second.Header.Get("Location")
+			bad, err := wait(loc2)
+			if err != nil {
+				return bad.String(), fmt.Errorf("job %s: %w", loc2, err)
+			}
+			badRes := jobResult(bad.Body)
+			obs += fmt.Sprintf("; %s → %s (result %d %s)", loc2, JSONString(bad.Body, "status"), badRes.Status, badRes.Type)
+			if JSONString(bad.Body, "status") != "failed" || badRes.Status != http.StatusUnprocessableEntity {
+				return obs, errors.New("the failed job's problem is not visible")
+			}
+		case http.StatusUnprocessableEntity:
+			obs += fmt.Sprintf("; the overdrawing job was refused when accepted: %d %s", second.Status, JSONString(second.Body, "type"))
+		default:
+			return obs, fmt.Errorf("the second job: %s", second)
+		}
+		stranger, err := f.Do(ctx, "GET", f.Target.Gateway+loc, nil, f.Bob.Auth())
+		if err != nil {
+			return "", err
+		}
+		obs += fmt.Sprintf("; another user → %d", stranger.Status)
+		if stranger.Status != http.StatusNotFound {
 			return obs, errors.New("another user sees the job")
 		}
 		return obs, nil

@@ -17,6 +17,5 @@ func PendingChecks() []Pending {
 		{mfaReauthCheck, "re-authentication for MFA enrolment"},
 		{ownerLockoutCheck, "a lockout that exempts the owner's known device (a signed device cookie)"},
 		{sprayCheck, "password-spraying detection"},
-		{jobStatusCheck, "the gateway routing GET /v1/jobs/{id} (the ledger serves it; the public route table does not mount it yet)"},
 	}
 }
