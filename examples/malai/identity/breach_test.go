@@ -44,7 +44,7 @@ func fakeRange(t *testing.T, counts map[string]int) (*httptest.Server, func() []
 func TestRangeChecker(t *testing.T) {
 	srv, paths := fakeRange(t, map[string]int{"Leaked-Lantern-77": 12, "Padded-Only-88": 0})
 	c := &RangeChecker{BaseURL: srv.URL + "/range/"}
-	for pw, want := range map[string]bool{"Leaked-Lantern-77": true, "Padded-Only-88": false, goodPW: false} {
+	for pw, want := range map[string]bool{"Leaked-Lantern-77": true, "Padded-Only-88": false, strongPW: false} {
 		got, err := c.Breached(context.Background(), pw)
 		if err != nil || got != want {
 			t.Fatalf("Breached(%q) = %v, %v; want %v", pw, got, err, want)
@@ -68,15 +68,15 @@ func TestRangeCheckerFailsClosed(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := &RangeChecker{BaseURL: srv.URL + "/range/"}
-	if _, err := c.Breached(context.Background(), goodPW); !errors.Is(err, ErrBreachService) {
+	if _, err := c.Breached(context.Background(), strongPW); !errors.Is(err, ErrBreachService) {
 		t.Fatalf("error %v", err)
 	}
-	if _, err := (&RangeChecker{}).Breached(context.Background(), goodPW); !errors.Is(err, ErrBreachService) {
+	if _, err := (&RangeChecker{}).Breached(context.Background(), strongPW); !errors.Is(err, ErrBreachService) {
 		t.Fatal("zero RangeChecker did not fail")
 	}
 	// Wired into the service: sign-up answers 503.
 	h := newHarness(t, func(cfg *Config) { cfg.Breach = AnyBreachChecker(OfflineCorpus(), c) })
-	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "alice", "password": goodPW}), 503, "service-unavailable")
+	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "alice", "password": strongPW}), 503, "service-unavailable")
 	// The offline corpus answers first for a common password: no network.
 	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "alice", "password": "Password123!"}), 422, "password-compromised")
 
@@ -84,11 +84,11 @@ func TestRangeCheckerFailsClosed(t *testing.T) {
 	// breach status is unknown).
 	tc := &toggleChecker{}
 	h2 := newHarness(t, func(cfg *Config) { cfg.Breach = tc })
-	h2.signUp("alice", goodPW)
+	h2.signUp("alice", strongPW)
 	tc.set(ErrBreachService)
-	wantProblem(t, h2.signIn(map[string]string{"username": "alice", "password": goodPW}), 503, "service-unavailable")
+	wantProblem(t, h2.signIn(map[string]string{"username": "alice", "password": strongPW}), 503, "service-unavailable")
 	tc.set(nil)
-	h2.signInOK(map[string]string{"username": "alice", "password": goodPW})
+	h2.signInOK(map[string]string{"username": "alice", "password": strongPW})
 }
 
 type toggleChecker struct {
@@ -110,5 +110,5 @@ func TestRangeCheckerAtSignUp(t *testing.T) {
 		cfg.Breach = AnyBreachChecker(OfflineCorpus(), &RangeChecker{BaseURL: srv.URL + "/range/"})
 	})
 	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "alice", "password": "Leaked-Lantern-77"}), 422, "password-compromised")
-	h.signUp("alice", goodPW)
+	h.signUp("alice", strongPW)
 }

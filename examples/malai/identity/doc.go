@@ -1,159 +1,200 @@
 // Package identity is the identity domain of the Malai reference system:
-// sign-up, sign-in with adaptive risk scoring, optional TOTP MFA with
-// recovery codes, server-side refresh sessions, the OAuth2
-// client-credentials grant for components, and the ES256 keys that sign
-// every access token.
+// accounts with stable opaque subjects, sign-in with a lockout that
+// protects the owner, optional TOTP MFA with recovery codes, account
+// security changes behind re-authentication, server-side refresh
+// sessions, the OAuth2 client-credentials grant for components with
+// private_key_jwt (no shared secret), and the ES256 keys that sign every
+// access token.
 //
-// # Reference grade, not production grade
+// # State
 //
-// Every store (accounts, refresh sessions, clients, risk history, keys) is
-// in process memory: a restart forgets accounts and sessions and generates
-// new signing keys, and two replicas do not share state. The behaviour,
-// the wire format and the security decisions are the production ones; the
-// storage is not. A production deployment would keep accounts and sessions
-// in PostgreSQL, risk counters in Redis, and the signing key in a KMS or
-// HSM so the private key never sits in process memory.
+// Everything the service knows lives in a [store.Store]: accounts,
+// password hashes, sealed TOTP secrets, recovery-code digests, refresh
+// sessions, lockout counts, the signing keys (sealed), component keys and
+// used assertion ids. The embedded default is boltstore (one fsynced bbolt
+// file under the data directory; one process at a time); distributed mode
+// uses pgstore (PostgreSQL, any number of replicas, an application role
+// that cannot delete a username). Both pass the same conformance suite.
+// A restart forgets nothing: the same keys sign, sessions keep rotating,
+// throttles keep counting, and a username once registered can never be
+// registered again, even after the account is deleted.
+//
+// The store holds no username, client address, user agent, TOTP secret or
+// private key in the clear: usernames are indexed by a keyed digest and
+// sealed for display, networks and devices are kept as keyed digests,
+// secrets and keys are sealed with Config.Ring (AES-256-GCM, each record
+// bound to its owner by additional data, so a sealed secret copied to
+// another account fails to open).
 //
 // # Tokens
 //
 // Access tokens are JWTs (RFC 9068 profile) signed with ES256, header
 // typ "at+jwt" and a kid, carrying iss, sub, aud, exp, iat, nbf, jti,
 // client_id, scope and [ClaimTokenClass]. They live [DefaultAccessTokenTTL]
-// (five minutes; at most [MaxAccessTokenTTL]).
+// (five minutes; at most [MaxAccessTokenTTL]). "iss" is Config.Issuer, the
+// system's stable public URL.
 //
-//   - User tokens: sub "user:<username>" ([UserSubject], [Username]), aud
-//     [AudienceUser], class [ClassUser], client_id Config.UserClientID,
-//     plus auth_time and amr.
-//   - Service tokens: aud [AudienceService], class [ClassService],
-//     sub == client_id. Client ids cannot contain ':', so user and
-//     service subjects never collide (RFC 9068 §5). A service token is
-//     not a user token: a verifier
-//     that requires aud malai-api and class user refuses it, and the
-//     reverse holds for internal routes.
+//   - User tokens: sub "user:<id>" where id is the account's random
+//     128-bit identifier ([UserSubject], [UserID]) — never the username,
+//     so nothing keyed on a subject can pass to another person; aud
+//     [AudienceUser], class [ClassUser], plus auth_time, amr, sid (the
+//     refresh session) and roles when the account has any.
+//   - Service tokens: sub == client_id == the component's name, aud
+//     [AudienceService], class [ClassService]. Client ids cannot contain
+//     ':', so user and service subjects never collide (RFC 9068 §5).
 //
-// The keys are generated in process and kept in a ring: the current key
-// signs, the previous key stays published so its tokens verify until they
-// expire, and the next key is published a whole rotation interval before
-// it signs, so verifiers caching the JWKS for [JWKSMaxAge] never meet an
-// unknown kid. Rotation happens on Config.KeyRotationInterval (checked
-// when a token is minted) or on [Service.RotateKey]; two rotations in a
-// row retire a leaked key and every token it signed.
+// Every verifier of the system applies [VerifierProfile]: ES256 only, typ
+// at+jwt (any case, with or without "application/"), the issuer, one
+// audience, a lifetime of at most MaxAccessTokenTTL, strict JSON (no
+// duplicate members, no crit, NumericDates as numbers). Identity checks
+// its own account routes with jwtverify and that profile, then requires
+// the account to exist and the token's session to be live — so a signed-out
+// or revoked session's token buys nothing here, although other domains
+// accept it until it expires.
+//
+// The signing keys are stored with their schedule: a key signs for
+// Config.KeyRotationInterval from the moment it was activated, whoever
+// restarts in between; the next key is published one interval before it
+// signs; a retired key stays in the JWKS until every token it signed has
+// expired (token lifetime + leeway + one JWKS cache period). The JWKS and
+// the RFC 8414 metadata ([MetadataPath]) are served "public,
+// max-age=300". [Service.RotateKey] rotates at once; an emergency rotation
+// replaces every key.
 //
 // # Passwords
 //
-// Two policies, chosen by Config.PasswordPolicy:
+// Two policies, chosen by Config.PasswordPolicy: [PolicyPage] (default;
+// the security page's rule: at least 12 characters with a lower-case
+// letter, an upper-case letter, a digit and a symbol) and [PolicyNIST]
+// (NIST SP 800-63B-4 single-factor: at least 15 characters, no
+// composition rules). Both accept up to 128 code points, normalise to
+// NFKC, refuse passwords that contain the username or use fewer than
+// five distinct characters, and refuse compromised passwords ([OfflineCorpus]
+// by default; [RangeChecker] for a k-anonymity range API). Hashes are
+// argon2id (OWASP baseline: 19 MiB, 2 passes, 1 lane; per-user salt;
+// constant-time compare), upgraded on sign-in when the parameters change;
+// Config.MaxConcurrentHashes bounds the memory a flood can claim. The cost
+// is deliberate: about one argon2id computation per sign-in attempt that
+// reaches the password check.
 //
-//   - [PolicyPage] (default) is the rule the security page promises: at
-//     least 12 characters with a lower-case letter, an upper-case letter, a
-//     digit and a symbol.
-//   - [PolicyNIST] is NIST SP 800-63B-4 for single-factor passwords: at
-//     least 15 characters and no composition rules.
+// # Sign-in and lockout
 //
-// Both accept up to 128 code points, normalise to NFKC, refuse passwords
-// that contain the username or use fewer than five distinct characters,
-// and refuse compromised passwords. Hashes are argon2id (OWASP baseline:
-// 19 MiB, 2 passes, 1 lane; per-user 16-byte salt; constant-time compare),
-// upgraded on sign-in when the parameters change. Config.MaxConcurrentHashes
-// bounds the memory a sign-in flood can claim.
+// POST /v1/sessions {username, password[, totp_code | recovery_code]}.
+// Every attempt is judged from failure counts in the store (window 15
+// minutes; see [Lockout]) before the password is looked at:
 //
-// # Compromised passwords
+//   - A device that completed a sign-in before carries the signed
+//     [DeviceCookie] (HttpOnly, Secure, SameSite=Strict, sent only to
+//     /v1/sessions; its MAC binds the username). It is judged by its own
+//     failures only. Nothing an attacker does elsewhere — many networks,
+//     many failures, the owner's own NAT address — slows it.
+//   - Anyone else is throttled, never hard-blocked: per (account,
+//     network) after 5 failures; per network after 30 failures or 10
+//     failing accounts (credential stuffing); per password fingerprint
+//     after 5 accounts failed with it (spraying, from one network or many;
+//     the fingerprint is a keyed digest kept for the window); per account
+//     after 10 failures, or 5 from 3 networks (distributed guessing). A
+//     throttle answers 429 sign-in-throttled with Retry-After: the wait
+//     starts at 1 s and doubles with every further failure up to 15
+//     minutes, and refused attempts do not count, so nobody can keep an
+//     account shut for free.
+//   - With the right password, an unknown device on a network the account
+//     never used while the account is under attack is high risk: it needs
+//     the second factor, and without one it is refused with the same
+//     answer as a wrong password.
+//   - TOTP and recovery codes are bounded per account and device class
+//     (the known device, or any unknown one): 3 free failures per 24
+//     hours, then a wait from 30 s doubling to 1 hour.
 //
-// [OfflineCorpus], the default [BreachChecker], is an offline corpus: the
-// 30,000 most frequent passwords of public breach dumps as embedded in
-// github.com/trustelem/zxcvbn, in a bloom filter, matched ignoring case,
-// leading and trailing digits and symbols, and common substitutions
-// ("P@ssw0rd!!" matches "password"). It is a fixed snapshot, not a live
-// breach feed: a password leaked last week is not in it. For live data,
-// [RangeChecker] queries a k-anonymity range API (Have I Been Pwned's
-// Pwned Passwords: only the first five hex digits of the SHA-1 leave the
-// process, responses padded); [AnyBreachChecker] chains it behind the
-// offline corpus. A checker error fails closed (503). A
-// compromised password is refused at sign-up; at sign-in it flags the
-// account for a reset and no token is issued until [Service.ResetPassword]
-// runs.
+// Every decision and its reasons go to the log; every refusal that is not
+// a plain wrong password, and every success, goes to the audit chain
+// (one entry per key and minute, so a flood cannot flood the chain). The
+// pre-password decision depends only on what the client sent, never on
+// whether the account exists; an unknown username costs the same argon2id
+// work and gets the same answer as a wrong password.
 //
-// # Sign-in and adaptive risk
+// A right password on an account with MFA and no code answers 401
+// mfa-required with a one-use "mfa_token" (five minutes, bound to the
+// account); POST /v1/sessions/mfa {mfa_token, totp_code | recovery_code}
+// completes the sign-in, so a backend never needs to keep the password. A
+// wrong code there answers invalid-credentials with a fresh mfa_token.
 //
-// Every sign-in is scored from failures per account, per client network
-// (IPv4 address or IPv6 /64), per account and network, the number of
-// distinct accounts failing from one network (credential stuffing), and,
-// once the password is right, whether the network is new for the account.
-// The score decides, and the decision is enforced:
-//
-//   - allow: a token is issued (after TOTP when the account enrolled it);
-//   - step-up: a TOTP code or recovery code is required; an account
-//     without a second factor is refused;
-//   - block: refused. A block decided before the password is checked
-//     answers 403 sign-in-blocked and depends only on the submitted name
-//     and the network; a block decided after it answers exactly like a
-//     wrong password, so a credential stuffer never learns that a pair
-//     was right.
-//
-// An unknown username gets the same 401 invalid-credentials answer as a
-// wrong password after the same argon2id work (against a dummy hash).
-// The client address comes from Config.ClientIP; the default, the
-// RemoteAddr host, is right only without a proxy.
-//
-// A successful sign-in returns a [TokenResponse] and sets the refresh
-// cookie ([RefreshCookie]: HttpOnly, Secure, SameSite=Strict, Path
-// [RefreshPath]). The refresh token is 256 random bits stored as a
+// A successful sign-in returns a [TokenResponse], sets the refresh cookie
+// ([RefreshCookie]: HttpOnly, Secure, SameSite=Strict, Path [RefreshPath])
+// and the device cookie. The refresh token is 256 random bits stored as a
 // SHA-256 digest; POST /v1/refresh rotates it, and presenting a rotated
-// token revokes the whole session (its family). Two tabs refreshing with
-// the same cookie at once therefore sign the user out: strict by design.
+// token revokes the whole session. Refresh and sign-out (DELETE
+// /v1/refresh) require [CSRFHeader]: 1 and an Origin in
+// Config.AllowedOrigins (default the issuer's origin).
 //
-// # MFA
+// # Account security
 //
-// POST /v1/mfa/totp (user token whose sign-in is at most
-// [MFAEnrollMaxAuthAge] old) returns the otpauth URL and secret once; POST
-// /v1/mfa/totp/confirm with a current code activates it and returns ten
-// single-use recovery codes (80 bits each, stored as digests); a wrong code
-// answers 422 invalid-otp-code and leaves the enrolment pending. A TOTP code
-// is accepted only for a time step later than the last accepted one, so a
-// code cannot be replayed. Disabling TOTP and regenerating recovery codes
-// are not implemented.
+// Every change needs re-authentication beyond the bearer token: the
+// current "password" and, when the account has a second factor, a current
+// "totp_code" or an unused "recovery_code". Wrong answers are throttled
+// per session, so a stolen token is no password oracle.
+//
+//	GET    /v1/account                 the account (id, sub, username, roles, mfa)
+//	POST   /v1/account/password        {password, new_password[, code]}: revokes every other session
+//	POST   /v1/mfa/totp                {password}: start TOTP enrolment → secret, otpauth_url
+//	POST   /v1/mfa/totp/confirm        {code}: same session, within 15 min → recovery codes
+//	POST   /v1/mfa/totp/disable        {password, totp_code | recovery_code}
+//	POST   /v1/mfa/recovery-codes      {password, totp_code | recovery_code} → new codes
+//	GET    /v1/sessions                the account's live sessions
+//	DELETE /v1/sessions/{id}           revoke one
+//
+// Each change is an audit event ([AuditPasswordChanged] and the others).
 //
 // # Components
 //
-// [Service.RegisterClient] gives each component its own client id and a
-// 256-bit secret (returned once, stored as a digest); POST /oauth2/token
-// with grant_type=client_credentials and HTTP Basic returns a service
-// token whose scope is at most the client's. Errors follow RFC 6749 §5.2.
-// [Service.RevokeClient] stops one component without touching the others;
-// tokens it already holds live out their five minutes. The client
-// credentials grant has no grant to be invalid, so invalid_grant never
-// occurs; a revoked or wrong secret is invalid_client (401, WWW-Authenticate:
-// Basic), a password or code grant is unauthorized_client.
+// Each component task generates an ES256 (or Ed25519) key pair in memory
+// and registers the public key with POST /internal/v1/clients, which
+// admits only a caller whose verified client certificate names a
+// component in Config.Clients (Config.PeerComponent reads it); the
+// client id is that name. POST /oauth2/token then takes only
+// private_key_jwt (RFC 7523): an assertion with iss = sub = client id,
+// aud = Config.TokenEndpoint exactly, a lifetime of at most five minutes
+// and a "jti" used once (stored until it expires, on every replica). The
+// assertion must come over the connection of the component it names.
+// client_secret_basic, client_secret_post and client_secret_jwt answer
+// 401 invalid_client; every answer is RFC 6749 §5.2 with Cache-Control:
+// no-store. These routes are on the internal listener only; the gateway
+// does not route them. Package clientauth is the component side.
 //
-// [Service.CreateUser] seeds accounts (demo data, operator tools) through
-// the same policy, breach check and hashing as POST /v1/users.
+// [Service.RevokeClientKeys] (POST /internal/v1/clients/{id}/revoke, for
+// the operator) revokes one task's key, or all of a component's keys:
+// that task is refused from the next request, on every replica, and no
+// other component or task is touched. Tokens it already holds live out
+// their five minutes.
 //
 // # Usage
 //
+//	st, err := boltstore.Open(filepath.Join(dataDir, "identity"), 0)
 //	svc, err := identity.New(identity.Config{
-//		Issuer:   "https://identity.malai.internal",
-//		ClientIP: resolver.ClientIP, // trusted-proxy aware
+//		Issuer: "https://malai.example", // the gateway's public URL
+//		Store:  st, Ring: ring, Audit: auditLog,
+//		Clients:       []identity.Client{{ID: "worker", Scopes: []string{"ledger:transfer"}}},
+//		PeerComponent: certificateName, // from the mutual-TLS connection
+//		ClientIP:      resolver.Resolve, // trusted-proxy aware
 //	})
 //	if err != nil { … }
 //	defer svc.Close()
-//	ledgerSecret, err := svc.RegisterClient("ledger", []string{"audit:append"})
-//	mux.Handle("/", svc.Handler())
-//
-// Other domains verify tokens with jwtverify against JWKSPath, requiring
-// [Algorithm], [TokenType], the issuer, and [AudienceUser] + [ClassUser]
-// on user routes or [AudienceService] + [ClassService] on internal routes.
+//	internalMux.Handle("/", svc.Handler())
 //
 // # Errors and secrets
 //
 // /v1 errors are problem+json (see [WriteError] and docs/problems.md);
-// Config.ErrorHandler replaces them. Bodies are capped at 4 KiB and decoded
-// strictly: one object, exact member names, no duplicates, strings only,
-// valid UTF-8. Passwords, codes and tokens travel as [Secret], which
-// redacts itself in slog and fmt; no error or log line carries one, and
-// an unknown username is not logged (it may be a mistyped password).
+// Config.ErrorHandler replaces them. JSON bodies are capped at 4 KiB and
+// decoded strictly: one object, exact member names, no duplicates, strings
+// only, valid UTF-8. Passwords, codes and tokens travel as [Secret], which
+// redacts itself in slog and fmt; no error, log line or audit payload
+// carries one, nor a username.
 //
 // Sign-up reveals whether a username is taken (409): the price of
-// self-service registration without e-mail verification. Rate limits on
-// sign-up and sign-in belong to the gateway.
+// self-service registration without e-mail verification.
+//
+// [Config.Faults] switch single defences off for evidence tests; [New]
+// refuses them outside tests.
 //
 // A [Service] is safe for concurrent use.
 package identity

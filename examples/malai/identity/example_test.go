@@ -2,134 +2,97 @@ package identity_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
+	"os"
 	"strings"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jwt"
+	"golang.org/x/mod/sumdb/note"
 
+	"github.com/malai-sec/malai/auditlog"
+	auditmem "github.com/malai-sec/malai/auditlog/memstore"
 	"github.com/malai-sec/malai/examples/malai/identity"
+	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
+	"github.com/malai-sec/malai/examples/malai/identity/store/boltstore"
+	"github.com/malai-sec/malai/keyring"
 )
 
-// The reference system runs the identity service behind the gateway, gives
-// each component its own client, and lets every domain verify tokens
-// against the JWKS.
+// The identity service on its embedded store: a person signs up and signs
+// in (with the argon2id cost lowered for the example), and the worker
+// component obtains a service token with its own key, no secret shared.
 func Example() {
+	dir, _ := os.MkdirTemp("", "identity-example")
+	defer os.RemoveAll(dir)
+	st, err := boltstore.Open(dir, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	k, _ := keyring.NewKey()
+	ring, _ := keyring.NewRing("k1", map[string]keyring.Key{"k1": k})
+	skey, _, _ := note.GenerateKey(rand.Reader, "example/identity-audit")
+	signer, _ := note.NewSigner(skey)
+	audit, err := auditlog.New(auditlog.Config{Store: auditmem.New(), Origin: "example/identity-audit", Signers: []note.Signer{signer}, Ring: ring})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer audit.Close()
+
 	svc, err := identity.New(identity.Config{
-		Issuer: "https://identity.malai.internal",
-		Logger: slog.New(slog.DiscardHandler),
+		Issuer: "https://malai.example",
+		Store:  st, Ring: ring, Audit: audit,
+		Argon2:  identity.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1},
+		Clients: []identity.Client{{ID: "worker", Scopes: []string{"ledger:transfer"}}},
+		// In the reference system: the name in the caller's verified
+		// client certificate.
+		PeerComponent: func(r *http.Request) string { return r.Header.Get("X-Example-Peer") },
+		Logger:        slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer svc.Close()
-	ledgerSecret, err := svc.RegisterClient("ledger", []string{"audit:append"})
-	if err != nil {
-		log.Fatal(err)
-	}
 	srv := httptest.NewServer(svc.Handler())
 	defer srv.Close()
 
-	post := func(path, ct, body string, basic ...string) *http.Response {
-		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, srv.URL+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", ct)
-		if len(basic) == 2 {
-			req.SetBasicAuth(basic[0], basic[1])
-		}
-		resp, err := http.DefaultClient.Do(req)
+	post := func(path, body string) *http.Response {
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			log.Fatal(err)
 		}
 		return resp
 	}
-	// A person signs up and signs in.
-	resp := post("/v1/users", "application/json", `{"username":"alice","password":"Tr1cky-Harbour-Lantern"}`)
-	fmt.Println("sign-up:", resp.StatusCode)
-	resp = post("/v1/sessions", "application/json", `{"username":"alice","password":"Tr1cky-Harbour-Lantern"}`)
-	var user identity.TokenResponse
-	_ = json.NewDecoder(resp.Body).Decode(&user)
+	resp := post("/v1/users", `{"username":"alice","password":"Tr1cky-Harbour-Lantern"}`)
+	var created struct{ Sub string }
+	_ = json.NewDecoder(resp.Body).Decode(&created)
 	resp.Body.Close()
-	fmt.Println("sign-in:", resp.StatusCode, user.TokenType, user.ExpiresIn, "refresh cookie:", len(resp.Cookies()) == 1)
-
-	// The ledger component gets a service token.
-	form := url.Values{"grant_type": {"client_credentials"}}.Encode()
-	resp = post("/oauth2/token", "application/x-www-form-urlencoded", form, "ledger", ledgerSecret)
-	var service identity.TokenResponse
-	_ = json.NewDecoder(resp.Body).Decode(&service)
+	fmt.Println("sign-up:", resp.StatusCode, "opaque subject:", !strings.Contains(created.Sub, "alice"))
+	resp = post(identity.SignInPath, `{"username":"alice","password":"Tr1cky-Harbour-Lantern"}`)
 	resp.Body.Close()
-	fmt.Println("client credentials:", resp.StatusCode, service.Scope)
+	fmt.Println("sign-in:", resp.StatusCode, "cookies:", len(resp.Cookies()))
 
-	// Any domain verifies against the published keys.
-	set, err := jwk.Fetch(context.Background(), srv.URL+identity.JWKSPath)
+	worker := &http.Client{Transport: peer{"worker"}}
+	src, err := clientauth.New(context.Background(), clientauth.Config{IdentityURL: srv.URL, HTTPClient: worker})
 	if err != nil {
 		log.Fatal(err)
 	}
-	for _, tc := range []struct {
-		tok      identity.Secret
-		aud, cls string
-	}{
-		{user.AccessToken, identity.AudienceUser, identity.ClassUser},
-		{service.AccessToken, identity.AudienceService, identity.ClassService},
-		{service.AccessToken, identity.AudienceUser, identity.ClassUser}, // a service token posing as a user
-	} {
-		tok, err := jwt.Parse([]byte(tc.tok.Reveal()), jwt.WithKeySet(set), jwt.WithValidate(true),
-			jwt.WithIssuer("https://identity.malai.internal"), jwt.WithAudience(tc.aud),
-			jwt.WithClaimValue(identity.ClaimTokenClass, tc.cls))
-		if err != nil {
-			fmt.Println("refused as", tc.cls)
-			continue
-		}
-		fmt.Println("verified:", tok.Subject(), tc.cls)
-	}
+	tok, err := src.Token()
+	fmt.Println("service token:", err == nil && tok.AccessToken != "", "client:", src.ClientID())
 	// Output:
-	// sign-up: 201
-	// sign-in: 200 Bearer 300 refresh cookie: true
-	// client credentials: 200 audit:append
-	// verified: user:alice user
-	// verified: ledger service
-	// refused as user
+	// sign-up: 201 opaque subject: true
+	// sign-in: 200 cookies: 2
+	// service token: true client: worker
 }
 
-// The security page promises 12+ characters with mixed classes; NIST SP
-// 800-63B-4 asks for 15+ and forbids composition rules. Both refuse
-// compromised passwords.
-func ExampleConfig_passwordPolicy() {
-	for _, policy := range []identity.PasswordPolicy{identity.PolicyPage, identity.PolicyNIST} {
-		svc, err := identity.New(identity.Config{
-			Issuer:         "https://identity.malai.internal",
-			PasswordPolicy: policy,
-			Argon2:         identity.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}, // example speed only
-			Logger:         slog.New(slog.DiscardHandler),
-		})
-		if err != nil {
-			log.Fatal(err)
-		}
-		for i, pw := range []string{"Harb0ur-Lamp", "quiet harbour lantern", "Password123!"} {
-			err := svc.CreateUser(context.Background(), fmt.Sprintf("user%d", i), pw)
-			var pe *identity.PolicyError
-			switch {
-			case err == nil:
-				fmt.Printf("%-22q accepted\n", pw)
-			case errors.As(err, &pe):
-				fmt.Printf("%-22q refused: %v\n", pw, pe.Violations)
-			case errors.Is(err, identity.ErrPasswordCompromised):
-				fmt.Printf("%-22q refused: compromised\n", pw)
-			}
-		}
-		_ = svc.Close()
-	}
-	// Output:
-	// "Harb0ur-Lamp"         accepted
-	// "quiet harbour lantern" refused: [missing-uppercase missing-digit]
-	// "Password123!"         refused: compromised
-	// "Harb0ur-Lamp"         refused: [too-short]
-	// "quiet harbour lantern" accepted
-	// "Password123!"         refused: [too-short]
+type peer struct{ name string }
+
+func (p peer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-Example-Peer", p.name)
+	return http.DefaultTransport.RoundTrip(r)
 }

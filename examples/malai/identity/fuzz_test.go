@@ -2,15 +2,16 @@ package identity
 
 import (
 	"bytes"
-	"encoding/base64"
+	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
 )
 
 var decoderSeeds = []string{
@@ -31,7 +32,7 @@ var decoderSeeds = []string{
 }
 
 func fuzzRequest(body []byte) (*httptest.ResponseRecorder, *http.Request) {
-	r := httptest.NewRequest(http.MethodPost, "/v1/sessions", strings.NewReader(string(body)))
+	r := httptest.NewRequest(http.MethodPost, SignInPath, bytes.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
 	return httptest.NewRecorder(), r
 }
@@ -98,60 +99,119 @@ func FuzzDecodeSignUp(f *testing.F) {
 	})
 }
 
-// FuzzTokenEndpoint throws arbitrary Authorization headers, media types
-// and bodies at POST /oauth2/token: the answer is always an RFC 6749 JSON
-// body with 200, 400 or 401, and 200 only with the right credentials.
-func FuzzTokenEndpoint(f *testing.F) {
-	svc, err := New(Config{Issuer: testIssuer, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
+// fuzzRoutes are the routes with a JSON body, by index.
+var fuzzRoutes = []string{
+	"/v1/account/password", "/v1/mfa/totp", "/v1/mfa/totp/confirm", "/v1/mfa/totp/disable",
+	"/v1/mfa/recovery-codes", SignInPath + "/mfa", ClientsPath,
+}
+
+// FuzzAccountBodies throws arbitrary bodies at every JSON route a signed-in
+// user (or a component, for key registration) may call: the answer is
+// always a defined status with a JSON or problem+json body, never a 500,
+// and never an echo of the body.
+func FuzzAccountBodies(f *testing.F) {
+	h := newHarness(f, nil)
+	ctx := context.Background()
+	if _, err := h.svc.CreateUser(ctx, "alice", strongPW); err != nil {
 		f.Fatal(err)
 	}
-	f.Cleanup(func() { _ = svc.Close() })
-	secret, _ := svc.RegisterClient("ledger", []string{"audit:append", "accounts:read"})
-	good := "Basic " + base64.StdEncoding.EncodeToString([]byte("ledger:"+secret))
-	h := svc.Handler()
+	tok := h.signInOK(creds("alice", strongPW)).token
+	key, _ := clientauth.NewKey()
+	seeds := []string{
+		`{"password":"` + strongPW + `","new_password":"Quiet-Meadow-Walrus-42"}`,
+		`{"password":"` + strongPW + `"}`,
+		`{"password":"x","totp_code":"123456"}`,
+		`{"password":"x","recovery_code":"abcd-efgh-ijkl-mnop"}`,
+		`{"code":"123456"}`,
+		`{"mfa_token":"m1.e30.AAAA","totp_code":"123456"}`,
+		`{"jwk":` + string(key.PublicJWK()) + `}`,
+		`{"jwk":{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}}`,
+		`{"password":"a","password":"b"}`,
+		`{"jwk":{},"jwk":{}}`,
+		`[]`, ``, `{"password":1}`,
+	}
+	for i := range fuzzRoutes {
+		for _, s := range seeds {
+			f.Add(uint8(i), []byte(s))
+		}
+	}
+	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
+		path := fuzzRoutes[int(route)%len(fuzzRoutes)]
+		r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+tok.Reveal())
+		r.Header.Set("X-Test-Peer", "worker")
+		w := httptest.NewRecorder()
+		h.svc.Handler().ServeHTTP(w, r)
+		switch w.Code {
+		case 200, 201, 204, 400, 401, 403, 409, 413, 422, 429:
+		default:
+			t.Fatalf("%s: status %d %s", path, w.Code, w.Body)
+		}
+		if w.Code >= 400 {
+			if ct := w.Header().Get("Content-Type"); ct != "application/problem+json" {
+				t.Fatalf("%s: %d with %q", path, w.Code, ct)
+			}
+			if len(body) > 40 && bytes.Contains(w.Body.Bytes(), body) {
+				t.Fatalf("%s: the error echoes the body", path)
+			}
+		}
+	})
+}
+
+// FuzzTokenEndpoint throws arbitrary Authorization headers, media types
+// and bodies at POST /oauth2/token: the answer is always an RFC 6749 JSON
+// body, never cacheable, with 200 only for a fresh assertion of the
+// registered key.
+func FuzzTokenEndpoint(f *testing.F) {
+	h := newHarness(f, nil)
+	key, _ := clientauth.NewKey()
+	if _, err := h.svc.RegisterClientKey(context.Background(), "worker", key.PublicJWK()); err != nil {
+		f.Fatal(err)
+	}
+	a, _ := key.Assertion("worker", testIssuer+TokenPath, h.clock.Now())
+	good := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {AssertionType}, "client_assertion": {a}}.Encode()
+	form := "application/x-www-form-urlencoded"
 	seeds := []struct{ auth, ct, body string }{
-		{good, formCT, "grant_type=client_credentials"},
-		{good, formCT, "grant_type=client_credentials&scope=audit:append"},
-		{good, formCT, "grant_type=client_credentials&scope=admin"},
-		{good, formCT, "grant_type=password"},
-		{good, formCT, "grant_type=client_credentials&grant_type=client_credentials"},
-		{good, formCT, "grant_type=%zz"},
-		{good, "application/json", `{"grant_type":"client_credentials"}`},
-		{"Basic bGVkZ2VyOng=", formCT, "grant_type=client_credentials"},
-		{"Basic !!!", formCT, "grant_type=client_credentials"},
-		{"Bearer x", formCT, "grant_type=client_credentials&client_secret=" + secret},
-		{"", formCT, ""},
+		{"", form, good},
+		{"", form, good + "&scope=ledger:transfer"},
+		{"", form, good + "&scope=ledger:audit"},
+		{"", form, good + "&client_id=ledger"},
+		{"", form, strings.Replace(good, "client_credentials", "password", 1)},
+		{"", form, good + "&" + good},
+		{"Basic d29ya2VyOnNlY3JldA==", form, "grant_type=client_credentials"},
+		{"", form, "grant_type=client_credentials&client_id=worker&client_secret=secret"},
+		{"", form, "grant_type=%zz"},
+		{"", "application/json", `{"grant_type":"client_credentials"}`},
+		{"", form, ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.auth, s.ct, []byte(s.body))
 	}
 	f.Fuzz(func(t *testing.T, auth, ct string, body []byte) {
-		r := httptest.NewRequest(http.MethodPost, "/oauth2/token", bytes.NewReader(body))
+		r := httptest.NewRequest(http.MethodPost, TokenPath, bytes.NewReader(body))
 		if auth != "" {
 			r.Header.Set("Authorization", auth)
 		}
 		r.Header.Set("Content-Type", ct)
+		r.Header.Set("X-Test-Peer", "worker")
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		h.svc.Handler().ServeHTTP(w, r)
+		if w.Header().Get("Cache-Control") != "no-store" {
+			t.Fatalf("%d answer is cacheable", w.Code)
+		}
 		switch w.Code {
 		case 200:
-			id, sec, ok := r.BasicAuth()
-			id, _ = url.QueryUnescape(id)
-			sec, _ = url.QueryUnescape(sec)
-			if !ok || id != "ledger" || sec != secret {
-				t.Fatalf("200 for Authorization %q", auth)
+			if !bytes.Contains(body, []byte(a)) && !bytes.Contains(body, []byte(url.QueryEscape(a))) {
+				t.Fatalf("200 without the registered key's assertion: %q", body)
 			}
-			if strings.Contains(w.Body.String(), secret) {
-				t.Fatal("response echoes the secret")
-			}
-		case 400, 401:
+		case 400, 401, 503:
 			var e TokenError
 			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
 				t.Fatalf("%d with body %q", w.Code, w.Body)
 			}
-			if strings.Contains(w.Body.String(), secret) {
-				t.Fatal("error echoes the secret")
+			if strings.Contains(w.Body.String(), a) {
+				t.Fatal("error echoes the assertion")
 			}
 		default:
 			t.Fatalf("status %d", w.Code)

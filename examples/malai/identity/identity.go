@@ -3,8 +3,7 @@ package identity
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
+	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -19,12 +18,17 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
+	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/examples/malai/identity/internal/breach"
-	"github.com/malai-sec/malai/examples/malai/identity/internal/keyring"
+	"github.com/malai-sec/malai/examples/malai/identity/internal/lockout"
 	"github.com/malai-sec/malai/examples/malai/identity/internal/password"
-	"github.com/malai-sec/malai/examples/malai/identity/internal/risk"
+	"github.com/malai-sec/malai/examples/malai/identity/internal/signkeys"
+	"github.com/malai-sec/malai/examples/malai/identity/store"
+	"github.com/malai-sec/malai/jwtverify"
+	"github.com/malai-sec/malai/keyring"
 )
 
 // Token and audience constants. The other domains configure jwtverify with
@@ -40,11 +44,10 @@ const (
 	// AudienceService is the "aud" of tokens issued to components through
 	// the client-credentials grant.
 	AudienceService = "malai-internal"
-	// UserSubjectPrefix starts the "sub" of every user token. Client ids
-	// cannot contain ':', so a user subject never equals a service
-	// subject (the client id): the disjoint namespaces RFC 9068 §5 asks
-	// for, so a policy keyed by subject cannot confuse a user called
-	// "ledger" with the ledger component.
+	// UserSubjectPrefix starts the "sub" of every user token; the rest is
+	// the account's opaque id, never its username. Client ids cannot
+	// contain ':', so a user subject never equals a service subject (the
+	// client id): the disjoint namespaces RFC 9068 §5 asks for.
 	UserSubjectPrefix = "user:"
 	// ClaimTokenClass names the claim carrying [ClassUser] or [ClassService].
 	ClaimTokenClass = "token_class"
@@ -58,19 +61,39 @@ const (
 	// ClaimAMR lists the authentication methods of that sign-in (RFC 8176):
 	// "pwd", plus "otp" and "mfa" when a second factor was given.
 	ClaimAMR = "amr"
+	// ClaimSession is the refresh session a user token belongs to.
+	ClaimSession = "sid"
+	// ClaimRoles lists the account's roles (teller, auditor), when any.
+	ClaimRoles = "roles"
 	// ClassUser marks a token that acts for a person.
 	ClassUser = "user"
 	// ClassService marks a token that acts for a component.
 	ClassService = "service"
 	// JWKSPath is where the public keys are published.
 	JWKSPath = "/.well-known/jwks.json"
-	// JWKSMaxAge is the Cache-Control max-age of the JWKS document.
+	// MetadataPath is the RFC 8414 authorization server metadata.
+	MetadataPath = "/.well-known/oauth-authorization-server"
+	// TokenPath is the OAuth2 token endpoint (internal listener only).
+	TokenPath = "/oauth2/token"
+	// ClientsPath is where a component registers its public key (internal
+	// listener only, by the component's own certificate).
+	ClientsPath = "/internal/v1/clients"
+	// JWKSMaxAge is the Cache-Control max-age of the JWKS and metadata.
 	JWKSMaxAge = 5 * time.Minute
 	// RefreshCookie names the cookie that carries the refresh token. The
 	// __Secure- prefix makes browsers refuse it without the Secure flag.
 	RefreshCookie = "__Secure-malai-refresh"
 	// RefreshPath is the only path the refresh cookie is sent to.
 	RefreshPath = "/v1/refresh"
+	// DeviceCookie names the signed cookie that marks a device that has
+	// completed a sign-in; it is sent only to SignInPath.
+	DeviceCookie = "__Secure-malai-device"
+	// SignInPath is the sign-in route.
+	SignInPath = "/v1/sessions"
+	// CSRFHeader must accompany refresh and sign-out with the value
+	// "1": a cross-site form cannot set it, and a cross-site script
+	// cannot send it without a CORS preflight nobody answers.
+	CSRFHeader = "X-Malai-CSRF"
 )
 
 // Defaults applied by [New] to zero Config fields.
@@ -79,14 +102,20 @@ const (
 	DefaultRefreshTTL          = 8 * time.Hour
 	DefaultSessionMaxAge       = 24 * time.Hour
 	DefaultKeyRotationInterval = 24 * time.Hour
+	DefaultClientKeyLifetime   = 24 * time.Hour
 	DefaultUserClientID        = "malai-web"
 	DefaultTOTPIssuer          = "Malai"
 	// MaxAccessTokenTTL keeps the page's promise: lifetimes in minutes.
 	MaxAccessTokenTTL = 15 * time.Minute
-	// MFAEnrollMaxAuthAge is how recent the sign-in behind a token must be
-	// to enrol a second factor, so that a stolen or refreshed token alone
-	// cannot attach an attacker's authenticator.
-	MFAEnrollMaxAuthAge = 15 * time.Minute
+	// ReauthMaxAge is how long a pending TOTP enrolment may wait for its
+	// confirmation, and how recent the sign-in behind a token must be for
+	// an account-security change (on top of the password it must carry).
+	ReauthMaxAge = 15 * time.Minute
+	// MFATokenTTL is the life of the one-use token that carries a right
+	// password to the second-factor step of a two-step sign-in.
+	MFATokenTTL = 5 * time.Minute
+	// DeviceCookieTTL is how long a device stays known without a sign-in.
+	DeviceCookieTTL = 365 * 24 * time.Hour
 )
 
 // defaultUserScopes are the scopes of a user token when Config.UserScopes
@@ -99,7 +128,7 @@ var defaultUserScopes = []string{"ledger:read", "ledger:write"}
 var (
 	ErrInvalidConfig         = errors.New("identity: invalid configuration")
 	ErrInvalidCredentials    = errors.New("identity: invalid credentials")
-	ErrSignInBlocked         = errors.New("identity: sign-in blocked")
+	ErrThrottled             = errors.New("identity: too many failures; retry later")
 	ErrMFARequired           = errors.New("identity: second factor required")
 	ErrPasswordResetRequired = errors.New("identity: password must be reset")
 	ErrPasswordPolicy        = errors.New("identity: password does not meet the policy")
@@ -111,19 +140,22 @@ var (
 	ErrUnsupportedMediaType  = errors.New("identity: unsupported media type")
 	ErrBodyTooLarge          = errors.New("identity: request body too large")
 	ErrInvalidToken          = errors.New("identity: invalid bearer token")
-	ErrReauthenticate        = errors.New("identity: sign-in too old for this action")
+	ErrReauthenticate        = errors.New("identity: re-authentication failed")
 	ErrMFAAlreadyEnrolled    = errors.New("identity: second factor already enrolled")
+	ErrMFANotEnrolled        = errors.New("identity: no second factor enrolled")
 	ErrMFANotPending         = errors.New("identity: no pending second-factor enrolment")
 	ErrInvalidCode           = errors.New("identity: invalid one-time code")
+	ErrInvalidMFAToken       = errors.New("identity: invalid or used mfa_token")
 	ErrInvalidRefresh        = errors.New("identity: invalid refresh token")
 	ErrRefreshReused         = errors.New("identity: refresh token reused; session revoked")
+	ErrCSRF                  = errors.New("identity: cross-site request refused")
 	ErrClientIP              = errors.New("identity: client address unavailable")
 	ErrNotFound              = errors.New("identity: not found")
 	ErrMethodNotAllowed      = errors.New("identity: method not allowed")
+	ErrForbidden             = errors.New("identity: caller not allowed")
 	ErrUnavailable           = errors.New("identity: dependency unavailable")
 	ErrClosed                = errors.New("identity: service closed")
-	ErrInvalidClient         = errors.New("identity: invalid client registration")
-	ErrClientExists          = errors.New("identity: client already registered")
+	ErrInvalidClient         = errors.New("identity: invalid client")
 )
 
 // PolicyError lists the password rules a password breaks. It wraps
@@ -137,6 +169,18 @@ func (e *PolicyError) Error() string {
 }
 
 func (e *PolicyError) Unwrap() error { return ErrPasswordPolicy }
+
+// ThrottleError says how long to wait. It wraps [ErrThrottled].
+type ThrottleError struct {
+	RetryAfter time.Duration
+	Reasons    []string
+}
+
+func (e *ThrottleError) Error() string {
+	return fmt.Sprintf("%v (retry after %v: %s)", ErrThrottled, e.RetryAfter, strings.Join(e.Reasons, ", "))
+}
+
+func (e *ThrottleError) Unwrap() error { return ErrThrottled }
 
 // PasswordPolicy selects the sign-up password rule.
 type PasswordPolicy int
@@ -158,6 +202,10 @@ type Argon2Params struct {
 	MemoryKiB uint32
 	Threads   uint8
 }
+
+// Lockout holds the lockout thresholds; the zero value is the default
+// policy (see the package documentation).
+type Lockout = lockout.Config
 
 // BreachChecker reports whether a password is known to be compromised or
 // too common to be safe. Implementations must be safe for concurrent use
@@ -185,30 +233,82 @@ func (o offlineCorpus) Breached(_ context.Context, pw string) (bool, error) {
 // a live breach feed.
 func OfflineCorpus() BreachChecker { return offlineCorpus{breach.Default()} }
 
-// Config configures a [Service]. The zero value is invalid only for
-// Issuer; every other field has a strict default.
+// Client is a component allowed to obtain service tokens: its id (the
+// component's name, which its certificate carries) and the most it may
+// ask for.
+type Client struct {
+	ID     string
+	Scopes []string
+}
+
+// Faults switch single defences off so that an evidence check can show
+// it fails without them. [New] refuses them outside tests.
+type Faults struct {
+	// NoReauth: account-security changes accept a bearer token alone.
+	NoReauth bool
+	// HardLockout: known devices get no exemption, and an account under
+	// attack is refused outright (the lockout an attacker can aim).
+	HardLockout bool
+	// NoSprayDetection: per-password counts are not kept.
+	NoSprayDetection bool
+	// NoAssertionReplayCheck: a client assertion may be used again.
+	NoAssertionReplayCheck bool
+}
+
+// Config configures a [Service]. Issuer, Store, Ring and Audit are
+// required; every other field has a strict default.
 type Config struct {
-	// Issuer is the "iss" of every token: an absolute https URL without
-	// query or fragment. Required.
+	// Issuer is the "iss" of every token and the issuer identifier of the
+	// metadata: the system's stable public URL (the gateway's), an
+	// absolute https URL without query or fragment. Required.
 	Issuer string
+	// TokenEndpoint identifies the token endpoint: the only "aud" a
+	// client assertion may carry. Default Issuer + "/oauth2/token" (the
+	// endpoint itself is reached on identity's internal listener).
+	TokenEndpoint string
+	// Store keeps accounts, sessions, risk counts, keys and client keys.
+	// Required.
+	Store store.Store
+	// Ring seals TOTP secrets, signing keys and the service's own MAC
+	// keys in the store. Required.
+	Ring *keyring.Ring
+	// Audit receives an event for every account-security change and every
+	// lockout decision. Required.
+	Audit *auditlog.Log
+	// Verifier checks identity's own user tokens on its account routes.
+	// Default: a jwtverify.Verifier with the system's profile (ES256,
+	// typ at+jwt, the issuer, audience AudienceUser, at most
+	// MaxAccessTokenTTL) reading the key set in process.
+	Verifier *jwtverify.Verifier
+	// Clients are the components that may register keys and obtain
+	// service tokens. Default none.
+	Clients []Client
+	// ClientKeyLifetime is how long a registered component key is
+	// accepted. Default 24 hours.
+	ClientKeyLifetime time.Duration
+	// PeerComponent names the component whose verified client
+	// certificate made the request ("" for none). Key registration
+	// requires it; the token endpoint, when it is set, requires the
+	// assertion's client to be the calling component. Default: always "".
+	PeerComponent func(*http.Request) string
+	// AllowedOrigins are the browser origins refresh and sign-out accept.
+	// Default: the origin of Issuer.
+	AllowedOrigins []string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// ClientIP resolves the client address of a request. The reference
-	// system passes the ratelimit package's trusted-proxy resolver.
-	// Default: the host of RemoteAddr (right when nothing proxies).
+	// ClientIP resolves the client address of a request. Default: the host
+	// of RemoteAddr (right when nothing proxies).
 	ClientIP func(*http.Request) (netip.Addr, error)
 	// PasswordPolicy selects the sign-up rule. Default PolicyPage.
 	PasswordPolicy PasswordPolicy
 	// Breach checks passwords at sign-up (refused) and at sign-in (the
-	// account is blocked until its password is reset). Default
-	// OfflineCorpus().
+	// account must reset its password). Default OfflineCorpus().
 	Breach BreachChecker
 	// Argon2 sets the password-hashing cost. Default OWASP's baseline.
 	// Lowering it is a loosening meant for tests.
 	Argon2 Argon2Params
 	// MaxConcurrentHashes bounds argon2id computations in flight; excess
-	// requests wait (a sign-in flood cannot exhaust memory). Default
-	// 2×GOMAXPROCS.
+	// requests wait. Default 2×GOMAXPROCS.
 	MaxConcurrentHashes int
 	// AccessTokenTTL is the access-token lifetime. Default 5 minutes; at
 	// most MaxAccessTokenTTL.
@@ -216,74 +316,110 @@ type Config struct {
 	// RefreshTTL is how long an unused refresh token stays valid. Default
 	// 8 hours.
 	RefreshTTL time.Duration
-	// SessionMaxAge bounds a refresh session (sign-in to last refresh)
-	// whatever its activity. Default 24 hours.
+	// SessionMaxAge bounds a refresh session whatever its activity.
+	// Default 24 hours.
 	SessionMaxAge time.Duration
-	// KeyRotationInterval rotates the signing key when the current one has
-	// signed for this long (checked when a token is issued). Default 24
-	// hours; it must exceed AccessTokenTTL + JWKSMaxAge so that every live
-	// token's key stays published.
+	// KeyRotationInterval is how long a signing key signs. Default 24
+	// hours; it must exceed AccessTokenTTL + JWKSMaxAge.
 	KeyRotationInterval time.Duration
-	// UserClientID is the client_id of user tokens (the first-party app).
-	// Default "malai-web".
+	// Lockout tunes the sign-in throttles. Default: see [Lockout].
+	Lockout Lockout
+	// UserClientID is the client_id of user tokens. Default "malai-web".
 	UserClientID string
 	// UserScopes are the scopes of user tokens. Default
 	// ["ledger:read", "ledger:write"].
 	UserScopes []string
 	// TOTPIssuer labels enrolments in authenticator apps. Default "Malai".
 	TOTPIssuer string
-	// Logger receives security events (sign-in outcomes with risk score
-	// and reasons, refresh reuse, blocked accounts). Secrets never reach
-	// it. Default slog.Default().
+	// Logger receives security events. Secrets never reach it. Default
+	// slog.Default().
 	Logger *slog.Logger
 	// ErrorHandler writes error responses for the /v1 routes. Default:
-	// problem+json as listed in docs/problems.md. The OAuth2 token
-	// endpoint always answers in RFC 6749 §5.2 form.
+	// problem+json as listed in docs/problems.md. The token endpoint
+	// always answers in RFC 6749 §5.2 form.
 	ErrorHandler func(http.ResponseWriter, *http.Request, error)
+	// Faults are for evidence tests only; New refuses them elsewhere.
+	Faults Faults
 }
 
-// Service is the identity domain: accounts, sign-in, MFA, refresh
-// sessions, OAuth2 clients and the token-signing keys. All state is in
-// memory. It is safe for concurrent use; create it with [New].
+// Service is the identity domain. It is safe for concurrent use; create
+// it with [New].
 type Service struct {
-	cfg      Config
-	policy   password.Policy
-	argon    password.Params
-	ring     *keyring.Ring
-	risk     *risk.Engine
-	hashSem  chan struct{}
-	hashes   atomic.Int64 // argon2id computations run (tests, metrics)
-	dummy    string       // a hash compared against when the user is unknown
-	handler  http.Handler
-	log      *slog.Logger
-	sessions *sessionStore
+	cfg       Config
+	st        store.Store
+	ring      *keyring.Ring
+	lock      lockout.Config
+	policy    password.Policy
+	argon     password.Params
+	keys      *signkeys.Keys
+	verifier  *jwtverify.Verifier
+	ownVerify bool
+	hashSem   chan struct{}
+	hashes    atomic.Int64 // argon2id computations run (tests, metrics)
+	dummy     string       // a hash compared against when the user is unknown
+	handler   http.Handler
+	log       *slog.Logger
+	riskKey   []byte // keys risk counters and password fingerprints
+	deviceKey []byte // signs device cookies and mfa tokens
+	clients   map[string][]string
+	origins   []string
+	audited   auditDedup
 
-	mu      sync.Mutex
-	users   map[string]*user
-	clients map[string]*client
-	closed  atomic.Bool
+	closed atomic.Bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 var (
 	usernameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{2,63}$`)
 	clientIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	userIDRE   = regexp.MustCompile(`^[a-z2-7]{26}$`)
 	// scopeRE is RFC 6749 §3.3 scope-token.
 	scopeRE = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]+$`)
 )
 
-// New validates cfg and returns a running service with a fresh key ring.
+// New validates cfg, loads (or on first start creates) the signing keys
+// and the service's MAC keys from the store, and returns a running
+// service. It starts a background loop that rotates keys on schedule and
+// prunes expired records; [Service.Close] stops it.
 func New(cfg Config) (*Service, error) {
 	c := cfg
 	c.UserScopes = slices.Clone(cfg.UserScopes)
+	c.Clients = slices.Clone(cfg.Clients)
+	c.AllowedOrigins = slices.Clone(cfg.AllowedOrigins)
 	u, err := url.Parse(c.Issuer)
 	if c.Issuer == "" || err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("%w: Issuer must be an absolute https URL without query or fragment", ErrInvalidConfig)
+	}
+	if c.Store == nil || c.Ring == nil || c.Audit == nil {
+		return nil, fmt.Errorf("%w: Store, Ring and Audit are required", ErrInvalidConfig)
+	}
+	if c.Faults != (Faults{}) && !testing.Testing() {
+		return nil, fmt.Errorf("%w: Faults are for tests only", ErrInvalidConfig)
+	}
+	if c.TokenEndpoint == "" {
+		c.TokenEndpoint = strings.TrimSuffix(c.Issuer, "/") + TokenPath
+	}
+	if te, err := url.Parse(c.TokenEndpoint); err != nil || te.Scheme != "https" || te.Host == "" || te.RawQuery != "" || te.Fragment != "" {
+		return nil, fmt.Errorf("%w: TokenEndpoint must be an absolute https URL", ErrInvalidConfig)
+	}
+	if len(c.AllowedOrigins) == 0 {
+		c.AllowedOrigins = []string{u.Scheme + "://" + u.Host}
+	}
+	for _, o := range c.AllowedOrigins {
+		ou, err := url.Parse(o)
+		if err != nil || ou.Scheme == "" || ou.Host == "" || ou.Path != "" || ou.RawQuery != "" {
+			return nil, fmt.Errorf("%w: AllowedOrigins must be scheme://host[:port]", ErrInvalidConfig)
+		}
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	if c.ClientIP == nil {
 		c.ClientIP = RemoteAddrIP
+	}
+	if c.PeerComponent == nil {
+		c.PeerComponent = func(*http.Request) string { return "" }
 	}
 	var policy password.Policy
 	switch c.PasswordPolicy {
@@ -319,6 +455,7 @@ func New(cfg Config) (*Service, error) {
 		{"RefreshTTL", &c.RefreshTTL, DefaultRefreshTTL},
 		{"SessionMaxAge", &c.SessionMaxAge, DefaultSessionMaxAge},
 		{"KeyRotationInterval", &c.KeyRotationInterval, DefaultKeyRotationInterval},
+		{"ClientKeyLifetime", &c.ClientKeyLifetime, DefaultClientKeyLifetime},
 	}
 	for _, d := range durations {
 		if *d.d < 0 {
@@ -351,6 +488,21 @@ func New(cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("%w: UserScopes: invalid scope token %q", ErrInvalidConfig, s)
 		}
 	}
+	clients := map[string][]string{}
+	for _, cl := range c.Clients {
+		if !clientIDRE.MatchString(cl.ID) || cl.ID == c.UserClientID {
+			return nil, fmt.Errorf("%w: client id %q must match %s and differ from UserClientID", ErrInvalidConfig, cl.ID, clientIDRE)
+		}
+		if _, dup := clients[cl.ID]; dup || len(cl.Scopes) == 0 {
+			return nil, fmt.Errorf("%w: client %q listed twice or without scopes", ErrInvalidConfig, cl.ID)
+		}
+		for _, sc := range cl.Scopes {
+			if !scopeRE.MatchString(sc) {
+				return nil, fmt.Errorf("%w: client %q: invalid scope token %q", ErrInvalidConfig, cl.ID, sc)
+			}
+		}
+		clients[cl.ID] = slices.Compact(slices.Sorted(slices.Values(cl.Scopes)))
+	}
 	if c.TOTPIssuer == "" {
 		c.TOTPIssuer = DefaultTOTPIssuer
 	}
@@ -360,31 +512,100 @@ func New(cfg Config) (*Service, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	ring, err := keyring.New(c.Now)
+	if c.Faults != (Faults{}) {
+		c.Logger.Warn("identity: FAULTS ENABLED — defences are switched off for an evidence test", "faults", fmt.Sprintf("%+v", c.Faults))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := &Service{
+		cfg: c, st: c.Store, ring: c.Ring, lock: c.Lockout.WithDefaults(), policy: policy, argon: argon,
+		hashSem: make(chan struct{}, c.MaxConcurrentHashes), log: c.Logger, clients: clients,
+		origins: c.AllowedOrigins, stop: make(chan struct{}),
+	}
+	if s.riskKey, err = s.macKey(ctx, "risk-key"); err != nil {
+		return nil, err
+	}
+	if s.deviceKey, err = s.macKey(ctx, "device-key"); err != nil {
+		return nil, err
+	}
+	s.keys, err = signkeys.New(ctx, signkeys.Config{
+		Store: c.Store, Ring: c.Ring, Interval: c.KeyRotationInterval,
+		// A retired key stays published until every token it signed has
+		// expired, with the verifiers' leeway and one JWKS cache period.
+		Overlap: c.AccessTokenTTL + jwtverify.DefaultLeeway + JWKSMaxAge,
+		Now:     c.Now,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("identity: generating signing keys: %w", err)
+		return nil, fmt.Errorf("identity: signing keys: %w", err)
 	}
 	dummyPW := make([]byte, 32)
 	_, _ = rand.Read(dummyPW)
-	dummy, err := password.Hash(base64.RawURLEncoding.EncodeToString(dummyPW), argon)
-	if err != nil {
+	if s.dummy, err = password.Hash(base64.RawURLEncoding.EncodeToString(dummyPW), argon); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	s := &Service{
-		cfg:      c,
-		policy:   policy,
-		argon:    argon,
-		ring:     ring,
-		risk:     risk.New(0, c.Now),
-		hashSem:  make(chan struct{}, c.MaxConcurrentHashes),
-		dummy:    dummy,
-		log:      c.Logger,
-		sessions: newSessionStore(c.Now, c.RefreshTTL, c.SessionMaxAge),
-		users:    make(map[string]*user),
-		clients:  make(map[string]*client),
+	if c.Verifier != nil {
+		s.verifier = c.Verifier
+	} else {
+		if s.verifier, err = s.inProcessVerifier(); err != nil {
+			s.keys.Close()
+			return nil, err
+		}
+		s.ownVerify = true
 	}
 	s.handler = s.routes()
+	s.wg.Add(1)
+	go s.housekeeping()
 	return s, nil
+}
+
+// macKey returns the service's MAC key of that name: created once, sealed
+// in the store, the same for every replica.
+func (s *Service) macKey(ctx context.Context, name string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, err
+	}
+	aad := []byte("malai.identity.secret:" + name)
+	sealed, err := s.ring.Seal(nil, fresh, aad)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := s.st.Secret(ctx, name, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %s: %w", name, err)
+	}
+	key, _, err := s.ring.Open(nil, stored, aad)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %s: cannot open it with this key ring: %w", name, err)
+	}
+	return key, nil
+}
+
+// housekeeping rotates keys when due and forgets expired records.
+func (s *Service) housekeeping() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := s.keys.Refresh(ctx); err != nil {
+			s.log.Error("identity: signing-key refresh failed", "error", err.Error())
+		}
+		now := s.cfg.Now()
+		if err := s.st.Prune(ctx, store.Prune{
+			EventsBefore: now.Add(-max(s.lock.Window, s.lock.CodeWindow)),
+			Now:          now, Idle: s.cfg.RefreshTTL, MaxAge: s.cfg.SessionMaxAge,
+		}); err != nil {
+			s.log.Error("identity: pruning failed", "error", err.Error())
+		}
+		cancel()
+	}
 }
 
 // RemoteAddrIP is the default Config.ClientIP: the host part of
@@ -401,83 +622,80 @@ func RemoteAddrIP(r *http.Request) (netip.Addr, error) {
 	return a.Unmap().WithZone(""), nil
 }
 
-// Handler returns the service's routes:
-//
-//	GET    /.well-known/jwks.json   public keys (current, previous, next)
-//	POST   /v1/users                sign-up
-//	POST   /v1/sessions             sign-in → access token + refresh cookie
-//	POST   /v1/refresh              rotate the refresh cookie → access token
-//	DELETE /v1/refresh              sign out (revoke the refresh session)
-//	POST   /v1/mfa/totp             start TOTP enrolment (user token)
-//	POST   /v1/mfa/totp/confirm     confirm it → recovery codes (user token)
-//	POST   /oauth2/token            client-credentials grant (HTTP Basic)
+// Handler returns the service's routes (see [Routes] for the table).
 func (s *Service) Handler() http.Handler { return s.handler }
 
-// Close drops the private signing keys and every session; requests and
-// calls made afterwards fail with [ErrClosed]. It is idempotent.
+// Verifier returns the verifier identity checks its own user tokens with.
+func (s *Service) Verifier() *jwtverify.Verifier { return s.verifier }
+
+// Close stops the background loop and drops the private signing key;
+// requests and calls made afterwards fail with [ErrClosed]. It does not
+// close the store or the audit log, which the caller owns. It is
+// idempotent.
 func (s *Service) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	s.ring.Close()
-	s.sessions.clear()
+	close(s.stop)
+	s.wg.Wait()
+	s.keys.Close()
+	if s.ownVerify {
+		return s.verifier.Close()
+	}
 	return nil
 }
 
 func (s *Service) isClosed() bool { return s.closed.Load() }
 
-// RotateKey rotates the signing keys now: the pre-published next key
-// starts signing, the current key becomes the previous one (still
-// published, so its tokens keep verifying), and the old previous key is
-// dropped. Two calls in a row therefore invalidate every token signed
-// before the first: the emergency rotation for a leaked key.
-func (s *Service) RotateKey() error {
-	if err := s.ring.Rotate(); err != nil {
-		if errors.Is(err, keyring.ErrClosed) {
-			return ErrClosed
-		}
-		return err
+// RotateKey rotates the signing keys now. A normal rotation promotes the
+// pre-published next key and keeps the current one published until its
+// tokens have expired; an emergency rotation (a leaked key) replaces every
+// key, so tokens signed before it stop verifying once verifiers refresh.
+func (s *Service) RotateKey(ctx context.Context, emergency bool) error {
+	if s.isClosed() {
+		return ErrClosed
 	}
+	if err := s.keys.Rotate(ctx, emergency); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	s.auditEvent(ctx, "identity.keys.rotated", map[string]any{"emergency": emergency, "published": s.keys.Published()})
 	return nil
 }
 
 // JWKS returns the published JSON Web Key Set document, the same bytes
 // GET /.well-known/jwks.json serves.
-func (s *Service) JWKS() []byte { return slices.Clone(s.ring.JWKS()) }
+func (s *Service) JWKS() []byte { return slices.Clone(s.keys.JWKS()) }
 
-// ResetPassword sets a new password for an account out of band (the
-// reference system's stand-in for an e-mailed reset link, or an operator
-// action). The password must meet the policy and not be compromised. It
-// clears the forced-reset flag and revokes every refresh session of the
-// account.
-func (s *Service) ResetPassword(ctx context.Context, username, newPassword string) error {
-	name, ok := normalizeUsername(username)
-	if !ok {
-		return ErrInvalidUsername
+var userIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newUserID returns 128 random bits as 26 lower-case base32 characters.
+func newUserID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
 	}
-	s.mu.Lock()
-	_, exists := s.users[name]
-	s.mu.Unlock()
-	if !exists {
-		return ErrUnknownUser
+	return userIDEncoding.EncodeToString(b[:]), nil
+}
+
+// UserSubject returns the "sub" of a user's tokens for an account id.
+func UserSubject(id string) string { return UserSubjectPrefix + id }
+
+// UserID returns the account id in a user token's "sub", and false when
+// sub is not a user subject.
+func UserID(sub string) (string, bool) {
+	id, ok := strings.CutPrefix(sub, UserSubjectPrefix)
+	return id, ok && userIDRE.MatchString(id)
+}
+
+// normalizeUsername lower-cases ASCII letters and checks the syntax:
+// 3–64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or
+// digit.
+func normalizeUsername(u string) (string, bool) {
+	if len(u) > 64 {
+		return "", false
 	}
-	hash, err := s.newPasswordHash(ctx, name, newPassword)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	u, exists := s.users[name]
-	if exists {
-		u.hash = hash
-		u.mustReset = false
-	}
-	s.mu.Unlock()
-	if !exists {
-		return ErrUnknownUser
-	}
-	s.sessions.revokeUser(name)
-	s.log.LogAttrs(ctx, slog.LevelInfo, "identity: password reset", slog.String("user", name))
-	return nil
+	u = strings.ToLower(u)
+	return u, usernameRE.MatchString(u)
 }
 
 // newPasswordHash normalises pw, applies the policy and the breach check,
@@ -506,6 +724,24 @@ func (s *Service) newPasswordHash(ctx context.Context, username, pw string) (str
 	return password.Hash(pw, s.argon)
 }
 
+// verifyPassword checks pw against hash (the dummy hash when hash is ""),
+// always paying one argon2id computation. stale reports parameters older
+// than the configured ones.
+func (s *Service) verifyPassword(ctx context.Context, pw, hash string) (ok, stale bool, err error) {
+	if hash == "" {
+		hash = s.dummy
+	}
+	if err := s.acquireHash(ctx); err != nil {
+		return false, false, err
+	}
+	defer s.releaseHash()
+	ok, stale, err = password.Verify(password.Normalize(pw), hash, s.argon)
+	if err == nil {
+		s.hashes.Add(1)
+	}
+	return ok, stale, err
+}
+
 func (s *Service) acquireHash(ctx context.Context) error {
 	select {
 	case s.hashSem <- struct{}{}:
@@ -517,90 +753,20 @@ func (s *Service) acquireHash(ctx context.Context) error {
 
 func (s *Service) releaseHash() { <-s.hashSem }
 
-// normalizeUsername lower-cases ASCII letters and checks the syntax:
-// 3–64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or
-// digit.
-func normalizeUsername(u string) (string, bool) {
-	if len(u) > 64 {
-		return "", false
+// storeErr maps a store failure to ErrUnavailable (503), keeping the
+// cause for logs.
+func storeErr(err error) error {
+	if err == nil {
+		return nil
 	}
-	u = strings.ToLower(u)
-	return u, usernameRE.MatchString(u)
+	if errors.Is(err, store.ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: store: %w", ErrUnavailable, err)
 }
 
-// client is a registered OAuth2 client.
-type client struct {
-	digest  [32]byte
-	scopes  []string
-	revoked bool
-}
-
-// RegisterClient registers an OAuth2 client for the client-credentials
-// grant and returns its secret: 256 random bits, base64url, shown once and
-// stored only as a SHA-256 digest. Each component gets its own client, so
-// revoking one ([Service.RevokeClient]) leaves the others running. scopes
-// are the most the client may ask for (RFC 6749 §3.3 scope tokens).
-func (s *Service) RegisterClient(id string, scopes []string) (secret string, err error) {
-	if !clientIDRE.MatchString(id) {
-		return "", fmt.Errorf("%w: client id must match %s", ErrInvalidClient, clientIDRE)
-	}
-	if id == s.cfg.UserClientID {
-		return "", fmt.Errorf("%w: client id is the user client id", ErrInvalidClient)
-	}
-	if len(scopes) == 0 {
-		return "", fmt.Errorf("%w: at least one scope is required", ErrInvalidClient)
-	}
-	for _, sc := range scopes {
-		if !scopeRE.MatchString(sc) {
-			return "", fmt.Errorf("%w: invalid scope token", ErrInvalidClient)
-		}
-	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return "", err
-	}
-	secret = base64.RawURLEncoding.EncodeToString(raw)
-	c := &client{digest: sha256.Sum256([]byte(secret)), scopes: slices.Compact(slices.Sorted(slices.Values(scopes)))}
-	if s.isClosed() {
-		return "", ErrClosed
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.clients[id]; ok {
-		return "", ErrClientExists
-	}
-	s.clients[id] = c
-	return secret, nil
-}
-
-// RevokeClient stops a client from obtaining new tokens. Tokens already
-// issued stay valid until they expire (at most AccessTokenTTL). The id
-// cannot be registered again.
-func (s *Service) RevokeClient(id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.clients[id]
-	if !ok {
-		return fmt.Errorf("%w: unknown client", ErrInvalidClient)
-	}
-	c.revoked = true
-	return nil
-}
-
-// authenticateClient checks a client secret in constant time, comparing
-// against a dummy digest when the id is unknown.
-func (s *Service) authenticateClient(id, secret string) (*client, bool) {
-	d := sha256.Sum256([]byte(secret))
-	s.mu.Lock()
-	c, ok := s.clients[id]
-	var snapshot client
-	if ok {
-		snapshot = *c
-	}
-	s.mu.Unlock()
-	match := subtle.ConstantTimeCompare(d[:], snapshot.digest[:]) == 1
-	if !ok || !match || snapshot.revoked {
-		return nil, false
-	}
-	return &snapshot, true
+// durable returns a context for a write that must not be abandoned half
+// way when the client goes away.
+func durable(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }

@@ -4,194 +4,31 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
+	"slices"
 	"time"
+
+	"github.com/malai-sec/malai/examples/malai/identity/store"
 )
 
-// maxFamiliesPerUser bounds the refresh sessions one account holds; a new
-// sign-in beyond it revokes the oldest.
-const maxFamiliesPerUser = 16
-
-// family is one refresh session: a chain of refresh tokens descending from
-// one sign-in. Only the newest token is valid; presenting an older one
-// means two parties hold the chain, so the whole family is revoked.
-type family struct {
-	user     string
-	amr      []string
-	authTime time.Time
-	created  time.Time
-	lastUsed time.Time
-	current  [32]byte
-	used     [][32]byte
-	revoked  bool
-}
-
-// sessionStore keeps refresh sessions in memory, tokens as SHA-256 digests
-// (the tokens carry 256 random bits, so a fast hash suffices). It is safe
-// for concurrent use.
-type sessionStore struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	idle    time.Duration
-	maxAge  time.Duration
-	current map[[32]byte]*family
-	used    map[[32]byte]*family
-	byUser  map[string][]*family
-	ops     int
-}
-
-func newSessionStore(now func() time.Time, idle, maxAge time.Duration) *sessionStore {
-	return &sessionStore{
-		now: now, idle: idle, maxAge: maxAge,
-		current: make(map[[32]byte]*family),
-		used:    make(map[[32]byte]*family),
-		byUser:  make(map[string][]*family),
-	}
-}
-
-func newRefreshToken() (string, [32]byte, error) {
+func newRefreshToken() (string, store.Digest, error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return "", [32]byte{}, err
+		return "", store.Digest{}, err
 	}
 	tok := base64.RawURLEncoding.EncodeToString(raw)
 	return tok, sha256.Sum256([]byte(tok)), nil
 }
 
-// create starts a family and returns its first refresh token.
-func (st *sessionStore) create(user string, amr []string, authTime time.Time) (string, error) {
-	tok, digest, err := newRefreshToken()
-	if err != nil {
+func newSessionID() (string, error) {
+	raw := make([]byte, 16)
+	if _, err := rand.Read(raw); err != nil {
 		return "", err
 	}
-	now := st.now()
-	f := &family{user: user, amr: amr, authTime: authTime, created: now, lastUsed: now, current: digest}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.sweepLocked(now)
-	fams := st.byUser[user]
-	if len(fams) >= maxFamiliesPerUser {
-		st.dropLocked(fams[0])
-		fams = st.byUser[user]
-	}
-	st.byUser[user] = append(fams, f)
-	st.current[digest] = f
-	return tok, nil
-}
-
-// rotation is the outcome of presenting a refresh token.
-type rotation struct {
-	token    string
-	user     string
-	amr      []string
-	authTime time.Time
-}
-
-// rotate exchanges a refresh token for the next one. A token that was
-// already rotated revokes its family and returns ErrRefreshReused.
-func (st *sessionStore) rotate(tok string) (rotation, error) {
-	digest := sha256.Sum256([]byte(tok))
-	next, nextDigest, err := newRefreshToken()
-	if err != nil {
-		return rotation{}, err
-	}
-	now := st.now()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if f, ok := st.used[digest]; ok {
-		if !f.revoked {
-			f.revoked = true
-			delete(st.current, f.current)
-		}
-		return rotation{user: f.user}, ErrRefreshReused
-	}
-	f, ok := st.current[digest]
-	if !ok || f.revoked {
-		return rotation{}, ErrInvalidRefresh
-	}
-	if st.expired(f, now) {
-		st.dropLocked(f)
-		return rotation{}, ErrInvalidRefresh
-	}
-	delete(st.current, digest)
-	f.used = append(f.used, digest)
-	st.used[digest] = f
-	f.current = nextDigest
-	f.lastUsed = now
-	st.current[nextDigest] = f
-	return rotation{token: next, user: f.user, amr: f.amr, authTime: f.authTime}, nil
-}
-
-// revoke ends the family of tok (sign-out). Unknown tokens are ignored.
-func (st *sessionStore) revoke(tok string) {
-	digest := sha256.Sum256([]byte(tok))
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if f, ok := st.current[digest]; ok {
-		f.revoked = true
-		delete(st.current, digest)
-	}
-}
-
-// revokeUser ends every family of the user.
-func (st *sessionStore) revokeUser(user string) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for _, f := range st.byUser[user] {
-		f.revoked = true
-		delete(st.current, f.current)
-	}
-}
-
-func (st *sessionStore) clear() {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	clear(st.current)
-	clear(st.used)
-	clear(st.byUser)
-}
-
-func (st *sessionStore) expired(f *family, now time.Time) bool {
-	return now.Sub(f.lastUsed) >= st.idle || now.Sub(f.created) >= st.maxAge
-}
-
-// dropLocked forgets a family entirely, including its used tokens.
-func (st *sessionStore) dropLocked(f *family) {
-	delete(st.current, f.current)
-	for _, d := range f.used {
-		delete(st.used, d)
-	}
-	fams := st.byUser[f.user]
-	for i, g := range fams {
-		if g == f {
-			fams = append(fams[:i:i], fams[i+1:]...)
-			break
-		}
-	}
-	if len(fams) == 0 {
-		delete(st.byUser, f.user)
-	} else {
-		st.byUser[f.user] = fams
-	}
-}
-
-// sweepLocked drops expired families now and then. A revoked family is
-// kept until it would have expired, so reuse of its tokens is still seen.
-func (st *sessionStore) sweepLocked(now time.Time) {
-	st.ops++
-	if st.ops%256 != 0 {
-		return
-	}
-	for _, fams := range st.byUser {
-		for _, f := range fams {
-			if st.expired(f, now) {
-				st.dropLocked(f)
-			}
-		}
-	}
+	return base64.RawURLEncoding.EncodeToString(raw), nil
 }
 
 func refreshCookie(tok string, ttl time.Duration) *http.Cookie {
@@ -220,45 +57,172 @@ func refreshToken(r *http.Request) (string, bool) {
 	return cs[0].Value, true
 }
 
+// checkCSRF guards the cookie-authenticated routes (refresh, sign-out):
+// the request must carry CSRFHeader: 1, which a cross-site form cannot
+// send and a cross-site script cannot send without a CORS preflight this
+// service never answers, and an Origin header naming an allowed origin
+// (browsers send it on every POST and DELETE; a server-side client sets
+// it itself).
+func (s *Service) checkCSRF(r *http.Request) error {
+	if vs := r.Header.Values(CSRFHeader); len(vs) != 1 || vs[0] != "1" {
+		return ErrCSRF
+	}
+	os := r.Header.Values("Origin")
+	if len(os) != 1 || !slices.Contains(s.origins, os[0]) {
+		return ErrCSRF
+	}
+	return nil
+}
+
 func (s *Service) serveRefresh(w http.ResponseWriter, r *http.Request) {
+	if err := s.checkCSRF(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	tok, ok := refreshToken(r)
 	if !ok {
 		s.fail(w, r, ErrInvalidRefresh)
 		return
 	}
-	rot, err := s.sessions.rotate(tok)
+	next, nextDigest, err := newRefreshToken()
 	if err != nil {
-		if errors.Is(err, ErrRefreshReused) {
-			s.log.LogAttrs(r.Context(), slog.LevelWarn, "identity: refresh token reused; session family revoked",
-				slog.String("user", rot.user))
-		}
 		s.fail(w, r, err)
 		return
 	}
-	s.mu.Lock()
-	u, exists := s.users[rot.user]
-	blocked := !exists || u.mustReset
-	s.mu.Unlock()
-	if blocked {
-		s.sessions.revoke(rot.token)
+	ctx, cancel := durable(r.Context())
+	defer cancel()
+	sess, err := s.st.RotateSession(ctx, store.Rotation{Presented: sha256.Sum256([]byte(tok)), Next: nextDigest,
+		Now: s.cfg.Now(), Idle: s.cfg.RefreshTTL, MaxAge: s.cfg.SessionMaxAge})
+	switch {
+	case errors.Is(err, store.ErrReused):
+		// Two parties hold the chain: the whole session is revoked.
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "identity: refresh token reused; session revoked",
+			slog.String("sub", UserSubject(sess.UserID)), slog.String("session", sess.ID))
+		s.auditEvent(r.Context(), AuditRefreshReused, map[string]any{"sub": UserSubject(sess.UserID), "session": sess.ID})
+		s.fail(w, r, ErrRefreshReused)
+		return
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExpired):
+		s.fail(w, r, ErrInvalidRefresh)
+		return
+	case err != nil:
+		s.fail(w, r, storeErr(err))
+		return
+	}
+	u, exists, err := s.st.UserByID(ctx, sess.UserID)
+	if err != nil {
+		s.fail(w, r, storeErr(err))
+		return
+	}
+	if !exists || u.MustReset {
+		_, _, _ = s.st.RevokeSessionByToken(ctx, nextDigest)
 		s.fail(w, r, ErrInvalidRefresh)
 		return
 	}
-	res, err := s.mint(grant{class: ClassUser, subject: UserSubject(rot.user), clientID: s.cfg.UserClientID,
-		scopes: s.cfg.UserScopes, amr: rot.amr, authTime: rot.authTime})
+	res, err := s.mintUser(ctx, u, sess)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	http.SetCookie(w, refreshCookie(rot.token, s.cfg.RefreshTTL))
+	http.SetCookie(w, refreshCookie(next, s.cfg.RefreshTTL))
 	writeJSON(w, http.StatusOK, marshalToken(res))
 }
 
 func (s *Service) serveSignOut(w http.ResponseWriter, r *http.Request) {
+	if err := s.checkCSRF(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if tok, ok := refreshToken(r); ok {
-		s.sessions.revoke(tok)
+		ctx, cancel := durable(r.Context())
+		defer cancel()
+		sess, revoked, err := s.st.RevokeSessionByToken(ctx, sha256.Sum256([]byte(tok)))
+		if err != nil {
+			s.fail(w, r, storeErr(err))
+			return
+		}
+		if revoked {
+			s.auditEvent(r.Context(), AuditSignOut, map[string]any{"sub": UserSubject(sess.UserID), "session": sess.ID})
+		}
 	}
 	http.SetCookie(w, clearRefreshCookie())
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// SessionInfo is one entry of GET /v1/sessions.
+type SessionInfo struct {
+	ID        string    `json:"id"`
+	Created   time.Time `json:"created_at"`
+	LastUsed  time.Time `json:"last_used_at"`
+	AMR       []string  `json:"amr"`
+	Network   string    `json:"network,omitempty"`
+	UserAgent string    `json:"user_agent,omitempty"`
+	Current   bool      `json:"current"`
+}
+
+func (s *Service) serveListSessions(w http.ResponseWriter, r *http.Request, c caller) {
+	ss, err := s.st.Sessions(r.Context(), c.user.ID)
+	if err != nil {
+		s.fail(w, r, storeErr(err))
+		return
+	}
+	now := s.cfg.Now()
+	out := []SessionInfo{}
+	for _, x := range ss {
+		if x.Revoked || x.Expired(now, s.cfg.RefreshTTL, s.cfg.SessionMaxAge) {
+			continue
+		}
+		where := s.openClient(x)
+		out = append(out, SessionInfo{ID: x.ID, Created: x.Created.UTC(), LastUsed: x.LastUsed.UTC(), AMR: x.AMR,
+			Network: where.Network, UserAgent: where.UserAgent, Current: x.ID == c.session})
+	}
+	b, _ := json.Marshal(map[string]any{"sessions": out})
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (s *Service) serveRevokeSession(w http.ResponseWriter, r *http.Request, c caller) {
+	id := r.PathValue("id")
+	if len(id) == 0 || len(id) > 64 {
+		s.fail(w, r, ErrNotFound)
+		return
+	}
+	ctx, cancel := durable(r.Context())
+	defer cancel()
+	ok, err := s.st.RevokeSession(ctx, c.user.ID, id)
+	if err != nil {
+		s.fail(w, r, storeErr(err))
+		return
+	}
+	if !ok {
+		s.fail(w, r, ErrNotFound)
+		return
+	}
+	s.auditEvent(r.Context(), AuditSessionRevoked, map[string]any{"sub": UserSubject(c.user.ID), "session": id, "by_session": c.session})
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// sessionClient is where a session started, sealed in the store.
+type sessionClient struct {
+	Network   string `json:"n,omitempty"`
+	UserAgent string `json:"ua,omitempty"`
+}
+
+func clientAAD(sid string) []byte { return []byte("malai.identity.session-client:" + sid) }
+
+func (s *Service) sealClient(sid string, c sessionClient) ([]byte, error) {
+	b, _ := json.Marshal(c)
+	return s.ring.Seal(nil, b, clientAAD(sid))
+}
+
+func (s *Service) openClient(x store.Session) sessionClient {
+	var c sessionClient
+	if len(x.Client) == 0 {
+		return c
+	}
+	b, _, err := s.ring.Open(nil, x.Client, clientAAD(x.ID))
+	if err == nil {
+		_ = json.Unmarshal(b, &c)
+	}
+	return c
 }

@@ -1,11 +1,14 @@
 package identity
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -16,7 +19,9 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
-	"github.com/malai-sec/malai/examples/malai/identity/internal/keyring"
+	"github.com/malai-sec/malai/examples/malai/identity/internal/signkeys"
+	"github.com/malai-sec/malai/examples/malai/identity/store"
+	"github.com/malai-sec/malai/jwtverify"
 )
 
 // TokenResponse is the JSON body of a successful sign-in, refresh or
@@ -29,20 +34,6 @@ type TokenResponse struct {
 	Scope       string `json:"scope,omitempty"`
 }
 
-// UserSubject returns the "sub" of a user's tokens: [UserSubjectPrefix]
-// followed by the username.
-func UserSubject(username string) string { return UserSubjectPrefix + username }
-
-// Username returns the username in a user token's "sub", and false when
-// sub is not a user subject (a service token's sub is its client id).
-func Username(sub string) (string, bool) {
-	name, ok := strings.CutPrefix(sub, UserSubjectPrefix)
-	if !ok || !usernameRE.MatchString(name) {
-		return "", false
-	}
-	return name, true
-}
-
 // grant describes one access token to mint.
 type grant struct {
 	class    string
@@ -51,23 +42,25 @@ type grant struct {
 	scopes   []string
 	amr      []string  // user tokens only
 	authTime time.Time // user tokens only
+	session  string    // user tokens only
+	roles    []string  // user tokens only
 }
 
-// mint signs an access token with the current key, rotating the ring first
-// when the key has signed for KeyRotationInterval.
-func (s *Service) mint(g grant) (TokenResponse, error) {
+func (s *Service) mintUser(ctx context.Context, u store.User, sess store.Session) (TokenResponse, error) {
+	return s.mint(ctx, grant{class: ClassUser, subject: UserSubject(u.ID), clientID: s.cfg.UserClientID,
+		scopes: s.cfg.UserScopes, amr: sess.AMR, authTime: sess.AuthTime, session: sess.ID, roles: u.Roles})
+}
+
+// mint signs an access token with the current key (rotating the set
+// first when a rotation is due).
+func (s *Service) mint(ctx context.Context, g grant) (TokenResponse, error) {
 	now := s.cfg.Now()
-	key, since, err := s.ring.Signer()
-	if err == nil && now.Sub(since) >= s.cfg.KeyRotationInterval {
-		if err = s.ring.RotateIfOlder(s.cfg.KeyRotationInterval); err == nil {
-			key, _, err = s.ring.Signer()
-		}
-	}
+	key, err := s.keys.Signer(ctx)
 	if err != nil {
-		if errors.Is(err, keyring.ErrClosed) {
+		if errors.Is(err, signkeys.ErrClosed) {
 			return TokenResponse{}, ErrClosed
 		}
-		return TokenResponse{}, err
+		return TokenResponse{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
@@ -90,7 +83,10 @@ func (s *Service) mint(g grant) (TokenResponse, error) {
 		Claim(ClaimScope, scope).
 		Claim(ClaimTokenClass, g.class)
 	if g.class == ClassUser {
-		b = b.Claim(ClaimAuthTime, g.authTime.Unix()).Claim(ClaimAMR, g.amr)
+		b = b.Claim(ClaimAuthTime, g.authTime.Unix()).Claim(ClaimAMR, g.amr).Claim(ClaimSession, g.session)
+		if len(g.roles) > 0 {
+			b = b.Claim(ClaimRoles, g.roles)
+		}
 	}
 	tok, err := b.Build()
 	if err != nil {
@@ -112,80 +108,202 @@ func (s *Service) mint(g grant) (TokenResponse, error) {
 	}, nil
 }
 
-// userClaims are what the service needs from its own user tokens.
-type userClaims struct {
-	username string
-	authTime time.Time
-	amr      []string
+// VerifierProfile is the token profile every verifier of the system
+// applies to identity's tokens of audience aud: ES256 only, typ at+jwt,
+// the issuer, one audience, at most MaxAccessTokenTTL. Set the key
+// source (JWKSURL or Keys) before use.
+func VerifierProfile(issuer, aud string) jwtverify.Issuer {
+	return jwtverify.Issuer{Issuer: issuer, Algorithms: []string{Algorithm}, Audiences: []string{aud},
+		Type: TokenType, ClassClaim: ClaimTokenClass, MaxLifetime: MaxAccessTokenTTL}
 }
 
-// verifyUserToken checks the request's bearer token the way every other
-// domain does through jwtverify: ES256 signature by a published key with a
-// kid, typ at+jwt, iss, aud malai-api, class user, exp/nbf/iat with 30 s
-// leeway.
-func (s *Service) verifyUserToken(r *http.Request) (userClaims, error) {
-	vals := r.Header.Values("Authorization")
-	if len(vals) != 1 {
-		return userClaims{}, ErrInvalidToken
-	}
-	scheme, raw, ok := strings.Cut(vals[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" || len(raw) > 4096 {
-		return userClaims{}, ErrInvalidToken
-	}
-	msg, err := jws.Parse([]byte(raw))
-	if err != nil || len(msg.Signatures()) != 1 {
-		return userClaims{}, ErrInvalidToken
-	}
-	h := msg.Signatures()[0].ProtectedHeaders()
-	if h.Type() != TokenType || h.Algorithm() != jwa.ES256 {
-		return userClaims{}, ErrInvalidToken
-	}
-	tok, err := jwt.Parse([]byte(raw),
-		jwt.WithKeySet(s.ring.PublicSet(), jws.WithRequireKid(true)),
-		jwt.WithValidate(true),
-		jwt.WithClock(jwt.ClockFunc(s.cfg.Now)),
-		jwt.WithAcceptableSkew(30*time.Second),
-		jwt.WithIssuer(s.cfg.Issuer),
-		jwt.WithAudience(AudienceUser),
-		jwt.WithClaimValue(ClaimTokenClass, ClassUser),
-		jwt.WithRequiredClaim(jwt.ExpirationKey),
-		jwt.WithRequiredClaim(ClaimAuthTime),
-	)
+// inProcessVerifier builds identity's own verifier: the system's profile
+// with the key set read from the service itself.
+func (s *Service) inProcessVerifier() (*jwtverify.Verifier, error) {
+	is := VerifierProfile(s.cfg.Issuer, AudienceUser)
+	is.JWKSURL = "https://identity.in-process" + JWKSPath
+	v, err := jwtverify.New(jwtverify.Config{
+		Issuers:    []jwtverify.Issuer{is},
+		HTTPClient: &http.Client{Transport: handlerTransport{http.HandlerFunc(s.serveJWKS)}, Timeout: 5 * time.Second},
+		CacheSize:  10_000,
+		Realm:      "malai",
+		Now:        s.cfg.Now,
+	})
 	if err != nil {
-		return userClaims{}, ErrInvalidToken
+		return nil, err
 	}
-	name, ok := Username(tok.Subject())
-	if !ok {
-		return userClaims{}, ErrInvalidToken
+	select {
+	case <-v.Ready():
+	case <-time.After(10 * time.Second):
+		v.Close()
+		return nil, errors.New("identity: in-process key set not ready")
 	}
-	c := userClaims{username: name}
-	if v, ok := tok.Get(ClaimAuthTime); ok {
-		if f, ok := v.(float64); ok {
-			c.authTime = time.Unix(int64(f), 0)
+	return v, nil
+}
+
+// handlerTransport answers HTTP requests from a handler in process.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	rec := &memResponse{header: http.Header{}}
+	t.h.ServeHTTP(rec, r)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return &http.Response{
+		Status: strconv.Itoa(rec.status) + " " + http.StatusText(rec.status), StatusCode: rec.status,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: rec.header, Body: io.NopCloser(bytes.NewReader(rec.body.Bytes())),
+		ContentLength: int64(rec.body.Len()), Request: r,
+	}, nil
+}
+
+// memResponse collects a response in memory.
+type memResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (m *memResponse) Header() http.Header { return m.header }
+func (m *memResponse) WriteHeader(code int) {
+	if m.status == 0 {
+		m.status = code
+	}
+}
+func (m *memResponse) Write(b []byte) (int, error) {
+	if m.status == 0 {
+		m.status = http.StatusOK
+	}
+	return m.body.Write(b)
+}
+
+// userRequirement is what identity's account routes demand of a token:
+// exactly one audience and one class.
+var userRequirement = jwtverify.Requirement{Class: jwtverify.ClassUser, Audiences: []string{AudienceUser}}
+
+// caller is the verified user behind an account-route request.
+type caller struct {
+	user     store.User
+	session  string
+	authTime time.Time
+}
+
+// withUser verifies the bearer token with jwtverify (the same profile as
+// the gateway and the ledger), then checks the account still exists and
+// the token's session is live, and passes the caller to h.
+func (s *Service) withUser(h func(http.ResponseWriter, *http.Request, caller)) http.Handler {
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := jwtverify.FromContext(r.Context())
+		if !ok {
+			s.fail(w, r, ErrInvalidToken)
+			return
 		}
-	}
-	if v, ok := tok.Get(ClaimAMR); ok {
-		if list, ok := v.([]any); ok {
-			for _, m := range list {
-				if s, ok := m.(string); ok {
-					c.amr = append(c.amr, s)
-				}
-			}
+		id, ok := UserID(c.Subject())
+		if !ok {
+			s.fail(w, r, ErrInvalidToken)
+			return
 		}
+		var sid string
+		if raw, ok := c.Claim(ClaimSession); ok {
+			_ = json.Unmarshal(raw, &sid)
+		}
+		var authTime int64
+		if raw, ok := c.Claim(ClaimAuthTime); ok {
+			_ = json.Unmarshal(raw, &authTime)
+		}
+		u, exists, err := s.st.UserByID(r.Context(), id)
+		if err != nil {
+			s.fail(w, r, storeErr(err))
+			return
+		}
+		if !exists || sid == "" {
+			s.fail(w, r, ErrInvalidToken)
+			return
+		}
+		live, err := s.sessionLive(r.Context(), id, sid)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if !live {
+			// Signed out or revoked: the token's remaining minutes buy
+			// nothing on identity's own routes.
+			s.fail(w, r, ErrInvalidToken)
+			return
+		}
+		h(w, r, caller{user: u, session: sid, authTime: time.Unix(authTime, 0)})
+	})
+	return s.verifier.Require(userRequirement)(inner)
+}
+
+func (s *Service) sessionLive(ctx context.Context, userID, sid string) (bool, error) {
+	ss, err := s.st.Sessions(ctx, userID)
+	if err != nil {
+		return false, storeErr(err)
 	}
-	return c, nil
+	now := s.cfg.Now()
+	return slices.ContainsFunc(ss, func(x store.Session) bool {
+		return x.ID == sid && !x.Revoked && !x.Expired(now, s.cfg.RefreshTTL, s.cfg.SessionMaxAge)
+	}), nil
 }
 
 func (s *Service) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	b := s.ring.JWKS()
+	writeCacheable(w, r, "application/jwk-set+json", s.keys.JWKS())
+}
+
+// writeCacheable sends a public document verifiers and clients may cache
+// for JWKSMaxAge.
+func writeCacheable(w http.ResponseWriter, r *http.Request, contentType string, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/jwk-set+json")
+	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(JWKSMaxAge/time.Second)))
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	if r.Method == http.MethodHead {
 		return
 	}
 	_, _ = w.Write(b)
+}
+
+// Metadata is the RFC 8414 authorization server metadata document.
+type Metadata struct {
+	Issuer                       string   `json:"issuer"`
+	JWKSURI                      string   `json:"jwks_uri"`
+	TokenEndpoint                string   `json:"token_endpoint"`
+	TokenEndpointAuthMethods     []string `json:"token_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgs []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	GrantTypes                   []string `json:"grant_types_supported"`
+	ResponseTypes                []string `json:"response_types_supported"`
+	Scopes                       []string `json:"scopes_supported"`
+}
+
+// Metadata returns the document served at MetadataPath.
+func (s *Service) Metadata() Metadata {
+	scopes := slices.Clone(s.cfg.UserScopes)
+	for _, sc := range s.clients {
+		scopes = append(scopes, sc...)
+	}
+	slices.Sort(scopes)
+	return Metadata{
+		Issuer:                       s.cfg.Issuer,
+		JWKSURI:                      strings.TrimSuffix(s.cfg.Issuer, "/") + JWKSPath,
+		TokenEndpoint:                s.cfg.TokenEndpoint,
+		TokenEndpointAuthMethods:     []string{"private_key_jwt"},
+		TokenEndpointAuthSigningAlgs: []string{"ES256", "EdDSA"},
+		GrantTypes:                   []string{"client_credentials"},
+		ResponseTypes:                []string{},
+		Scopes:                       slices.Compact(scopes),
+	}
+}
+
+func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	var b bytes.Buffer
+	_ = json.NewEncoder(&b).Encode(s.Metadata())
+	writeCacheable(w, r, "application/json", bytes.TrimSpace(b.Bytes()))
 }
 
 // marshalToken writes the wire form; TokenResponse itself marshals with

@@ -7,45 +7,106 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
-	"github.com/malai-sec/malai/examples/malai/identity/internal/otpcode"
-	"github.com/malai-sec/malai/examples/malai/identity/internal/password"
-	"github.com/malai-sec/malai/examples/malai/identity/internal/risk"
+	"github.com/malai-sec/malai/examples/malai/identity/store"
 )
 
-// maxKnownNetworks bounds the networks remembered per account for the
-// new-network signal.
-const maxKnownNetworks = 32
+// maxKnown bounds the networks and devices remembered per account.
+const maxKnown = 32
 
-// user is an account. Fields are guarded by Service.mu.
-type user struct {
-	name      string
-	hash      string
-	mustReset bool
-	networks  map[netip.Prefix]time.Time
-
-	totpSecret   string // confirmed enrolment; "" when none
-	totpPending  string
-	totpLastStep uint64
-	recovery     [][32]byte
+// User is an account as the service shows it.
+type User struct {
+	// ID is the stable opaque account id; Subject ("user:" + ID) is the
+	// "sub" of its tokens and the subject other domains key on.
+	ID, Subject string
+	Username    string
+	Roles       []string
+	Created     time.Time
+	MFA         bool
 }
 
-func (u *user) rememberNetwork(n netip.Prefix, now time.Time) {
-	if !n.IsValid() {
-		return
+func (s *Service) publicUser(u store.User) User {
+	return User{ID: u.ID, Subject: UserSubject(u.ID), Username: s.username(u), Roles: slices.Clone(u.Roles), Created: u.Created, MFA: u.TOTP != nil}
+}
+
+// The store holds no username, address or device id in the clear: a
+// username is indexed by a keyed digest and kept sealed for display; the
+// networks and devices an account used are kept as keyed digests, since
+// membership is all that is asked of them.
+
+func (s *Service) nameKey(name string) string { return "u1:" + s.mac(s.riskKey, "username", name) }
+
+func nameAAD(id string) []byte { return []byte("malai.identity.username:" + id) }
+
+func (s *Service) sealName(id, name string) ([]byte, error) {
+	return s.ring.Seal(nil, []byte(name), nameAAD(id))
+}
+
+// username opens an account's sealed username ("" if it does not open).
+func (s *Service) username(u store.User) string {
+	b, _, err := s.ring.Open(nil, u.Name, nameAAD(u.ID))
+	if err != nil {
+		s.log.Error("identity: a stored username does not open", "sub", UserSubject(u.ID), "error", err.Error())
+		return ""
 	}
-	if _, ok := u.networks[n]; !ok && len(u.networks) >= maxKnownNetworks {
-		var oldest netip.Prefix
-		var ot time.Time
-		for k, t := range u.networks {
-			if !oldest.IsValid() || t.Before(ot) {
-				oldest, ot = k, t
-			}
+	return string(b)
+}
+
+// seen is the digest under which a network or device is remembered.
+func (s *Service) seen(kind, v string) string {
+	if v == "" {
+		return ""
+	}
+	return s.mac(s.riskKey, "seen-"+kind, v)
+}
+
+// remember moves key to the end of list with time now, dropping the
+// oldest entries beyond maxKnown.
+func remember(list []store.Seen, key string, now time.Time) []store.Seen {
+	if key == "" {
+		return list
+	}
+	out := slices.DeleteFunc(slices.Clone(list), func(s store.Seen) bool { return s.Key == key })
+	out = append(out, store.Seen{Key: key, At: now})
+	if len(out) > maxKnown {
+		out = out[len(out)-maxKnown:]
+	}
+	return out
+}
+
+func knows(list []store.Seen, key string) bool {
+	return key != "" && slices.ContainsFunc(list, func(s store.Seen) bool { return s.Key == key })
+}
+
+// updateUser applies f to the current record and stores it, retrying when
+// another request changed the account in between. f may abort with an
+// error, which is returned as is.
+func (s *Service) updateUser(ctx context.Context, id string, f func(*store.User) error) (store.User, error) {
+	for attempt := 0; ; attempt++ {
+		u, ok, err := s.st.UserByID(ctx, id)
+		if err != nil {
+			return store.User{}, storeErr(err)
 		}
-		delete(u.networks, oldest)
+		if !ok {
+			return store.User{}, ErrUnknownUser
+		}
+		if err := f(&u); err != nil {
+			return store.User{}, err
+		}
+		saved, err := s.st.UpdateUser(ctx, u)
+		if errors.Is(err, store.ErrConflict) && attempt < 8 {
+			continue
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return store.User{}, ErrUnknownUser
+		}
+		if err != nil {
+			return store.User{}, storeErr(err)
+		}
+		return saved, nil
 	}
-	u.networks[n] = now
 }
 
 // signUpRequest is the body of POST /v1/users.
@@ -60,22 +121,6 @@ func decodeSignUp(w http.ResponseWriter, r *http.Request) (signUpRequest, error)
 	return signUpRequest{Username: username, Password: Secret(pw)}, err
 }
 
-// signInRequest is the body of POST /v1/sessions.
-type signInRequest struct {
-	Username     string
-	Password     Secret
-	TOTPCode     Secret
-	RecoveryCode Secret
-}
-
-func decodeSignIn(w http.ResponseWriter, r *http.Request) (signInRequest, error) {
-	var username, pw, code, rc string
-	err := decodeJSON(w, r, map[string]*string{
-		"username": &username, "password": &pw, "totp_code": &code, "recovery_code": &rc,
-	})
-	return signInRequest{Username: username, Password: Secret(pw), TOTPCode: Secret(code), RecoveryCode: Secret(rc)}, err
-}
-
 func (s *Service) serveSignUp(w http.ResponseWriter, r *http.Request) {
 	req, err := decodeSignUp(w, r)
 	if err != nil {
@@ -84,266 +129,142 @@ func (s *Service) serveSignUp(w http.ResponseWriter, r *http.Request) {
 	}
 	var network netip.Prefix
 	if ip, err := s.cfg.ClientIP(r); err == nil {
-		network = risk.Network(ip)
+		network = Network(ip)
 	}
-	if err := s.signUp(r.Context(), req.Username, req.Password.Reveal(), network); err != nil {
+	u, err := s.signUp(r.Context(), req.Username, req.Password.Reveal(), network, nil)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	name, _ := normalizeUsername(req.Username)
-	b, _ := json.Marshal(map[string]string{"username": name})
+	b, _ := json.Marshal(map[string]string{"id": u.ID, "sub": u.Subject, "username": u.Username})
 	writeJSON(w, http.StatusCreated, b)
 }
 
 // CreateUser creates an account the way POST /v1/users does (for seeding
-// and operator tools), with no known network yet: the first sign-in from
-// any network counts as a new network. It returns ErrInvalidUsername, a
-// *PolicyError, ErrPasswordCompromised, ErrUsernameTaken, ErrUnavailable
-// or ErrClosed.
-func (s *Service) CreateUser(ctx context.Context, username, password string) error {
-	return s.signUp(ctx, username, password, netip.Prefix{})
+// and operator tools), with the given roles and no known network yet. It
+// returns ErrInvalidUsername, a *PolicyError, ErrPasswordCompromised,
+// ErrUsernameTaken, ErrUnavailable or ErrClosed.
+func (s *Service) CreateUser(ctx context.Context, username, password string, roles ...string) (User, error) {
+	for _, r := range roles {
+		if !scopeRE.MatchString(r) {
+			return User{}, ErrMalformedRequest
+		}
+	}
+	return s.signUp(ctx, username, password, netip.Prefix{}, roles)
 }
 
-// signUp creates an account; network, when valid, is remembered as the
-// account's first known network.
-func (s *Service) signUp(ctx context.Context, username, pw string, network netip.Prefix) error {
+// signUp creates an account; network, when valid, is remembered as its
+// first known network.
+func (s *Service) signUp(ctx context.Context, username, pw string, network netip.Prefix, roles []string) (User, error) {
 	if s.isClosed() {
-		return ErrClosed
+		return User{}, ErrClosed
 	}
 	name, ok := normalizeUsername(username)
 	if !ok {
-		return ErrInvalidUsername
+		return User{}, ErrInvalidUsername
 	}
-	s.mu.Lock()
-	_, taken := s.users[name]
-	s.mu.Unlock()
-	if taken {
-		return ErrUsernameTaken
+	// A cheap early answer; the store decides for real below.
+	if _, taken, err := s.st.UserByName(ctx, s.nameKey(name)); err != nil {
+		return User{}, storeErr(err)
+	} else if taken {
+		return User{}, ErrUsernameTaken
 	}
 	hash, err := s.newPasswordHash(ctx, name, pw)
 	if err != nil {
 		if errors.Is(err, ErrPasswordCompromised) {
 			s.log.LogAttrs(ctx, slog.LevelInfo, "identity: sign-up refused a compromised password")
 		}
+		return User{}, err
+	}
+	id, err := newUserID()
+	if err != nil {
+		return User{}, err
+	}
+	now := s.cfg.Now()
+	sealed, err := s.sealName(id, name)
+	if err != nil {
+		return User{}, err
+	}
+	u := store.User{ID: id, NameKey: s.nameKey(name), Name: sealed, PasswordHash: hash, Roles: slices.Clone(roles), Created: now, PasswordChanged: now}
+	if network.IsValid() {
+		u.Networks = remember(nil, s.seen("network", network.String()), now)
+	}
+	dctx, cancel := durable(ctx)
+	defer cancel()
+	created, err := s.st.CreateUser(dctx, u)
+	switch {
+	case errors.Is(err, store.ErrUsernameTaken):
+		return User{}, ErrUsernameTaken
+	case err != nil:
+		return User{}, storeErr(err)
+	}
+	s.auditEvent(ctx, AuditUserCreated, map[string]any{"sub": UserSubject(created.ID), "roles": roles})
+	return s.publicUser(created), nil
+}
+
+// LookupUser returns the account with this username.
+func (s *Service) LookupUser(ctx context.Context, username string) (User, error) {
+	name, ok := normalizeUsername(username)
+	if !ok {
+		return User{}, ErrInvalidUsername
+	}
+	u, found, err := s.st.UserByName(ctx, s.nameKey(name))
+	if err != nil {
+		return User{}, storeErr(err)
+	}
+	if !found {
+		return User{}, ErrUnknownUser
+	}
+	return s.publicUser(u), nil
+}
+
+// DeleteUser deletes an account and its sessions (an operator action).
+// Its username stays reserved forever: nobody can register it again, so
+// nothing that refers to the old account (its subject in other domains,
+// its device cookies) can ever pass to someone else.
+func (s *Service) DeleteUser(ctx context.Context, username string) error {
+	u, err := s.LookupUser(ctx, username)
+	if err != nil {
 		return err
 	}
-	u := &user{name: name, hash: hash, networks: make(map[netip.Prefix]time.Time)}
-	u.rememberNetwork(network, s.cfg.Now())
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, taken := s.users[name]; taken {
-		return ErrUsernameTaken
+	dctx, cancel := durable(ctx)
+	defer cancel()
+	if err := s.st.DeleteUser(dctx, u.ID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrUnknownUser
+		}
+		return storeErr(err)
 	}
-	s.users[name] = u
+	s.auditEvent(ctx, AuditUserDeleted, map[string]any{"sub": u.Subject})
 	return nil
 }
 
-func (s *Service) serveSignIn(w http.ResponseWriter, r *http.Request) {
-	req, err := decodeSignIn(w, r)
+// ResetPassword sets a new password out of band (the reference system's
+// stand-in for an e-mailed reset link, or an operator action). The
+// password must meet the policy and not be compromised. It clears the
+// forced-reset flag and revokes every refresh session of the account.
+func (s *Service) ResetPassword(ctx context.Context, username, newPassword string) error {
+	u, err := s.LookupUser(ctx, username)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
-	ip, err := s.cfg.ClientIP(r)
-	if err != nil || !ip.IsValid() {
-		s.fail(w, r, ErrClientIP)
-		return
-	}
-	res, err := s.signIn(r.Context(), req, risk.Network(ip))
+	hash, err := s.newPasswordHash(ctx, u.Username, newPassword)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
-	cookie, err := s.sessions.create(res.user, res.amr, res.authTime)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	http.SetCookie(w, refreshCookie(cookie, s.cfg.RefreshTTL))
-	writeJSON(w, http.StatusOK, marshalToken(res.token))
-}
-
-type signInResult struct {
-	user     string
-	amr      []string
-	authTime time.Time
-	token    TokenResponse
-}
-
-// signIn runs the sign-in decision. Every refusal that could tell an
-// unknown account from a wrong password is ErrInvalidCredentials, and an
-// unknown account costs the same argon2id computation as a known one.
-func (s *Service) signIn(ctx context.Context, req signInRequest, network netip.Prefix) (signInResult, error) {
-	name, valid := normalizeUsername(req.Username)
-	if !valid {
-		// Count failures under the raw (bounded) name so a malformed
-		// username is still rate-limited; it can never exist.
-		name = req.Username
-		if len(name) > 64 {
-			name = name[:64]
-		}
-	}
-	event := func(level slog.Level, outcome string, a risk.Assessment, exists bool) {
-		attrs := []slog.Attr{
-			slog.String("outcome", outcome),
-			slog.String("network", network.String()),
-			slog.Int("risk_score", a.Score),
-			slog.Any("risk_reasons", a.Reasons),
-			slog.String("decision", a.Decision.String()),
-		}
-		if exists { // never log an unknown username: it may be a mistyped password
-			attrs = append(attrs, slog.String("user", name))
-		}
-		s.log.LogAttrs(ctx, level, "identity: sign-in", attrs...)
-	}
-
-	pre := s.risk.Assess(name, network)
-	if pre.Decision == risk.Block {
-		// Blocked before the password is looked at: the answer depends on
-		// the name and network only, so it reveals nothing about the
-		// account, and a flood costs no argon2id work.
-		event(slog.LevelWarn, "blocked", pre, false)
-		return signInResult{}, ErrSignInBlocked
-	}
-
-	s.mu.Lock()
-	u, exists := s.users[name]
-	hash := s.dummy
-	var known bool
-	if exists {
-		hash = u.hash
-		_, known = u.networks[network]
-	}
-	s.mu.Unlock()
-
-	pw := password.Normalize(req.Password.Reveal())
-	if err := s.acquireHash(ctx); err != nil {
-		return signInResult{}, err
-	}
-	ok, stale, err := password.Verify(pw, hash, s.argon)
-	s.releaseHash()
-	if err == nil {
-		s.hashes.Add(1)
-	}
-	if err != nil || !ok || !exists {
-		s.risk.Failure(name, network)
-		event(slog.LevelInfo, "invalid-credentials", pre, exists)
-		return signInResult{}, ErrInvalidCredentials
-	}
-
-	breached, err := s.cfg.Breach.Breached(ctx, pw)
-	if err != nil {
-		return signInResult{}, ErrUnavailable
-	}
-	sig := pre.Signals
-	sig.NewNetwork = !known
-	// The breach signal forces a reset rather than weighing in the score,
-	// so the score decides the factors and the reset flag decides whether
-	// a token may be issued at all.
-	post := risk.Score(sig)
-	sig.Breached = breached
-	logged := risk.Score(sig)
-
-	s.mu.Lock()
-	if breached {
-		u.mustReset = true
-	}
-	mustReset := u.mustReset
-	enrolled := u.totpSecret != ""
-	s.mu.Unlock()
-	if breached {
-		s.log.LogAttrs(ctx, slog.LevelWarn, "identity: password found in compromised corpus; reset required",
-			slog.String("user", name))
-	}
-
-	needFactor := enrolled || post.Decision == risk.StepUp
-	if post.Decision == risk.Block || needFactor && !enrolled || mustReset && !enrolled {
-		// High risk, a second factor the account cannot give, or a
-		// password that must be reset with no second factor to prove the
-		// owner: refuse with the same answer as a wrong password, so a
-		// credential stuffer does not learn that this pair was right.
-		s.risk.Failure(name, network)
-		event(slog.LevelWarn, "blocked-after-password", logged, true)
-		return signInResult{}, ErrInvalidCredentials
-	}
-	factor := ""
-	if needFactor {
-		if req.TOTPCode == "" && req.RecoveryCode == "" {
-			event(slog.LevelInfo, "mfa-required", logged, true)
-			return signInResult{}, ErrMFARequired
-		}
-		f, err := s.checkSecondFactor(name, req)
-		if err != nil {
-			s.risk.Failure(name, network)
-			event(slog.LevelInfo, "invalid-second-factor", logged, true)
-			return signInResult{}, ErrInvalidCredentials
-		}
-		factor = f
-	}
-	if mustReset {
-		// Both factors are proven: it is the owner, tell them.
-		event(slog.LevelWarn, "reset-required", logged, true)
-		return signInResult{}, ErrPasswordResetRequired
-	}
-
+	dctx, cancel := durable(ctx)
+	defer cancel()
 	now := s.cfg.Now()
-	s.risk.Success(name, network)
-	s.mu.Lock()
-	u.rememberNetwork(network, now)
-	s.mu.Unlock()
-	if stale {
-		s.rehash(ctx, name, pw)
+	if _, err := s.updateUser(dctx, u.ID, func(su *store.User) error {
+		su.PasswordHash, su.MustReset, su.PasswordChanged = hash, false, now
+		return nil
+	}); err != nil {
+		return err
 	}
-	amr := amrFor(factor)
-	tok, err := s.mint(grant{class: ClassUser, subject: UserSubject(name), clientID: s.cfg.UserClientID,
-		scopes: s.cfg.UserScopes, amr: amr, authTime: now})
+	n, err := s.st.RevokeSessions(dctx, u.ID, "")
 	if err != nil {
-		return signInResult{}, err
+		return storeErr(err)
 	}
-	event(slog.LevelInfo, "success", logged, true)
-	return signInResult{user: name, amr: amr, authTime: now, token: tok}, nil
-}
-
-// checkSecondFactor validates a TOTP code (refusing replays) or consumes a
-// recovery code. It returns "otp" or "recovery".
-func (s *Service) checkSecondFactor(name string, req signInRequest) (string, error) {
-	now := s.cfg.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.users[name]
-	if u == nil || u.totpSecret == "" {
-		return "", otpcode.ErrInvalid
-	}
-	if req.TOTPCode != "" {
-		step, err := otpcode.Validate(req.TOTPCode.Reveal(), u.totpSecret, now, u.totpLastStep)
-		if err != nil {
-			return "", err
-		}
-		u.totpLastStep = step
-		return "otp", nil
-	}
-	i := otpcode.MatchRecovery(req.RecoveryCode.Reveal(), u.recovery)
-	if i < 0 {
-		return "", otpcode.ErrInvalid
-	}
-	u.recovery = append(u.recovery[:i:i], u.recovery[i+1:]...)
-	return "recovery", nil
-}
-
-// rehash upgrades a hash made with older argon2 parameters after a
-// successful sign-in. Failure is harmless: the old hash still verifies.
-func (s *Service) rehash(ctx context.Context, name, pw string) {
-	if err := s.acquireHash(ctx); err != nil {
-		return
-	}
-	h, err := password.Hash(pw, s.argon)
-	s.releaseHash()
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	if u := s.users[name]; u != nil {
-		u.hash = h
-	}
-	s.mu.Unlock()
+	s.auditEvent(ctx, AuditPasswordReset, map[string]any{"sub": u.Subject, "sessions_revoked": n})
+	return nil
 }

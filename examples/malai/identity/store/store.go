@@ -79,11 +79,14 @@ type Seen struct {
 	At  time.Time `json:"at"`
 }
 
-// User is one account. ID is its stable opaque subject; Username is
-// unique forever.
+// User is one account. ID is its stable opaque subject. NameKey is the
+// caller's index of the username (a keyed digest, so the store holds no
+// username in the clear) and is unique forever; Name is the username
+// sealed by the caller, for display.
 type User struct {
 	ID              string    `json:"id"`
-	Username        string    `json:"username"`
+	NameKey         string    `json:"name_key"`
+	Name            []byte    `json:"name"`
 	PasswordHash    string    `json:"password_hash"`
 	MustReset       bool      `json:"must_reset,omitempty"`
 	Roles           []string  `json:"roles,omitempty"`
@@ -99,7 +102,8 @@ type User struct {
 	// TOTPLastStep is the last TOTP time step accepted (replay refusal).
 	TOTPLastStep uint64   `json:"totp_last_step,omitempty"`
 	Recovery     []Digest `json:"recovery,omitempty"`
-	// Networks and Devices the account signed in from, newest last.
+	// Networks and Devices the account signed in from, newest last (as
+	// keyed digests: membership is all the caller asks).
 	Networks []Seen `json:"networks,omitempty"`
 	Devices  []Seen `json:"devices,omitempty"`
 	// Version is set by the store: UpdateUser succeeds only when it equals
@@ -111,17 +115,18 @@ type User struct {
 // from one sign-in). Only Current is valid; a rotated token is remembered
 // so that presenting it again revokes the session.
 type Session struct {
-	ID        string    `json:"id"`
-	UserID    string    `json:"user_id"`
-	AMR       []string  `json:"amr"`
-	AuthTime  time.Time `json:"auth_time"`
-	Created   time.Time `json:"created"`
-	LastUsed  time.Time `json:"last_used"`
-	Current   Digest    `json:"current"`
-	Revoked   bool      `json:"revoked,omitempty"`
-	Network   string    `json:"network,omitempty"`
-	UserAgent string    `json:"user_agent,omitempty"`
-	DeviceID  string    `json:"device_id,omitempty"`
+	ID       string    `json:"id"`
+	UserID   string    `json:"user_id"`
+	AMR      []string  `json:"amr"`
+	AuthTime time.Time `json:"auth_time"`
+	Created  time.Time `json:"created"`
+	LastUsed time.Time `json:"last_used"`
+	Current  Digest    `json:"current"`
+	Revoked  bool      `json:"revoked,omitempty"`
+	// Client describes where the session was started (network, user
+	// agent), sealed by the caller.
+	Client   []byte `json:"client,omitempty"`
+	DeviceID string `json:"device_id,omitempty"`
 }
 
 // Expired reports whether s is past its idle or absolute lifetime at now.
@@ -209,11 +214,12 @@ type Prune struct {
 // make every successful write durable before returning.
 type Store interface {
 	// CreateUser stores a new account. It fails with ErrUsernameTaken if
-	// the username was ever registered, ErrExists if the id is in use.
+	// its NameKey was ever registered, ErrExists if the id is in use.
 	CreateUser(ctx context.Context, u User) (User, error)
-	// UserByID and UserByName return (zero, false, nil) when absent.
+	// UserByID and UserByName (by NameKey) return (zero, false, nil)
+	// when absent.
 	UserByID(ctx context.Context, id string) (User, bool, error)
-	UserByName(ctx context.Context, username string) (User, bool, error)
+	UserByName(ctx context.Context, nameKey string) (User, bool, error)
 	// UpdateUser replaces the account if its stored Version equals
 	// u.Version, and returns it with the new Version; ErrConflict
 	// otherwise, ErrNotFound when deleted.

@@ -30,7 +30,7 @@ import (
 // Bucket names.
 var (
 	bUsers        = []byte("users")         // id → User JSON
-	bUsernames    = []byte("usernames")     // username → id, never deleted
+	bUsernames    = []byte("usernames")     // name key → id, never deleted
 	bSessions     = []byte("sessions")      // id → session record JSON
 	bUserSessions = []byte("user_sessions") // userID 0 sessionID → ""
 	bRefresh      = []byte("refresh")       // digest → session id
@@ -153,14 +153,14 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) (store.User, error
 	u.Version = 1
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		names := tx.Bucket(bUsernames)
-		if names.Get([]byte(u.Username)) != nil {
+		if names.Get([]byte(u.NameKey)) != nil {
 			return store.ErrUsernameTaken
 		}
 		users := tx.Bucket(bUsers)
 		if users.Get([]byte(u.ID)) != nil {
 			return store.ErrExists
 		}
-		if err := names.Put([]byte(u.Username), []byte(u.ID)); err != nil {
+		if err := names.Put([]byte(u.NameKey), []byte(u.ID)); err != nil {
 			return err
 		}
 		return putJSON(users, []byte(u.ID), u)
@@ -181,9 +181,9 @@ func (s *Store) UserByID(ctx context.Context, id string) (u store.User, ok bool,
 }
 
 // UserByName implements [store.Store].
-func (s *Store) UserByName(ctx context.Context, username string) (u store.User, ok bool, err error) {
+func (s *Store) UserByName(ctx context.Context, nameKey string) (u store.User, ok bool, err error) {
 	err = s.view(ctx, func(tx *bolt.Tx) error {
-		id := tx.Bucket(bUsernames).Get([]byte(username))
+		id := tx.Bucket(bUsernames).Get([]byte(nameKey))
 		if id == nil {
 			return nil
 		}
@@ -205,7 +205,7 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) (store.User, error
 		if !ok {
 			return store.ErrNotFound
 		}
-		if cur.Version != u.Version || cur.Username != u.Username {
+		if cur.Version != u.Version || cur.NameKey != u.NameKey {
 			return store.ErrConflict
 		}
 		u.Version++

@@ -34,12 +34,12 @@ func Migrate(ctx context.Context, conn *pgx.Conn, cfg MigrateConfig) error {
 	refuse := pgx.Identifier{cfg.Schema, "usernames_refuse"}.Sanitize()
 	stmts := []string{
 		`CREATE TABLE IF NOT EXISTS ` + n.usernames + ` (
-			username text PRIMARY KEY,
+			name_key text PRIMARY KEY,
 			user_id text NOT NULL UNIQUE,
 			registered timestamptz NOT NULL DEFAULT now())`,
 		`CREATE TABLE IF NOT EXISTS ` + n.users + ` (
 			id text PRIMARY KEY REFERENCES ` + n.usernames + ` (user_id),
-			username text NOT NULL UNIQUE,
+			name_key text NOT NULL UNIQUE,
 			version bigint NOT NULL,
 			doc jsonb NOT NULL)`,
 		`CREATE TABLE IF NOT EXISTS ` + n.sessions + ` (

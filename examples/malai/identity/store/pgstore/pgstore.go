@@ -174,8 +174,8 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) (store.User, error
 		return store.User{}, err
 	}
 	err = s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO `+s.n.usernames+` (username, user_id) VALUES ($1, $2)
-			ON CONFLICT (username) DO NOTHING`, u.Username, u.ID)
+		tag, err := tx.Exec(ctx, `INSERT INTO `+s.n.usernames+` (name_key, user_id) VALUES ($1, $2)
+			ON CONFLICT (name_key) DO NOTHING`, u.NameKey, u.ID)
 		if err != nil {
 			if isUnique(err, "") {
 				return store.ErrExists // the id, under another name
@@ -185,7 +185,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) (store.User, error
 		if tag.RowsAffected() == 0 {
 			return store.ErrUsernameTaken
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO `+s.n.users+` (id, username, version, doc) VALUES ($1, $2, 1, $3)`, u.ID, u.Username, doc)
+		_, err = tx.Exec(ctx, `INSERT INTO `+s.n.users+` (id, name_key, version, doc) VALUES ($1, $2, 1, $3)`, u.ID, u.NameKey, doc)
 		return err
 	})
 	if errors.Is(err, store.ErrUsernameTaken) || errors.Is(err, store.ErrExists) {
@@ -224,8 +224,8 @@ func (s *Store) UserByID(ctx context.Context, id string) (store.User, bool, erro
 }
 
 // UserByName implements [store.Store].
-func (s *Store) UserByName(ctx context.Context, username string) (store.User, bool, error) {
-	return s.userWhere(ctx, "username", username)
+func (s *Store) UserByName(ctx context.Context, nameKey string) (store.User, bool, error) {
+	return s.userWhere(ctx, "name_key", nameKey)
 }
 
 // UpdateUser implements [store.Store].
@@ -240,7 +240,7 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) (store.User, error
 		return store.User{}, err
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE `+s.n.users+` SET doc = $1, version = version + 1
-		WHERE id = $2 AND version = $3 AND username = $4`, doc, u.ID, prev, u.Username)
+		WHERE id = $2 AND version = $3 AND name_key = $4`, doc, u.ID, prev, u.NameKey)
 	if err != nil {
 		return store.User{}, s.wrap(err)
 	}

@@ -9,22 +9,23 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/malai-sec/malai/examples/malai/identity/internal/pgtest"
 	"github.com/malai-sec/malai/examples/malai/identity/store"
 	"github.com/malai-sec/malai/examples/malai/identity/store/pgstore"
 	"github.com/malai-sec/malai/examples/malai/identity/store/storetest"
 	"github.com/malai-sec/malai/internal/servicetest"
 )
 
-func migrated(t *testing.T, cfg pgstore.MigrateConfig) *servicetest.Postgres {
+func migrated(t *testing.T, cfg pgstore.MigrateConfig) pgtest.Schema {
 	t.Helper()
-	pg := servicetest.NewPostgres(t)
+	pg := pgtest.New(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pg.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	cfg.Schema = pg.Schema
+	cfg.Schema = pg.Name
 	if err := pgstore.Migrate(ctx, conn, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Open {
 		pg := migrated(t, pgstore.MigrateConfig{})
 		return func() store.Store {
-			s, err := pgstore.New(context.Background(), pgstore.Config{DSN: pg.URL, Schema: pg.Schema})
+			s, err := pgstore.New(context.Background(), pgstore.Config{DSN: pg.URL, Schema: pg.Name})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,7 +54,7 @@ func TestConformance(t *testing.T) {
 // never be registered again) nor change the schema.
 func TestLeastPrivilege(t *testing.T) {
 	ctx := context.Background()
-	admin := servicetest.NewPostgres(t)
+	admin := pgtest.New(t)
 	suffix := servicetest.Unique()
 	owner, app := "idowner_"+suffix, "idapp_"+suffix
 	conn, err := pgx.Connect(ctx, admin.URL)
@@ -83,16 +84,16 @@ func TestLeastPrivilege(t *testing.T) {
 			c.Exec(context.Background(), "DROP ROLE "+r)
 		}
 	})
-	if err := pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: admin.Schema, Owner: owner, AppRole: app}); err != nil {
+	if err := pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: admin.Name, Owner: owner, AppRole: app}); err != nil {
 		t.Fatal(err)
 	}
 	appURL := strings.Replace(admin.URL, "//"+userOf(admin.URL)+"@", "//"+app+"@", 1)
-	s, err := pgstore.New(ctx, pgstore.Config{DSN: appURL, Schema: admin.Schema})
+	s, err := pgstore.New(ctx, pgstore.Config{DSN: appURL, Schema: admin.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.CreateUser(ctx, store.User{ID: "u-1", Username: "alice", Created: time.Now()}); err != nil {
+	if _, err := s.CreateUser(ctx, store.User{ID: "u-1", NameKey: "alice", Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteUser(ctx, "u-1"); err != nil {
@@ -104,21 +105,21 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	defer appConn.Close(ctx)
 	for _, q := range []string{
-		"DELETE FROM " + admin.Schema + ".usernames WHERE username = 'alice'",
-		"UPDATE " + admin.Schema + ".usernames SET username = 'alice2'",
-		"TRUNCATE " + admin.Schema + ".usernames",
-		"DROP TABLE " + admin.Schema + ".sessions",
-		"ALTER TABLE " + admin.Schema + ".users ADD COLUMN x int",
+		"DELETE FROM " + admin.Name + ".usernames WHERE name_key = 'alice'",
+		"UPDATE " + admin.Name + ".usernames SET name_key = 'alice2'",
+		"TRUNCATE " + admin.Name + ".usernames",
+		"DROP TABLE " + admin.Name + ".sessions",
+		"ALTER TABLE " + admin.Name + ".users ADD COLUMN x int",
 	} {
 		if _, err := appConn.Exec(ctx, q); err == nil {
 			t.Fatalf("the application role ran %q", q)
 		}
 	}
 	// Even the privileged role cannot free the name: the trigger refuses.
-	if _, err := conn.Exec(ctx, "DELETE FROM "+admin.Schema+".usernames WHERE username = 'alice'"); err == nil {
+	if _, err := conn.Exec(ctx, "DELETE FROM "+admin.Name+".usernames WHERE name_key = 'alice'"); err == nil {
 		t.Fatal("a superuser deleted a username past the trigger")
 	}
-	_, err = s.CreateUser(ctx, store.User{ID: "u-2", Username: "alice", Created: time.Now()})
+	_, err = s.CreateUser(ctx, store.User{ID: "u-2", NameKey: "alice", Created: time.Now()})
 	if !errors.Is(err, store.ErrUsernameTaken) {
 		t.Fatalf("re-registering a deleted name: %v", err)
 	}

@@ -78,7 +78,7 @@ func openT(t *testing.T, open Open) store.Store {
 }
 
 func user(id, name string) store.User {
-	return store.User{ID: id, Username: name, PasswordHash: "$argon2id$hash-of-" + name, Created: t0, PasswordChanged: t0}
+	return store.User{ID: id, NameKey: name, Name: []byte("sealed:" + name), PasswordHash: "$argon2id$hash-of-" + name, Created: t0, PasswordChanged: t0}
 }
 
 func must(t *testing.T, err error) {
@@ -113,7 +113,7 @@ func testUsers(t *testing.T, open Open) {
 	} {
 		back, ok, err := lookup()
 		must(t, err)
-		if !ok || back.ID != "u-1" || back.Username != "alice" || back.PasswordHash != u.PasswordHash ||
+		if !ok || back.ID != "u-1" || back.NameKey != "alice" || string(back.Name) != "sealed:alice" || back.PasswordHash != u.PasswordHash ||
 			!slices.Equal(back.Roles, u.Roles) || !slices.Equal(back.TOTP, u.TOTP) ||
 			!slices.Equal(back.Recovery, u.Recovery) || len(back.Networks) != 1 || !back.Networks[0].At.Equal(t0) ||
 			back.Version != got.Version {
@@ -153,7 +153,7 @@ func testUsernamesForever(t *testing.T, open Open) {
 	_, err = s.CreateUser(ctx(), user("u-2", "alice"))
 	wantErr(t, err, store.ErrUsernameTaken)
 	wantErr(t, s.DeleteUser(ctx(), "u-1"), store.ErrNotFound)
-	_, err = s.UpdateUser(ctx(), store.User{ID: "u-1", Username: "alice", Version: 1})
+	_, err = s.UpdateUser(ctx(), store.User{ID: "u-1", NameKey: "alice", Version: 1})
 	wantErr(t, err, store.ErrNotFound)
 	if ss, err := s.Sessions(ctx(), "u-1"); err != nil || len(ss) != 0 {
 		t.Fatalf("deleted user's sessions: %v %v", ss, err)
@@ -186,7 +186,7 @@ func testUserVersion(t *testing.T, open Open) {
 		t.Fatalf("after a conflicting update: %+v", back)
 	}
 	// The username cannot change through an update.
-	u2.Username = "mallory"
+	u2.NameKey = "mallory"
 	_, err = s.UpdateUser(ctx(), u2)
 	wantErr(t, err, store.ErrConflict)
 	if _, ok, _ := s.UserByName(ctx(), "mallory"); ok {
@@ -243,7 +243,7 @@ func digest(b byte) store.Digest { return store.Digest{b, 0xd1} }
 
 func session(id, userID string, tok byte) store.Session {
 	return store.Session{ID: id, UserID: userID, AMR: []string{"pwd"}, AuthTime: t0, Created: t0, LastUsed: t0,
-		Current: digest(tok), Network: "192.0.2.0/24", UserAgent: "test", DeviceID: "d-1"}
+		Current: digest(tok), Client: []byte("sealed-client"), DeviceID: "d-1"}
 }
 
 func rotation(from, to byte, now time.Time) store.Rotation {
@@ -258,7 +258,7 @@ func testSessionsRotate(t *testing.T, open Open) {
 	got, err := s.RotateSession(ctx(), rotation(1, 2, now))
 	must(t, err)
 	if got.ID != "s-1" || got.UserID != "u-1" || got.Current != digest(2) || !got.LastUsed.Equal(now) ||
-		!slices.Equal(got.AMR, []string{"pwd"}) || !got.AuthTime.Equal(t0) || got.DeviceID != "d-1" {
+		!slices.Equal(got.AMR, []string{"pwd"}) || !got.AuthTime.Equal(t0) || got.DeviceID != "d-1" || string(got.Client) != "sealed-client" {
 		t.Fatalf("rotated session %+v", got)
 	}
 	got, err = s.RotateSession(ctx(), rotation(2, 3, now.Add(time.Minute)))

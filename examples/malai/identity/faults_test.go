@@ -1,0 +1,68 @@
+package identity
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
+)
+
+// The fault switches exist so that an evidence check can show it fails
+// without its defence; these tests show each switch really turns its
+// defence off (and nothing else), so a check that passes with the switch
+// on is a check that proves nothing.
+
+func TestFaultNoReauth(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.NoReauth = true })
+	h.signUp("alice", strongPW)
+	stolen := h.signInOK(creds("alice", strongPW)).token
+	if w := h.do(http.MethodPost, "/v1/mfa/totp", "application/json", `{}`, withBearer(stolen)); w.Code != http.StatusCreated {
+		t.Fatalf("with NoReauth a token alone should enrol: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestFaultHardLockout(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.HardLockout = true })
+	h.signUp("alice", strongPW)
+	owner := h.signInOK(creds("alice", strongPW))
+	for n := range 4 {
+		for range 5 {
+			h.signIn(creds("alice", wrongPW), fromIP(fmt.Sprintf("198.51.100.%d", 1+n)))
+		}
+	}
+	if w := h.signIn(creds("alice", strongPW), withDevice(owner.device)); w.Code == http.StatusOK {
+		t.Fatal("with HardLockout the owner on her device should be locked out")
+	}
+}
+
+func TestFaultNoSprayDetection(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.NoSprayDetection = true })
+	throttled := 0
+	for i := range 30 {
+		w := h.signIn(creds(fmt.Sprintf("user%02d", i), "Spring-Harvest-2026!"), fromIP(fmt.Sprintf("203.0.113.%d", 10+i)))
+		if w.Code == http.StatusTooManyRequests {
+			throttled++
+		}
+	}
+	if throttled != 0 {
+		t.Fatalf("with NoSprayDetection the spray should pass unthrottled: %d throttled", throttled)
+	}
+}
+
+func TestFaultNoAssertionReplayCheck(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.NoAssertionReplayCheck = true })
+	key, _ := clientauth.NewKey()
+	if _, err := h.svc.RegisterClientKey(context.Background(), "worker", key.PublicJWK()); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := key.Assertion("worker", testIssuer+TokenPath, h.clock.Now())
+	form := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {AssertionType}, "client_assertion": {a}}
+	for i := range 2 {
+		if code, e, _ := h.tokenForm(form); code != 200 {
+			t.Fatalf("use %d with NoAssertionReplayCheck: %d %+v", i, code, e)
+		}
+	}
+}
