@@ -6,17 +6,14 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +22,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/malai-sec/malai/examples/malai/evidence"
+	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
 )
 
 func evidenceCmd(args []string) error {
@@ -300,25 +298,18 @@ func (l *localSystem) AuditorToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
-	req, err := http.NewRequestWithContext(ctx, "POST", l.sys.IdentityURL+"/oauth2/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"ledger:audit"}}.Encode()))
+	// private_key_jwt: a key pair of this pass, registered over the
+	// auditor's certificate.
+	src, err := clientauth.New(ctx, clientauth.Config{IdentityURL: l.sys.IdentityURL,
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}, Scopes: []string{"ledger:audit"}})
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(l.sys.EvidenceID, l.sys.EvidenceSecret)
-	res, err := c.Do(req)
+	tok, err := src.Token()
 	if err != nil {
 		return "", err
 	}
-	defer res.Body.Close()
-	var tr struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&tr); err != nil || res.StatusCode != 200 || tr.AccessToken == "" {
-		return "", fmt.Errorf("client credentials: HTTP %d", res.StatusCode)
-	}
-	return tr.AccessToken, nil
+	return tok.AccessToken, nil
 }
 
 func (l *localSystem) Deposit(ctx context.Context, account string, amount int64, key string) error {

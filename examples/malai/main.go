@@ -58,6 +58,7 @@ func runCmd(args []string) error {
 	fs.StringVar(&o.Addr, "addr", "127.0.0.1:8443", "gateway HTTPS and HTTP/3 address")
 	fs.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:8080", "plain-HTTP redirect address (empty: none)")
 	fs.StringVar(&o.DataDir, "data", "malai-data", "data directory")
+	fs.StringVar(&o.Issuer, "issuer", "", "the stable public URL tokens name as \"iss\" (default: the gateway's URL, https://localhost:<port> on a loopback or wildcard -addr)")
 	fs.StringVar(&o.RedisURL, "redis-url", "", "Redis URL for limits, idempotency and the queue (default: in memory)")
 	fs.StringVar(&o.RedisPrefix, "redis-prefix", "malai:", "prefix of every Redis key the system writes (several systems can share one Redis)")
 	fs.StringVar(&o.DenyList, "deny-list", "", "IP reputation deny list file (reloaded on SIGHUP)")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -20,7 +21,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
@@ -29,6 +29,8 @@ import (
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/gateway"
 	"github.com/malai-sec/malai/examples/malai/identity"
+	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
+	"github.com/malai-sec/malai/examples/malai/identity/store/boltstore"
 	"github.com/malai-sec/malai/examples/malai/internal/faults"
 	"github.com/malai-sec/malai/examples/malai/internal/pki"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
@@ -79,6 +81,11 @@ type Options struct {
 	// believes (a load balancer in front of it). Empty, the default: the
 	// client is the TCP peer, whatever it sends.
 	TrustedProxies []netip.Prefix
+	// Issuer is the "iss" of every token and identity's issuer
+	// identifier: the system's stable public URL. Default: the gateway's
+	// URL (https://localhost:<port> when it listens on every or a
+	// loopback address).
+	Issuer string
 	// AuditDSN, when set, keeps the audit chain in PostgreSQL, connected as
 	// the least-privileged application role created by "malai migrate";
 	// otherwise it is a file store under DataDir. The witness always keeps
@@ -114,10 +121,11 @@ type System struct {
 	Reputation  *ratelimit.Reputation
 	// Web is the customer web app the gateway serves at "/".
 	Web *web.App
-	// EvidenceClient is a client registered for the evidence pass, with
-	// the auditor scope on the ledger.
-	EvidenceID, EvidenceSecret string
-	WorkerID                   string
+	// EvidenceID is the client id the evidence pass authenticates as
+	// (private_key_jwt over the evidence certificate), with the auditor
+	// scope on the ledger.
+	EvidenceID string
+	WorkerID   string
 	// Keys and Ring: the data keys sealing logs and audit payloads.
 	Keys *platform.KeyFile
 	Ring *correlation.KeyRing
@@ -144,6 +152,15 @@ func (s *System) onClose(f func() error) { s.closers = append(s.closers, f) }
 // correlation id (the gateway, the worker).
 func trustedHop(r *http.Request) bool {
 	return peerIs(r, "gateway") || peerIs(r, "worker")
+}
+
+// peerName is the component named by the verified client certificate of
+// r's TLS connection, or "".
+func peerName(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	return r.TLS.VerifiedChains[0][0].Subject.CommonName
 }
 
 // peerIs reports whether the TLS peer's verified client certificate names
@@ -250,6 +267,22 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return identity.RemoteAddrIP(r)
 	}
 
+	// The gateway's listener first: its URL is the public issuer.
+	edgeLn, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway listen %s: %w", o.Addr, err)
+	}
+	edgeOwned := false
+	defer func() {
+		if !edgeOwned {
+			edgeLn.Close()
+		}
+	}()
+	issuer := o.Issuer
+	if issuer == "" {
+		issuer = publicURL(edgeLn.Addr().(*net.TCPAddr))
+	}
+
 	// --- identity ---
 	idT, err := tele("identity")
 	if err != nil {
@@ -260,7 +293,39 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.IdentityURL = idURL
-	s.Identity, err = identity.New(identity.Config{Issuer: idURL, Logger: idT.Logger, ClientIP: serviceIP})
+	// Identity keeps its accounts in bbolt under the data directory and its
+	// security events in an audit chain of its own.
+	idStore, err := boltstore.Open(filepath.Join(o.DataDir, "identity"), 0)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(idStore.Close)
+	idAuditStore, err := filestore.Open(filepath.Join(o.DataDir, "identity-audit"))
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(idAuditStore.Close)
+	idSigner, _, err := keys.Signer()
+	if err != nil {
+		return nil, err
+	}
+	idAudit, err := auditlog.New(auditlog.Config{
+		Store: idAuditStore, Origin: "malai.local/identity-audit", Signers: []note.Signer{idSigner}, Ring: ring,
+		OnError: func(err error) { idT.Logger.Error("identity audit: background work failed", "error", err.Error()) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(idAudit.Close)
+	s.Identity, err = identity.New(identity.Config{
+		Issuer: issuer, Logger: idT.Logger, ClientIP: serviceIP, Store: idStore, Ring: ring, Audit: idAudit,
+		Clients: []identity.Client{
+			{ID: "worker", Scopes: []string{ledger.ScopeTransfer}},
+			{ID: "evidence", Scopes: []string{ledger.ScopeAudit}},
+		},
+		PeerComponent:  peerName,
+		AllowedOrigins: []string{issuer, "https://" + edgeLn.Addr().String()},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -270,16 +335,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.serve(idLn, idH, idT.Logger)
-
-	workerSecret, err := s.Identity.RegisterClient("worker", []string{ledger.ScopeTransfer})
-	if err != nil {
-		return nil, err
-	}
 	s.WorkerID = "worker"
 	s.EvidenceID = "evidence"
-	if s.EvidenceSecret, err = s.Identity.RegisterClient(s.EvidenceID, []string{ledger.ScopeAudit}); err != nil {
-		return nil, err
-	}
 
 	verifier := func(component string, auds ...string) (*jwtverify.Verifier, error) {
 		tr, err := clientTLS(component)
@@ -288,7 +345,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 		v, err := jwtverify.New(jwtverify.Config{
 			Issuers: []jwtverify.Issuer{{
-				Issuer: idURL, JWKSURL: idURL + "/.well-known/jwks.json", Algorithms: []string{"ES256"},
+				Issuer: issuer, JWKSURL: idURL + "/.well-known/jwks.json", Algorithms: []string{"ES256"},
 				Audiences: auds, MaxLifetime: 15 * time.Minute,
 			}},
 			HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second},
@@ -393,9 +450,14 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	wctx, wcancel := context.WithCancel(context.Background())
-	tokenCtx := context.WithValue(wctx, oauth2.HTTPClient, &http.Client{Transport: wkTr, Timeout: 5 * time.Second})
-	cc := clientcredentials.Config{ClientID: "worker", ClientSecret: workerSecret, TokenURL: idURL + "/oauth2/token", Scopes: []string{ledger.ScopeTransfer}}
-	wClient := &http.Client{Transport: correlation.Transport(&oauth2.Transport{Source: cc.TokenSource(tokenCtx), Base: wkTr}, wkT.Tracer), Timeout: 30 * time.Second}
+	// The worker's own key pair, registered over its certificate: no
+	// shared secret.
+	wSrc, err := clientauth.New(ctx, clientauth.Config{IdentityURL: idURL, HTTPClient: &http.Client{Transport: wkTr, Timeout: 5 * time.Second}, Scopes: []string{ledger.ScopeTransfer}})
+	if err != nil {
+		wcancel()
+		return nil, err
+	}
+	wClient := &http.Client{Transport: correlation.Transport(&oauth2.Transport{Source: oauth2.ReuseTokenSource(nil, wSrc), Base: wkTr}, wkT.Tracer), Timeout: 30 * time.Second}
 	wdone := make(chan struct{})
 	go func() {
 		defer close(wdone)
@@ -477,7 +539,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.onClose(gw.Close)
-	return s, s.startEdge(o, gwT, gw.Handler())
+	edgeOwned = true
+	return s, s.startEdge(o, edgeLn, gwT, gw.Handler())
 }
 
 // openAuditStore opens the audit chain's store: PostgreSQL as the app
@@ -513,7 +576,7 @@ func (s *System) listenTLS(name string) (net.Listener, string, error) {
 // behind the gateway), correlation, then the service; /metrics is served
 // beside it on the same internal listener.
 func (s *System) service(t *platform.Telemetry, h http.Handler) (http.Handler, error) {
-	hm, err := headers.New(headers.Config{})
+	hm, err := headers.New(cacheablePublicDocs(headers.Config{}))
 	if err != nil {
 		return nil, err
 	}
@@ -523,6 +586,43 @@ func (s *System) service(t *platform.Telemetry, h http.Handler) (http.Handler, e
 	}
 	mux.Handle("/", h)
 	return hm.Handler(t.Middleware.Handler(route.RecordPattern(mux))), nil
+}
+
+// publicURL is the gateway's https URL for a listening address.
+func publicURL(a *net.TCPAddr) string {
+	host := a.IP.String()
+	if a.IP.IsUnspecified() || a.IP.IsLoopback() {
+		host = "localhost"
+	}
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
+}
+
+// cacheablePublicDocs lets identity's key set and metadata keep their own
+// Cache-Control (public, max-age), so verifiers and clients may cache
+// them; every other response stays no-store.
+func cacheablePublicDocs(c headers.Config) headers.Config {
+	docs := c.Default
+	docs.KeepHandlerCacheControl = true
+	apps := maps.Clone(c.Apps)
+	if apps == nil {
+		apps = map[string]headers.App{}
+	}
+	apps["public-docs"] = docs
+	next := c.Select
+	c.Apps = apps
+	c.Select = func(r *http.Request) string {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			switch r.URL.Path {
+			case identity.JWKSPath, identity.MetadataPath:
+				return "public-docs"
+			}
+		}
+		if next != nil {
+			return next(r)
+		}
+		return ""
+	}
+	return c
 }
 
 // RotateDataKey makes a new data key seal logs and audit payloads from now
@@ -556,16 +656,18 @@ func (s *System) serve(ln net.Listener, h http.Handler, log *slog.Logger) func()
 
 // startEdge serves the gateway over TLS (h2, http/1.1) and HTTP/3 on the
 // same port, and the redirect on the plain-HTTP port.
-func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) error {
+func (s *System) startEdge(o Options, ln net.Listener, t *platform.Telemetry, gw http.Handler) (err error) {
+	served := false
+	defer func() {
+		if !served {
+			ln.Close()
+		}
+	}()
 	cert, err := s.CA.Issue("gateway", "localhost", "127.0.0.1", "::1")
 	if err != nil {
 		return err
 	}
 	tlsCfg := headers.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
-	ln, err := net.Listen("tcp", o.Addr)
-	if err != nil {
-		return fmt.Errorf("gateway listen %s: %w", o.Addr, err)
-	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	var altSvc func(http.Header) error
 	var h3 *http3.Server
@@ -573,15 +675,14 @@ func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) er
 	if !o.Faults.On(faults.EdgeNoHTTP3) {
 		udp, err = net.ListenPacket("udp", net.JoinHostPort(ln.Addr().(*net.TCPAddr).IP.String(), strconv.Itoa(port)))
 		if err != nil {
-			ln.Close()
 			return fmt.Errorf("gateway http/3 listen: %w", err)
 		}
 		h3 = &http3.Server{TLSConfig: tlsCfg, Port: port}
 		altSvc = h3.SetQUICHeaders
 		s.onClose(func() error { h3.Close(); return udp.Close() })
 	}
-	hm, err := headers.New(headers.Config{AltSvc: altSvc,
-		Apps: map[string]headers.App{web.HeadersAppName: web.HeadersApp()}, Select: web.SelectHeaders})
+	hm, err := headers.New(cacheablePublicDocs(headers.Config{AltSvc: altSvc,
+		Apps: map[string]headers.App{web.HeadersAppName: web.HeadersApp()}, Select: web.SelectHeaders}))
 	if err != nil {
 		return err
 	}
@@ -591,6 +692,7 @@ func (s *System) startEdge(o Options, t *platform.Telemetry, gw http.Handler) er
 		go h3.Serve(udp)
 	}
 	s.serve(tls.NewListener(ln, o.Faults.EdgeTLS(tlsCfg)), handler, t.Logger)
+	served = true
 	s.GatewayURL = "https://" + ln.Addr().String()
 
 	if o.HTTPAddr != "" {

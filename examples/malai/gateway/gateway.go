@@ -39,6 +39,9 @@ type Route struct {
 	// Ledger routes need a user token (JWT check #1, the per-principal
 	// limit); the others go to identity.
 	Ledger bool
+	// User identity routes need a user token here too (the account
+	// security routes).
+	User bool
 	// BodyLimit is the largest body the service behind accepts; a larger
 	// one is refused (413) before the WAF reads it. 0: no body.
 	BodyLimit int
@@ -65,11 +68,16 @@ const (
 // media types the services enforce (identity 4 KiB, the ledger 16 KiB).
 func DefaultRoutes() []Route {
 	id := func(p string) Route { return Route{Pattern: p, BodyLimit: 4 << 10, MediaTypes: []string{jsonType}} }
+	user := func(p string) Route { r := id(p); r.User = true; return r }
+	// Identity's token endpoint and key registration are internal only:
+	// not routed here, so they answer 404 at the edge.
 	return []Route{
-		id("POST /v1/users"), id("POST /v1/sessions"), id("POST /v1/refresh"), id("POST /v1/mfa/totp"),
-		id("POST /v1/mfa/totp/confirm"), id("POST /v1/password"),
-		{Pattern: "POST /oauth2/token", BodyLimit: 4 << 10, MediaTypes: []string{formType}},
-		{Pattern: "GET /.well-known/jwks.json"},
+		id("POST /v1/users"), id("POST /v1/sessions"), id("POST /v1/sessions/mfa"),
+		{Pattern: "POST /v1/refresh"}, {Pattern: "DELETE /v1/refresh"},
+		{Pattern: "GET /v1/account", User: true}, user("POST /v1/account/password"),
+		{Pattern: "GET /v1/sessions", User: true}, {Pattern: "DELETE /v1/sessions/{id}", User: true},
+		user("POST /v1/mfa/totp"), user("POST /v1/mfa/totp/confirm"), user("POST /v1/mfa/totp/disable"), user("POST /v1/mfa/recovery-codes"),
+		{Pattern: "GET /.well-known/jwks.json"}, {Pattern: "GET /.well-known/oauth-authorization-server"},
 		{Pattern: "GET /v1/accounts", Ledger: true},
 		{Pattern: "GET /v1/accounts/{id}", Ledger: true},
 		{Pattern: "POST /v1/accounts", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
@@ -271,17 +279,24 @@ func New(cfg Config) (*Gateway, error) {
 	// and the ledger verifies it again.
 	userRoutes := cfg.Verifier.Handler(cfg.Verifier.RequireUser()(g.perUser.Handler(ledger)))
 
+	// Identity's routes that take a user token get JWT check #1 too;
+	// the token endpoint and key registration are not routed at all.
+	userIdentity := cfg.Verifier.Handler(cfg.Verifier.RequireUser()(g.perUser.Handler(identity)))
+
 	mux := http.NewServeMux()
 	for _, rt := range cfg.Routes {
 		if _, dup := g.routes[rt.Pattern]; dup {
 			return nil, fmt.Errorf("gateway: route %q twice", rt.Pattern)
 		}
 		g.routes[rt.Pattern] = rt
-		if rt.Web {
+		switch {
+		case rt.Web:
 			mux.Handle(rt.Pattern, cfg.Web)
-		} else if rt.Ledger {
+		case rt.Ledger:
 			mux.Handle(rt.Pattern, userRoutes)
-		} else {
+		case rt.User:
+			mux.Handle(rt.Pattern, userIdentity)
+		default:
 			mux.Handle(rt.Pattern, identity)
 		}
 	}
