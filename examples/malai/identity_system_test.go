@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -32,7 +33,11 @@ func TestIdentityAtTheEdge(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			t.Logf("%s %s → %d %s", method, path, resp.StatusCode, b)
+		}
 		return resp
 	}
 	form := "application/x-www-form-urlencoded"
@@ -41,8 +46,8 @@ func TestIdentityAtTheEdge(t *testing.T) {
 			t.Fatalf("POST %s through the gateway: %d, want 404", p, r.StatusCode)
 		}
 	}
-	if r := do("DELETE", "/v1/refresh", "", "Origin", sys.GatewayURL, "X-Malai-CSRF", "1"); r.StatusCode != http.StatusNoContent {
-		t.Fatalf("sign-out through the gateway: %d", r.StatusCode)
+	if r := do("POST", "/v1/refresh/revoke", "", "Origin", sys.GatewayURL, "X-Malai-CSRF", "1"); r.StatusCode != http.StatusNoContent {
+		t.Fatalf("sign-out through the gateway: %d %v", r.StatusCode, r.Header)
 	}
 	for _, p := range []string{"/v1/account", "/v1/sessions"} {
 		r := do("GET", p, "")

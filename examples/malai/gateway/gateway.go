@@ -73,9 +73,9 @@ func DefaultRoutes() []Route {
 	// not routed here, so they answer 404 at the edge.
 	return []Route{
 		id("POST /v1/users"), id("POST /v1/sessions"), id("POST /v1/sessions/mfa"),
-		{Pattern: "POST /v1/refresh"}, {Pattern: "DELETE /v1/refresh"},
+		{Pattern: "POST /v1/refresh"}, {Pattern: "POST /v1/refresh/revoke"},
 		{Pattern: "GET /v1/account", User: true}, user("POST /v1/account/password"),
-		{Pattern: "GET /v1/sessions", User: true}, {Pattern: "DELETE /v1/sessions/{id}", User: true},
+		{Pattern: "GET /v1/sessions", User: true}, {Pattern: "POST /v1/sessions/{id}/revoke", User: true},
 		user("POST /v1/mfa/totp"), user("POST /v1/mfa/totp/confirm"), user("POST /v1/mfa/totp/disable"), user("POST /v1/mfa/recovery-codes"),
 		{Pattern: "GET /.well-known/jwks.json"}, {Pattern: "GET /.well-known/oauth-authorization-server"},
 		{Pattern: "GET /v1/accounts", Ledger: true},

@@ -143,7 +143,7 @@ func TestSessionListAndRevoke(t *testing.T) {
 	other := list.Sessions[1].ID
 	// Bob cannot revoke Alice's session.
 	wantProblem(t, h.do(http.MethodDelete, SignInPath+"/"+other, "", "", withBearer(bob.token)), http.StatusNotFound, "not-found")
-	if w := h.do(http.MethodDelete, SignInPath+"/"+other, "", "", withBearer(a.token)); w.Code != http.StatusNoContent {
+	if w := h.do(http.MethodPost, SignInPath+"/"+other+"/revoke", "", "", withBearer(a.token)); w.Code != http.StatusNoContent {
 		t.Fatalf("revoke: %d %s", w.Code, w.Body)
 	}
 	wantProblem(t, h.do(http.MethodDelete, SignInPath+"/"+other, "", "", withBearer(a.token)), http.StatusNotFound, "not-found")
@@ -179,11 +179,15 @@ func TestRefreshCSRF(t *testing.T) {
 		})
 	}
 	s = h.refresh(s) // the session survived every refused attempt
-	w := h.do(http.MethodDelete, RefreshPath, "", "", withRefresh(s.refresh), browser())
-	if w.Code != http.StatusNoContent {
-		t.Fatalf("sign-out: %d %s", w.Code, w.Body)
+	for _, signOut := range []struct{ method, path string }{{http.MethodDelete, RefreshPath}, {http.MethodPost, SignOutPath}} {
+		wantProblem(t, h.do(signOut.method, signOut.path, "", "", withRefresh(s.refresh), withHeader("Origin", "https://evil.example"), withHeader(CSRFHeader, "1")), http.StatusForbidden, "cross-site-request")
+		w := h.do(signOut.method, signOut.path, "", "", withRefresh(s.refresh), browser())
+		if w.Code != http.StatusNoContent {
+			t.Fatalf("sign-out %s %s: %d %s", signOut.method, signOut.path, w.Code, w.Body)
+		}
+		wantProblem(t, h.do(http.MethodPost, RefreshPath, "", "", withRefresh(s.refresh), browser()), http.StatusUnauthorized, "invalid-refresh")
+		s = h.signInOK(creds("alice", strongPW))
 	}
-	wantProblem(t, h.do(http.MethodPost, RefreshPath, "", "", withRefresh(s.refresh), browser()), http.StatusUnauthorized, "invalid-refresh")
 	if !contains(h.auditTypes(), AuditSignOut) {
 		t.Fatal("sign-out not audited")
 	}

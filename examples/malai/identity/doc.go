@@ -123,9 +123,9 @@
 // ([RefreshCookie]: HttpOnly, Secure, SameSite=Strict, Path [RefreshPath])
 // and the device cookie. The refresh token is 256 random bits stored as a
 // SHA-256 digest; POST /v1/refresh rotates it, and presenting a rotated
-// token revokes the whole session. Refresh and sign-out (DELETE
-// /v1/refresh) require [CSRFHeader]: 1 and an Origin in
-// Config.AllowedOrigins (default the issuer's origin).
+// token revokes the whole session. Refresh and sign-out (POST
+// /v1/refresh/revoke, or DELETE /v1/refresh) require [CSRFHeader]: 1 and
+// an Origin in Config.AllowedOrigins (default the issuer's origin).
 //
 // # Account security
 //
@@ -141,7 +141,7 @@
 //	POST   /v1/mfa/totp/disable        {password, totp_code | recovery_code}
 //	POST   /v1/mfa/recovery-codes      {password, totp_code | recovery_code} → new codes
 //	GET    /v1/sessions                the account's live sessions
-//	DELETE /v1/sessions/{id}           revoke one
+//	POST   /v1/sessions/{id}/revoke    revoke one (also DELETE /v1/sessions/{id})
 //
 // Each change is an audit event ([AuditPasswordChanged] and the others).
 //

@@ -81,10 +81,14 @@ var routeTable = []Route{
 	{Pattern: "POST " + SignInPath + "/mfa", Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: plain((*Service).serveSignInMFA)},
 	{Pattern: "POST " + RefreshPath, Public: true, Callers: []string{"web"}, bind: plain((*Service).serveRefresh)},
 	{Pattern: "DELETE " + RefreshPath, Public: true, Callers: []string{"web"}, bind: plain((*Service).serveSignOut)},
+	// The same as POST: the gateway's WAF admits GET, HEAD, POST and
+	// OPTIONS only, and the refresh cookie is sent only under RefreshPath.
+	{Pattern: "POST " + SignOutPath, Public: true, Callers: []string{"web"}, bind: plain((*Service).serveSignOut)},
 	{Pattern: "GET /v1/account", Token: TokenUser, Public: true, Callers: []string{"web"}, bind: user((*Service).serveAccount)},
 	{Pattern: "POST /v1/account/password", Token: TokenUser, Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: user((*Service).servePasswordChange)},
 	{Pattern: "GET " + SignInPath, Token: TokenUser, Public: true, Callers: []string{"web"}, bind: user((*Service).serveListSessions)},
 	{Pattern: "DELETE " + SignInPath + "/{id}", Token: TokenUser, Public: true, Callers: []string{"web"}, bind: user((*Service).serveRevokeSession)},
+	{Pattern: "POST " + SignInPath + "/{id}/revoke", Token: TokenUser, Public: true, Callers: []string{"web"}, bind: user((*Service).serveRevokeSession)},
 	{Pattern: "POST /v1/mfa/totp", Token: TokenUser, Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: user((*Service).serveTOTPEnroll)},
 	{Pattern: "POST /v1/mfa/totp/confirm", Token: TokenUser, Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: user((*Service).serveTOTPConfirm)},
 	{Pattern: "POST /v1/mfa/totp/disable", Token: TokenUser, Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: user((*Service).serveTOTPDisable)},

@@ -85,6 +85,8 @@ const (
 	RefreshCookie = "__Secure-malai-refresh"
 	// RefreshPath is the only path the refresh cookie is sent to.
 	RefreshPath = "/v1/refresh"
+	// SignOutPath signs out with POST (DELETE RefreshPath does the same).
+	SignOutPath = RefreshPath + "/revoke"
 	// DeviceCookie names the signed cookie that marks a device that has
 	// completed a sign-in; it is sent only to SignInPath.
 	DeviceCookie = "__Secure-malai-device"
