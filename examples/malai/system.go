@@ -325,6 +325,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		},
 		PeerComponent:  peerName,
 		AllowedOrigins: []string{issuer, "https://" + edgeLn.Addr().String()},
+		// The web backend keeps browsers' refresh sessions server-side
+		// and guards its own pages against cross-site requests.
+		OriginExemptPeers: []string{"web"},
 	})
 	if err != nil {
 		return nil, err

@@ -58,7 +58,7 @@ func FuzzDecodeSignIn(f *testing.F) {
 			t.Fatalf("strict decoder accepted what encoding/json refuses: %v", err)
 		}
 		got := map[string]string{"username": req.Username, "password": req.Password.Reveal(),
-			"totp_code": req.TOTPCode.Reveal(), "recovery_code": req.RecoveryCode.Reveal()}
+			"totp_code": req.TOTPCode.Reveal(), "recovery_code": req.RecoveryCode.Reveal(), "mfa_token": req.MFAToken.Reveal()}
 		for k, v := range plain {
 			if got[k] != v {
 				t.Fatalf("member %q: strict %q, plain %q", k, got[k], v)

@@ -296,6 +296,11 @@ type Config struct {
 	// AllowedOrigins are the browser origins refresh and sign-out accept.
 	// Default: the origin of Issuer.
 	AllowedOrigins []string
+	// OriginExemptPeers are components (by PeerComponent) whose refresh
+	// and sign-out need no Origin: server-side clients such as a
+	// backend-for-frontend, which defend their own browser pages against
+	// cross-site requests. They still send CSRFHeader. Default none.
+	OriginExemptPeers []string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// ClientIP resolves the client address of a request. Default: the host
@@ -389,6 +394,7 @@ func New(cfg Config) (*Service, error) {
 	c.UserScopes = slices.Clone(cfg.UserScopes)
 	c.Clients = slices.Clone(cfg.Clients)
 	c.AllowedOrigins = slices.Clone(cfg.AllowedOrigins)
+	c.OriginExemptPeers = slices.Clone(cfg.OriginExemptPeers)
 	u, err := url.Parse(c.Issuer)
 	if c.Issuer == "" || err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("%w: Issuer must be an absolute https URL without query or fragment", ErrInvalidConfig)

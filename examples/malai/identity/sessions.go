@@ -61,11 +61,15 @@ func refreshToken(r *http.Request) (string, bool) {
 // the request must carry CSRFHeader: 1, which a cross-site form cannot
 // send and a cross-site script cannot send without a CORS preflight this
 // service never answers, and an Origin header naming an allowed origin
-// (browsers send it on every POST and DELETE; a server-side client sets
-// it itself).
+// (browsers send it on every POST and DELETE). A component listed in
+// OriginExemptPeers, proven by its certificate, is a server-side client
+// and needs no Origin.
 func (s *Service) checkCSRF(r *http.Request) error {
 	if vs := r.Header.Values(CSRFHeader); len(vs) != 1 || vs[0] != "1" {
 		return ErrCSRF
+	}
+	if peer := s.cfg.PeerComponent(r); peer != "" && slices.Contains(s.cfg.OriginExemptPeers, peer) {
+		return nil
 	}
 	os := r.Header.Values("Origin")
 	if len(os) != 1 || !slices.Contains(s.origins, os[0]) {

@@ -88,20 +88,26 @@ func (s *Service) codeKey(userID, deviceID string) string {
 	return "c:" + userID + ":" + class
 }
 
-// signInRequest is the body of POST /v1/sessions.
+// signInRequest is the body of POST /v1/sessions: a username and
+// password (and optionally a code), or the mfa_token of a first step and
+// a code.
 type signInRequest struct {
 	Username     string
 	Password     Secret
 	TOTPCode     Secret
 	RecoveryCode Secret
+	MFAToken     Secret
 }
 
 func decodeSignIn(w http.ResponseWriter, r *http.Request) (signInRequest, error) {
-	var username, pw, code, rc string
+	var username, pw, code, rc, mt string
 	err := decodeJSON(w, r, map[string]*string{
-		"username": &username, "password": &pw, "totp_code": &code, "recovery_code": &rc,
+		"username": &username, "password": &pw, "totp_code": &code, "recovery_code": &rc, "mfa_token": &mt,
 	})
-	return signInRequest{Username: username, Password: Secret(pw), TOTPCode: Secret(code), RecoveryCode: Secret(rc)}, err
+	if err == nil && mt != "" && (username != "" || pw != "") {
+		err = ErrMalformedRequest // one step or the other, not both
+	}
+	return signInRequest{Username: username, Password: Secret(pw), TOTPCode: Secret(code), RecoveryCode: Secret(rc), MFAToken: Secret(mt)}, err
 }
 
 // MFARequiredError answers a right password on an account with a second
@@ -152,6 +158,15 @@ func (s *Service) serveSignIn(w http.ResponseWriter, r *http.Request) {
 	req, err := decodeSignIn(w, r)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if req.MFAToken != "" {
+		res, err := s.signInMFA(r.Context(), r, req.MFAToken, req.TOTPCode, req.RecoveryCode)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.writeSignedIn(w, res)
 		return
 	}
 	c, err := s.clientOf(r, req.Username)

@@ -295,6 +295,17 @@ func (a *App) mfaChallenge(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	case errors.As(err, &ae) && (ae.slug() == "invalid-credentials" || ae.slug() == "invalid-otp-code" || ae.slug() == "mfa-required"):
+		if ae.MFAToken != "" && pend.Token != "" {
+			// Identity spends an mfa_token per attempt and answers a
+			// wrong code with a fresh one.
+			next := ae.MFAToken
+			_ = a.sessions.update(r.Context(), h, func(s *session) error {
+				if s.Pending != nil {
+					s.Pending.Token = next
+				}
+				return nil
+			})
+		}
 		p.fail("code", "That code is not right. Codes change every 30 seconds; enter the current one.")
 		p.Status = http.StatusUnauthorized
 		a.render(w, r, "mfa_challenge", p)

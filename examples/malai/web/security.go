@@ -14,7 +14,7 @@ const (
 	pathTOTP        = "/v1/mfa/totp"
 	pathTOTPConfirm = "/v1/mfa/totp/confirm"
 	pathRecovery    = "/v1/mfa/recovery-codes"
-	pathPassword    = "/v1/password"
+	pathPassword    = "/v1/account/password"
 	pathSessionList = "/v1/sessions"
 )
 
@@ -36,7 +36,7 @@ func reauthBody(r *http.Request) map[string]string {
 
 func reauthRefused(ae *apiError) bool {
 	switch ae.slug() {
-	case "reauthentication-required", "invalid-credentials", "invalid-otp-code", "mfa-required":
+	case "reauthentication-required", "reauthentication-failed", "invalid-credentials", "invalid-otp-code", "mfa-required":
 		return true
 	}
 	return false
@@ -46,7 +46,7 @@ func reauthText(ae *apiError) string {
 	switch ae.slug() {
 	case "invalid-otp-code", "mfa-required":
 		return "Enter your password and the current code from your authenticator app."
-	case "reauthentication-required":
+	case "reauthentication-required", "reauthentication-failed":
 		return "Confirm it is you: enter your current password (and code, if two-step sign-in is on)."
 	}
 	return "The password or the code is not right."
@@ -113,8 +113,6 @@ func (a *App) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := reauthBody(r)
-	body["current_password"] = body["password"]
-	delete(body, "password")
 	body["new_password"] = next
 	var res result
 	err := a.withToken(r, h, func(tok string) (err error) {
@@ -161,7 +159,7 @@ func (a *App) disableMFA(w http.ResponseWriter, r *http.Request) {
 	h := a.signedInHandle(r)
 	p := &page{}
 	err := a.withToken(r, h, func(tok string) error {
-		_, err := a.up.do(r.Context(), call{method: http.MethodDelete, base: a.up.identity, path: pathTOTP, token: tok, body: reauthBody(r), clientIP: a.clientIP(r)})
+		_, err := a.up.do(r.Context(), call{method: http.MethodPost, base: a.up.identity, path: pathTOTP + "/disable", token: tok, body: reauthBody(r), clientIP: a.clientIP(r)})
 		return err
 	})
 	var ae *apiError

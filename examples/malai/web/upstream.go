@@ -205,9 +205,10 @@ func (u *upstream) signOut(ctx context.Context, ip netip.Addr, refresh string) e
 }
 
 // identityCSRF adds what identity's cookie routes ask of a caller that is
-// not a browser page: the custom request header.
+// not a browser page: the custom request header (identity waives the
+// Origin check for the web component's certificate).
 func (u *upstream) identityCSRF(h http.Header) http.Header {
-	h.Set("X-Malai-Client", "web")
+	h.Set("X-Malai-CSRF", "1")
 	return h
 }
 
