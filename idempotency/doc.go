@@ -23,6 +23,9 @@
 //     overwrite its successor's result. The background renewal stops
 //     HeartbeatLimit after the claim (10 × Lease by default), so a hung
 //     process cannot keep a key in flight for ever.
+//   - An operation that reports [ErrOutcomeUnknown] (its effect may have
+//     happened; the caller could not yet find out) keeps its claim in
+//     flight until the lease ends: no retry runs it again meanwhile.
 //   - The result is stored before the response is sent. 2xx, 3xx and 4xx
 //     responses are stored; on 5xx, an error or a panic the claim is
 //     released so a retry runs again. A response over MaxResultBytes is
@@ -60,6 +63,7 @@
 //	first request still running     409 idempotency-in-flight + Retry-After
 //	completed, too large to replay  409 idempotency-not-replayable
 //	store unavailable               503 service-unavailable + Retry-After
+//	outcome unknown (ErrOutcomeUnknown) 503 service-unavailable + Retry-After
 //
 // Retry-After and Connection: close are set before Config.ErrorHandler
 // runs, so a custom handler keeps them; [DefaultErrorHandler] writes the

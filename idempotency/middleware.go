@@ -607,7 +607,7 @@ func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 		problem.Write(w, r, problemBodyTooLarge)
 	case errors.Is(err, ErrBodyUnreadable):
 		problem.Write(w, r, problemBodyUnreadable)
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrOutcomeUnknown):
 		setRetry("1")
 		problem.Write(w, r, problem.Unavailable)
 	default:

@@ -190,6 +190,12 @@ func (r *Runner) newOwner() [16]byte {
 //   - A finished but oversized result: [ErrNotReplayable].
 //   - The store fails: an error wrapping [ErrUnavailable]; fn does not run.
 //
+// When fn returns an error wrapping [ErrOutcomeUnknown] (its side effect
+// may or may not have happened, for example a write whose acknowledgement
+// was lost and could not yet be read back), the claim is neither released
+// nor completed: it stays in flight until its lease ends (the heartbeat
+// stops), so a retry meets 409 meanwhile and takes the key over after.
+//
 // When fn succeeded but its result could not be stored (the lease was lost
 // to a takeover, or the store failed), Do returns fn's result together with
 // an error wrapping [ErrLeaseLost] or [ErrUnavailable]: the side effect has
@@ -215,6 +221,13 @@ func (r *Runner) Do(ctx context.Context, key string, fp [32]byte, fn func(ctx co
 		}
 	}()
 	res, err = fn(ctx, l)
+	if errors.Is(err, ErrOutcomeUnknown) {
+		// Neither release (a retry would run the operation again while its
+		// first run may still land) nor complete: the claim stays in flight
+		// until its lease ends, then a retry takes it over.
+		l.finish()
+		return res, false, err
+	}
 	if err != nil || res.Status >= 500 {
 		l.release(ctx)
 		return res, false, err

@@ -3,6 +3,7 @@ package idempotency_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -381,4 +382,33 @@ func TestHeartbeatLimit(t *testing.T) {
 	if _, err := idempotency.NewRunner(idempotency.RunnerConfig{Store: s, HeartbeatLimit: -1}); err == nil {
 		t.Fatal("negative HeartbeatLimit accepted")
 	}
+}
+
+// An operation whose outcome is unknown leaves its claim in flight: a
+// retry inside the lease meets 409 (it may not run again while the first
+// run may still land), and takes the key over once the lease has ended.
+func TestDoOutcomeUnknownKeepsTheClaim(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s idempotency.Store) {
+		ctx := context.Background()
+		clk := newClock()
+		r := newRunner(t, s, clk, nil)
+		unknown := fmt.Errorf("append not acknowledged: %w", idempotency.ErrOutcomeUnknown)
+		if _, _, err := r.Do(ctx, "k", fp1, func(context.Context, *idempotency.Lease) (idempotency.Result, error) {
+			return idempotency.Result{}, unknown
+		}); !errors.Is(err, idempotency.ErrOutcomeUnknown) {
+			t.Fatalf("Do = %v, want ErrOutcomeUnknown", err)
+		}
+		ran := false
+		fn := func(context.Context, *idempotency.Lease) (idempotency.Result, error) {
+			ran = true
+			return idempotency.Result{Status: 201, Body: []byte("second")}, nil
+		}
+		if _, _, err := r.Do(ctx, "k", fp1, fn); !errors.Is(err, idempotency.ErrInFlight) || ran {
+			t.Fatalf("retry inside the lease = %v (ran %v), want ErrInFlight", err, ran)
+		}
+		clk.Advance(idempotency.DefaultLease + time.Second)
+		if res, _, err := r.Do(ctx, "k", fp1, fn); err != nil || !ran || string(res.Body) != "second" {
+			t.Fatalf("retry after the lease = %q, %v (ran %v)", res.Body, err, ran)
+		}
+	})
 }

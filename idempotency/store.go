@@ -79,6 +79,11 @@ var (
 	ErrBodyTooLarge = errors.New("idempotency: request body too large")
 	// ErrBodyUnreadable: the request body could not be read.
 	ErrBodyUnreadable = errors.New("idempotency: request body unreadable")
+	// ErrOutcomeUnknown is returned (wrapped) by an operation run by
+	// [Runner.Do] whose side effect may or may not have happened: Do then
+	// leaves the claim in flight until its lease ends instead of releasing
+	// it. The HTTP middleware answers it like ErrUnavailable (503).
+	ErrOutcomeUnknown = errors.New("idempotency: outcome unknown")
 )
 
 // InFlightError is the error for a key whose first request is still
