@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/malai-sec/malai/auditlog"
+	auditmem "github.com/malai-sec/malai/auditlog/memstore"
 	"github.com/malai-sec/malai/auditlog/pgstore"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
 	"github.com/malai-sec/malai/idempotency/redisstore"
@@ -410,5 +411,69 @@ func TestReplicasStayConsistentThroughPostgres(t *testing.T) {
 	r2 := b.do("POST", "/v1/transfers", aliceB, transferBody("acc-a", "acc-b", 1), "cross")
 	if r1.code != 201 || r2.code != 201 || !r2.replayed() || string(r1.body) != string(r2.body) {
 		t.Fatalf("cross-replica replay: %s / %s", r1, r2)
+	}
+}
+
+// keepOpen is a store a restart does not close (an in-memory chain that
+// stands for a database the ledger reconnects to).
+type keepOpen struct{ auditlog.Store }
+
+func (keepOpen) Close() error { return nil }
+
+// gatedStore holds every append until the gate opens: a store that has
+// the rows in hand and has not said whether they are durable.
+type gatedStore struct {
+	auditlog.Store
+	gate chan struct{}
+	held atomic.Int32
+}
+
+func (g *gatedStore) Append(ctx context.Context, recs []auditlog.Record) error {
+	g.held.Add(1)
+	<-g.gate
+	return g.Store.Append(ctx, recs)
+}
+
+// A client whose append outlasts every deadline gets 503, and its key
+// stays claimed (409) until the lease ends: nothing runs it again while the
+// first append may still land. Once it lands, a retry after the lease
+// meets that first outcome.
+func TestUnknownOutcomeKeepsTheKeyClaimed(t *testing.T) {
+	clock := fakeclock.New(time.Now())
+	var g *gatedStore
+	mem := keepOpen{auditmem.New()} // outlives the ledger's restarts
+	e := newEnv(t, withAudit(func() auditlog.Store {
+		if g == nil {
+			return mem
+		}
+		return g
+	}), withConfig(func(c *Config) {
+		c.Now = clock.Now
+		c.RequestTimeout, c.CommitTimeout = 100*time.Millisecond, 200*time.Millisecond
+	}))
+	alice := fundedPair(e)
+	e.stop()
+	g = &gatedStore{Store: mem, gate: make(chan struct{})}
+	e.start()
+	body := transferBody("acc-a", "acc-b", 77)
+	first := e.do("POST", "/v1/transfers", alice, body, "unknown")
+	if first.code != 503 || g.held.Load() == 0 {
+		t.Fatalf("append that outlasts the deadlines: %s (appends held %d)", first, g.held.Load())
+	}
+	if r := e.do("POST", "/v1/transfers", alice, body, "unknown"); r.code != 409 {
+		t.Fatalf("retry while the outcome is unknown: %s", r)
+	}
+	close(g.gate) // the append lands
+	eventually(t, 10*time.Second, "the ledger to learn the outcome", func() bool {
+		return e.svc().Balances()["acc-a"] == 100_000-77
+	})
+	clock.Advance(2 * time.Minute)
+	r := e.do("POST", "/v1/transfers", alice, body, "unknown")
+	if r.code != 201 || !r.replayed() {
+		t.Fatalf("retry after the lease: %s", r)
+	}
+	e.restartAndCheck([]attempt{{tok: alice, route: "/v1/transfers", key: "unknown", principal: "user:alice", body: body, got: r}})
+	if got := e.svc().Balances()["acc-a"]; got != 100_000-77 {
+		t.Fatalf("balance %d: the transfer ran %v times", got, float64(100_000-got)/77)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
+	"github.com/malai-sec/malai/idempotency"
 )
 
 // opKind names what an op asks of the sequencer.
@@ -86,6 +87,9 @@ type outcome struct {
 var (
 	errUnavailable = errors.New("ledger: unavailable")
 	errKeyReused   = errors.New("ledger: key reused with a different request")
+	// errUnknown: the request's append may or may not be in the chain; the
+	// idempotency claim stays in flight until it is known.
+	errUnknown = fmt.Errorf("%w: %w", errUnavailable, idempotency.ErrOutcomeUnknown)
 )
 
 func (o *op) finish(out outcome) {
@@ -191,13 +195,13 @@ func (s *sequencer) submit(o *op, wait time.Duration) outcome {
 		return outcome{err: fmt.Errorf("%w: timed out before the request was planned", errUnavailable)}
 	}
 	// In an append: its outcome is decided by the store, not by us.
-	t2 := time.NewTimer(s.commitTimeout + 5*time.Second)
+	t2 := time.NewTimer(s.commitTimeout + wait)
 	defer t2.Stop()
 	select {
 	case <-o.done:
 		return o.out
 	case <-t2.C:
-		return outcome{err: fmt.Errorf("%w: the append's outcome is not known yet", errUnavailable)}
+		return outcome{err: fmt.Errorf("%w: the append's outcome is not known yet", errUnknown)}
 	}
 }
 
@@ -270,7 +274,11 @@ func (s *sequencer) process(batch []*op) {
 		if catchUp {
 			if err := s.catchUp(); err != nil {
 				if s.isBroken() {
-					s.fail(batch, fmt.Errorf("%w: %w", errUnavailable, err))
+					cause := errUnavailable
+					if s.dirty {
+						cause = errUnknown // an append of this batch may be in
+					}
+					s.fail(batch, fmt.Errorf("%w: %w", cause, err))
 					return
 				}
 				if !s.waitOrGiveUp(batch, &backoff) {
