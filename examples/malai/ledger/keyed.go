@@ -118,7 +118,7 @@ func (s *Service) serveWrite(w http.ResponseWriter, r *http.Request, wr write) {
 		s.idem.WriteError(w, r, idempotency.ErrKeyInvalid)
 		return
 	case len(vals) == 1:
-		k, err := idempotency.ParseKey(vals[0])
+		k, err := idempotency.ParseBareKey(vals[0])
 		if err != nil {
 			s.idem.WriteError(w, r, err)
 			return

@@ -391,3 +391,31 @@ func TestFaultSwitchesBreakTheirGuarantee(t *testing.T) {
 		}
 	})
 }
+
+// A key sent bare (as curl users and most clients send it) and the same
+// key quoted name one record.
+func TestBareAndQuotedKeysAreOne(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice")
+	e.open(alice, "acc-a")
+	e.open(e.user("bob"), "acc-b")
+	e.fund("acc-a", 100)
+	send := func(raw string) resp {
+		r := httptest.NewRequest("POST", "/v1/transfers", strings.NewReader(transferBody("acc-a", "acc-b", 10)))
+		r.Header.Set("Authorization", "Bearer "+alice)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Idempotency-Key", raw)
+		w := httptest.NewRecorder()
+		e.handler().ServeHTTP(w, r)
+		return resp{code: w.Code, header: w.Header(), body: w.Body.Bytes()}
+	}
+	if r := send("bare-key-1"); r.code != 201 || r.replayed() {
+		t.Fatalf("bare key: %s", r)
+	}
+	if r := send(`"bare-key-1"`); r.code != 201 || !r.replayed() {
+		t.Fatalf("the same key quoted: %s", r)
+	}
+	if r := send("two words"); r.code != 400 {
+		t.Fatalf("malformed bare key: %s", r)
+	}
+}
