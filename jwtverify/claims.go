@@ -3,6 +3,7 @@ package jwtverify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -44,6 +45,7 @@ type Claims struct {
 	class                          Class
 	issuedAt, expiresAt, notBefore time.Time
 	keyID, algorithm, typ          string
+	payload                        string // the verified claims JSON
 	members                        members
 	v                              *Verifier
 }
@@ -54,7 +56,9 @@ func (c *Claims) Issuer() string { return c.issuer }
 // Subject returns "sub".
 func (c *Claims) Subject() string { return c.subject }
 
-// ClientID returns "client_id" (RFC 9068), or "".
+// ClientID returns the client the token was issued to: "client_id" (RFC
+// 9068); with [ProfileOIDC], else "azp", else "appid". It is "" when the
+// token names none.
 func (c *Claims) ClientID() string { return c.clientID }
 
 // JTI returns "jti", or "".
@@ -76,10 +80,11 @@ func (c *Claims) HasScope(s string) bool {
 	return ok
 }
 
-// Roles returns a copy of the "roles" claim (string or array).
+// Roles returns a copy of the roles claim ([Issuer.RolesClaim], "roles" by
+// default; a string or an array of strings).
 func (c *Claims) Roles() []string { return slices.Clone(c.roles) }
 
-// HasRole reports whether "roles" contains r.
+// HasRole reports whether the roles claim contains r.
 func (c *Claims) HasRole(r string) bool { return slices.Contains(c.roles, r) }
 
 // IssuedAt returns "iat".
@@ -100,6 +105,25 @@ func (c *Claims) Algorithm() string { return c.algorithm }
 // Type returns the header "typ" as sent ("" if absent), for a
 // [Issuer.Classify] rule that tells classes apart by type.
 func (c *Claims) Type() string { return c.typ }
+
+// Decode unmarshals the verified claims into v with encoding/json, for
+// typed access to claims of your own:
+//
+//	var ext struct {
+//		Tenant string   `json:"tid"`
+//		Groups []string `json:"groups"`
+//	}
+//	if err := claims.Decode(&ext); err != nil { ... }
+//
+// The claims were checked as strict JSON (no duplicate member at any
+// depth) before the signature was verified, so what Decode sees is what
+// the issuer signed.
+func (c *Claims) Decode(v any) error {
+	if c.payload == "" {
+		return errors.New("jwtverify: no claims to decode")
+	}
+	return json.Unmarshal([]byte(c.payload), v)
+}
 
 // Claim returns a copy of the raw JSON of a top-level claim.
 func (c *Claims) Claim(name string) (json.RawMessage, bool) {
@@ -151,15 +175,32 @@ func numericDate(ms members, name string, required bool) (time.Time, *Error) {
 	return time.Unix(sec, nsec), nil
 }
 
+// typeOK applies the profile's "typ" rule.
+func (p *profile) typeOK(t *rawToken) bool {
+	if p.cfg.Type != "" {
+		return t.hasTyp && normType(t.typ) == p.cfg.Type
+	}
+	// ProfileOIDC without an explicit Type.
+	if !t.hasTyp {
+		return true
+	}
+	switch normType(t.typ) {
+	case "at+jwt", "jwt":
+		return true
+	}
+	return false
+}
+
 // buildClaims decodes and validates the claims of a token whose signature
 // has been verified, against profile p at time now.
 func (p *profile) buildClaims(t *rawToken, now time.Time) (*Claims, *Error) {
-	c := &Claims{issuer: p.cfg.Issuer, keyID: t.kid, algorithm: t.alg, typ: t.typ, members: t.claims}
+	oidc := p.cfg.Profile == ProfileOIDC
+	c := &Claims{issuer: p.cfg.Issuer, keyID: t.kid, algorithm: t.alg, typ: t.typ, payload: t.payload, members: t.claims}
 	var e *Error
 	if c.expiresAt, e = numericDate(t.claims, "exp", true); e != nil {
 		return nil, e
 	}
-	if c.issuedAt, e = numericDate(t.claims, "iat", true); e != nil {
+	if c.issuedAt, e = numericDate(t.claims, "iat", !oidc); e != nil {
 		return nil, e
 	}
 	if c.notBefore, e = numericDate(t.claims, "nbf", false); e != nil {
@@ -175,17 +216,28 @@ func (p *profile) buildClaims(t *rawToken, now time.Time) (*Claims, *Error) {
 	if c.issuedAt.After(now.Add(leeway)) {
 		return nil, errIssuedInFuture
 	}
-	if !c.expiresAt.After(c.issuedAt) || c.expiresAt.Sub(c.issuedAt) > p.cfg.MaxLifetime {
+	from := c.issuedAt
+	if from.IsZero() {
+		// No iat (ProfileOIDC): the token must not be valid for longer
+		// than the lifetime from now on.
+		from = now
+	}
+	if !c.expiresAt.After(c.issuedAt) || c.expiresAt.Sub(from) > p.cfg.MaxLifetime {
 		return nil, errLifetime
 	}
 
 	var ok bool
+	var azp, appid string
 	for _, m := range t.claims {
 		switch m.key {
 		case "sub":
 			c.subject, ok = jsonString(m.val)
 		case "client_id":
 			c.clientID, ok = jsonString(m.val)
+		case "azp":
+			azp, ok = jsonString(m.val)
+		case "appid":
+			appid, ok = jsonString(m.val)
 		case "jti":
 			c.jti, ok = jsonString(m.val)
 		case "aud":
@@ -202,13 +254,27 @@ func (p *profile) buildClaims(t *rawToken, now time.Time) (*Claims, *Error) {
 					c.scopes = append(c.scopes, strings.Fields(x)...)
 				}
 			}
-		case "roles":
-			c.roles, ok = jsonStrings(m.val)
+		case "at_hash", "c_hash":
+			if oidc {
+				// Only ID tokens carry these (OpenID Connect Core §3.1.3.6,
+				// §3.3.2.11): an ID token is not an access token.
+				return nil, errIDToken
+			}
+			ok = true
 		default:
 			ok = true
 		}
 		if !ok {
 			return nil, errBadClaim
+		}
+	}
+	if c.roles, ok = rolesAt(t.claims, p.cfg.RolesClaim); !ok {
+		return nil, errBadClaim
+	}
+	if oidc && c.clientID == "" {
+		c.clientID = azp
+		if c.clientID == "" {
+			c.clientID = appid
 		}
 	}
 	if c.subject == "" || len(c.audience) == 0 {
@@ -225,6 +291,29 @@ func (p *profile) buildClaims(t *rawToken, now time.Time) (*Claims, *Error) {
 		return nil, e
 	}
 	return c, nil
+}
+
+// rolesAt reads the roles claim at path: a string or an array of strings;
+// absent (at any step) means none.
+func rolesAt(ms members, path []string) ([]string, bool) {
+	raw, ok := ms.get(path[0])
+	for _, name := range path[1:] {
+		if !ok {
+			break
+		}
+		if len(raw) == 0 || raw[0] != '{' {
+			return nil, false
+		}
+		inner, err := parseObject(raw)
+		if err != nil {
+			return nil, false
+		}
+		raw, ok = inner.get(name)
+	}
+	if !ok {
+		return nil, true
+	}
+	return jsonStrings(raw)
 }
 
 func (p *profile) audienceOK(aud []string) bool {
@@ -260,6 +349,9 @@ func (p *profile) classify(c *Claims) (Class, *Error) {
 			return ClassAny, errClass
 		}
 	}
+	if p.cfg.Profile == ProfileOIDC && oidcService(c) {
+		return ClassService, nil
+	}
 	switch {
 	case c.clientID == "":
 		return ClassAny, errClass
@@ -268,4 +360,30 @@ func (p *profile) classify(c *Claims) (Class, *Error) {
 	default:
 		return ClassUser, nil
 	}
+}
+
+// oidcService reports the service-token markers of common providers, all
+// set by the provider, never by the user: Auth0's grant type, Entra ID's
+// token type and app-only shape.
+func oidcService(c *Claims) bool {
+	str := func(name string) string {
+		raw, ok := c.members.get(name)
+		if !ok {
+			return ""
+		}
+		s, _ := jsonString(raw)
+		return s
+	}
+	switch {
+	case str("gty") == "client-credentials":
+		return true
+	case str("idtyp") == "app":
+		return true
+	}
+	if _, hasScp := c.members.get("scp"); !hasScp && str("tid") != "" {
+		if oid := str("oid"); oid != "" && oid == c.subject {
+			return true
+		}
+	}
+	return false
 }

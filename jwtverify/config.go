@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -15,6 +16,7 @@ const (
 	DefaultLeeway          = 30 * time.Second
 	MaxLeeway              = 5 * time.Minute
 	DefaultMaxLifetime     = time.Hour
+	DefaultOIDCMaxLifetime = 24 * time.Hour
 	DefaultType            = "at+jwt"
 	DefaultClassClaim      = "token_class"
 	DefaultRefresh         = 5 * time.Minute
@@ -82,11 +84,55 @@ type Config struct {
 	OnRefresh func(RefreshEvent)
 }
 
+// Profile is the set of rules an issuer's access tokens follow.
+type Profile uint8
+
+const (
+	// ProfileRFC9068 is the strict default: the JWT access token profile
+	// of RFC 9068. "typ" must be "at+jwt" (also "application/at+jwt", any
+	// case); "iat" is required and exp − iat at most [DefaultMaxLifetime];
+	// the client is "client_id"; a token is a service token when "sub"
+	// equals "client_id" (or its class claim says so).
+	ProfileRFC9068 Profile = iota
+	// ProfileOIDC accepts the access tokens common OpenID Connect providers
+	// issue (Auth0, Keycloak, Microsoft Entra ID, Okta, Ory): "typ" may be
+	// "at+jwt", "JWT" or absent; the client is "client_id", else "azp",
+	// else "appid" (Entra v1); "iat" is optional and the lifetime (from
+	// "iat", or from now when absent) is at most [DefaultOIDCMaxLifetime];
+	// a token carrying "at_hash" or "c_hash" is an ID token and refused
+	// ([ReasonIDToken]). A token is a service token when its class claim
+	// says so, when "gty" is "client-credentials" (Auth0), when "idtyp"
+	// is "app" (Entra), when it has "tid" and "oid" equal to "sub" and no
+	// "scp" (an Entra app-only token), or when "sub" equals the client id;
+	// otherwise it is a user token if it names a client. Providers whose
+	// service tokens look otherwise (Keycloak service accounts) need
+	// [Issuer.Classify]; see the examples.
+	//
+	// Without "typ: at+jwt" nothing in the token itself says it is an
+	// access token, so the audience carries that weight: never list a
+	// client id (the audience of that client's ID tokens) in
+	// [Issuer.Audiences].
+	ProfileOIDC
+)
+
+func (p Profile) String() string {
+	switch p {
+	case ProfileRFC9068:
+		return "rfc9068"
+	case ProfileOIDC:
+		return "oidc"
+	}
+	return "Profile(" + strconv.Itoa(int(p)) + ")"
+}
+
 // Issuer is one trusted token issuer and what its tokens must look like.
 // Exactly one of JWKSURL and Keys is set.
 type Issuer struct {
 	// Issuer is the exact "iss" value (no normalisation).
 	Issuer string
+	// Profile selects the token rules; the zero value is the strict
+	// [ProfileRFC9068]. Fields set below override the profile's defaults.
+	Profile Profile
 	// JWKSURL is the issuer's JWK Set URL (https, or http to a loopback
 	// address for tests and sidecars).
 	JWKSURL string
@@ -106,7 +152,9 @@ type Issuer struct {
 	// At least one of Audiences and AllAudiences must be set.
 	AllAudiences []string
 
-	// MaxLifetime bounds exp − iat. Default DefaultMaxLifetime (1 h).
+	// MaxLifetime bounds exp − iat (exp − now when ProfileOIDC sees no
+	// iat). Default DefaultMaxLifetime (1 h), or DefaultOIDCMaxLifetime
+	// (24 h) for ProfileOIDC.
 	MaxLifetime time.Duration
 	// Leeway for clock skew on exp, nbf and iat. Default DefaultLeeway;
 	// at most MaxLeeway. Set NoLeeway for none.
@@ -114,7 +162,8 @@ type Issuer struct {
 	NoLeeway bool
 
 	// Type is the required JOSE "typ" (compared case-insensitively, with
-	// or without "application/"). Default "at+jwt" (RFC 9068).
+	// or without "application/"). Default "at+jwt" (RFC 9068); with
+	// ProfileOIDC and no Type, "at+jwt", "JWT" or none.
 	Type string
 	// SkipTypeCheck accepts any or no "typ".
 	SkipTypeCheck bool
@@ -128,6 +177,14 @@ type Issuer struct {
 	// Classify, when set, replaces the rules above. It sees verified claims
 	// and returns ClassUser, ClassService, or ClassAny to refuse the token.
 	Classify func(*Claims) Class
+
+	// RolesClaim is the path of member names to the claim [Claims.Roles]
+	// reads (a string or an array of strings): ["roles"] by default (RFC
+	// 9068 §2.2.3.1, Entra ID), ["realm_access", "roles"] for Keycloak,
+	// ["permissions"] or a namespaced claim such as
+	// ["https://example.com/roles"] for Auth0. A missing claim means no
+	// roles; a claim of another type refuses the token.
+	RolesClaim []string
 
 	// RefreshInterval is the key-set refresh period when the response has
 	// no Cache-Control max-age. Default DefaultRefresh. A max-age is
@@ -149,11 +206,16 @@ type Issuer struct {
 	MaxJWKSSize int64
 }
 
-// ErrConfig wraps every configuration error returned by [New].
-var ErrConfig = errors.New("jwtverify: invalid config")
+// ErrInvalidConfig wraps every configuration error returned by [New].
+var ErrInvalidConfig = errors.New("jwtverify: invalid config")
+
+// ErrConfig is the former name of [ErrInvalidConfig] (the same value).
+//
+// Deprecated: use ErrInvalidConfig.
+var ErrConfig = ErrInvalidConfig
 
 func configErr(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -249,8 +311,16 @@ func (is Issuer) withDefaults() (Issuer, error) {
 	}
 	is.Audiences = append([]string(nil), is.Audiences...)
 	is.AllAudiences = append([]string(nil), is.AllAudiences...)
+	switch is.Profile {
+	case ProfileRFC9068, ProfileOIDC:
+	default:
+		return is, configErr("issuer %q: unknown %v", name, is.Profile)
+	}
 	if is.MaxLifetime == 0 {
 		is.MaxLifetime = DefaultMaxLifetime
+		if is.Profile == ProfileOIDC {
+			is.MaxLifetime = DefaultOIDCMaxLifetime
+		}
 	}
 	if is.MaxLifetime < 0 {
 		return is, configErr("issuer %q: negative MaxLifetime", name)
@@ -263,10 +333,19 @@ func (is Issuer) withDefaults() (Issuer, error) {
 	case is.Leeway < 0 || is.Leeway > MaxLeeway:
 		return is, configErr("issuer %q: Leeway must be within (0, %v]", name, MaxLeeway)
 	}
-	if is.Type == "" {
+	if is.Type == "" && is.Profile == ProfileRFC9068 {
 		is.Type = DefaultType
 	}
 	is.Type = normType(is.Type)
+	if len(is.RolesClaim) == 0 {
+		is.RolesClaim = []string{"roles"}
+	}
+	for _, n := range is.RolesClaim {
+		if n == "" {
+			return is, configErr("issuer %q: empty member name in RolesClaim", name)
+		}
+	}
+	is.RolesClaim = append([]string(nil), is.RolesClaim...)
 	if is.ClassClaim == "" {
 		is.ClassClaim = DefaultClassClaim
 	}

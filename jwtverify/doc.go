@@ -18,7 +18,8 @@
 //     then covered by the signature, so the verified "iss" equals it.
 //   - Its "alg" is on the profile's asymmetric allow-list (never "none" or
 //     HMAC), checked before any key lookup, and the key's type and curve
-//     match it. Its "typ" is "at+jwt" (RFC 9068) unless the profile opts out.
+//     match it. Its "typ" is "at+jwt" (RFC 9068, any case, with or
+//     without "application/") unless the profile says otherwise.
 //   - The signature verifies with the one key that fits its "kid" (or, with
 //     no "kid", the only key that fits).
 //   - "exp", "iat", "iss", "aud" and "sub" are present; exp and nbf hold
@@ -29,6 +30,8 @@
 //   - Its class is known: [ClassUser] or [ClassService], from the
 //     "token_class" claim or, failing that, "sub" == "client_id" for a
 //     service (RFC 9068 §2.2).
+//   - A claim that must be a string, a NumericDate or a list of strings is
+//     one ("exp": "1700000000" is refused, not converted).
 //
 // Route requirements ([Verifier.Require], [Verifier.RequireUser],
 // [Verifier.RequireService]) then refuse a user token on an internal route,
@@ -63,7 +66,24 @@
 //	srv := &http.Server{Handler: v.Handler(mux)}
 //
 // Handlers read the claims with [FromContext]; a queue consumer calls
-// [Verifier.Verify] and [Requirement.Check] directly.
+// [Verifier.Verify] and [Requirement.Check] directly. [Claims.Decode] reads
+// claims of your own into a struct; [Issuer.RolesClaim] says where the
+// roles are.
+//
+// # Identity providers
+//
+// The zero [Issuer.Profile] is the strict RFC 9068 profile, which the
+// reference system's identity service follows. Tokens from Auth0,
+// Keycloak, Microsoft Entra ID and most OpenID Connect providers differ:
+// typ "JWT", the client in "azp" (or "appid"), lifetimes up to a day,
+// sometimes no "iat". [ProfileOIDC] accepts exactly those differences,
+// refuses ID tokens ("at_hash", "c_hash"), and recognises the providers'
+// service-token markers; the Issuer examples show each provider. The
+// strict checks (signature, algorithm allow-list, issuer, audience, expiry,
+// strict JSON, refused header members) are the same under both.
+//
+// For development and tests without a real provider, package devissuer
+// mints tokens of each shape and serves their JWKS.
 //
 // # Key sets
 //
@@ -98,4 +118,7 @@
 //   - The default HTTP client uses the system TLS roots and refuses
 //     redirects; pass [Config.HTTPClient] for private PKI.
 //   - Clock skew beyond the leeway refuses valid tokens; keep clocks synced.
+//   - Under [ProfileOIDC] nothing in a token says it is an access token
+//     rather than an ID token except the audience (and the absence of
+//     at_hash/c_hash): never list a client id in Audiences.
 package jwtverify

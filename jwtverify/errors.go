@@ -21,9 +21,15 @@ var (
 	// ErrInsufficientScope: the token is valid but its class or scopes do
 	// not meet the route's [Requirement] (HTTP 403 insufficient_scope).
 	ErrInsufficientScope = errors.New("jwtverify: insufficient scope")
-	// ErrKeysUnavailable: the issuer's keys could not be fetched, or the
-	// last good copy is older than [Issuer.MaxStaleness] (HTTP 503).
-	ErrKeysUnavailable = errors.New("jwtverify: signing keys unavailable")
+	// ErrUnavailable: the issuer's keys could not be fetched, or the last
+	// good copy is older than [Issuer.MaxStaleness] (HTTP 503). Every
+	// package names its "dependency down" error ErrUnavailable.
+	ErrUnavailable = errors.New("jwtverify: signing keys unavailable")
+	// ErrKeysUnavailable is the former name of ErrUnavailable (the same
+	// value).
+	//
+	// Deprecated: use ErrUnavailable.
+	ErrKeysUnavailable = ErrUnavailable
 )
 
 // Reason is a stable, low-cardinality code saying why a token was refused.
@@ -42,6 +48,7 @@ const (
 	ReasonAlgorithm        Reason = "algorithm_not_allowed"
 	ReasonUntrustedHeader  Reason = "untrusted_header"
 	ReasonType             Reason = "wrong_type"
+	ReasonIDToken          Reason = "id_token"
 	ReasonIssuer           Reason = "unknown_issuer"
 	ReasonUnknownKey       Reason = "unknown_key"
 	ReasonAmbiguousKey     Reason = "ambiguous_key"
@@ -84,7 +91,7 @@ func (e *Error) Status() int {
 		return http.StatusBadRequest
 	case ErrInsufficientScope:
 		return http.StatusForbidden
-	case ErrKeysUnavailable:
+	case ErrUnavailable:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusUnauthorized
@@ -103,6 +110,7 @@ var (
 	errAlgorithm      = &Error{ReasonAlgorithm, ErrInvalidToken, ""}
 	errUntrusted      = &Error{ReasonUntrustedHeader, ErrInvalidToken, ""}
 	errType           = &Error{ReasonType, ErrInvalidToken, ""}
+	errIDToken        = &Error{ReasonIDToken, ErrInvalidToken, ""}
 	errIssuer         = &Error{ReasonIssuer, ErrInvalidToken, ""}
 	errUnknownKey     = &Error{ReasonUnknownKey, ErrInvalidToken, ""}
 	errAmbiguousKey   = &Error{ReasonAmbiguousKey, ErrInvalidToken, ""}
@@ -115,8 +123,8 @@ var (
 	errLifetime       = &Error{ReasonLifetime, ErrInvalidToken, ""}
 	errAudience       = &Error{ReasonAudience, ErrInvalidToken, ""}
 	errClass          = &Error{ReasonClass, ErrInvalidToken, ""}
-	errKeys           = &Error{ReasonKeysUnavailable, ErrKeysUnavailable, ""}
-	errCancelled      = &Error{ReasonContextCancelled, ErrKeysUnavailable, ""}
+	errKeys           = &Error{ReasonKeysUnavailable, ErrUnavailable, ""}
+	errCancelled      = &Error{ReasonContextCancelled, ErrUnavailable, ""}
 )
 
 // ReasonOf returns the reason code carried by err, or "" if err is not

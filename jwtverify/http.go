@@ -266,7 +266,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case ErrInsufficientScope:
 		problem.Write(w, r, problem.Problem{Status: http.StatusForbidden, Type: "insufficient-scope",
 			Title: "Insufficient scope", Detail: "The token does not grant access to this resource."})
-	case ErrKeysUnavailable:
+	case ErrUnavailable:
 		p := problem.Unavailable
 		w.Header().Set("Retry-After", "5")
 		problem.Write(w, r, p)

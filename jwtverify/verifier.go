@@ -209,7 +209,7 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Claims, bool, *Er
 	if !p.algs[t.alg] {
 		return nil, false, errAlgorithm
 	}
-	if !p.cfg.SkipTypeCheck && (!t.hasTyp || normType(t.typ) != p.cfg.Type) {
+	if !p.cfg.SkipTypeCheck && !p.typeOK(t) {
 		return nil, false, errType
 	}
 	k, e := p.keys.lookup(ctx, t.kid, t.alg)

@@ -189,7 +189,7 @@ func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 			Status: http.StatusBadRequest, Type: "client-address-invalid", Title: "Bad request",
 			Detail: "The forwarding headers do not name a valid client address.",
 		})
-	case errors.Is(err, ErrStoreUnavailable):
+	case errors.Is(err, ErrUnavailable):
 		if w.Header().Get(HeaderRetryAfter) == "" {
 			w.Header().Set(HeaderRetryAfter, "1")
 		}

@@ -27,8 +27,14 @@ var (
 	ErrLimited = errors.New("ratelimit: limit exceeded")
 	// ErrDenied: the client address is on the reputation deny list.
 	ErrDenied = errors.New("ratelimit: client address denied")
-	// ErrStoreUnavailable: the store failed and the policy fails closed.
-	ErrStoreUnavailable = errors.New("ratelimit: store unavailable")
+	// ErrUnavailable: the store failed and the policy fails closed. Every
+	// package names its "dependency down" error ErrUnavailable.
+	ErrUnavailable = errors.New("ratelimit: store unavailable")
+	// ErrStoreUnavailable is the former name of ErrUnavailable (the same
+	// value).
+	//
+	// Deprecated: use ErrUnavailable.
+	ErrStoreUnavailable = ErrUnavailable
 	// ErrClientAddress: the client address could not be resolved (a
 	// trusted proxy sent a malformed forwarding header).
 	ErrClientAddress = errors.New("ratelimit: client address could not be resolved")
@@ -201,7 +207,7 @@ type Config struct {
 	// restrictive applied policy, for clients that predate the IETF fields.
 	LegacyHeaders bool
 	// ErrorHandler writes the response for ErrLimited (429), ErrDenied
-	// (403), ErrStoreUnavailable (503) and ErrClientAddress (400). The
+	// (403), ErrUnavailable (503) and ErrClientAddress (400). The
 	// RateLimit and Retry-After headers are already set. Default: RFC 9457
 	// problem+json with a generic detail.
 	ErrorHandler func(http.ResponseWriter, *http.Request, error)
@@ -465,7 +471,7 @@ func (l *Limiter) decideN(ctx context.Context, p *policy, key string, n int) (Re
 		err = errors.Join(err, lerr)
 	}
 	l.stats.failedClosed.Add(1)
-	return Result{}, fmt.Errorf("%w: policy %q: %w", ErrStoreUnavailable, p.Name, err)
+	return Result{}, fmt.Errorf("%w: policy %q: %w", ErrUnavailable, p.Name, err)
 }
 
 // logStoreError logs a store failure, at most once per second.
@@ -482,7 +488,7 @@ func (l *Limiter) logStoreError(ctx context.Context, p *policy, err error) {
 // Allow applies the named policy to key outside HTTP (queue consumers,
 // sign-in attempts keyed with [IPKey]). It follows the policy's outage
 // rule: with FailClosed a store failure returns an error wrapping
-// [ErrStoreUnavailable]. A limited key is a nil error with
+// [ErrUnavailable]. A limited key is a nil error with
 // Result.Allowed false. With FailOpen during an outage Remaining is -1.
 func (l *Limiter) Allow(ctx context.Context, policyName, key string) (Result, error) {
 	p, ok := l.byName[policyName]
