@@ -104,7 +104,6 @@ func TestRefusedWhateverTheProfile(t *testing.T) {
 	}
 }
 
-
 func TestOIDCProfile(t *testing.T) {
 	clock := newClock()
 	key := jwttest.NewKey(t, "RS256", "k")
