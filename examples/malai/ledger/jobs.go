@@ -212,10 +212,15 @@ func (p *pump) publish(id, principal, cid string) {
 	p.published[id] = p.s.cfg.Now()
 }
 
+// pumpWait bounds how long the pump waits for the sequencer per job: a
+// job it could not expire now is expired at a later tick, and Close is
+// never held up by a store outage.
+const pumpWait = time.Second
+
 func (p *pump) tick() {
 	s := p.s
 	if s.cfg.Shared {
-		s.seq.submit(newOp(opSync), s.cfg.RequestTimeout)
+		s.seq.submit(newOp(opSync), pumpWait)
 	}
 	now := s.cfg.Now()
 	pending := s.book.PendingJobs()
@@ -225,7 +230,7 @@ func (p *pump) tick() {
 		if book.ExpiredAt(j.Expires, now) {
 			o := newOp(opExpire)
 			o.job = j.ID
-			s.seq.submit(o, s.cfg.RequestTimeout)
+			s.seq.submit(o, pumpWait)
 			continue
 		}
 		p.mu.Lock()

@@ -450,7 +450,10 @@ func (b *Book) prune(now time.Time) {
 		}
 	}
 	if i > 0 {
-		b.keyOrder = slices.Delete(b.keyOrder, 0, i)
+		// Reslice, not copy: the window moves by a few keys per event,
+		// and the backing array is reclaimed when append next grows it.
+		clear(b.keyOrder[:i])
+		b.keyOrder = b.keyOrder[i:]
 	}
 	i = 0
 	for ; i < len(b.jobOrder) && b.jobOrder[i].at.Before(cut); i++ {
@@ -462,7 +465,8 @@ func (b *Book) prune(now time.Time) {
 		}
 	}
 	if i > 0 {
-		b.jobOrder = slices.Delete(b.jobOrder, 0, i)
+		clear(b.jobOrder[:i])
+		b.jobOrder = b.jobOrder[i:]
 	}
 }
 
