@@ -348,13 +348,22 @@ func (s *Service) Handler() http.Handler { return s.h }
 // Balances returns the live balances.
 func (s *Service) Balances() map[string]int64 { return s.book.Balances() }
 
+// The audiences of identity's two token classes (identity.AudienceUser
+// and identity.AudienceService; the ledger does not import identity).
+const (
+	audienceUser    = "malai-api"
+	audienceService = "malai-internal"
+)
+
 func (s *Service) routes() http.Handler {
 	v := s.cfg.Verifier
+	// Each route takes exactly one token class and one audience: a user
+	// token minted for the internal audience is no user token here.
 	user := func(scope string, h http.HandlerFunc) http.Handler {
-		return v.RequireUser(scope)(s.authz.Handler(h))
+		return v.Require(jwtverify.Requirement{Class: jwtverify.ClassUser, Scopes: []string{scope}, Audiences: []string{audienceUser}})(s.authz.Handler(h))
 	}
 	service := func(scope string, h http.HandlerFunc) http.Handler {
-		return v.RequireService(scope)(s.authz.Handler(h))
+		return v.Require(jwtverify.Requirement{Class: jwtverify.ClassService, Scopes: []string{scope}, Audiences: []string{audienceService}})(s.authz.Handler(h))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/accounts", user(ScopeWrite, s.openAccount))
