@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
 )
 
 // TestIdentityAtTheEdge checks identity's routing through the real
@@ -65,5 +71,86 @@ func TestIdentityAtTheEdge(t *testing.T) {
 	}
 	if r := do("GET", "/v1/accounts", ""); r.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("an API response lost no-store: %q", r.Header.Get("Cache-Control"))
+	}
+}
+
+// TestRevokeTheWorkersKey: an operator revokes the worker's keys; the
+// worker is refused new tokens at once, and the ledger, the gateway and
+// every other component go on working.
+func TestRevokeTheWorkersKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole system")
+	}
+	ctx := context.Background()
+	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PerIP: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Close() })
+	as := func(component string) *http.Client {
+		cert, err := sys.CA.IssueClient(component)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: sys.CA.Pool(), Certificates: []tls.Certificate{cert}}}, Timeout: 10 * time.Second}
+	}
+	worker, err := clientauth.New(ctx, clientauth.Config{IdentityURL: sys.IdentityURL, HTTPClient: as("worker"), Scopes: []string{"ledger:transfer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := worker.Token(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := sys.Identity.RevokeClientKeys(ctx, "worker", "")
+	if err != nil || n < 2 { // the running worker's key and this one's
+		t.Fatalf("revoked %d keys: %v", n, err)
+	}
+	if _, err := worker.Token(); err != nil {
+		t.Fatal("a cached token is still returned until it expires:", err)
+	}
+	// A task whose key is revoked gets no new token.
+	fresh, err := clientauth.New(ctx, clientauth.Config{IdentityURL: sys.IdentityURL, HTTPClient: as("worker")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sys.Identity.RevokeClientKeys(ctx, "worker", fresh.KeyID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.Token(); !errors.Is(err, clientauth.ErrRefused) {
+		t.Fatalf("the revoked worker key obtained a token: %v", err)
+	}
+	// Everyone else is unaffected.
+	auditor, err := clientauth.New(ctx, clientauth.Config{IdentityURL: sys.IdentityURL, HTTPClient: as("evidence"), Scopes: []string{"ledger:audit"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditor.Token(); err != nil {
+		t.Fatalf("the auditor after the worker's revocation: %v", err)
+	}
+	if _, err := sys.Identity.CreateUser(ctx, "still-works", "Tr1cky-Harbour-Lantern"); err != nil {
+		t.Fatal(err)
+	}
+	pub := sys.HTTPClient()
+	resp, err := pub.Post(sys.GatewayURL+"/v1/sessions", "application/json", strings.NewReader(`{"username":"still-works","password":"Tr1cky-Harbour-Lantern"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&tr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("sign-in through the gateway after the revocation: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", sys.GatewayURL+"/v1/accounts", nil)
+	req.Header.Set("Authorization", "Bearer "+tr.AccessToken)
+	resp, err = pub.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the ledger through the gateway after the revocation: %d", resp.StatusCode)
 	}
 }

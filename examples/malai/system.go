@@ -30,6 +30,7 @@ import (
 	"github.com/malai-sec/malai/examples/malai/gateway"
 	"github.com/malai-sec/malai/examples/malai/identity"
 	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
+	"github.com/malai-sec/malai/examples/malai/identity/store"
 	"github.com/malai-sec/malai/examples/malai/identity/store/boltstore"
 	"github.com/malai-sec/malai/examples/malai/internal/faults"
 	"github.com/malai-sec/malai/examples/malai/internal/pki"
@@ -112,13 +113,15 @@ type System struct {
 	CA          *pki.CA
 	CAFile      string
 	Identity    *identity.Service
-	Ledger      *ledger.Service
-	Audit       *auditlog.Log
-	AuditStore  auditlog.Store
-	Origin      string
-	AuditKey    note.Verifier
-	Telemetry   map[string]*platform.Telemetry
-	Reputation  *ratelimit.Reputation
+	// IdentityStore is identity's store (accounts, sessions, keys).
+	IdentityStore store.Store
+	Ledger        *ledger.Service
+	Audit         *auditlog.Log
+	AuditStore    auditlog.Store
+	Origin        string
+	AuditKey      note.Verifier
+	Telemetry     map[string]*platform.Telemetry
+	Reputation    *ratelimit.Reputation
 	// Web is the customer web app the gateway serves at "/".
 	Web *web.App
 	// EvidenceID is the client id the evidence pass authenticates as
@@ -299,6 +302,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.IdentityStore = idStore
 	s.onClose(idStore.Close)
 	idAuditStore, err := filestore.Open(filepath.Join(o.DataDir, "identity-audit"))
 	if err != nil {
