@@ -56,12 +56,11 @@ type env struct {
 
 	tellerOnce sync.Once
 
-	mu    sync.Mutex
-	st    auditlog.Store
-	log   *auditlog.Log
-	s     *Service
-	h     http.Handler
-	stops []func()
+	mu  sync.Mutex
+	st  auditlog.Store
+	log *auditlog.Log
+	s   *Service
+	h   http.Handler
 }
 
 type envOption func(*env)
@@ -72,8 +71,7 @@ func withAudit(open func() auditlog.Store) envOption { return func(e *env) { e.o
 func withIdem(newIdem func() idempotency.Store) envOption {
 	return func(e *env) { e.newIdem = newIdem }
 }
-func withQueue(newQ func() queue.Queue) envOption { return func(e *env) { e.newQ = newQ } }
-func withConfig(f func(*Config)) envOption        { return func(e *env) { e.cfg = f } }
+func withConfig(f func(*Config)) envOption { return func(e *env) { e.cfg = f } }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

@@ -36,14 +36,13 @@ type Plan struct {
 	owned   map[string]int
 	keys    map[KeyHash]int
 	jobsRun map[string]bool
-	jobsNew map[string]int
 	pending int
 }
 
 // NewPlan starts an empty plan over b.
 func (b *Book) NewPlan() *Plan {
 	return &Plan{b: b, delta: map[string]int64{}, opened: map[string]string{}, owned: map[string]int{},
-		keys: map[KeyHash]int{}, jobsRun: map[string]bool{}, jobsNew: map[string]int{}}
+		keys: map[KeyHash]int{}, jobsRun: map[string]bool{}}
 }
 
 func (p *Plan) account(id string) (owner string, balance int64, ok bool) {
@@ -150,7 +149,7 @@ func (p *Plan) Transfer(principal string, r TransferRequest) error {
 // already ran (in the book or earlier in this plan).
 func (p *Plan) Job(id string) (j Job, ok, ran bool) {
 	if p.jobsRun[id] {
-		j, ok = p.b.Job(id)
+		j, _ = p.b.Job(id)
 		return j, true, true
 	}
 	j, ok = p.b.Job(id)
@@ -163,9 +162,8 @@ func (p *Plan) RunJob(id string) {
 	p.pending--
 }
 
-// AcceptJob records a new job in this plan.
-func (p *Plan) AcceptJob(id string) {
-	p.jobsNew[id] = 1
+// AcceptJob records a new job in this plan (it counts as pending).
+func (p *Plan) AcceptJob(string) {
 	p.pending++
 }
 
