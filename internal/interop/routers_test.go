@@ -53,8 +53,6 @@ g, user:alice, role:teller
 g, user:bob, role:viewer
 g, role:teller, role:viewer`
 
-type subjectKey struct{}
-
 // authz returns rbac middleware whose subject comes from a header the
 // test sets (standing in for a verified token), recording decisions.
 func authz(t *testing.T) (*rbac.Middleware, *decisions) {
