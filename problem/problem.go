@@ -5,11 +5,26 @@
 // detail the caller chose, so an internal error string (a DSN, a file path,
 // a token) cannot leak into a response by accident. The body carries the
 // request's correlation id so an operator can find the matching log line.
+//
+// # Type URIs
+//
+// A problem's "type" is a URI naming its kind: [DefaultTypeBase] followed
+// by a slug ("rate-limited"), which points at the slug's entry in the
+// repository's docs/problems.md. A deployment that documents its problems
+// elsewhere sets its own base once, in front of everything else, and every
+// Malai package's answers follow it:
+//
+//	types, err := problem.Handler("https://errors.example.com/")
+//	if err != nil { ... }
+//	srv.Handler = types(app) // "type": "https://errors.example.com/rate-limited"
 package problem
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/malai-sec/malai/internal/reqid"
@@ -18,13 +33,55 @@ import (
 // ContentType is the media type of every problem response (RFC 9457 §3).
 const ContentType = "application/problem+json"
 
-// TypeBase prefixes every problem type slug. Each slug is documented, with
-// the status it travels with, in docs/problems.md of the repository, so the
-// type URI dereferences to its meaning.
-const TypeBase = "https://github.com/malai-sec/malai/blob/main/docs/problems.md#"
+// DefaultTypeBase prefixes every problem type slug unless a request's
+// context names another base ([Handler], [NewContext]). Each slug is
+// documented, with the status it travels with, in docs/problems.md of the
+// repository, so the type URI dereferences to its meaning.
+const DefaultTypeBase = "https://github.com/malai-sec/malai/blob/main/docs/problems.md#"
+
+// TypeBase is the former name of [DefaultTypeBase].
+//
+// Deprecated: use DefaultTypeBase, or TypeURIFor for a request's base.
+const TypeBase = DefaultTypeBase
+
+type baseKey struct{}
+
+// NewContext returns a copy of ctx whose problems use base as the type
+// URI prefix. base must be an absolute URI (it is used as given; see
+// [Handler] for a validating form).
+func NewContext(ctx context.Context, base string) context.Context {
+	return context.WithValue(ctx, baseKey{}, base)
+}
+
+// TypeBaseFromContext returns the type URI prefix for problems written
+// with ctx: the one [NewContext] or [Handler] stored, else
+// [DefaultTypeBase].
+func TypeBaseFromContext(ctx context.Context) string {
+	if b, ok := ctx.Value(baseKey{}).(string); ok && b != "" {
+		return b
+	}
+	return DefaultTypeBase
+}
+
+// Handler returns middleware that makes every problem written inside it
+// (by any Malai package, or [Write] in the application) use base as the
+// type URI prefix. base must be an absolute URI such as
+// "https://errors.example.com/" or "urn:example:problem:"; the slugs are
+// appended to it as they are.
+func Handler(base string) (func(http.Handler) http.Handler, error) {
+	u, err := url.Parse(base)
+	if err != nil || !u.IsAbs() || base != u.String() {
+		return nil, fmt.Errorf("problem: type base %q is not an absolute URI", base)
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), base)))
+		})
+	}, nil
+}
 
 // Problem is one problem response. Type is a stable slug such as
-// "rate-limited"; it becomes TypeBase+slug in the body. Detail must be safe
+// "rate-limited"; it becomes the request's type base + slug in the body. Detail must be safe
 // to show to any client: never an err.Error() of an internal failure.
 type Problem struct {
 	Status int
@@ -36,8 +93,12 @@ type Problem struct {
 	Extensions map[string]any
 }
 
-// TypeURI returns the type URI for a slug.
-func TypeURI(slug string) string { return TypeBase + slug }
+// TypeURI returns the type URI for a slug under [DefaultTypeBase].
+func TypeURI(slug string) string { return DefaultTypeBase + slug }
+
+// TypeURIFor returns the type URI for a slug under the base of ctx
+// ([TypeBaseFromContext]).
+func TypeURIFor(ctx context.Context, slug string) string { return TypeBaseFromContext(ctx) + slug }
 
 type body struct {
 	Type          string `json:"type"`
@@ -64,6 +125,8 @@ func Write(w http.ResponseWriter, r *http.Request, p Problem) {
 	}
 	if p.Type == "" {
 		p.Type = "about:blank"
+	} else if r != nil {
+		p.Type = TypeURIFor(r.Context(), p.Type)
 	} else {
 		p.Type = TypeURI(p.Type)
 	}

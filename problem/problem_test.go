@@ -27,7 +27,7 @@ func TestWrite(t *testing.T) {
 			id:       "01JD8ZQ3",
 			wantCode: 429,
 			want: map[string]any{
-				"type": TypeBase + "rate-limited", "title": "Too many requests", "status": float64(429),
+				"type": DefaultTypeBase + "rate-limited", "title": "Too many requests", "status": float64(429),
 				"detail": "Retry later.", "correlation_id": "01JD8ZQ3",
 			},
 		},
@@ -41,7 +41,7 @@ func TestWrite(t *testing.T) {
 			name:     "non-error status becomes 500",
 			p:        Problem{Status: 200, Type: "internal"},
 			wantCode: 500,
-			want:     map[string]any{"type": TypeBase + "internal", "title": "Internal Server Error", "status": float64(500)},
+			want:     map[string]any{"type": DefaultTypeBase + "internal", "title": "Internal Server Error", "status": float64(500)},
 		},
 		{
 			name: "extensions cannot override standard members",
@@ -49,7 +49,7 @@ func TestWrite(t *testing.T) {
 				Extensions: map[string]any{"retry_after": 3, "status": 200, "type": "x", "correlation_id": "forged"}},
 			wantCode: 429,
 			want: map[string]any{
-				"type": TypeBase + "rate-limited", "title": "Too many requests", "status": float64(429), "retry_after": float64(3),
+				"type": DefaultTypeBase + "rate-limited", "title": "Too many requests", "status": float64(429), "retry_after": float64(3),
 			},
 		},
 	}
@@ -119,6 +119,35 @@ func TestSharedProblemsAreGeneric(t *testing.T) {
 			if strings.Contains(body, bad) {
 				t.Errorf("%s body contains %q: %s", p.Type, bad, body)
 			}
+		}
+	}
+}
+
+// A deployment's own type base reaches every problem written under it,
+// and only an absolute URI is accepted.
+func TestTypeBase(t *testing.T) {
+	types, err := Handler("https://errors.example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := types(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Write(w, r, Problem{Status: 429, Type: "rate-limited"})
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	var body struct{ Type string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Type != "https://errors.example.com/rate-limited" {
+		t.Fatalf("type %q (%v)", body.Type, err)
+	}
+	if got := TypeURIFor(context.Background(), "x"); got != DefaultTypeBase+"x" {
+		t.Fatalf("default base %q", got)
+	}
+	if got := TypeURIFor(NewContext(context.Background(), "urn:example:problem:"), "x"); got != "urn:example:problem:x" {
+		t.Fatalf("URN base %q", got)
+	}
+	for _, bad := range []string{"", "/docs/problems#", "errors.example.com/", "https://errors.example.com/ x", "://x"} {
+		if _, err := Handler(bad); err == nil {
+			t.Errorf("Handler(%q) accepted", bad)
 		}
 	}
 }
