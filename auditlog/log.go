@@ -51,6 +51,25 @@ type Config struct {
 	// OnError receives errors of background work (periodic checkpoints,
 	// witness publication). Default: ignored; the next checkpoint retries.
 	OnError func(error)
+	// OnCommit, when set, is called after every store commit (a group of
+	// appended events, or one conditional append), for metrics: the
+	// number of events, how long the store took to make them durable
+	// (the fsync or transaction), and the error, if any. It runs on the
+	// committing goroutine: it must be fast and must not call the Log.
+	OnCommit func(CommitEvent)
+}
+
+// CommitEvent describes one store commit.
+type CommitEvent struct {
+	// Events is the number of events committed (or not, when Err is set).
+	Events int
+	// Duration is the time the store's Append took, on the monotonic
+	// clock (not Config.Now), retries after a conflict included.
+	Duration time.Duration
+	// Conditional is true for an [Log.AppendIf] commit.
+	Conditional bool
+	// Err is nil when the events are durable.
+	Err error
 }
 
 // Receipt acknowledges a durable event.
@@ -542,6 +561,7 @@ type batch struct {
 	base, end Head  // the head recs were built on, and the head after them
 	baseTime  int64 // row time at base
 	endTime   int64
+	storeTime time.Duration // time spent in Store.Append
 }
 
 // add builds r's records on top of b and appends them. A request whose
@@ -580,7 +600,10 @@ func (l *Log) dispatch(b *batch, res chan<- error) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
 		defer cancel()
-		res <- l.cfg.Store.Append(ctx, b.recs)
+		start := time.Now()
+		err := l.cfg.Store.Append(ctx, b.recs)
+		b.storeTime = time.Since(start) // read by finish after res
+		res <- err
 	}()
 }
 
@@ -603,10 +626,15 @@ func (l *Log) finish(b *batch, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
 		if err = l.sync(ctx); err == nil {
 			if err = l.rebuild(b); err == nil {
+				start := time.Now()
 				err = l.cfg.Store.Append(ctx, b.recs)
+				b.storeTime += time.Since(start)
 			}
 		}
 		cancel()
+	}
+	if l.cfg.OnCommit != nil {
+		l.cfg.OnCommit(CommitEvent{Events: b.n, Duration: b.storeTime, Err: err})
 	}
 	if err != nil {
 		for _, r := range b.reqs {
@@ -669,7 +697,12 @@ func (l *Log) commitIf(r *request) {
 		fail(err)
 		return
 	}
-	if err := l.cfg.Store.Append(ctx, recs); err != nil {
+	start := time.Now()
+	err := l.cfg.Store.Append(ctx, recs)
+	if l.cfg.OnCommit != nil {
+		l.cfg.OnCommit(CommitEvent{Events: len(recs), Duration: time.Since(start), Conditional: true, Err: err})
+	}
+	if err != nil {
 		if errors.Is(err, ErrConflict) {
 			// Learn the other writer's rows now; the caller reads them too.
 			if serr := l.sync(ctx); serr != nil {

@@ -552,3 +552,47 @@ func TestStoreFailures(t *testing.T) {
 		t.Fatalf("log head %+v, store head %+v", h, head)
 	}
 }
+
+// OnCommit sees every commit: its events, a duration, conditional ones,
+// and failures.
+func TestOnCommitReportsCommits(t *testing.T) {
+	k := newKeys(t, "k")
+	var mu sync.Mutex
+	var commits []auditlog.CommitEvent
+	store := memstore.New()
+	l := newLog(t, auditlog.Config{Store: store, Origin: origin, Signers: []note.Signer{k.signer}, Plaintext: true,
+		OnCommit: func(e auditlog.CommitEvent) {
+			mu.Lock()
+			commits = append(commits, e)
+			mu.Unlock()
+		}})
+	defer l.Close()
+	ctx := context.Background()
+	if _, err := l.AppendBatch(ctx, []auditlog.Event{{Type: "a"}, {Type: "b"}, {Type: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AppendIf(ctx, l.Head(), []auditlog.Event{{Type: "d"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AppendIf(ctx, auditlog.Head{}, []auditlog.Event{{Type: "e"}}); !errors.Is(err, auditlog.ErrConflict) {
+		t.Fatalf("stale AppendIf: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	events, conditional := 0, 0
+	for _, c := range commits {
+		if c.Err != nil {
+			t.Fatalf("commit failed: %+v", c)
+		}
+		if c.Duration < 0 {
+			t.Fatalf("negative duration %+v", c)
+		}
+		events += c.Events
+		if c.Conditional {
+			conditional++
+		}
+	}
+	if events != 4 || conditional != 1 {
+		t.Fatalf("commits %+v: %d events, %d conditional; want 4 and 1 (a refused AppendIf never reaches the store)", commits, events, conditional)
+	}
+}

@@ -58,7 +58,8 @@ type Event struct {
 	Type string
 	// Actor is who caused the event (a subject id).
 	Actor string
-	// CorrelationID ties the event to a request (see internal/reqid).
+	// CorrelationID ties the event to the request that caused it (the
+	// correlation id its logs carry).
 	CorrelationID string
 	// Payload is a JSON value. It is compacted before hashing, so
 	// insignificant whitespace never changes a hash. Empty means none.
