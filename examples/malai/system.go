@@ -332,6 +332,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		// The web backend keeps browsers' refresh sessions server-side
 		// and guards its own pages against cross-site requests.
 		OriginExemptPeers: []string{"web"},
+		Faults:            o.Faults.Identity(),
 	})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package faults
 
 import (
 	"github.com/malai-sec/malai/examples/malai/gateway"
+	"github.com/malai-sec/malai/examples/malai/identity"
 	"github.com/malai-sec/malai/examples/malai/ledger"
 )
 
@@ -23,6 +24,18 @@ const (
 	LedgerAppendOnRequestContext Fault = "ledger-append-on-request-context"
 	// LedgerNoJobStatus: an async job's outcome is never reported.
 	LedgerNoJobStatus Fault = "ledger-no-job-status"
+	// IdentityNoReauth: an access token alone enrols or disables MFA,
+	// regenerates recovery codes and changes the password.
+	IdentityNoReauth Fault = "identity-no-reauth"
+	// IdentityHardLockout: no exemption for a device that signed in
+	// before, and an account under attack is refused for everyone (the
+	// lockout an attacker can aim).
+	IdentityHardLockout Fault = "identity-hard-lockout"
+	// IdentityNoSprayDetection: failures are not counted per password.
+	IdentityNoSprayDetection Fault = "identity-no-spray-detection"
+	// IdentityNoAssertionReplayCheck: a client assertion's jti may be used
+	// again.
+	IdentityNoAssertionReplayCheck Fault = "identity-no-assertion-replay-check"
 )
 
 // Gateway is the gateway's share of the set.
@@ -32,6 +45,16 @@ func (s Set) Gateway() gateway.Faults {
 		NoShapeLimits: s.On(EdgeNoShapeLimits),
 		NoWAFCap:      s.On(EdgeNoWAFCap),
 		WAFRules:      s.wafDirectives(),
+	}
+}
+
+// Identity is identity's share of the set.
+func (s Set) Identity() identity.Faults {
+	return identity.Faults{
+		NoReauth:               s.On(IdentityNoReauth),
+		HardLockout:            s.On(IdentityHardLockout),
+		NoSprayDetection:       s.On(IdentityNoSprayDetection),
+		NoAssertionReplayCheck: s.On(IdentityNoAssertionReplayCheck),
 	}
 }
 
