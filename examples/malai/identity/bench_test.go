@@ -167,6 +167,7 @@ func BenchmarkClientCredentials(b *testing.B) {
 		body := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {AssertionType}, "client_assertion": {a}}.Encode()
 		r := httptest.NewRequest(http.MethodPost, TokenPath, strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("X-Test-Peer", "worker")
 		w := httptest.NewRecorder()
 		h.svc.Handler().ServeHTTP(w, r)
 		if w.Code != 200 {

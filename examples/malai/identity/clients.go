@@ -13,6 +13,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -201,6 +202,12 @@ func decodeKeyRegistration(w http.ResponseWriter, r *http.Request) ([]byte, erro
 }
 
 func (s *Service) serveRevokeClient(w http.ResponseWriter, r *http.Request) {
+	// Whatever the listener admits, only an operator's certificate may
+	// revoke.
+	if peer := s.cfg.PeerComponent(r); peer == "" || !slices.Contains(s.cfg.OperatorPeers, peer) {
+		s.fail(w, r, ErrForbidden)
+		return
+	}
 	var kid string
 	if err := decodeJSON(w, r, map[string]*string{"kid": &kid}); err != nil {
 		s.fail(w, r, err)

@@ -61,7 +61,7 @@ func TestFaultNoAssertionReplayCheck(t *testing.T) {
 	a, _ := key.Assertion("worker", testIssuer+TokenPath, h.clock.Now())
 	form := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {AssertionType}, "client_assertion": {a}}
 	for i := range 2 {
-		if code, e, _ := h.tokenForm(form); code != 200 {
+		if code, e, _ := h.tokenForm(form, withHeader("X-Test-Peer", "worker")); code != 200 {
 			t.Fatalf("use %d with NoAssertionReplayCheck: %d %+v", i, code, e)
 		}
 	}

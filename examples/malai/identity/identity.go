@@ -289,10 +289,15 @@ type Config struct {
 	// accepted. Default 24 hours.
 	ClientKeyLifetime time.Duration
 	// PeerComponent names the component whose verified client
-	// certificate made the request ("" for none). Key registration
-	// requires it; the token endpoint, when it is set, requires the
-	// assertion's client to be the calling component. Default: always "".
+	// certificate made the request ("" for none). Key registration, the
+	// token endpoint (the assertion's client must be the calling
+	// component) and revocation require it. Default: always "", so no
+	// component can obtain a token until it is set.
 	PeerComponent func(*http.Request) string
+	// OperatorPeers are the components (by PeerComponent) that may revoke
+	// component keys over POST /internal/v1/clients/{id}/revoke. Default
+	// ["operator"].
+	OperatorPeers []string
 	// AllowedOrigins are the browser origins refresh and sign-out accept.
 	// Default: the origin of Issuer.
 	AllowedOrigins []string
@@ -395,6 +400,10 @@ func New(cfg Config) (*Service, error) {
 	c.Clients = slices.Clone(cfg.Clients)
 	c.AllowedOrigins = slices.Clone(cfg.AllowedOrigins)
 	c.OriginExemptPeers = slices.Clone(cfg.OriginExemptPeers)
+	c.OperatorPeers = slices.Clone(cfg.OperatorPeers)
+	if len(c.OperatorPeers) == 0 {
+		c.OperatorPeers = []string{"operator"}
+	}
 	u, err := url.Parse(c.Issuer)
 	if c.Issuer == "" || err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("%w: Issuer must be an absolute https URL without query or fragment", ErrInvalidConfig)

@@ -129,9 +129,10 @@ func (s *Service) token(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if !known {
 		return TokenResponse{}, invalidClient("unknown client")
 	}
-	if peer := s.cfg.PeerComponent(r); peer != "" && peer != clientID {
-		// The assertion must come from the component it names: a leaked
-		// key is useless without that component's certificate too.
+	if peer := s.cfg.PeerComponent(r); peer != clientID {
+		// The assertion must come over the mutual-TLS connection of the
+		// component it names: a leaked key is useless without that
+		// component's certificate too.
 		return TokenResponse{}, invalidClient("the calling component is not the asserted client")
 	}
 	now := s.cfg.Now()

@@ -308,11 +308,15 @@ func TestRevokeRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := h.postJSON(ClientsPath+"/worker/revoke", map[string]string{"kid": info.KeyID})
+	for _, peer := range []string{"", "worker", "gateway"} {
+		wantProblem(t, h.postJSON(ClientsPath+"/worker/revoke", map[string]string{"kid": info.KeyID}, withHeader("X-Test-Peer", peer)), http.StatusForbidden, "forbidden")
+	}
+	operator := withHeader("X-Test-Peer", "operator")
+	w := h.postJSON(ClientsPath+"/worker/revoke", map[string]string{"kid": info.KeyID}, operator)
 	if w.Code != 200 || !strings.Contains(w.Body.String(), `"revoked":1`) {
 		t.Fatalf("revoke: %d %s", w.Code, w.Body)
 	}
-	wantProblem(t, h.postJSON(ClientsPath+"/nobody/revoke", map[string]string{}), http.StatusBadRequest, "invalid-client")
+	wantProblem(t, h.postJSON(ClientsPath+"/nobody/revoke", map[string]string{}, operator), http.StatusBadRequest, "invalid-client")
 	if _, err := h.svc.RegisterClientKey(context.Background(), "worker", key.PublicJWK()); !errors.Is(err, ErrInvalidClient) {
 		t.Fatalf("re-registering a revoked key: %v", err)
 	}
