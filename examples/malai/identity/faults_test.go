@@ -66,3 +66,14 @@ func TestFaultNoAssertionReplayCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestFaultNoTokenCheck(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.NoTokenCheck = true })
+	sub := h.signUp("alice", strongPW)
+	s := h.signInOK(creds("alice", strongPW))
+	sid := claimsOf(t, s.token)[ClaimSession].(string)
+	forged := badClaimTokens(h, sub, sid)["wrong issuer"]
+	if w := h.do(http.MethodGet, "/v1/account", "", "", withBearer(forged)); w.Code != http.StatusOK {
+		t.Fatalf("with NoTokenCheck a forged token should pass identity's own check: %d", w.Code)
+	}
+}

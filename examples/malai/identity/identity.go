@@ -255,6 +255,10 @@ type Faults struct {
 	NoSprayDetection bool
 	// NoAssertionReplayCheck: a client assertion may be used again.
 	NoAssertionReplayCheck bool
+	// NoTokenCheck: identity's own bearer-token verification is off (the
+	// claims of any well-formed token are believed); other layers keep
+	// theirs.
+	NoTokenCheck bool
 }
 
 // Config configures a [Service]. Issuer, Store, Ring and Audit are

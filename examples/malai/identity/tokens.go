@@ -198,34 +198,34 @@ type caller struct {
 // the token's session is live, and passes the caller to h.
 func (s *Service) withUser(h func(http.ResponseWriter, *http.Request, caller)) http.Handler {
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, ok := jwtverify.FromContext(r.Context())
-		if !ok {
+		var tc tokenClaims
+		var ok bool
+		if s.cfg.Faults.NoTokenCheck {
+			tc, ok = unverifiedClaims(r)
+		} else if c, found := jwtverify.FromContext(r.Context()); found {
+			tc, ok = tokenClaims{Sub: c.Subject()}, true
+			if raw, found := c.Claim(ClaimSession); found {
+				_ = json.Unmarshal(raw, &tc.Sid)
+			}
+			if raw, found := c.Claim(ClaimAuthTime); found {
+				_ = json.Unmarshal(raw, &tc.AuthTime)
+			}
+		}
+		id, idOK := UserID(tc.Sub)
+		if !ok || !idOK {
 			s.fail(w, r, ErrInvalidToken)
 			return
-		}
-		id, ok := UserID(c.Subject())
-		if !ok {
-			s.fail(w, r, ErrInvalidToken)
-			return
-		}
-		var sid string
-		if raw, ok := c.Claim(ClaimSession); ok {
-			_ = json.Unmarshal(raw, &sid)
-		}
-		var authTime int64
-		if raw, ok := c.Claim(ClaimAuthTime); ok {
-			_ = json.Unmarshal(raw, &authTime)
 		}
 		u, exists, err := s.st.UserByID(r.Context(), id)
 		if err != nil {
 			s.fail(w, r, storeErr(err))
 			return
 		}
-		if !exists || sid == "" {
+		if !exists || tc.Sid == "" {
 			s.fail(w, r, ErrInvalidToken)
 			return
 		}
-		live, err := s.sessionLive(r.Context(), id, sid)
+		live, err := s.sessionLive(r.Context(), id, tc.Sid)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -236,9 +236,35 @@ func (s *Service) withUser(h func(http.ResponseWriter, *http.Request, caller)) h
 			s.fail(w, r, ErrInvalidToken)
 			return
 		}
-		h(w, r, caller{user: u, session: sid, authTime: time.Unix(authTime, 0)})
+		h(w, r, caller{user: u, session: tc.Sid, authTime: time.Unix(tc.AuthTime, 0)})
 	})
+	if s.cfg.Faults.NoTokenCheck {
+		return inner
+	}
 	return s.verifier.Require(userRequirement)(inner)
+}
+
+// tokenClaims are what the account routes read from a user token.
+type tokenClaims struct {
+	Sub      string `json:"sub"`
+	Sid      string `json:"sid"`
+	AuthTime int64  `json:"auth_time"`
+}
+
+// unverifiedClaims reads a bearer token's claims without checking
+// anything: only for Faults.NoTokenCheck.
+func unverifiedClaims(r *http.Request) (tokenClaims, bool) {
+	_, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	parts := strings.Split(tok, ".")
+	if !ok || len(parts) != 3 {
+		return tokenClaims{}, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return tokenClaims{}, false
+	}
+	var tc tokenClaims
+	return tc, json.Unmarshal(b, &tc) == nil
 }
 
 func (s *Service) sessionLive(ctx context.Context, userID, sid string) (bool, error) {

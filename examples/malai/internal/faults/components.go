@@ -36,6 +36,9 @@ const (
 	// IdentityNoAssertionReplayCheck: a client assertion's jti may be used
 	// again.
 	IdentityNoAssertionReplayCheck Fault = "identity-no-assertion-replay-check"
+	// IdentityNoTokenCheck: identity believes the claims of any
+	// well-formed bearer token on its own routes (other layers unchanged).
+	IdentityNoTokenCheck Fault = "identity-no-token-check"
 )
 
 // Gateway is the gateway's share of the set.
@@ -55,6 +58,7 @@ func (s Set) Identity() identity.Faults {
 		HardLockout:            s.On(IdentityHardLockout),
 		NoSprayDetection:       s.On(IdentityNoSprayDetection),
 		NoAssertionReplayCheck: s.On(IdentityNoAssertionReplayCheck),
+		NoTokenCheck:           s.On(IdentityNoTokenCheck),
 	}
 }
 
