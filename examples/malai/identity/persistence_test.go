@@ -4,18 +4,23 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
 	"github.com/malai-sec/malai/examples/malai/identity/internal/pgtest"
 	"github.com/malai-sec/malai/examples/malai/identity/store"
 	"github.com/malai-sec/malai/examples/malai/identity/store/boltstore"
 	"github.com/malai-sec/malai/examples/malai/identity/store/pgstore"
+	"github.com/malai-sec/malai/internal/servicetest"
 )
 
 func pgFactory(t testing.TB) func() store.Store {
@@ -173,5 +178,73 @@ func TestNothingInTheClear(t *testing.T) {
 		if bytes.Contains(b, []byte(leak)) {
 			t.Fatalf("the store file holds %q in the clear", leak)
 		}
+	}
+}
+
+// TestStoreDownAndBack: with PostgreSQL unreachable, sign-up, sign-in,
+// refresh and the token endpoint fail closed with 503 and change nothing;
+// once it is back, everything works, with nothing lost.
+func TestStoreDownAndBack(t *testing.T) {
+	var proxy *servicetest.Proxy
+	h := newHarnessOn(t, func(t testing.TB) func() store.Store {
+		pg := pgtest.New(t)
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, pg.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if err := pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: pg.Name}); err != nil {
+			t.Fatal(err)
+		}
+		cc, err := pgx.ParseConfig(pg.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy = servicetest.NewProxy(t, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))))
+		u, _ := url.Parse(pg.URL)
+		u.Host = proxy.Addr()
+		return func() store.Store {
+			st, err := pgstore.New(ctx, pgstore.Config{DSN: u.String(), Schema: pg.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+	}, nil)
+	h.signUp("alice", strongPW)
+	s := h.signInOK(creds("alice", strongPW))
+	key, _ := clientauth.NewKey()
+	if _, err := h.svc.RegisterClientKey(context.Background(), "worker", key.PublicJWK()); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.Down()
+	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "bob", "password": strongPW}), http.StatusServiceUnavailable, "service-unavailable")
+	wantProblem(t, h.signIn(creds("alice", strongPW)), http.StatusServiceUnavailable, "service-unavailable")
+	wantProblem(t, h.do(http.MethodPost, RefreshPath, "", "", withRefresh(s.refresh), browser()), http.StatusServiceUnavailable, "service-unavailable")
+	a, _ := key.Assertion("worker", testIssuer+TokenPath, h.clock.Now())
+	if code, e, _ := h.tokenForm(assertionForm(a), withHeader("X-Test-Peer", "worker")); code != http.StatusServiceUnavailable {
+		t.Fatalf("token endpoint with the store down: %d %+v", code, e)
+	}
+
+	proxy.Up()
+	eventually(t, func() bool { return h.signIn(creds("alice", strongPW)).Code == http.StatusOK })
+	// The refused refresh changed nothing: the cookie still rotates.
+	h.refresh(s)
+	h.signUp("bob", strongPW)
+	if code, e, _ := h.tokenForm(assertionForm(a), withHeader("X-Test-Peer", "worker")); code != 200 {
+		t.Fatalf("the assertion refused while the store was down, after: %d %+v", code, e)
+	}
+}
+
+func eventually(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20 s")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
