@@ -315,3 +315,71 @@ func TestConcurrentSignUpOneName(t *testing.T) {
 		t.Fatalf("%d accounts created for one name", created)
 	}
 }
+
+type flipChecker struct {
+	mu  sync.Mutex
+	set map[string]bool
+}
+
+func (f *flipChecker) put(pw string, v bool) { f.mu.Lock(); f.set[pw] = v; f.mu.Unlock() }
+func (f *flipChecker) Breached(_ context.Context, pw string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set[pw], nil
+}
+
+// TestBreachedAtSignIn: a password that turns up in a breach corpus
+// forces a reset; without a second factor the refusal looks like a
+// wrong password, with one the owner is told.
+func TestBreachedAtSignIn(t *testing.T) {
+	checker := &flipChecker{set: map[string]bool{}}
+	h := newHarness(t, func(c *Config) { c.Breach = checker })
+	h.signUp("alice", strongPW)
+	h.signUp("carol", strongPW)
+	secret, _ := h.enrollTOTP(h.signInOK(creds("carol", strongPW)), strongPW)
+
+	checker.put(strongPW, true)
+	wrong := h.signIn(creds("alice", "Wrong-Pass-123!"), fromIP("198.51.100.1"))
+	w := h.signIn(creds("alice", strongPW), fromIP("198.51.100.2"))
+	wantProblem(t, w, 401, "invalid-credentials")
+	if w.Body.String() != wrong.Body.String() {
+		t.Fatal("the breached-password refusal tells the caller the password was right")
+	}
+	wantProblem(t, h.signIn(map[string]string{"username": "carol", "password": strongPW, "totp_code": h.code(secret)}), 403, "password-reset-required")
+	p := wantProblem(t, h.signIn(creds("carol", strongPW)), 401, "mfa-required")
+	wantProblem(t, h.postJSON(SignInPath, map[string]string{"mfa_token": p.MFAToken, "totp_code": h.code(secret)}), 403, "password-reset-required")
+
+	// The flag sticks even if the corpus forgets the password.
+	checker.put(strongPW, false)
+	wantProblem(t, h.signIn(creds("alice", strongPW), fromIP("198.51.100.3")), 401, "invalid-credentials")
+
+	checker.put("Leaked-Lantern-77!", true)
+	if err := h.svc.ResetPassword(context.Background(), "alice", "Leaked-Lantern-77!"); !errors.Is(err, ErrPasswordCompromised) {
+		t.Fatalf("reset to a compromised password: %v", err)
+	}
+	var pe *PolicyError
+	if err := h.svc.ResetPassword(context.Background(), "alice", "short"); !errors.As(err, &pe) {
+		t.Fatalf("reset to a short password: %v", err)
+	}
+	if err := h.svc.ResetPassword(context.Background(), "nobody", "Fresh-Lantern-42!"); !errors.Is(err, ErrUnknownUser) {
+		t.Fatalf("reset of an unknown user: %v", err)
+	}
+	if err := h.svc.ResetPassword(context.Background(), "alice", "Fresh-Lantern-42!"); err != nil {
+		t.Fatal(err)
+	}
+	h.signInOK(creds("alice", "Fresh-Lantern-42!"), fromIP("198.51.100.4"))
+	if !contains(h.auditTypes(), AuditPasswordReset) {
+		t.Fatal("reset not audited")
+	}
+}
+
+// TestSubjectNamespaces: a user called like a component never gets that
+// component's subject, and the mfa_token route refuses mixed bodies.
+func TestSubjectNamespaces(t *testing.T) {
+	h := newHarness(t, nil)
+	sub := h.signUp("worker", strongPW)
+	if sub == "worker" || !strings.HasPrefix(sub, UserSubjectPrefix) {
+		t.Fatalf("user worker got subject %q", sub)
+	}
+	wantProblem(t, h.postJSON(SignInPath, map[string]string{"username": "worker", "password": strongPW, "mfa_token": "m1.x.y"}), 400, "malformed-request")
+}

@@ -601,7 +601,7 @@ func (s *Service) signInMFA(ctx context.Context, r *http.Request, tok, code, rc 
 	if err != nil {
 		return signedIn{}, storeErr(err)
 	}
-	if !exists || u.MustReset {
+	if !exists {
 		return signedIn{}, ErrInvalidMFAToken
 	}
 	// One use: a token buys one code attempt. A wrong code is answered
@@ -626,6 +626,10 @@ func (s *Service) signInMFA(ctx context.Context, r *http.Request, tok, code, rc 
 			return signedIn{}, &MFARequiredError{Token: Secret(next), Retry: true}
 		}
 		return signedIn{}, err
+	}
+	if u.MustReset {
+		// Both factors are proven: it is the owner, tell them.
+		return signedIn{}, ErrPasswordResetRequired
 	}
 	return s.complete(ctx, u.ID, amrFor(factor), c, m.Device, "")
 }
