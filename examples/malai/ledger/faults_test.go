@@ -295,7 +295,11 @@ func TestFaultRedisDownThenBack(t *testing.T) {
 // key, retried, has at most one effect and its first outcome.
 func TestFaultPostgresDownThenBack(t *testing.T) {
 	pg := newPGAudit(t)
-	e := newEnv(t, withAudit(pg.open(t)), withConfig(func(c *Config) { c.RequestTimeout = 500 * time.Millisecond; c.CommitTimeout = 2 * time.Second }))
+	clock := fakeclock.New(time.Now())
+	e := newEnv(t, withAudit(pg.open(t)), withConfig(func(c *Config) {
+		c.Now = clock.Now
+		c.RequestTimeout, c.CommitTimeout = 500*time.Millisecond, 2*time.Second
+	}))
 	alice := fundedPair(e)
 	var attempts []attempt
 	ok := attempt{tok: alice, route: "/v1/transfers", key: "pg-before", principal: "user:alice", body: transferBody("acc-a", "acc-b", 5)}
@@ -320,6 +324,13 @@ func TestFaultPostgresDownThenBack(t *testing.T) {
 	if err := e.svc().Health(); err != nil {
 		t.Fatalf("health after recovery: %v", err)
 	}
+	// The writes answered 503 had reached an append whose outcome the
+	// ledger could not learn then: their keys stay claimed until the
+	// lease ends, and only then may a retry run them.
+	if r := e.do("POST", "/v1/transfers", alice, attempts[1].body, attempts[1].key); r.code != 409 {
+		t.Fatalf("retry of a write whose outcome was unknown, inside the lease: %s", r)
+	}
+	clock.Advance(2 * time.Minute)
 	e.restartAndCheck(attempts)
 }
 

@@ -58,8 +58,11 @@ type op struct {
 	reqCtx context.Context
 
 	state atomic.Int32
-	done  chan struct{}
-	out   outcome
+	// appended is set once the op has been in an append: a withdrawal
+	// after that does not know whether its event is in the chain.
+	appended atomic.Bool
+	done     chan struct{}
+	out      outcome
 	// planned is the outcome and event of the current plan.
 	planned outcome
 	event   *auditlog.Event
@@ -192,6 +195,9 @@ func (s *sequencer) submit(o *op, wait time.Duration) outcome {
 	case <-t.C:
 	}
 	if o.withdraw() {
+		if o.appended.Load() {
+			return outcome{err: fmt.Errorf("%w: timed out after an append whose outcome is not known yet", errUnknown)}
+		}
 		return outcome{err: fmt.Errorf("%w: timed out before the request was planned", errUnavailable)}
 	}
 	// In an append: its outcome is decided by the store, not by us.
@@ -295,6 +301,9 @@ func (s *sequencer) process(batch []*op) {
 		if s.faults.AppendOnRequestContext {
 			s.faultyAppend(batch, owners, events)
 			return
+		}
+		for _, o := range owners {
+			o.appended.Store(true)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.commitTimeout)
 		rs, err := s.log.AppendIf(ctx, s.head, events)
