@@ -242,8 +242,9 @@ func (h *identify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc.RecorderContext.Init(r.Context())
 	sc.st.rec = &sc.RecorderContext
 	sc.st.header[0] = id
+	sc.st.id = id
 	w.Header()[m.header] = sc.st.header[:]
-	var ctx context.Context = reqid.NewContext(sc, id)
+	var ctx context.Context = sc // answers reqid.Key{} itself
 	if m.cfg.ClientIP != nil {
 		if _, ok := clientip.FromContext(ctx); !ok {
 			// A malformed forwarding header is left for the layers that
@@ -419,6 +420,7 @@ type requestState struct {
 	trusted bool
 	start   time.Time
 	header  [1]string
+	id      any         // the id, boxed once, for reqid.Key{}
 	attrs   []slog.Attr // added by AddAttrs
 	rw      respwriter.Writer
 	rec     *route.RecorderContext
@@ -428,17 +430,20 @@ func (st *requestState) recorded() string { return st.rec.Recorded() }
 
 type stateKey struct{}
 
-// stateCtx carries a requestState, and records the route for route.Record,
-// without a separate allocation for either; it behaves exactly like
-// context.WithValue.
+// stateCtx carries a requestState and the correlation id, and records the
+// route for route.Record, without a separate allocation for any of them;
+// it behaves exactly like nested context.WithValue calls.
 type stateCtx struct {
 	route.RecorderContext
 	st requestState
 }
 
 func (c *stateCtx) Value(key any) any {
-	if key == (stateKey{}) {
+	switch key {
+	case stateKey{}:
 		return &c.st
+	case reqid.Key{}:
+		return c.st.id
 	}
 	return c.RecorderContext.Value(key)
 }

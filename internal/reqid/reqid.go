@@ -7,15 +7,18 @@ package reqid
 
 import "context"
 
-type ctxKey struct{}
+// Key is the context key of the id. A context implementation of its own
+// (correlation's per-request state) may answer Value(Key{}) with the id,
+// as a string, to save the node NewContext would add.
+type Key struct{}
 
 // NewContext returns a copy of ctx carrying the correlation id.
 func NewContext(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, ctxKey{}, id)
+	return context.WithValue(ctx, Key{}, id)
 }
 
 // FromContext returns the correlation id in ctx, if any.
 func FromContext(ctx context.Context) (string, bool) {
-	id, ok := ctx.Value(ctxKey{}).(string)
+	id, ok := ctx.Value(Key{}).(string)
 	return id, ok && id != ""
 }
