@@ -120,12 +120,14 @@ func NewReportHandler(cfg ReportConfig) (*ReportHandler, error) {
 		}
 	}
 	if cfg.ErrorHandler == nil {
-		cfg.ErrorHandler = defaultReportError
+		cfg.ErrorHandler = DefaultReportErrorHandler
 	}
 	return &ReportHandler{cfg: cfg}, nil
 }
 
-func defaultReportError(w http.ResponseWriter, r *http.Request, err error) {
+// DefaultReportErrorHandler is the ErrorHandler of a zero [ReportConfig]:
+// problem+json with 400, 405 (and Allow: POST), 413 or 415.
+func DefaultReportErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	p := problem.Problem{Status: http.StatusBadRequest, Type: "csp-report-invalid",
 		Title: "Invalid CSP report", Detail: "The body is not a CSP violation report."}
 	switch {

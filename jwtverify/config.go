@@ -69,8 +69,8 @@ type Config struct {
 	Now func() time.Time
 
 	// ErrorHandler writes the response for a refused request. The
-	// WWW-Authenticate header is already set when it is called. Default:
-	// RFC 9457 problem+json with a generic detail.
+	// WWW-Authenticate header (and Retry-After for [ErrUnavailable]) is
+	// already set when it is called. Default [DefaultErrorHandler].
 	ErrorHandler func(http.ResponseWriter, *http.Request, error)
 
 	// Observe, when set, is called once per verification and once per

@@ -196,10 +196,14 @@ func isB64Token(s string) bool {
 	return true
 }
 
-// fail sets the RFC 6750 challenge and calls the error handler.
+// fail sets the RFC 6750 challenge (and Retry-After while the keys are
+// unavailable) and calls the error handler.
 func (v *Verifier) fail(w http.ResponseWriter, r *http.Request, e *Error) {
 	if ch := v.challenge(e); ch != "" {
 		w.Header().Set("WWW-Authenticate", ch)
+	}
+	if e.kind == ErrUnavailable {
+		w.Header().Set("Retry-After", "5")
 	}
 	v.onError(w, r, e)
 }
@@ -248,9 +252,11 @@ func isScopeText(s string) bool {
 	return true
 }
 
-// writeError is the default ErrorHandler: RFC 9457 problem+json with a
-// generic detail; the status follows [Error.Status].
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
+// DefaultErrorHandler is the ErrorHandler of a zero Config: RFC 9457
+// problem+json with a generic detail; the status follows [Error.Status].
+// The Verifier sets WWW-Authenticate and, for ErrUnavailable,
+// Retry-After before any ErrorHandler runs.
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	e, ok := err.(*Error)
 	if !ok {
 		problem.Write(w, r, problem.Internal)
@@ -267,9 +273,10 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		problem.Write(w, r, problem.Problem{Status: http.StatusForbidden, Type: "insufficient-scope",
 			Title: "Insufficient scope", Detail: "The token does not grant access to this resource."})
 	case ErrUnavailable:
-		p := problem.Unavailable
-		w.Header().Set("Retry-After", "5")
-		problem.Write(w, r, p)
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", "5")
+		}
+		problem.Write(w, r, problem.Unavailable)
 	default:
 		problem.Write(w, r, problem.Problem{Status: http.StatusUnauthorized, Type: "invalid-token",
 			Title: "Invalid token", Detail: "The bearer token is invalid or expired."})

@@ -435,3 +435,29 @@ func TestIssuersAreIndependent(t *testing.T) {
 		t.Fatalf("b's key for a's issuer: %v", err)
 	}
 }
+
+// While the keys are unavailable the answer is 503 with Retry-After, and
+// a custom ErrorHandler gets the header already set.
+func TestUnavailableKeepsRetryAfterUnderCustomHandler(t *testing.T) {
+	k1 := jwttest.NewKey(t, "ES256", "k1")
+	srv := jwttest.NewServer(t, k1)
+	srv.SetStatus(http.StatusServiceUnavailable)
+	clock := newClock()
+	var got error
+	v, err := New(Config{Issuers: []Issuer{{Issuer: testIss, JWKSURL: srv.URL, FetchTimeout: testFetchTimeout, Audiences: []string{testAud}}},
+		Now: clock.Now, ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { got = err; w.WriteHeader(599) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	tok := k1.Mint(t, jwttest.Claims(testIss, testAud, "a", clock.Now()))
+	w := get(v.Handler(http.NotFoundHandler()), "/", "Bearer "+tok)
+	if w.Code != 599 || !errors.Is(got, ErrUnavailable) || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("status %d err %v Retry-After %q", w.Code, got, w.Header().Get("Retry-After"))
+	}
+	rec := httptest.NewRecorder()
+	DefaultErrorHandler(rec, httptest.NewRequest("GET", "/", nil), got)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "5" {
+		t.Fatalf("DefaultErrorHandler alone: %d %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}

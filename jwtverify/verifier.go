@@ -72,7 +72,7 @@ func New(cfg Config) (*Verifier, error) {
 	v := &Verifier{cfg: c, byIssuer: make(map[string]*profile, len(c.Issuers)), cancel: cancel, ready: make(chan struct{})}
 	v.onError = c.ErrorHandler
 	if v.onError == nil {
-		v.onError = writeError
+		v.onError = DefaultErrorHandler
 	}
 	if c.CacheSize > 0 {
 		v.cache = newTokenCache(c.CacheSize, c.CacheTTL)

@@ -75,16 +75,23 @@
 //
 // # Where the middleware runs
 //
-// [http.ServeMux] sets r.Pattern only on the request it hands to the
-// matched route's handler. The default Object, [PatternObject], therefore
-// needs the middleware inside the mux, wrapping each route's handler as
-// above. To wrap a whole mux instead, set Object to [MuxObject](mux),
-// which looks the pattern up first (one extra route match). A middleware
-// wrapped around a mux with the default Object refuses every request
-// (403), which is the safe failure. With MuxObject, a request the mux
-// answers with a redirect (an unclean path, a missing trailing slash) is
-// authorised as the route the redirect leads to, and the redirected
-// request is authorised again.
+// The object is the route pattern the request matched, read with
+// [route.Pattern]: [http.Request.Pattern] inside an [http.ServeMux], or
+// the pattern a resolver found before routing. Wrapped around each
+// route's handler inside a ServeMux, as above, the middleware needs
+// nothing more. In front of a router (a chi router's Use, one handler
+// around a whole mux), put [route.Handler] with the router's own lookup
+// first:
+//
+//	h := route.Handler(route.ServeMux(mux))(authz.Handler(mux))
+//
+// Package route documents the chi and gorilla/mux resolvers; both are
+// tested with this middleware. [MuxObject](mux) is the same lookup for a
+// ServeMux as an Object function. A request that matches no route has no
+// object and is refused (403, [ReasonNoRoute]), which is the safe failure.
+// A request a ServeMux answers with a redirect (an unclean path, a
+// missing trailing slash) is authorised as the route the redirect leads
+// to, and the redirected request is authorised again.
 //
 // # Decision cache
 //

@@ -319,7 +319,16 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		m.onErr(w, r, d.error())
+		err := d.error()
+		// The headers the answer needs are set before any ErrorHandler
+		// runs, so a custom one keeps them.
+		switch {
+		case errors.Is(err, ErrNoSubject):
+			w.Header().Set("WWW-Authenticate", "Bearer")
+		case errors.Is(err, ErrEnforcer):
+			w.Header().Set("Retry-After", "1")
+		}
+		m.onErr(w, r, err)
 	})
 }
 
@@ -479,16 +488,22 @@ var unauthenticated = problem.Problem{
 }
 
 // DefaultErrorHandler is the ErrorHandler of a zero Config: problem+json,
-// 401 "unauthenticated" with WWW-Authenticate for [ErrNoSubject], 503
-// "service-unavailable" for [ErrEnforcer], and otherwise the same 403
-// "forbidden" whatever the reason.
+// 401 "unauthenticated" for [ErrNoSubject], 503 "service-unavailable" for
+// [ErrEnforcer], and otherwise the same 403 "forbidden" whatever the
+// reason. The middleware has already set WWW-Authenticate (401) and
+// Retry-After (503); called on its own, it sets them when missing.
 func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	setMissing := func(k, v string) {
+		if w.Header().Get(k) == "" {
+			w.Header().Set(k, v)
+		}
+	}
 	switch {
 	case errors.Is(err, ErrNoSubject):
-		w.Header().Set("WWW-Authenticate", "Bearer")
+		setMissing("WWW-Authenticate", "Bearer")
 		problem.Write(w, r, unauthenticated)
 	case errors.Is(err, ErrEnforcer):
-		w.Header().Set("Retry-After", "1")
+		setMissing("Retry-After", "1")
 		problem.Write(w, r, problem.Unavailable)
 	default:
 		problem.Write(w, r, forbidden)

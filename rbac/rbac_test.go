@@ -396,6 +396,10 @@ func TestErrorHandlerErrors(t *testing.T) {
 			if !errors.Is(got, tt.want) {
 				t.Fatalf("ErrorHandler got %v, want %v", got, tt.want)
 			}
+			// A custom handler keeps the challenge the refusal needs.
+			if wantAuth := errors.Is(tt.want, rbac.ErrNoSubject); (rr.Header().Get("WWW-Authenticate") == "Bearer") != wantAuth {
+				t.Fatalf("WWW-Authenticate %q under a custom handler", rr.Header().Get("WWW-Authenticate"))
+			}
 		})
 	}
 }
