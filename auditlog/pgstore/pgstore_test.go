@@ -119,7 +119,8 @@ func TestConformance(t *testing.T) {
 }
 
 // asAdmin runs fn in a transaction as the privileged role with the
-// triggers disabled: the attacker the issue describes.
+// triggers disabled: an attacker who holds the privileged role and tries
+// to rewrite history.
 func (e *env) asAdmin(t *testing.T, fn func(tx pgx.Tx)) {
 	t.Helper()
 	ctx := context.Background()
