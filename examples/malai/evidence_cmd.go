@@ -208,10 +208,10 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 				return nil, err
 			}
 		}
-		if l.opts.AuditDSN, err = appDSN(cfg.PostgresAdmin, l.pg.AppRole); err != nil {
+		if l.opts.Postgres.URL, err = appDSN(cfg.PostgresAdmin, l.pg.AppRole); err != nil {
 			return nil, err
 		}
-		l.opts.AuditSchema = l.pg.Schema
+		l.opts.Postgres.Schema = l.pg.Schema
 	}
 	if cfg.RedisURL != "" {
 		var b [4]byte
@@ -229,7 +229,7 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 
 func (l *localSystem) describe() string {
 	where := "a file store under the data directory"
-	if l.opts.AuditDSN != "" {
+	if l.opts.Postgres.URL != "" {
 		where = "PostgreSQL, connected as a least-privilege application role"
 	}
 	stores := "in memory"
@@ -284,7 +284,7 @@ func (l *localSystem) DataDir() string     { return l.data }
 func (l *localSystem) ClientTLS(component string) (*tls.Config, error) {
 	cfg := &tls.Config{RootCAs: l.sys.CA.Pool(), MinVersion: tls.VersionTLS12}
 	if component != "" {
-		cert, err := l.sys.CA.IssueClient(component)
+		cert, err := l.sys.CA.Issue(component)
 		if err != nil {
 			return nil, err
 		}
@@ -329,7 +329,7 @@ func (l *localSystem) AuditVerifier() (string, note.Verifier) { return l.sys.Ori
 // re-encryption runs as the privileged role, as an operator's command
 // would.
 func (l *localSystem) RotateDataKey(ctx context.Context) (int, error) {
-	if l.opts.AuditDSN == "" {
+	if l.opts.Postgres.URL == "" {
 		return l.sys.RotateDataKey(ctx)
 	}
 	// PostgreSQL: the ledger's role may not rewrite rows; the migrator
@@ -360,12 +360,7 @@ func (l *localSystem) AlarmFiring(component string) bool {
 	return ok && t.Alarm.Firing()
 }
 
-func (l *localSystem) StopComponent(name string) error {
-	if name != "ledger" {
-		return fmt.Errorf("evidence: cannot stop %q alone", name)
-	}
-	return l.sys.stopLedger()
-}
+func (l *localSystem) StopComponent(name string) error { return l.sys.Stop(name) }
 
 // Restart stops the system (unless it is already stopped) and starts it
 // again on the same data directory and stores. When the start fails, the
@@ -396,7 +391,7 @@ func (l *localSystem) Shutdown() error {
 // the privileged role with the append-only triggers off, as an intruder
 // holding it could).
 func (l *localSystem) CorruptAuditRow(ctx context.Context) (string, error) {
-	if l.opts.AuditDSN != "" {
+	if l.opts.Postgres.URL != "" {
 		conn, err := pgx.Connect(ctx, l.pgAdmin)
 		if err != nil {
 			return "", err
@@ -471,7 +466,7 @@ func (l *localSystem) LogStreams(fn func(name string, plaintext []byte) error) e
 }
 
 func (l *localSystem) VerifyOffline(ctx context.Context) (evidence.OfflineReport, error) {
-	st, err := openAuditStoreReadOnly(ctx, l.opts)
+	st, err := openAuditStoreReadOnly(ctx, l.data, l.opts.Postgres)
 	if err != nil {
 		return evidence.OfflineReport{}, err
 	}
@@ -488,8 +483,8 @@ func (l *localSystem) VerifyOffline(ctx context.Context) (evidence.OfflineReport
 }
 
 func (l *localSystem) Postgres() (string, string, bool) {
-	if l.opts.AuditDSN == "" {
+	if l.opts.Postgres.URL == "" {
 		return "", "", false
 	}
-	return l.opts.AuditDSN, l.pg.Schema, true
+	return l.opts.Postgres.URL, l.pg.Schema, true
 }

@@ -120,7 +120,7 @@ func TestBadClaimTokensAtEveryLayer(t *testing.T) {
 		"jku header":        sign(`{"alg":"ES256","kid":"$KID","typ":"at+jwt","jku":"https://evil.example/jwks"}`, claims()),
 	}
 	asGateway := func() *http.Client {
-		cert, err := sys.CA.IssueClient("gateway")
+		cert, err := sys.CA.Issue("gateway")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -88,7 +88,7 @@ func TestRevokeTheWorkersKey(t *testing.T) {
 	}
 	t.Cleanup(func() { sys.Close() })
 	as := func(component string) *http.Client {
-		cert, err := sys.CA.IssueClient(component)
+		cert, err := sys.CA.Issue(component)
 		if err != nil {
 			t.Fatal(err)
 		}

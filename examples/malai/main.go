@@ -9,7 +9,8 @@
 //
 // Everything listens on loopback. The gateway serves HTTPS (TLS 1.2+, h2)
 // and HTTP/3 on -addr and redirects plain HTTP from -http-addr. The
-// development CA certificate is written to <data>/ca.pem for curl.
+// development CA (created on first start, kept across restarts) is
+// <data>/pki/ca.pem: trust it with curl --cacert.
 package main
 
 import (
@@ -62,9 +63,9 @@ func runCmd(args []string) error {
 	fs.StringVar(&o.RedisURL, "redis-url", "", "Redis URL for limits, idempotency and the queue (default: in memory)")
 	fs.StringVar(&o.RedisPrefix, "redis-prefix", "malai:", "prefix of every Redis key the system writes (several systems can share one Redis)")
 	fs.StringVar(&o.DenyList, "deny-list", "", "IP reputation deny list file (reloaded on SIGHUP)")
-	fs.StringVar(&o.AuditDSN, "audit-dsn", "", "PostgreSQL DSN of the audit app role (see the migrate command); default: file store under -data")
-	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
-	fs.StringVar(&o.AuditPasswordFile, "audit-password-file", "", "file holding the audit app role's password, re-read for every new connection")
+	fs.StringVar(&o.Postgres.URL, "audit-dsn", "", "PostgreSQL DSN of the audit app role (see the migrate command); default: file store under -data")
+	fs.StringVar(&o.Postgres.Schema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
+	fs.StringVar(&o.Postgres.PasswordFile, "audit-password-file", "", "file holding the audit app role's password, re-read for every new connection")
 	fs.IntVar(&o.PerIP, "per-ip", 0, "requests per minute per client network at the gateway (default 600)")
 	fs.IntVar(&o.PerPrincipal, "per-principal", 0, "requests per minute per signed-in principal at the gateway (default 300)")
 	proxies := fs.String("trusted-proxies", "", "comma-separated CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (default: none)")
@@ -109,11 +110,8 @@ Try:
 			fmt.Println("shutting down")
 			return nil
 		case <-hup:
-			if err := sys.Ledger.Reload(); err != nil {
-				fmt.Fprintln(os.Stderr, "policy reload failed, keeping the old policy:", err)
-			}
-			if err := sys.Reputation.Reload(); err != nil {
-				fmt.Fprintln(os.Stderr, "deny list reload failed, keeping the old list:", err)
+			if err := sys.Reload(); err != nil {
+				fmt.Fprintln(os.Stderr, "reload failed, keeping the old policy or deny list:", err)
 			}
 		}
 	}

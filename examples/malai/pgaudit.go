@@ -5,9 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"regexp"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -160,24 +158,4 @@ func appDSN(adminURL, role string) (string, error) {
 		ssl = "verify-full"
 	}
 	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=%s", role, cfg.Host, cfg.Port, cfg.Database, ssl), nil
-}
-
-// passwordFile is the app role's password provider: the file is read for
-// every new connection, so a rotated credential (rewritten by the secret
-// store's agent) is used without a restart. A missing file means no
-// password (trust or certificate authentication).
-func passwordFile(path string) func(context.Context) (string, error) {
-	return func(context.Context) (string, error) {
-		if path == "" {
-			return "", nil
-		}
-		b, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return "", nil
-		}
-		if err != nil {
-			return "", errors.New("audit database password file unreadable")
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
 }

@@ -40,3 +40,40 @@ func TestModuleFencesFailTheBuild(t *testing.T) {
 		t.Fatalf("build failed for another reason: %s", out)
 	}
 }
+
+// TestDomainFences proves the import fences between domains: the gateway
+// imports no domain package (it gets the route tables as data), and the
+// ledger and identity never import each other (the worker imports
+// neither), so a domain can only reach another over the network, through
+// its route table.
+func TestDomainFences(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command on PATH")
+	}
+	const base = "github.com/malai-sec/malai/examples/malai/"
+	forbidden := map[string][]string{
+		"gateway":  {"identity", "ledger", "worker", "web", "evidence"},
+		"identity": {"ledger", "worker", "gateway", "web", "evidence"},
+		"ledger":   {"identity", "worker", "gateway", "web", "evidence"},
+		"worker":   {"identity", "ledger", "gateway", "web", "evidence"},
+	}
+	isDomain := func(pkg, d string) bool { return pkg == base+d || strings.HasPrefix(pkg, base+d+"/") }
+	for from, banned := range forbidden {
+		out, err := exec.Command(gobin, "list", "-deps", "./"+from).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", from, err)
+		}
+		deps := strings.Fields(string(out))
+		if len(deps) < 10 {
+			t.Fatalf("go list %s listed only %d packages", from, len(deps))
+		}
+		for _, dep := range deps {
+			for _, d := range banned {
+				if isDomain(dep, d) {
+					t.Errorf("%s imports %s (domain %s)", from, dep, d)
+				}
+			}
+		}
+	}
+}

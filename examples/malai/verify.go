@@ -25,14 +25,13 @@ import (
 func verifyCmd(args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ExitOnError)
 	dataDir := fs.String("data", "malai-data", "data directory of a stopped system")
-	o := Options{}
-	fs.StringVar(&o.AuditDSN, "audit-dsn", "", "PostgreSQL DSN of the audit chain (default: the file store under -data)")
-	fs.StringVar(&o.AuditSchema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
-	fs.StringVar(&o.AuditPasswordFile, "audit-password-file", "", "file holding the audit role's password")
+	var pg platform.Postgres
+	fs.StringVar(&pg.URL, "audit-dsn", "", "PostgreSQL DSN of the audit chain (default: the file store under -data)")
+	fs.StringVar(&pg.Schema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
+	fs.StringVar(&pg.PasswordFile, "audit-password-file", "", "file holding the audit role's password")
 	fs.Parse(args)
-	o.DataDir = *dataDir
 	ctx := context.Background()
-	st, err := openAuditStoreReadOnly(ctx, o)
+	st, err := openAuditStoreReadOnly(ctx, *dataDir, pg)
 	if err != nil {
 		return fmt.Errorf("open audit store (is the system still running?): %w", err)
 	}
@@ -52,11 +51,11 @@ func verifyCmd(args []string) error {
 // openAuditStoreReadOnly opens the audit chain for offline verification:
 // the file store read-only (nothing is written, a torn tail is not cut,
 // damage is located rather than refused), PostgreSQL as the app role.
-func openAuditStoreReadOnly(ctx context.Context, o Options) (auditlog.Store, error) {
-	if o.AuditDSN == "" {
-		return filestore.OpenReadOnly(filepath.Join(o.DataDir, "audit"))
+func openAuditStoreReadOnly(ctx context.Context, dataDir string, pg platform.Postgres) (auditlog.Store, error) {
+	if pg.URL == "" {
+		return filestore.OpenReadOnly(filepath.Join(dataDir, "audit"))
 	}
-	return openAuditStore(ctx, o)
+	return ledger.OpenAuditStore(ctx, dataDir, pg)
 }
 
 // verifyData verifies the chain in st with the keys and the witness under

@@ -48,7 +48,9 @@ func loggingChecks() []Check {
 			return obs, nil
 		}},
 		{Row: RowLogging, Name: "RED metrics exported in Prometheus form by the ledger", Local: true, Run: func(ctx context.Context, f *Fixture) (string, error) {
-			c, err := f.ClientAs("")
+			// /metrics is served on internal listeners only, to the
+			// monitor's certificate.
+			c, err := f.ClientAs("monitor")
 			if err != nil {
 				return "", err
 			}

@@ -47,7 +47,7 @@ func newEdge(t *testing.T, mod func(*Config)) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{IdentityURL: idU, LedgerURL: ldU, Transport: http.DefaultTransport, Verifier: v,
+	cfg := Config{Upstreams: map[string]*url.URL{"identity": idU, "ledger": ldU}, Routes: testRoutes(), Transport: http.DefaultTransport, Verifier: v,
 		ClientIP: res.Resolve, Reputation: rep, PerIP: 100, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if mod != nil {
 		mod(&cfg)

@@ -3,8 +3,11 @@
 // OWASP CRS), IP reputation and per-IP limits, the first JWT check, and a
 // per-principal limit, in front of the identity and ledger services.
 //
-// Internal routes (/internal/…) are not routed at all: only services reach
-// them, directly, with service tokens.
+// The gateway imports no domain package: the routes it mounts are the
+// public rows of the components' route tables, handed to it as data
+// ([RoutesFrom]: pattern, token class, scope, body limit, media types). A
+// route no table marks public is not routed at all: only components reach
+// it, on their internal listeners, with their certificates.
 package gateway
 
 import (
@@ -12,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"mime"
 	"net"
 	"net/http"
@@ -36,12 +40,14 @@ import (
 type Route struct {
 	// Pattern is the ServeMux pattern ("POST /v1/sessions").
 	Pattern string
-	// Ledger routes need a user token (JWT check #1, the per-principal
-	// limit); the others go to identity.
-	Ledger bool
-	// User identity routes need a user token here too (the account
-	// security routes).
-	User bool
+	// Upstream names the component the route is forwarded to (a key of
+	// Config.Upstreams).
+	Upstream string
+	// Token is the bearer token the route requires: a user token is
+	// verified here (JWT check #1, with Scope) and counted against the
+	// per-principal limit before the service verifies it again.
+	Token platform.Token
+	Scope string
 	// BodyLimit is the largest body the service behind accepts; a larger
 	// one is refused (413) before the WAF reads it. 0: no body.
 	BodyLimit int
@@ -59,35 +65,26 @@ type Route struct {
 	Report bool
 }
 
-const (
-	jsonType = "application/json"
-	formType = "application/x-www-form-urlencoded"
-)
-
-// DefaultRoutes are the services' public routes with the body limits and
-// media types the services enforce (identity 4 KiB, the ledger 16 KiB).
-func DefaultRoutes() []Route {
-	id := func(p string) Route { return Route{Pattern: p, BodyLimit: 4 << 10, MediaTypes: []string{jsonType}} }
-	user := func(p string) Route { r := id(p); r.User = true; return r }
-	// Identity's token endpoint and key registration are internal only:
-	// not routed here, so they answer 404 at the edge.
-	return []Route{
-		id("POST /v1/users"), id("POST /v1/sessions"), id("POST /v1/sessions/mfa"),
-		{Pattern: "POST /v1/refresh"}, {Pattern: "POST /v1/refresh/revoke"},
-		{Pattern: "GET /v1/account", User: true}, user("POST /v1/account/password"),
-		{Pattern: "GET /v1/sessions", User: true}, {Pattern: "POST /v1/sessions/{id}/revoke", User: true},
-		user("POST /v1/mfa/totp"), user("POST /v1/mfa/totp/confirm"), user("POST /v1/mfa/totp/disable"), user("POST /v1/mfa/recovery-codes"),
-		{Pattern: "GET /.well-known/jwks.json"}, {Pattern: "GET /.well-known/oauth-authorization-server"},
-		{Pattern: "GET /v1/accounts", Ledger: true},
-		{Pattern: "GET /v1/accounts/{id}", Ledger: true},
-		{Pattern: "POST /v1/accounts", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
-		{Pattern: "POST /v1/transfers", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
-		{Pattern: "POST /v1/transfers/async", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
-		{Pattern: "GET /v1/accounts/{id}/transfers", Ledger: true},
-		{Pattern: "POST /v1/deposits", Ledger: true, BodyLimit: 16 << 10, MediaTypes: []string{jsonType}},
-		{Pattern: "GET /v1/jobs/{id}", Ledger: true},
-		{Pattern: "GET /v1/audit/verify", Ledger: true},
+// RoutesFrom turns the public rows of the components' route tables (by
+// component name) into the gateway's routes. The web component's rows are
+// served in this process by Config.Web. A public route that takes a
+// service token is refused: service routes are internal only.
+func RoutesFrom(tables map[string]platform.Table) ([]Route, error) {
+	var out []Route
+	for _, component := range slices.Sorted(maps.Keys(tables)) {
+		for _, rt := range tables[component] {
+			if !rt.Public {
+				continue
+			}
+			if rt.Token == platform.ServiceToken {
+				return nil, fmt.Errorf("gateway: %s route %q takes a service token and cannot be public", component, rt.Pattern)
+			}
+			out = append(out, Route{Pattern: rt.Pattern, Upstream: component, Token: rt.Token, Scope: rt.Scope,
+				BodyLimit: int(rt.MaxBody), MediaTypes: rt.MediaTypes, Web: component == platform.Web,
+				PasswordFields: rt.PasswordFields, Report: rt.Report})
+		}
 	}
+	return out, nil
 }
 
 // Shape bounds what one request may make the WAF inspect. A request over
@@ -128,7 +125,9 @@ const BlockedCost = 10
 
 // Config configures the gateway.
 type Config struct {
-	IdentityURL, LedgerURL *url.URL
+	// Upstreams are the internal base URLs of the components the routes
+	// name.
+	Upstreams map[string]*url.URL
 	// Transport reaches the services (TLS with the system's CA, the
 	// gateway's client certificate, correlation.Transport).
 	Transport http.RoundTripper
@@ -148,7 +147,8 @@ type Config struct {
 	// for (Host header, port ignored); others get 421. Default: the
 	// loopback names localhost, 127.0.0.1 and ::1.
 	AllowedHosts []string
-	// Routes are the public routes. Default [DefaultRoutes].
+	// Routes are the public routes ([RoutesFrom] the route tables).
+	// Required.
 	Routes []Route
 	// Shape bounds each request before the WAF; zero fields take defaults.
 	Shape Shape
@@ -193,8 +193,8 @@ type Gateway struct {
 // shape, the WAF under its concurrency cap, JWT check #1 and the
 // per-principal limit, the service.
 func New(cfg Config) (*Gateway, error) {
-	if cfg.IdentityURL == nil || cfg.LedgerURL == nil || cfg.Transport == nil || cfg.Verifier == nil {
-		return nil, errors.New("gateway: IdentityURL, LedgerURL, Transport and Verifier are required")
+	if len(cfg.Routes) == 0 || cfg.Transport == nil || cfg.Verifier == nil {
+		return nil, errors.New("gateway: Routes, Upstreams, Transport and Verifier are required")
 	}
 	if cfg.Faults != (Faults{}) && !testing.Testing() {
 		return nil, errors.New("gateway: Faults are for tests only")
@@ -216,9 +216,6 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if len(cfg.AllowedHosts) == 0 {
 		cfg.AllowedHosts = []string{"localhost", "127.0.0.1", "::1"}
-	}
-	if len(cfg.Routes) == 0 {
-		cfg.Routes = DefaultRoutes()
 	}
 	g := &Gateway{hosts: map[string]bool{}, routes: map[string]Route{}, shape: cfg.Shape.withDefaults(),
 		cost: cfg.BlockedCost, log: cfg.Logger}
@@ -273,31 +270,35 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	identity := proxy(cfg.IdentityURL, cfg.Transport, cfg.ClientIP, cfg.Logger)
-	ledger := proxy(cfg.LedgerURL, cfg.Transport, cfg.ClientIP, cfg.Logger)
-	// JWT check #1: every ledger route needs a verified user token here,
-	// and the ledger verifies it again.
-	userRoutes := cfg.Verifier.Handler(cfg.Verifier.RequireUser()(g.perUser.Handler(ledger)))
-
-	// Identity's routes that take a user token get JWT check #1 too;
-	// the token endpoint and key registration are not routed at all.
-	userIdentity := cfg.Verifier.Handler(cfg.Verifier.RequireUser()(g.perUser.Handler(identity)))
-
+	upstreams := map[string]http.Handler{}
 	mux := http.NewServeMux()
 	for _, rt := range cfg.Routes {
 		if _, dup := g.routes[rt.Pattern]; dup {
 			return nil, fmt.Errorf("gateway: route %q twice", rt.Pattern)
 		}
 		g.routes[rt.Pattern] = rt
-		switch {
-		case rt.Web:
+		if rt.Web {
 			mux.Handle(rt.Pattern, cfg.Web)
-		case rt.Ledger:
-			mux.Handle(rt.Pattern, userRoutes)
-		case rt.User:
-			mux.Handle(rt.Pattern, userIdentity)
+			continue
+		}
+		up := upstreams[rt.Upstream]
+		if up == nil {
+			target := cfg.Upstreams[rt.Upstream]
+			if target == nil {
+				return nil, fmt.Errorf("gateway: route %q: no URL for upstream %q", rt.Pattern, rt.Upstream)
+			}
+			up = proxy(target, cfg.Transport, cfg.ClientIP, cfg.Logger)
+			upstreams[rt.Upstream] = up
+		}
+		switch rt.Token {
+		case platform.NoToken:
+			mux.Handle(rt.Pattern, up)
+		case platform.UserToken:
+			// JWT check #1: a verified user token here, and the
+			// service verifies it again.
+			mux.Handle(rt.Pattern, cfg.Verifier.Handler(cfg.Verifier.RequireUser(scopes(rt.Scope)...)(g.perUser.Handler(up))))
 		default:
-			mux.Handle(rt.Pattern, identity)
+			return nil, fmt.Errorf("gateway: route %q takes a %s token and cannot be public", rt.Pattern, rt.Token)
 		}
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -335,6 +336,13 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.h = retryAfter(h)
 	return g, nil
+}
+
+func scopes(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }
 
 func normaliseHost(h string) string {

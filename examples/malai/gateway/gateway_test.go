@@ -69,7 +69,7 @@ func TestGatewayRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(Config{IdentityURL: idU, LedgerURL: ldU, Transport: http.DefaultTransport, Verifier: v,
+	g, err := New(Config{Upstreams: map[string]*url.URL{"identity": idU, "ledger": ldU}, Routes: testRoutes(), Transport: http.DefaultTransport, Verifier: v,
 		ClientIP: edge.Resolve, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

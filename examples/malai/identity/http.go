@@ -74,8 +74,8 @@ func user(f func(*Service, http.ResponseWriter, *http.Request, caller)) func(*Se
 
 // routeTable is every route of identity, written once.
 var routeTable = []Route{
-	{Pattern: "GET " + JWKSPath, Public: true, Callers: []string{"gateway", "ledger", "worker", "web"}, bind: plain((*Service).serveJWKS)},
-	{Pattern: "GET " + MetadataPath, Public: true, Callers: []string{"gateway", "ledger", "worker", "web"}, bind: plain((*Service).serveMetadata)},
+	{Pattern: "GET " + JWKSPath, Public: true, Callers: []string{"gateway", "ledger", "worker", "web", "evidence"}, bind: plain((*Service).serveJWKS)},
+	{Pattern: "GET " + MetadataPath, Public: true, Callers: []string{"gateway", "ledger", "worker", "web", "evidence"}, bind: plain((*Service).serveMetadata)},
 	{Pattern: "POST /v1/users", Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: plain((*Service).serveSignUp)},
 	{Pattern: "POST " + SignInPath, Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: plain((*Service).serveSignIn)},
 	{Pattern: "POST " + SignInPath + "/mfa", Public: true, Callers: []string{"web"}, MaxBody: maxJSONBody, bind: plain((*Service).serveSignInMFA)},

@@ -355,30 +355,24 @@ const (
 	audienceService = "malai-internal"
 )
 
+// routes serves the route table (component.go) behind Config.Verifier.
+// Each route takes exactly one token class and one audience: a user token
+// minted for the internal audience is no user token here. The
+// component's internal listener checks the same with one verifier per
+// audience, after the caller check.
 func (s *Service) routes() http.Handler {
 	v := s.cfg.Verifier
-	// Each route takes exactly one token class and one audience: a user
-	// token minted for the internal audience is no user token here.
-	user := func(scope string, h http.HandlerFunc) http.Handler {
-		return v.Require(jwtverify.Requirement{Class: jwtverify.ClassUser, Scopes: []string{scope}, Audiences: []string{audienceUser}})(s.authz.Handler(h))
-	}
-	service := func(scope string, h http.HandlerFunc) http.Handler {
-		return v.Require(jwtverify.Requirement{Class: jwtverify.ClassService, Scopes: []string{scope}, Audiences: []string{audienceService}})(s.authz.Handler(h))
-	}
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/accounts", user(ScopeWrite, s.openAccount))
-	mux.Handle("GET /v1/accounts", user(ScopeRead, s.listAccounts))
-	mux.Handle("GET /v1/accounts/{id}", user(ScopeRead, s.getAccount))
-	mux.Handle("GET /v1/accounts/{id}/transfers", user(ScopeRead, s.listTransfers))
-	mux.Handle("POST /v1/deposits", user(ScopeWrite, s.deposit))
-	mux.Handle(SyncTransferPattern, user(ScopeWrite, s.transfer))
-	mux.Handle("POST /v1/transfers/async", user(ScopeWrite, s.transferAsync))
-	mux.Handle("GET /v1/jobs/{id}", user(ScopeRead, s.getJob))
-	mux.Handle("GET /v1/audit/verify", user(ScopeRead, s.auditVerify))
-	mux.Handle("POST /internal/v1/transfers", service(ScopeTransfer, s.runJob))
-	mux.Handle("GET /internal/v1/audit/sample", service(ScopeAudit, s.auditSample))
-	mux.Handle("GET /internal/v1/audit/replay", service(ScopeAudit, s.auditReplay))
-	mux.Handle("GET /internal/v1/audit/verify", service(ScopeAudit, s.auditVerify))
+	for _, rt := range s.Table() {
+		h := rt.Handler
+		switch rt.Token {
+		case platform.UserToken:
+			h = v.Require(jwtverify.Requirement{Class: jwtverify.ClassUser, Scopes: rt.Scopes(), Audiences: []string{audienceUser}})(h)
+		case platform.ServiceToken:
+			h = v.Require(jwtverify.Requirement{Class: jwtverify.ClassService, Scopes: rt.Scopes(), Audiences: []string{audienceService}})(h)
+		}
+		mux.Handle(rt.Pattern, h)
+	}
 	// An unknown route or method answers problem+json, like every other
 	// refusal.
 	routed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

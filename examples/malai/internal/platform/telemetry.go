@@ -22,7 +22,6 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 
 	"github.com/malai-sec/malai/clientip"
@@ -34,10 +33,10 @@ type Telemetry struct {
 	Component string
 	// Logger writes JSON records carrying request_id, trace_id and span_id.
 	Logger *slog.Logger
-	// Tracer records spans; Spans keeps the most recent ones in memory for
-	// the evidence pass (a deployment would export them over OTLP).
+	// Tracer records spans; Spans keeps the most recent ones (a bounded
+	// ring) for in-process inspection.
 	Tracer *sdktrace.TracerProvider
-	Spans  *tracetest.InMemoryExporter
+	Spans  *SpanRing
 	// Meter feeds the Prometheus registry served by Metrics.
 	Meter   *sdkmetric.MeterProvider
 	Metrics http.Handler
@@ -67,6 +66,9 @@ type TelemetryConfig struct {
 	ClientIP *clientip.Resolver
 	// OnAlarm is called when the error-rate alarm fires.
 	OnAlarm func(correlation.AlarmEvent)
+	// SpanBuffer is how many recent spans Spans keeps (0:
+	// DefaultSpanBuffer).
+	SpanBuffer int
 }
 
 // NewTelemetry builds a component's telemetry.
@@ -106,7 +108,7 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	t.Logger = slog.New(correlation.NewLogHandler(slog.NewJSONHandler(out, nil))).With("component", cfg.Component)
 
 	res := resource.NewSchemaless(semconv.ServiceName("malai-" + cfg.Component))
-	t.Spans = tracetest.NewInMemoryExporter()
+	t.Spans = NewSpanRing(cfg.SpanBuffer)
 	t.Tracer = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSyncer(t.Spans))
 
 	reg := prometheus.NewRegistry()
