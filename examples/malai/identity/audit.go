@@ -42,7 +42,7 @@ func (s *Service) auditEvent(ctx context.Context, typ string, payload map[string
 		s.log.ErrorContext(ctx, "identity: audit payload", "type", typ, "error", err.Error())
 		return
 	}
-	cid, _ := correlation.IDFromContext(ctx)
+	cid, _ := correlation.FromContext(ctx)
 	actx, cancel := durable(ctx)
 	defer cancel()
 	if _, err := s.cfg.Audit.Append(actx, auditlog.Event{Type: typ, Actor: "service:identity", CorrelationID: cid, Payload: b}); err != nil {

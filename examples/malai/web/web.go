@@ -137,18 +137,17 @@ func NewBoltStore(path string) (Store, error) { return sessionstore.OpenBolt(pat
 
 // App is the web app. It is safe for concurrent use.
 type App struct {
-	cfg        Config
-	log        *slog.Logger
-	sessions   *sessions
-	up         *upstream
-	pages      map[string]*template.Template
-	static     http.Handler
-	scriptSRI  string
-	reports    *headers.ReportHandler
-	reportN    atomic.Int64
-	h          http.Handler
-	origins    map[string]bool
-	staticETag string
+	cfg       Config
+	log       *slog.Logger
+	sessions  *sessions
+	up        *upstream
+	pages     map[string]*template.Template
+	static    http.Handler
+	scriptSRI string
+	reports   *headers.ReportHandler
+	reportN   atomic.Int64
+	h         http.Handler
+	origins   map[string]bool
 }
 
 // New validates cfg and builds the app.

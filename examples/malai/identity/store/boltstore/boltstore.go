@@ -510,7 +510,8 @@ func (s *Store) CountEvents(ctx context.Context, queries []store.Query) ([]store
 			t := &out[i]
 			// Walk back from the newest event of the key.
 			end := append(slices.Clone(prefix), bytes.Repeat([]byte{0xff}, 16)...)
-			k, v := c.Seek(end)
+			k, _ := c.Seek(end)
+			var v []byte
 			if k == nil {
 				k, v = c.Last()
 			} else {
