@@ -59,6 +59,7 @@
 //		Witness: witness,                // auditlog.NewWitness over a separate store
 //		Ring:    ring,                   // keyring.NewRing: payloads sealed at rest
 //	})
+//	if err != nil { ... }
 //	defer log.Close()
 //	rcpt, err := log.Append(ctx, auditlog.Event{Type: "ledger.transfer",
 //		Actor: subject, CorrelationID: requestID, Payload: body})

@@ -63,7 +63,7 @@
 //		Route:          route.ServeMux(mux),  // the route, known before routing
 //	})
 //	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-//	srv.Handler = headers.Handler(mw.Handler(authn(mux)))
+//	srv.Handler = hdrs.Handler(mw.Handler(authn(mux))) // hdrs: headers.New(...)
 //	ledger := &http.Client{Transport: mw.Transport(tlsTransport)}
 //
 // In PromQL the request rate is

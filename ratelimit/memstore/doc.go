@@ -19,7 +19,7 @@
 // # Usage
 //
 //	st, err := memstore.New(memstore.Config{MaxKeys: 1 << 20})
-//	...
+//	if err != nil { ... }
 //	defer st.Close()
 //	lim, err := ratelimit.New(ratelimit.Config{Store: st, ...})
 //

@@ -15,15 +15,9 @@
 //
 // # Usage
 //
-//	func TestConformance(t *testing.T) {
-//		storetest.Run(t, func(t *testing.T, now func() time.Time) ratelimit.Store {
-//			st, err := mystore.New(mystore.Config{Now: now})
-//			if err != nil {
-//				t.Fatal(err)
-//			}
-//			return st
-//		})
-//	}
+//	storetest.Run(t, func(t *testing.T, now func() time.Time) ratelimit.Store {
+//		return newMyStore(t, now) // your store, reading time only through now
+//	})
 //
 // The store must read time only through now; the suite closes it.
 package storetest
