@@ -7,18 +7,73 @@ import (
 	"net/netip"
 	"path/filepath"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
+	auditpg "github.com/malai-sec/malai/auditlog/pgstore"
 	"github.com/malai-sec/malai/clientip"
+	"github.com/malai-sec/malai/examples/malai/identity/store"
 	"github.com/malai-sec/malai/examples/malai/identity/store/boltstore"
+	"github.com/malai-sec/malai/examples/malai/identity/store/pgstore"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 )
 
 // AuditOrigin names identity's own audit chain (security events) in its
 // signed checkpoints.
 const AuditOrigin = "malai.local/identity-audit"
+
+// PostgreSQL objects of identity in distributed mode: the schema holding
+// the store's tables and the audit chain's table.
+const (
+	DefaultSchema = "malai_identity"
+	AuditTable    = "identity_audit"
+)
+
+// openStores opens identity's store and its audit chain's store: in
+// PostgreSQL as the application role when env.Postgres.URL is set (every
+// identity replica shares them), else bbolt and a file store under the
+// data directory.
+func openStores(ctx context.Context, env *platform.Env) (store.Store, auditlog.Store, error) {
+	if env.Postgres.URL == "" {
+		st, err := boltstore.Open(filepath.Join(env.DataDir, "identity"), 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		ast, err := filestore.Open(filepath.Join(env.DataDir, "identity-audit"))
+		if err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+		return st, ast, nil
+	}
+	schema := env.Postgres.Schema
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	st, err := pgstore.New(ctx, pgstore.Config{DSN: env.Postgres.URL, Schema: schema, Password: env.Postgres.PasswordFunc()})
+	if err != nil {
+		return nil, nil, err
+	}
+	ast, err := auditpg.New(ctx, auditpg.Config{DSN: env.Postgres.URL, Schema: schema, Table: AuditTable, Password: env.Postgres.PasswordFunc()})
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return st, ast, nil
+}
+
+// MigratePostgres creates identity's tables (the store's and the audit
+// chain's) in schema, owned by owner, with appRole granted what the
+// runtime needs and no more; run it as a privileged role the runtime
+// never holds. The schema and both roles must exist. It is idempotent.
+func MigratePostgres(ctx context.Context, conn *pgx.Conn, schema, owner, appRole string) error {
+	if err := pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: schema, Owner: owner, AppRole: appRole}); err != nil {
+		return err
+	}
+	return auditpg.Migrate(ctx, conn, auditpg.MigrateConfig{Schema: schema, Table: AuditTable, Owner: owner, AppRole: appRole})
+}
 
 // Table returns identity's route table in the platform's form, bound to s
 // when s is not nil (nil: data only, what the gateway mounts).
@@ -87,16 +142,11 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		}
 		return RemoteAddrIP(r)
 	}
-	st, err := boltstore.Open(filepath.Join(env.DataDir, "identity"), 0)
+	st, ast, err := openStores(ctx, env)
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, st.Close)
-	ast, err := filestore.Open(filepath.Join(env.DataDir, "identity-audit"))
-	if err != nil {
-		return nil, err
-	}
-	closers = append(closers, ast.Close)
+	closers = append(closers, st.Close, ast.Close)
 	signer, _, err := env.Keys.Signer()
 	if err != nil {
 		return nil, err
