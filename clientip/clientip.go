@@ -29,6 +29,8 @@ var (
 	// ErrNoAddress reports a request without a RemoteAddr (for example one
 	// built by hand instead of by net/http's server).
 	ErrNoAddress = errors.New("clientip: request has no remote address")
+	// ErrInvalidConfig wraps every configuration error returned by [New].
+	ErrInvalidConfig = errors.New("clientip: invalid config")
 )
 
 // Config configures a [Resolver]. The zero Config is the strict default:
@@ -79,7 +81,7 @@ func New(cfg Config) (*Resolver, error) {
 	}
 	for i, p := range cfg.TrustedProxies {
 		if !p.IsValid() {
-			return nil, fmt.Errorf("clientip: TrustedProxies[%d] is not a valid prefix", i)
+			return nil, fmt.Errorf("%w: TrustedProxies[%d] is not a valid prefix", ErrInvalidConfig, i)
 		}
 		r.trusted = append(r.trusted, normalizePrefix(p))
 	}
@@ -91,7 +93,7 @@ func New(cfg Config) (*Resolver, error) {
 		r.header, r.mode = Forwarded, modeForwarded
 	default:
 		if !validHeaderName(h) {
-			return nil, fmt.Errorf("clientip: Header %q is not a valid header name", cfg.Header)
+			return nil, fmt.Errorf("%w: Header %q is not a valid header name", ErrInvalidConfig, cfg.Header)
 		}
 		r.header, r.mode = h, modeVendor
 	}

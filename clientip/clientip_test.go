@@ -260,3 +260,14 @@ func inHeaders(a netip.Addr, values string, m uint8) bool {
 	}
 	return false
 }
+
+func TestConfigErrorsMatch(t *testing.T) {
+	for _, cfg := range []Config{
+		{TrustedProxies: []netip.Prefix{{}}},
+		{Header: "Bad Header"},
+	} {
+		if _, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%+v: %v, want ErrInvalidConfig", cfg, err)
+		}
+	}
+}

@@ -38,6 +38,10 @@ var (
 	ErrMalformed  = errors.New("keyring: malformed record")
 	ErrUnknownKey = errors.New("keyring: record sealed under an unknown key")
 	ErrAuth       = errors.New("keyring: record failed authentication")
+	// ErrInvalidConfig wraps the errors of [NewRing] and [Ring.Rotate]
+	// about the keys given: a missing current key, a bad key id, an
+	// all-zero key, a key id used twice.
+	ErrInvalidConfig = errors.New("keyring: invalid key ring")
 )
 
 // Key is a 256-bit data key. It redacts itself in logs and fmt output.
@@ -72,7 +76,7 @@ type Ring struct {
 // NewRing returns a ring whose current key is keys[current].
 func NewRing(current string, keys map[string]Key) (*Ring, error) {
 	if _, ok := keys[current]; !ok {
-		return nil, fmt.Errorf("keyring: current key %q is not in the ring", current)
+		return nil, fmt.Errorf("%w: current key %q is not in the ring", ErrInvalidConfig, current)
 	}
 	st := &ringState{current: current, aeads: make(map[string]cipher.AEAD, len(keys))}
 	for id, k := range keys {
@@ -89,10 +93,10 @@ func NewRing(current string, keys map[string]Key) (*Ring, error) {
 
 func newAEAD(id string, k Key) (cipher.AEAD, error) {
 	if id == "" || len(id) > 255 {
-		return nil, fmt.Errorf("keyring: key id must be 1-255 bytes, got %d", len(id))
+		return nil, fmt.Errorf("%w: key id must be 1-255 bytes, got %d", ErrInvalidConfig, len(id))
 	}
 	if k == (Key{}) {
-		return nil, fmt.Errorf("keyring: key %q is all zeros", id)
+		return nil, fmt.Errorf("%w: key %q is all zeros", ErrInvalidConfig, id)
 	}
 	b, err := aes.NewCipher(k[:])
 	if err != nil {
@@ -109,7 +113,7 @@ func (r *Ring) Rotate(id string, k Key) error {
 	defer r.mu.Unlock()
 	old := r.state.Load()
 	if _, ok := old.aeads[id]; ok {
-		return fmt.Errorf("keyring: key id %q already in the ring", id)
+		return fmt.Errorf("%w: key id %q already in the ring", ErrInvalidConfig, id)
 	}
 	a, err := newAEAD(id, k)
 	if err != nil {

@@ -136,3 +136,20 @@ func BenchmarkSeal1KiB(b *testing.B) {
 		buf, _ = r.Seal(buf[:0], pt, nil)
 	}
 }
+
+func TestConfigErrorsMatch(t *testing.T) {
+	k, _ := NewKey()
+	for name, f := range map[string]func() error{
+		"missing current": func() error { _, err := NewRing("b", map[string]Key{"a": k}); return err },
+		"empty id":        func() error { _, err := NewRing("", map[string]Key{"": k}); return err },
+		"zero key":        func() error { _, err := NewRing("a", map[string]Key{"a": {}}); return err },
+		"id used twice": func() error {
+			r, _ := NewRing("a", map[string]Key{"a": k})
+			return r.Rotate("a", k)
+		},
+	} {
+		if err := f(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
+		}
+	}
+}

@@ -22,6 +22,7 @@ package problem
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -63,6 +64,10 @@ func TypeBaseFromContext(ctx context.Context) string {
 	return DefaultTypeBase
 }
 
+// ErrInvalidConfig is returned by [Handler] for a base that is not an
+// absolute URI.
+var ErrInvalidConfig = errors.New("problem: invalid config")
+
 // Handler returns middleware that makes every problem written inside it
 // (by any Malai package, or [Write] in the application) use base as the
 // type URI prefix. base must be an absolute URI such as
@@ -71,7 +76,7 @@ func TypeBaseFromContext(ctx context.Context) string {
 func Handler(base string) (func(http.Handler) http.Handler, error) {
 	u, err := url.Parse(base)
 	if err != nil || !u.IsAbs() || base != u.String() {
-		return nil, fmt.Errorf("problem: type base %q is not an absolute URI", base)
+		return nil, fmt.Errorf("%w: type base %q is not an absolute URI", ErrInvalidConfig, base)
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package problem
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -146,8 +147,8 @@ func TestTypeBase(t *testing.T) {
 		t.Fatalf("URN base %q", got)
 	}
 	for _, bad := range []string{"", "/docs/problems#", "errors.example.com/", "https://errors.example.com/ x", "://x"} {
-		if _, err := Handler(bad); err == nil {
-			t.Errorf("Handler(%q) accepted", bad)
+		if _, err := Handler(bad); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("Handler(%q): %v, want ErrInvalidConfig", bad, err)
 		}
 	}
 }

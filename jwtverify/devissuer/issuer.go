@@ -105,16 +105,20 @@ type Issuer struct {
 	jwks []byte
 }
 
+// ErrInvalidConfig wraps the configuration errors of [New] and the
+// errors of [Issuer.Mint] about an incomplete [Token].
+var ErrInvalidConfig = errors.New("devissuer: invalid config")
+
 // DefaultKeyID is the key id of a new Issuer's key.
 const DefaultKeyID = "dev-1"
 
 // New generates a signing key and returns the Issuer.
 func New(cfg Config) (*Issuer, error) {
 	if cfg.Issuer == "" {
-		return nil, errors.New("devissuer: Config.Issuer is required")
+		return nil, fmt.Errorf("%w: Issuer is required", ErrInvalidConfig)
 	}
 	if cfg.Shape > EntraID {
-		return nil, fmt.Errorf("devissuer: unknown %v", cfg.Shape)
+		return nil, fmt.Errorf("%w: unknown %v", ErrInvalidConfig, cfg.Shape)
 	}
 	if cfg.Algorithm == "" {
 		cfg.Algorithm = "RS256"
@@ -130,7 +134,7 @@ func New(cfg Config) (*Issuer, error) {
 			Keycloak: 5 * time.Minute, EntraID: time.Hour}[cfg.Shape]
 	}
 	if cfg.Lifetime < 0 {
-		return nil, errors.New("devissuer: negative Lifetime")
+		return nil, fmt.Errorf("%w: negative Lifetime", ErrInvalidConfig)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -243,13 +247,13 @@ func (i *Issuer) typ() string {
 // change one before signing with [Key.Sign].
 func (i *Issuer) Claims(t Token) (map[string]any, error) {
 	if len(t.Audience) == 0 {
-		return nil, errors.New("devissuer: Token.Audience is required")
+		return nil, fmt.Errorf("%w: Token.Audience is required", ErrInvalidConfig)
 	}
 	if t.Service && t.ClientID == "" {
-		return nil, errors.New("devissuer: a service Token needs a ClientID")
+		return nil, fmt.Errorf("%w: a service Token needs a ClientID", ErrInvalidConfig)
 	}
 	if !t.Service && t.Subject == "" {
-		return nil, errors.New("devissuer: a user Token needs a Subject")
+		return nil, fmt.Errorf("%w: a user Token needs a Subject", ErrInvalidConfig)
 	}
 	if t.ClientID == "" {
 		t.ClientID = "web"
