@@ -17,6 +17,7 @@ import (
 	"github.com/malai-sec/malai/headers"
 	"github.com/malai-sec/malai/ratelimit"
 	rlredis "github.com/malai-sec/malai/ratelimit/redisstore"
+	"github.com/malai-sec/malai/route"
 )
 
 // edgeFaults are the test-only switches of the edge (an
@@ -131,7 +132,7 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 	if err != nil {
 		return nil, err
 	}
-	handler := hm.Handler(t.Middleware.Handler(correlation.RecordPattern(gw.Handler())))
+	handler := hm.Handler(t.Middleware.Handler(route.RecordPattern(gw.Handler())))
 	publicTLS := tlsCfg
 	if faults != nil {
 		handler, publicTLS = faults.EdgeHandler(handler), faults.EdgeTLS(tlsCfg)

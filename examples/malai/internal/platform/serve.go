@@ -12,10 +12,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/headers"
 	"github.com/malai-sec/malai/jwtverify"
 	"github.com/malai-sec/malai/problem"
+	"github.com/malai-sec/malai/route"
 )
 
 // ServeOptions tune [Serve].
@@ -103,7 +103,7 @@ func Handler(env *Env, t Table, o ServeOptions) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hm.Handler(env.Telemetry.Middleware.Handler(correlation.RecordPattern(noRoute(mux)))), nil
+	return hm.Handler(env.Telemetry.Middleware.Handler(route.RecordPattern(noRoute(mux)))), nil
 }
 
 // admit lets a request through only when its client certificate names a
