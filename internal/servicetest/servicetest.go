@@ -1,5 +1,6 @@
-// Package servicetest hands tests real Redis connections and a TCP proxy
-// that injects faults in front of any server.
+// Package servicetest hands tests real Redis connections, a Redis Cluster
+// of their own ([NewRedisCluster]: three masters on loopback ports) and a
+// TCP proxy that injects faults in front of any server.
 //
 // Tests read MALAI_TEST_REDIS_URL (for example redis://127.0.0.1:6379/0).
 // Without it a test skips and says why; with MALAI_REQUIRE_SERVICES=1 a

@@ -2,6 +2,7 @@ package servicetest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,5 +69,39 @@ func TestProxyDropReplyAfter(t *testing.T) {
 	// One-shot: the next command goes through.
 	if err := c.Set(ctx, key, "lost-reply-value", time.Minute).Err(); err != nil {
 		t.Fatalf("after the fault: %v", err)
+	}
+}
+
+// The cluster really is three masters sharing the slots: keys of different
+// hash slots land on different nodes, a multi-key command across slots is
+// refused with CROSSSLOT, and hash-tagged keys share a slot.
+func TestRedisClusterSpreadsSlots(t *testing.T) {
+	rc := NewRedisCluster(t)
+	c := rc.NewClient(t)
+	ctx := context.Background()
+	if n, err := c.ClusterShards(ctx).Result(); err != nil || len(n) != 3 {
+		t.Fatalf("CLUSTER SHARDS = %d shards, %v; want 3", len(n), err)
+	}
+	owners := map[string]bool{}
+	for i := range 30 {
+		k := "spread:" + Unique() + ":" + string(rune('a'+i%26))
+		if err := c.Set(ctx, k, "v", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.MasterForKey(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owners[n.Options().Addr] = true
+	}
+	if len(owners) != 3 {
+		t.Fatalf("30 keys landed on %d nodes, want all 3", len(owners))
+	}
+	err := c.Do(ctx, "MSET", "a", "1", "b", "2").Err()
+	if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Fatalf("MSET over two slots = %v, want CROSSSLOT", err)
+	}
+	if err := c.Do(ctx, "MSET", "{t}a", "1", "{t}b", "2").Err(); err != nil {
+		t.Fatalf("MSET of hash-tagged keys: %v", err)
 	}
 }

@@ -3,10 +3,13 @@ package queue
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/malai-sec/malai/internal/servicetest"
 )
@@ -57,12 +60,16 @@ func TestMemoryRedelivery(t *testing.T) {
 
 func TestRedisRedelivery(t *testing.T) {
 	r := servicetest.NewRedis(t)
+	testRedisRedelivery(t, r.Client, r.Prefix)
+}
+
+func testRedisRedelivery(t *testing.T, c redis.UniversalClient, prefix string) {
 	ctx := context.Background()
-	q, err := NewRedis(ctx, r.Client, r.Prefix+"transfers", "workers", Options{MinIdle: 100 * time.Millisecond, Block: 50 * time.Millisecond})
+	q, err := NewRedis(ctx, c, prefix+"transfers", "workers", Options{MinIdle: 100 * time.Millisecond, Block: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewRedis(ctx, r.Client, r.Prefix+"transfers", "workers", Options{}); err != nil {
+	if _, err := NewRedis(ctx, c, prefix+"transfers", "workers", Options{}); err != nil {
 		t.Fatalf("re-creating an existing group: %v", err)
 	}
 	runRedelivery(t, q, func() {})
@@ -89,9 +96,13 @@ func TestMemoryBounded(t *testing.T) {
 
 func TestRedisBoundedAndDeletesAcked(t *testing.T) {
 	r := servicetest.NewRedis(t)
+	testRedisBoundedAndDeletesAcked(t, r.Client, r.Prefix)
+}
+
+func testRedisBoundedAndDeletesAcked(t *testing.T, c redis.UniversalClient, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	q, err := NewRedis(ctx, r.Client, r.Prefix+"bounded", "workers", Options{MaxLen: 2, Block: 20 * time.Millisecond})
+	q, err := NewRedis(ctx, c, prefix+"bounded", "workers", Options{MaxLen: 2, Block: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +184,44 @@ func TestRedisConsumerSurvivesOutage(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Consume = %v", err)
 	}
+}
+
+// TestRedisCluster runs the Redis queue tests against a three-master Redis
+// Cluster, once with the stream on each master: a stream is one key, and
+// the ack's MULTI touches only it.
+func TestRedisCluster(t *testing.T) {
+	rc := servicetest.NewRedisCluster(t)
+	c := rc.NewClient(t)
+	for _, tc := range []struct {
+		name, stream string
+		run          func(*testing.T, redis.UniversalClient, string)
+	}{
+		{"redelivery", "transfers", testRedisRedelivery},
+		{"bounded and deletes acked", "bounded", testRedisBoundedAndDeletesAcked},
+	} {
+		for i, addr := range rc.Addrs {
+			prefix := prefixOnNode(t, c, addr, tc.stream)
+			t.Run(tc.name+"/node"+strconv.Itoa(i), func(t *testing.T) { tc.run(t, c, prefix) })
+		}
+	}
+}
+
+// prefixOnNode returns a fresh prefix that puts prefix+name in a slot the
+// node at addr serves.
+func prefixOnNode(t *testing.T, c *redis.ClusterClient, addr, name string) string {
+	t.Helper()
+	for range 1000 {
+		p := "q:" + servicetest.Unique() + ":"
+		n, err := c.MasterForKey(context.Background(), p+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Options().Addr == addr {
+			return p
+		}
+	}
+	t.Fatalf("no prefix puts %q on %s", name, addr)
+	return ""
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
