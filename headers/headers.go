@@ -469,7 +469,7 @@ func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, _ error) {
 func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := &stamper{m: m, app: m.def, secure: m.isHTTPS(r)}
-		s.Reset(w, s.before)
+		s.ResetHook(w, s)
 		var failure error
 		if m.sel != nil {
 			if name := m.sel(r); name != "" {
@@ -541,10 +541,18 @@ type stamper struct {
 	done   bool
 
 	nonceBuf [nonceBytes]byte
+	// vals backs the values apply sets: one array per response, inside
+	// the request's one allocation, so values are never shared between
+	// requests.
+	vals [maxStamped]string
 	respwriter.Writer
 }
 
-func (s *stamper) before(h http.Header, _ int) { s.apply(h) }
+// maxStamped is the most header values apply sets.
+const maxStamped = 11
+
+// BeforeHeader implements respwriter.Hook.
+func (s *stamper) BeforeHeader(h http.Header, _ int) { s.apply(h) }
 
 // apply writes the mandatory set into h, replacing whatever the handler
 // put there under any spelling of the name.
@@ -565,13 +573,14 @@ func (s *stamper) apply(h http.Header) {
 			delete(h, k)
 		}
 	}
-	// One backing array per response: values are never shared between
-	// requests, so a handler that mutates h[k][0] after the header was
-	// sent cannot corrupt the next response.
-	vals := make([]string, 0, 10)
+	// One backing array per response (s.vals): values are never shared
+	// between requests, so a handler that mutates h[k][0] after the
+	// header was sent cannot corrupt the next response.
+	n := 0
 	set := func(k, v string) {
-		vals = append(vals, v)
-		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+		s.vals[n] = v
+		h[k] = s.vals[n : n+1 : n+1]
+		n++
 	}
 	if s.secure {
 		set(HeaderHSTS, m.hsts)

@@ -21,6 +21,7 @@ import (
 type Writer struct {
 	w           http.ResponseWriter
 	before      func(h http.Header, status int)
+	hook        Hook
 	status      int
 	bytes       int64
 	wroteHeader bool
@@ -40,6 +41,20 @@ func (rw *Writer) Reset(w http.ResponseWriter, before func(h http.Header, status
 	*rw = Writer{w: w, before: before}
 }
 
+// Hook is the before function of [New] as an interface. A per-request
+// value that already lives on the heap (the middleware's request state)
+// implements it, so installing it costs no allocation, where the method
+// value s.before would allocate a closure on every request.
+type Hook interface {
+	BeforeHeader(h http.Header, status int)
+}
+
+// ResetHook makes rw wrap w afresh with hook in the place of New's before
+// function: it runs exactly when before would.
+func (rw *Writer) ResetHook(w http.ResponseWriter, hook Hook) {
+	*rw = Writer{w: w, hook: hook}
+}
+
 // Header returns the underlying writer's header map.
 func (rw *Writer) Header() http.Header { return rw.w.Header() }
 
@@ -57,6 +72,8 @@ func (rw *Writer) WriteHeader(code int) {
 	rw.status = code
 	if rw.before != nil {
 		rw.before(rw.w.Header(), code)
+	} else if rw.hook != nil {
+		rw.hook.BeforeHeader(rw.w.Header(), code)
 	}
 	rw.w.WriteHeader(code)
 }

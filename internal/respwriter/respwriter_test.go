@@ -29,24 +29,34 @@ func TestRecordsStatusBytesAndHookOnce(t *testing.T) {
 		{"nothing written", func(w http.ResponseWriter) {}, 0, 0, 0},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			hooks := 0
-			w := New(rec, func(h http.Header, status int) {
-				hooks++
-				h.Set("X-Hook-Status", http.StatusText(status))
+		for _, via := range []string{"func", "hook"} {
+			t.Run(tc.name+"/"+via, func(t *testing.T) {
+				rec := httptest.NewRecorder()
+				hooks := 0
+				before := func(h http.Header, status int) {
+					hooks++
+					h.Set("X-Hook-Status", http.StatusText(status))
+				}
+				w := New(rec, before)
+				if via == "hook" {
+					w.ResetHook(rec, hookFunc(before))
+				}
+				tc.handler(w)
+				if w.Status() != tc.wantStatus || w.BytesWritten() != tc.wantBytes || hooks != tc.wantHooks {
+					t.Fatalf("status=%d bytes=%d hooks=%d, want %d %d %d", w.Status(), w.BytesWritten(), hooks, tc.wantStatus, tc.wantBytes, tc.wantHooks)
+				}
+				// httptest.ResponseRecorder snapshots headers at its first WriteHeader, 1xx included.
+				if hooks == 1 && !strings.HasPrefix(tc.name, "1xx") && rec.Result().Header.Get("X-Hook-Status") != http.StatusText(tc.wantStatus) {
+					t.Fatalf("hook header not sent with the status line: %v", rec.Result().Header)
+				}
 			})
-			tc.handler(w)
-			if w.Status() != tc.wantStatus || w.BytesWritten() != tc.wantBytes || hooks != tc.wantHooks {
-				t.Fatalf("status=%d bytes=%d hooks=%d, want %d %d %d", w.Status(), w.BytesWritten(), hooks, tc.wantStatus, tc.wantBytes, tc.wantHooks)
-			}
-			// httptest.ResponseRecorder snapshots headers at its first WriteHeader, 1xx included.
-			if hooks == 1 && !strings.HasPrefix(tc.name, "1xx") && rec.Result().Header.Get("X-Hook-Status") != http.StatusText(tc.wantStatus) {
-				t.Fatalf("hook header not sent with the status line: %v", rec.Result().Header)
-			}
-		})
+		}
 	}
 }
+
+type hookFunc func(http.Header, int)
+
+func (f hookFunc) BeforeHeader(h http.Header, status int) { f(h, status) }
 
 // Over a real server: Flush reaches the client before the handler returns,
 // ResponseController finds deadlines through Unwrap, and Hijack works.
