@@ -58,14 +58,20 @@ func ValidID(s string) bool {
 // (math/rand/v2), which is seeded from the operating system. An id is a
 // label, not a secret: never use one as a capability or a session token.
 func NewID(t time.Time) string {
+	var out [IDLength]byte
+	newID(&out, t)
+	return string(out[:])
+}
+
+// newID writes a fresh id for t into dst, for callers that keep the
+// bytes in memory they already own.
+func newID(dst *[IDLength]byte, t time.Time) {
 	var raw [16]byte
 	ms := uint64(t.UnixMilli())
 	binary.BigEndian.PutUint64(raw[0:8], ms<<16)
 	binary.BigEndian.PutUint64(raw[6:14], rand.Uint64())
 	binary.BigEndian.PutUint16(raw[14:16], uint16(rand.Uint32()))
-	var out [IDLength]byte
-	encodeULID(&out, &raw)
-	return string(out[:])
+	encodeULID(dst, &raw)
 }
 
 // encodeULID writes the 128-bit value in raw as 26 base32 characters; the

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -235,14 +236,17 @@ func (h *identify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := m.cfg.Now()
-	if id == "" {
-		id = NewID(now)
-	}
 	sc := &stateCtx{st: requestState{trusted: trusted, start: now}}
+	if id == "" {
+		// The id's bytes live in the request state, which is allocated
+		// anyway: written once here, never changed, so the string over
+		// them is immutable like any other.
+		newID(&sc.st.idBuf, now)
+		id = unsafe.String(&sc.st.idBuf[0], IDLength)
+	}
 	sc.RecorderContext.Init(r.Context())
 	sc.st.rec = &sc.RecorderContext
 	sc.st.header[0] = id
-	sc.st.id = id
 	w.Header()[m.header] = sc.st.header[:]
 	var ctx context.Context = sc // answers reqid.Key{} itself
 	if m.cfg.ClientIP != nil {
@@ -419,8 +423,8 @@ func remoteHost(r *http.Request) string {
 type requestState struct {
 	trusted bool
 	start   time.Time
-	header  [1]string
-	id      any         // the id, boxed once, for reqid.Key{}
+	header  [1]string // the id, as the response header's value
+	idBuf   [IDLength]byte
 	attrs   []slog.Attr // added by AddAttrs
 	rw      respwriter.Writer
 	rec     *route.RecorderContext
@@ -443,7 +447,7 @@ func (c *stateCtx) Value(key any) any {
 	case stateKey{}:
 		return &c.st
 	case reqid.Key{}:
-		return c.st.id
+		return &c.st.header[0] // a pointer into the state: no boxing
 	}
 	return c.RecorderContext.Value(key)
 }

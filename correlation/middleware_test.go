@@ -95,6 +95,31 @@ func TestZeroConfigDistrustsInbound(t *testing.T) {
 	}
 }
 
+// TestGeneratedIDsOutliveTheRequest: each request gets its own id, the
+// same in the handler's context and the response header, and an id kept
+// after its request ended is not changed by later requests.
+func TestGeneratedIDsOutliveTheRequest(t *testing.T) {
+	m := mustNew(t, Config{})
+	var kept []string
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _ := FromContext(r.Context())
+		kept = append(kept, id)
+	}))
+	var sent []string
+	for range 50 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		sent = append(sent, rec.Header().Get(HeaderName))
+	}
+	seen := map[string]bool{}
+	for i, id := range kept {
+		if !ValidID(id) || len(id) != IDLength || id != sent[i] || seen[id] {
+			t.Fatalf("request %d: context id %q, header %q (duplicate: %v)", i, id, sent[i], seen[id])
+		}
+		seen[id] = true
+	}
+}
+
 // hop is one service of the end-to-end chain.
 type hop struct {
 	name string

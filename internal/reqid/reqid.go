@@ -9,7 +9,9 @@ import "context"
 
 // Key is the context key of the id. A context implementation of its own
 // (correlation's per-request state) may answer Value(Key{}) with the id,
-// as a string, to save the node NewContext would add.
+// as a string or as a *string into memory it already holds (which saves
+// boxing the string on every request), to save the node NewContext would
+// add.
 type Key struct{}
 
 // NewContext returns a copy of ctx carrying the correlation id.
@@ -19,6 +21,13 @@ func NewContext(ctx context.Context, id string) context.Context {
 
 // FromContext returns the correlation id in ctx, if any.
 func FromContext(ctx context.Context) (string, bool) {
-	id, ok := ctx.Value(Key{}).(string)
-	return id, ok && id != ""
+	switch id := ctx.Value(Key{}).(type) {
+	case string:
+		return id, id != ""
+	case *string:
+		if id != nil {
+			return *id, *id != ""
+		}
+	}
+	return "", false
 }

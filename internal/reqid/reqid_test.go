@@ -18,3 +18,20 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal("an empty id must not count as present")
 	}
 }
+
+// A context that answers Key{} with a *string (correlation's request
+// state) is read like one built by NewContext.
+func TestPointerValue(t *testing.T) {
+	id := "01JD8Z"
+	ctx := context.WithValue(context.Background(), Key{}, &id)
+	if got, ok := FromContext(ctx); !ok || got != id {
+		t.Fatalf("FromContext = %q, %v; want %q, true", got, ok, id)
+	}
+	empty := ""
+	if _, ok := FromContext(context.WithValue(context.Background(), Key{}, &empty)); ok {
+		t.Fatal("an empty id must not count as present")
+	}
+	if _, ok := FromContext(context.WithValue(context.Background(), Key{}, (*string)(nil))); ok {
+		t.Fatal("a nil pointer must not count as present")
+	}
+}
