@@ -1,6 +1,6 @@
 // Package correlationbench measures the per-request cost of the
-// correlation stack against a bare handler and against otelhttp alone, in
-// the same run.
+// correlation stack against a bare handler, the floor of its output, and
+// the anchor stack (chi RequestID + otelhttp + slog), in the same run.
 package correlationbench
 
 import (
@@ -13,9 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/route"
@@ -140,6 +144,94 @@ func BenchmarkCorrelationFullSampled(b *testing.B) {
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	m := mustNew(b, correlation.Config{Logger: jsonLogger(), TracerProvider: tp, MeterProvider: mp})
 	run(b, m.Handler(app()))
+}
+
+// peerAccessLog is the access-log middleware a chi + slog service
+// writes: chi's WrapResponseWriter for status and bytes, one slog line
+// with the same keys as correlation's. It logs the path, not the
+// pattern: the ServeMux inside sets the pattern on its own request copy.
+func peerAccessLog(l *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		level := slog.LevelInfo
+		if ww.Status() >= 500 {
+			level = slog.LevelError
+		}
+		l.LogAttrs(r.Context(), level, "http request",
+			slog.String("request_id", middleware.GetReqID(r.Context())),
+			slog.String("method", r.Method),
+			slog.String("route", r.URL.Path),
+			slog.Int("status", ww.Status()),
+			slog.Int("bytes", ww.BytesWritten()),
+			slog.Float64("duration", time.Since(start).Seconds()),
+			slog.String("client_ip", r.RemoteAddr))
+	})
+}
+
+// peerChain is the anchor stack: chi RequestID, otelhttp (its own
+// duration and size histograms, spans from tp) and the slog access log.
+func peerChain(tp *sdktrace.TracerProvider, mp *sdkmetric.MeterProvider) http.Handler {
+	opts := []otelhttp.Option{otelhttp.WithMeterProvider(mp)}
+	if tp != nil {
+		opts = append(opts, otelhttp.WithTracerProvider(tp))
+	} else {
+		opts = append(opts, otelhttp.WithTracerProvider(tracenoop.NewTracerProvider()))
+	}
+	return middleware.RequestID(otelhttp.NewHandler(peerAccessLog(jsonLogger(), app()), "", opts...))
+}
+
+// PeerLayer: chi RequestID + otelhttp with a no-op tracer (metrics only)
+// + slog access log, the peer of CorrelationLayer.
+func BenchmarkPeerLayer(b *testing.B) {
+	_, mp := providers(b)
+	run(b, peerChain(nil, mp))
+}
+
+// PeerFull: the same with otelhttp's spans from an SDK tracer that
+// samples nothing, the peer of CorrelationFull.
+func BenchmarkPeerFull(b *testing.B) {
+	tp, mp := providers(b)
+	run(b, peerChain(tp, mp))
+}
+
+// Floor: the work the layer's output itself costs, without the layer:
+// two clock readings, a fresh id, one histogram record with a
+// precomputed attribute set into the same SDK, and the same access-log
+// record (the same keys and values) through the same JSON handler.
+func BenchmarkFloor(b *testing.B) {
+	_, mp := providers(b)
+	hist, err := mp.Meter("floor").Float64Histogram("http.server.request.duration", metric.WithUnit("s"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	set := metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("http.request.method", "GET"), attribute.String("http.route", "/accounts/{id}"),
+		attribute.String("url.scheme", "http"), attribute.Int("http.response.status_code", 200),
+		attribute.String("network.protocol.version", "1.1")))
+	h := slog.NewJSONHandler(io.Discard, nil)
+	ctx := context.Background()
+	mux := app()
+	req := httptest.NewRequest("GET", "/accounts/42", nil)
+	w := &discard{h: make(http.Header)}
+	b.ReportAllocs()
+	cpu := startCPU()
+	for b.Loop() {
+		clear(w.h)
+		start := time.Now()
+		id := correlation.NewID(start)
+		mux.ServeHTTP(w, req)
+		end := time.Now()
+		elapsed := end.Sub(start).Seconds()
+		hist.Record(ctx, elapsed, set)
+		rec := slog.NewRecord(end, slog.LevelInfo, "http request", 0)
+		rec.AddAttrs(slog.String("request_id", id), slog.String("method", "GET"),
+			slog.String("route", "/accounts/{id}"), slog.Int("status", 200), slog.Int64("bytes", 14),
+			slog.Float64("duration", elapsed), slog.String("client_ip", "192.0.2.7"))
+		_ = h.Handle(ctx, rec)
+	}
+	cpu.report(b)
 }
 
 // logLine is a typical access-log-sized record.
