@@ -23,12 +23,16 @@ func Start(ctx context.Context, env *platform.Env) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The queue reports its failures to the worker (set below, before
+	// anything consumes), whose Ready answers /readyz.
+	var w *Worker
 	q := env.Queue
 	if q == nil {
 		if env.Redis == nil {
 			return nil, errors.New("worker: no queue (set -redis-url, or run with the ledger in one process)")
 		}
-		if q, err = queue.NewRedis(ctx, env.Redis, env.RedisKey("transfers"), "workers", queue.Options{}); err != nil {
+		opts := queue.Options{OnError: func(err error) { w.QueueError(err) }}
+		if q, err = queue.NewRedis(ctx, env.Redis, env.RedisKey("transfers"), "workers", opts); err != nil {
 			return nil, err
 		}
 	}
@@ -36,17 +40,21 @@ func Start(ctx context.Context, env *platform.Env) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
-	stopServe, err := platform.Serve(env, nil, platform.ServeOptions{})
+	host, _ := os.Hostname()
+	w, err = New(Config{Queue: q, LedgerURL: ledgerURL, Client: client, Logger: env.Telemetry.Logger,
+		Name: fmt.Sprintf("worker-%s-%d", host, os.Getpid())})
 	if err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
+	stopServe, err := platform.Serve(env, nil, platform.ServeOptions{Ready: func(context.Context) error { return w.Ready() }})
+	if err != nil {
+		return nil, err
+	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err := Run(wctx, Config{Queue: q, LedgerURL: ledgerURL, Client: client, Logger: env.Telemetry.Logger,
-			Name: fmt.Sprintf("worker-%s-%d", host, os.Getpid())})
+		err := w.Run(wctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			env.Telemetry.Logger.Error("worker stopped", "error", err.Error())
 		}
