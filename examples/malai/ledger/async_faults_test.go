@@ -157,11 +157,7 @@ func TestAsyncFaultsWithRedisQueue(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			route := "/v1/transfers"
-			if i%2 == 1 {
-				route = "/v1/transfers/async"
-			}
-			burst[i] = e.do("POST", route, alice, body, "burst")
+			burst[i] = e.do("POST", mixedRoute(i), alice, body, "burst")
 		}()
 	}
 	// An overdraft race: acc-c holds 1000, 30 transfers of 100 over both
@@ -176,11 +172,7 @@ func TestAsyncFaultsWithRedisQueue(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			route := "/v1/transfers"
-			if i%2 == 1 {
-				route = "/v1/transfers/async"
-			}
-			r := e.do("POST", route, carol, transferBody("acc-c", "acc-b", 100), fmt.Sprint("od-", i))
+			r := e.do("POST", mixedRoute(i), carol, transferBody("acc-c", "acc-b", 100), fmt.Sprint("od-", i))
 			switch {
 			case r.code == 201:
 				syncOK.Add(1)

@@ -35,11 +35,7 @@ func TestBurstOnOneKeyAcrossPaths(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			route := "/v1/transfers"
-			if i%2 == 1 {
-				route = "/v1/transfers/async"
-			}
-			codes[i] = e.do("POST", route, alice, body, "burst")
+			codes[i] = e.do("POST", mixedRoute(i), alice, body, "burst")
 		}()
 	}
 	close(start)
@@ -153,6 +149,15 @@ func TestConcurrentOverdraftAcrossPaths(t *testing.T) {
 	if succeeded != 10 || bal["acc-a"] != 0 {
 		t.Fatalf("%d transfers succeeded, balance %d; want exactly the 10 the funds cover", succeeded, bal["acc-a"])
 	}
+}
+
+// mixedRoute sends even requests to the synchronous route and odd ones
+// to the asynchronous one.
+func mixedRoute(i int) string {
+	if i%2 == 1 {
+		return "/v1/transfers/async"
+	}
+	return "/v1/transfers"
 }
 
 func (e *env) queueLen() int { return e.queue.(*queue.Memory).Len() }
