@@ -226,6 +226,17 @@ func TestClientCancellationDuringAppend(t *testing.T) {
 	e.checkOutcomes(attempts)
 }
 
+// The same in PostgreSQL mode (fewer iterations: each costs a round trip
+// to the server): a client that gives up never abandons the append's
+// transaction, and every retry meets the first outcome.
+func TestClientCancellationDuringAppendPostgres(t *testing.T) {
+	e := newEnv(t, withAudit(newPGAudit(t).open(t)))
+	attempts := cancellingClients(t, e, 150)
+	e.checkChain()
+	e.restart()
+	e.checkOutcomes(attempts)
+}
+
 // The same clients against a ledger that appends on the request's context
 // and does not read an abandoned append back: the chain and the balances
 // part, which is what the test above would catch.
