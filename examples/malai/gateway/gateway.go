@@ -240,7 +240,8 @@ func New(cfg Config) (*Gateway, error) {
 	wcfg.OnBlock = g.penalize
 	wcfg.AfterCRS = cfg.Faults.WAFRules
 	if cfg.Faults.NoWAFCap {
-		wcfg.MaxConcurrent, wcfg.PerClient, wcfg.MaxWaiting, wcfg.MaxWait = 1<<20, 1<<20, 1<<20, time.Hour
+		wcfg.MaxConcurrent, wcfg.PerClient, wcfg.MaxWaiting, wcfg.PerClientWaiting = 1<<20, 1<<20, 1<<20, 1<<20
+		wcfg.MaxWait, wcfg.LightMaxWait = time.Hour, time.Hour
 	}
 	var err error
 	if g.waf, err = waf.New(wcfg); err != nil {

@@ -8,10 +8,16 @@
 //     (larger: 413, never inspected) and within BodyTimeout (slower: 408).
 //     Reading holds no inspection slot, so a slow client costs a
 //     goroutine, not CPU.
-//   - Inspections run in a bounded pool: MaxConcurrent at once, PerClient
-//     for one address. A request that finds no slot within MaxWait, or
-//     finds MaxWaiting others already waiting, is answered 503 with
-//     Retry-After at once; nothing queues without bound.
+//   - Inspections run in a bounded pool: MaxConcurrent at once, of which
+//     one address holds at most PerClient with heavy requests (a body, or
+//     a shape past the light bounds). Light requests (no body, a small
+//     shape: a page and its assets) may use any free slot, so a browser's
+//     parallel loads pass. A freed slot goes to the waiting client holding
+//     the fewest, then the one served least recently: clients take turns.
+//     A request that finds no slot within MaxWait (LightMaxWait for light
+//     ones), or finds MaxWaiting others, or PerClientWaiting of its own
+//     client's, already waiting, is answered 503 with Retry-After;
+//     nothing queues without bound.
 //   - Any inspection error fails closed (503). An interruption is a 403
 //     problem+json that names no rule; the matched rule ids go to the log
 //     under the request's correlation id.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,64 +39,278 @@ func withClient(r *http.Request, ip string) *http.Request {
 	return r.WithContext(clientip.NewContext(r.Context(), netip.MustParseAddr(ip)))
 }
 
-// The pool: a second request waits at most MaxWait, then 503 with
-// Retry-After; one address never holds more than PerClient slots, so
-// another address still gets one.
-func TestConcurrencyCap(t *testing.T) {
-	w := newSuiteWAF(t, Config{MaxConcurrent: 2, PerClient: 1, MaxWaiting: 4})
-	w.cfg.MaxWait = 20 * time.Millisecond
-	hold := make(chan struct{})
-	entered := make(chan string, 4)
+// heavyPost is a request with a body: an expensive inspection, of which
+// one client may hold PerClient at once.
+func heavyPost(ip string) *http.Request {
+	return withClient(jsonPost("/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1}`), ip)
+}
+
+// lightGet is what a browser sends for a page or an asset.
+func lightGet(ip, path string) *http.Request {
+	r := withClient(httptest.NewRequest("GET", path, nil), ip)
+	r.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36")
+	r.Header.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+	r.Header.Set("Accept-Language", "en-US,en;q=0.9")
+	r.Header.Set("Cookie", "__Host-session=opaque-session-id; __Host-csrf=opaque-csrf-token")
+	return r
+}
+
+// holder makes requests carrying X-Hold stop inside their slot until
+// released, reporting their X-Hold value when they enter.
+type holder struct {
+	entered chan string
+	hold    chan struct{}
+}
+
+func newHolder(w *WAF) *holder {
+	h := &holder{entered: make(chan string, 64), hold: make(chan struct{})}
 	w.holding = func(r *http.Request) {
-		if r.Header.Get("X-Hold") != "" {
-			entered <- r.Header.Get("X-Hold")
-			<-hold
+		if v := r.Header.Get("X-Hold"); v != "" {
+			h.entered <- v
+			<-h.hold
 		}
 	}
+	return h
+}
+
+// waitQueued waits until n requests wait for a slot (bounded: the
+// requests were sent and have nothing else to do).
+func waitQueued(t *testing.T, w *WAF, n int) {
+	t.Helper()
+	for range 2000 {
+		w.pool.mu.Lock()
+		q := len(w.pool.queue)
+		w.pool.mu.Unlock()
+		if q >= n {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("fewer than %d requests queued", n)
+}
+
+// The pool: one address never holds more than PerClient slots with heavy
+// requests (the next waits at most MaxWait, then 503 with Retry-After), so
+// another address still gets one; with every slot held, a request waits
+// MaxWait and is refused.
+func TestConcurrencyCap(t *testing.T) {
+	w := newSuiteWAF(t, Config{MaxConcurrent: 2, PerClient: 1, MaxWaiting: 4})
+	w.cfg.MaxWait, w.cfg.LightMaxWait = 20*time.Millisecond, 20*time.Millisecond
+	hd := newHolder(w)
 	h := w.Handler(okHandler())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r := withClient(httptest.NewRequest("GET", "/v1/accounts", nil), "198.51.100.1")
+		r := heavyPost("198.51.100.1")
 		r.Header.Set("X-Hold", "a")
 		h.ServeHTTP(httptest.NewRecorder(), r)
 	}()
-	<-entered
-	// Same address: over its share, refused quickly.
+	<-hd.entered
+	// Same address, another heavy request: over its share, refused
+	// although a slot is free.
 	rec := httptest.NewRecorder()
 	start := time.Now()
-	h.ServeHTTP(rec, withClient(httptest.NewRequest("GET", "/v1/accounts", nil), "198.51.100.1"))
+	h.ServeHTTP(rec, heavyPost("198.51.100.1"))
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
-		t.Fatalf("second request of one address: %d, Retry-After %q; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+		t.Fatalf("second heavy request of one address: %d, Retry-After %q; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("refusal took %v", d)
 	}
 	// Another address still gets the second slot.
 	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, withClient(httptest.NewRequest("GET", "/v1/accounts", nil), "198.51.100.2"))
+	h.ServeHTTP(rec, heavyPost("198.51.100.2"))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("another address: %d, want 200", rec.Code)
 	}
-	// Both global slots held: a third address is refused.
+	// Both slots held: a third address is refused, heavy or light.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r := withClient(httptest.NewRequest("GET", "/v1/accounts", nil), "198.51.100.3")
+		r := heavyPost("198.51.100.3")
 		r.Header.Set("X-Hold", "b")
 		h.ServeHTTP(httptest.NewRecorder(), r)
 	}()
-	<-entered
-	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, withClient(httptest.NewRequest("GET", "/v1/accounts", nil), "198.51.100.4"))
-	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
-		t.Fatalf("pool full: %d, Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	<-hd.entered
+	for _, r := range []*http.Request{heavyPost("198.51.100.4"), lightGet("198.51.100.4", "/")} {
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
+			t.Fatalf("pool full, %s: %d, Retry-After %q", r.Method, rec.Code, rec.Header().Get("Retry-After"))
+		}
 	}
-	close(hold)
+	close(hd.hold)
 	wg.Wait()
-	if s := w.Stats(); s.Busy != 2 {
-		t.Fatalf("busy count %d, want 2", s.Busy)
+	if s := w.Stats(); s.Busy != 3 {
+		t.Fatalf("busy count %d, want 3", s.Busy)
+	}
+}
+
+// A browser loads a page and its assets in parallel from one address:
+// light requests are not held to the per-client share of heavy ones, so
+// a burst of a page and six assets, repeated, never sees a 503 — with the
+// default pool, alone and while another address holds its heavy share.
+func TestBrowserBurst(t *testing.T) {
+	w := newSuiteWAF(t, Config{MaxConcurrent: 2})
+	w.cfg.MaxWaiting, w.cfg.MaxWait, w.cfg.LightMaxWait = 64, defaultMaxWait, defaultLightMaxWait // the defaults
+	hd := newHolder(w)
+	h := w.Handler(okHandler())
+	assets := []string{"/static/app.css", "/static/app.js", "/static/logo.svg", "/static/fonts.css", "/favicon.ico", "/static/i18n.json?lang=en"}
+	burst := func(t *testing.T, rounds int) {
+		t.Helper()
+		codes := map[int]int{}
+		var mu sync.Mutex
+		for range rounds {
+			var wg sync.WaitGroup
+			for _, p := range append([]string{"/accounts?page=2"}, assets...) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, lightGet("198.51.100.20", p))
+					mu.Lock()
+					codes[rec.Code]++
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+		}
+		if codes[http.StatusOK] != rounds*7 {
+			t.Fatalf("%d bursts of a page and 6 assets: %v, want every one 200", rounds, codes)
+		}
+	}
+	t.Run("alone", func(t *testing.T) { burst(t, 3) })
+	t.Run("assets load while the page holds a slot", func(t *testing.T) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r := lightGet("198.51.100.20", "/accounts")
+			r.Header.Set("X-Hold", "page")
+			h.ServeHTTP(httptest.NewRecorder(), r)
+		}()
+		<-hd.entered
+		for _, p := range assets {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, lightGet("198.51.100.20", p))
+			if rec.Code != http.StatusOK {
+				t.Errorf("%s while the page is inspected: %d, want 200", p, rec.Code)
+			}
+		}
+		close(hd.hold)
+		<-done
+		hd.hold = make(chan struct{})
+	})
+	t.Run("while another address holds its heavy share", func(t *testing.T) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r := heavyPost("198.51.100.21")
+			r.Header.Set("X-Hold", "attacker")
+			h.ServeHTTP(httptest.NewRecorder(), r)
+		}()
+		<-hd.entered
+		// The attacker's further heavy requests are refused at its
+		// share; the browser's go through the remaining slot.
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, heavyPost("198.51.100.21"))
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("the attacker's second heavy request: %d, want 503", rec.Code)
+		}
+		burst(t, 3)
+		close(hd.hold)
+		<-done
+	})
+	if s := w.Stats(); s.Busy != 1 {
+		t.Fatalf("busy %d, want only the attacker's one refusal", s.Busy)
+	}
+}
+
+// A freed slot goes to the client holding the fewest: a request of a
+// second address that arrives after three of a flooding one starts
+// before them.
+func TestFairDispatch(t *testing.T) {
+	w := newSuiteWAF(t, Config{MaxConcurrent: 1})
+	w.cfg.LightMaxWait = time.Minute
+	hd := newHolder(w)
+	h := w.Handler(okHandler())
+	var wg sync.WaitGroup
+	send := func(ip, name string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := lightGet(ip, "/")
+			r.Header.Set("X-Hold", name)
+			h.ServeHTTP(httptest.NewRecorder(), r)
+		}()
+	}
+	send("198.51.100.30", "flood-0")
+	if got := <-hd.entered; got != "flood-0" {
+		t.Fatalf("entered %q", got)
+	}
+	for i := 1; i <= 3; i++ {
+		send("198.51.100.30", "flood-"+strconv.Itoa(i))
+		waitQueued(t, w, i)
+	}
+	send("198.51.100.31", "victim")
+	waitQueued(t, w, 4)
+	var order []string
+	go func() {
+		for range 4 {
+			hd.hold <- struct{}{}
+		}
+	}()
+	hd.hold <- struct{}{} // flood-0 leaves
+	for range 4 {
+		order = append(order, <-hd.entered)
+	}
+	wg.Wait()
+	if order[0] != "victim" {
+		t.Fatalf("order after the flood's first request: %v, want the other address first", order)
+	}
+}
+
+// One address cannot fill the queue: past PerClientWaiting waiting
+// requests it is refused at once while another address still queues.
+func TestPerClientWaiting(t *testing.T) {
+	w := newSuiteWAF(t, Config{MaxConcurrent: 1, PerClientWaiting: 2})
+	w.cfg.LightMaxWait = time.Minute
+	hd := newHolder(w)
+	h := w.Handler(okHandler())
+	var wg sync.WaitGroup
+	codes := make(chan int, 8)
+	send := func(ip string, hold bool) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := lightGet(ip, "/")
+			if hold {
+				r.Header.Set("X-Hold", ip)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			codes <- rec.Code
+		}()
+	}
+	send("198.51.100.40", true)
+	<-hd.entered
+	send("198.51.100.40", false)
+	send("198.51.100.40", false)
+	waitQueued(t, w, 2)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, lightGet("198.51.100.40", "/"))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("a third waiting request of one address: %d, want 503", rec.Code)
+	}
+	send("198.51.100.41", false)
+	waitQueued(t, w, 3)
+	close(hd.hold)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != http.StatusOK {
+			t.Fatalf("a queued request: %d, want 200", c)
+		}
 	}
 }
 

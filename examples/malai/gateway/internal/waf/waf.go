@@ -9,26 +9,24 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	coreruleset "github.com/corazawaf/coraza-coreruleset/v4"
 	"github.com/corazawaf/coraza/v3"
 	"github.com/corazawaf/coraza/v3/types"
 
-	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/problem"
 )
 
 // Config configures the WAF. The zero value blocks at paranoia level 1
 // with the full CRS, inspects bodies up to 16 KiB, runs as many
-// inspections at once as there are CPUs, one per client address.
+// inspections at once as there are CPUs, of which one client address may
+// hold half with expensive requests (see [Config.PerClient]).
 type Config struct {
 	// ParanoiaLevel is the CRS blocking paranoia level, 1 (default) to 4.
 	ParanoiaLevel int
@@ -50,16 +48,29 @@ type Config struct {
 	// MaxConcurrent bounds inspections running at once (the CPU they may
 	// take). Default runtime.GOMAXPROCS(0).
 	MaxConcurrent int
-	// PerClient bounds the inspections one client address may hold at
-	// once. Default max(1, MaxConcurrent/2), so one address never holds
-	// every slot.
+	// PerClient bounds the heavy inspections one client address (an
+	// IPv6 /64) may hold at once: a request with a body, or whose shape
+	// exceeds the light bounds (32 headers, 8 KiB of them, 16 cookies, a
+	// 1 KiB URL). Default max(1, MaxConcurrent/2), so one address never
+	// holds every slot with them. Light requests (a page and its assets)
+	// may take any free slot: they cost a few milliseconds each, and a
+	// freed slot goes first to the client holding the fewest.
 	PerClient int
 	// MaxWaiting bounds the requests waiting for a slot; one more is
-	// refused at once with 503. Default 4 × MaxConcurrent.
+	// refused at once with 503. Default 32 × MaxConcurrent.
 	MaxWaiting int
-	// MaxWait is how long a request may wait for a slot before 503.
-	// Default 100 ms.
+	// PerClientWaiting bounds the waiting requests of one client, so one
+	// address cannot fill the queue. Default 32 (a browser loads a page
+	// and a few dozen assets at once).
+	PerClientWaiting int
+	// MaxWait is how long a heavy request may wait for a slot before
+	// 503. Default 100 ms.
 	MaxWait time.Duration
+	// LightMaxWait is how long a light request may wait. Default 2 s: a
+	// waiting request costs a goroutine, not CPU, and a browser's burst
+	// of assets queues behind its own page (under the race detector an
+	// inspection takes ~50 ms, a burst of a dozen ~1 s).
+	LightMaxWait time.Duration
 	// BodyTimeout bounds reading the request body, which happens before a
 	// slot is taken (a slow client holds no slot). Default 10 s; on expiry
 	// the answer is 408.
@@ -107,6 +118,11 @@ type Profile struct {
 	RemoveRules []int
 }
 
+const (
+	defaultMaxWait      = 100 * time.Millisecond
+	defaultLightMaxWait = 2 * time.Second
+)
+
 // Errors reported through the log and the problem responses.
 var (
 	// ErrBusy: no inspection slot within MaxWait, or too many waiting.
@@ -115,15 +131,11 @@ var (
 
 // WAF is a request filter. It is safe for concurrent use.
 type WAF struct {
-	cfg      Config
-	engines  map[string]coraza.WAF // "" is the default profile
-	log      *slog.Logger
-	slots    chan struct{}
-	waiting  chan struct{}
-	mu       sync.Mutex
-	byClient map[netip.Addr]int
-	freed    *sync.Cond
-	stats    counters
+	cfg     Config
+	engines map[string]coraza.WAF // "" is the default profile
+	log     *slog.Logger
+	pool    *admission
+	stats   counters
 
 	// observe, when set (tests), sees every finished transaction;
 	// holding runs while a slot is held, before the rules.
@@ -165,10 +177,16 @@ func New(cfg Config) (*WAF, error) {
 		cfg.PerClient = max(1, cfg.MaxConcurrent/2)
 	}
 	if cfg.MaxWaiting == 0 {
-		cfg.MaxWaiting = 4 * cfg.MaxConcurrent
+		cfg.MaxWaiting = 32 * cfg.MaxConcurrent
+	}
+	if cfg.PerClientWaiting == 0 {
+		cfg.PerClientWaiting = 32
 	}
 	if cfg.MaxWait == 0 {
-		cfg.MaxWait = 100 * time.Millisecond
+		cfg.MaxWait = defaultMaxWait
+	}
+	if cfg.LightMaxWait == 0 {
+		cfg.LightMaxWait = defaultLightMaxWait
 	}
 	if cfg.BodyTimeout == 0 {
 		cfg.BodyTimeout = 10 * time.Second
@@ -176,8 +194,9 @@ func New(cfg Config) (*WAF, error) {
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = time.Second
 	}
-	if cfg.MaxConcurrent < 1 || cfg.PerClient < 1 || cfg.MaxWaiting < 0 || cfg.MaxWait < 0 || cfg.BodyTimeout < 0 || cfg.RetryAfter < 0 {
-		return nil, errors.New("waf: MaxConcurrent and PerClient must be positive; MaxWaiting, MaxWait, BodyTimeout and RetryAfter not negative")
+	if cfg.MaxConcurrent < 1 || cfg.PerClient < 1 || cfg.PerClientWaiting < 0 || cfg.MaxWaiting < 0 || cfg.MaxWait < 0 || cfg.LightMaxWait < 0 ||
+		cfg.BodyTimeout < 0 || cfg.RetryAfter < 0 {
+		return nil, errors.New("waf: MaxConcurrent and PerClient must be positive; PerClientWaiting, MaxWaiting, MaxWait, LightMaxWait, BodyTimeout and RetryAfter not negative")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -192,15 +211,7 @@ func New(cfg Config) (*WAF, error) {
 			}
 		}
 	}
-	w := &WAF{
-		cfg:      cfg,
-		engines:  map[string]coraza.WAF{},
-		log:      cfg.Logger,
-		slots:    make(chan struct{}, cfg.MaxConcurrent),
-		waiting:  make(chan struct{}, cfg.MaxWaiting),
-		byClient: map[netip.Addr]int{},
-	}
-	w.freed = sync.NewCond(&w.mu)
+	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg)}
 	profiles := append([]Profile{{}}, cfg.Profiles...)
 	for _, p := range profiles {
 		if _, dup := w.engines[p.Name]; dup {
@@ -333,8 +344,9 @@ func WithProfile(ctx context.Context, name string) context.Context {
 
 // Handler filters requests before next. In order: the body is read
 // (bounded in size and time, holding no slot), an inspection slot is taken
-// (bounded per client and overall, 503 when none frees in time), phases 1
-// and 2 run, and the request goes on with its body replayed.
+// (heavy requests bounded per client, all bounded overall, 503 when none
+// frees in time), phases 1 and 2 run, and the request goes on with its
+// body replayed.
 func (f *WAF) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		limit := f.cfg.BodyLimit
@@ -351,7 +363,11 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 			f.refuseRead(w, r, err)
 			return
 		}
-		release, err := f.acquire(r)
+		maxWait, expensive := f.cfg.LightMaxWait, heavy(r, body)
+		if expensive {
+			maxWait = f.cfg.MaxWait
+		}
+		release, err := f.pool.acquire(r.Context(), clientKey(r), expensive, maxWait)
 		if err != nil {
 			f.refuseBusy(w, r, err)
 			return
@@ -631,91 +647,4 @@ func inspect(tx types.Transaction, r *http.Request, body []byte) (*types.Interru
 		}
 	}
 	return tx.ProcessRequestBody()
-}
-
-// acquire takes an inspection slot for the request's client address: at
-// most PerClient for one address and MaxConcurrent overall, waiting at
-// most MaxWait (and only while fewer than MaxWaiting others wait).
-func (f *WAF) acquire(r *http.Request) (func(), error) {
-	addr, _ := clientip.FromContext(r.Context())
-	if !addr.IsValid() {
-		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-			addr = ap.Addr().Unmap()
-		}
-	}
-	deadline := time.Now().Add(f.cfg.MaxWait)
-	waited := false
-	defer func() {
-		if waited {
-			<-f.waiting
-		}
-	}()
-	// The per-client share first: a flooding address waits on its own
-	// count and never takes a global slot it would then sit on.
-	f.mu.Lock()
-	for f.byClient[addr] >= f.cfg.PerClient {
-		if !waited {
-			select {
-			case f.waiting <- struct{}{}:
-				waited = true
-			default:
-				f.mu.Unlock()
-				return nil, ErrBusy
-			}
-		}
-		if !f.waitLocked(r.Context(), deadline) {
-			f.mu.Unlock()
-			return nil, ErrBusy
-		}
-	}
-	f.byClient[addr]++
-	f.mu.Unlock()
-	release := func() {
-		f.mu.Lock()
-		if f.byClient[addr]--; f.byClient[addr] <= 0 {
-			delete(f.byClient, addr)
-		}
-		f.freed.Broadcast()
-		f.mu.Unlock()
-	}
-	select {
-	case f.slots <- struct{}{}:
-	default:
-		if !waited {
-			select {
-			case f.waiting <- struct{}{}:
-				waited = true
-			default:
-				release()
-				return nil, ErrBusy
-			}
-		}
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		select {
-		case f.slots <- struct{}{}:
-		case <-t.C:
-			release()
-			return nil, ErrBusy
-		case <-r.Context().Done():
-			release()
-			return nil, r.Context().Err()
-		}
-	}
-	return func() { <-f.slots; release() }, nil
-}
-
-// waitLocked waits (f.mu held) until a per-client release, the deadline
-// or the request's end; false when the time is up.
-func (f *WAF) waitLocked(ctx context.Context, deadline time.Time) bool {
-	d := time.Until(deadline)
-	if d <= 0 || ctx.Err() != nil {
-		return false
-	}
-	t := time.AfterFunc(d, func() { f.mu.Lock(); f.freed.Broadcast(); f.mu.Unlock() })
-	stop := context.AfterFunc(ctx, func() { f.mu.Lock(); f.freed.Broadcast(); f.mu.Unlock() })
-	f.freed.Wait()
-	t.Stop()
-	stop()
-	return time.Now().Before(deadline) && ctx.Err() == nil
 }
