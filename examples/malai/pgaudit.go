@@ -5,43 +5,93 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"regexp"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/pgstore"
+	"github.com/malai-sec/malai/examples/malai/identity"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/keyring"
 )
 
-// PGAudit names the PostgreSQL objects of the audit chain: the schema,
-// the migrator role that owns the tables, and the application role the
-// ledger connects as (SELECT and INSERT only).
+// PGAudit names the PostgreSQL objects of one component: the schema, the
+// migrator role that owns its tables, and the application role the
+// component connects as (only the privileges its runtime needs).
 type PGAudit struct {
 	Schema, Owner, AppRole string
 }
 
-// defaultPGAudit is what "malai migrate" creates.
-var defaultPGAudit = PGAudit{Schema: "malai_audit", Owner: "malai_audit_owner", AppRole: "malai_ledger_app"}
+// defaultPGAudit is the audit chain's objects that "malai migrate"
+// creates with the default prefix.
+var defaultPGAudit = pgNamesFor(defaultPGPrefix).Audit
 
-// migrateCmd runs the audit chain's migration as a privileged role and
-// prints the application role's DSN for "malai -audit-dsn".
+// defaultPGPrefix starts the name of every PostgreSQL schema and role the
+// system creates.
+const defaultPGPrefix = "malai"
+
+// pgNames are the PostgreSQL objects "malai migrate -prefix P" creates:
+// the ledger's audit chain (P_audit, its app role P_ledger_app) and
+// identity's accounts, sessions, keys and security events (P_identity,
+// P_identity_app). Each component has its own roles: the ledger's role
+// cannot read identity's tables, nor identity's the chain.
+type pgNames struct{ Audit, Identity PGAudit }
+
+func pgNamesFor(prefix string) pgNames {
+	return pgNames{
+		Audit:    PGAudit{Schema: prefix + "_audit", Owner: prefix + "_audit_owner", AppRole: prefix + "_ledger_app"},
+		Identity: PGAudit{Schema: prefix + "_identity", Owner: prefix + "_identity_owner", AppRole: prefix + "_identity_app"},
+	}
+}
+
+// migrate creates both components' roles, schemas and tables.
+func (n pgNames) migrate(ctx context.Context, adminURL string) error {
+	if err := n.Audit.migrate(ctx, adminURL); err != nil {
+		return err
+	}
+	return n.Identity.migrateWith(ctx, adminURL, func(ctx context.Context, conn *pgx.Conn) error {
+		return identity.MigratePostgres(ctx, conn, n.Identity.Schema, n.Identity.Owner, n.Identity.AppRole)
+	})
+}
+
+// migrateCmd runs the migrations as a privileged role and prints how to
+// run the system as the application roles.
 func migrateCmd(args []string) error {
 	fs := flag.NewFlagSet("migrate", flag.ExitOnError)
-	admin := fs.String("admin-url", "", "PostgreSQL URL of a privileged role (superuser or schema owner); used only here")
+	admin := fs.String("admin-url", "", "PostgreSQL URL of a privileged role (superuser or schema owner); used only here, never by the runtime")
+	prefix := fs.String("prefix", defaultPGPrefix, "prefix of every schema and role created (the same -postgres-prefix the components get)")
+	usage(fs, "migrate -admin-url URL [-prefix P]", `Creates (idempotently) the PostgreSQL schemas, tables and least-privilege
+roles of the ledger's audit chain (P_audit, role P_ledger_app) and of
+identity's data (P_identity, role P_identity_app), connected as a
+privileged role. The components then connect with -postgres-url as their
+own application roles.`)
 	fs.Parse(args)
 	if *admin == "" {
 		return errors.New("migrate needs -admin-url")
 	}
-	if err := defaultPGAudit.migrate(context.Background(), *admin); err != nil {
+	if !pgName.MatchString(*prefix + "_identity_owner") {
+		return fmt.Errorf("invalid -prefix %q (lower-case letters, digits and _)", *prefix)
+	}
+	n := pgNamesFor(*prefix)
+	if err := n.migrate(context.Background(), *admin); err != nil {
 		return err
 	}
-	dsn, err := appDSN(*admin, defaultPGAudit.AppRole)
+	server, err := serverURL(*admin)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("audit schema %s migrated; run the system as the application role:\n  go run ./examples/malai -audit-dsn '%s'\n", defaultPGAudit.Schema, dsn)
+	pfx := ""
+	if *prefix != defaultPGPrefix {
+		pfx = " -postgres-prefix " + *prefix
+	}
+	fmt.Printf(`schemas %s and %s migrated; roles %s and %s created.
+Run the system as the application roles:
+  go run ./examples/malai -postgres-url '%s'%s
+`, n.Audit.Schema, n.Identity.Schema, n.Audit.AppRole, n.Identity.AppRole, server, pfx)
 	return nil
 }
 
@@ -56,10 +106,17 @@ func (p PGAudit) validate() error {
 	return nil
 }
 
-// migrate creates the roles and schema if missing and runs
-// pgstore.Migrate, connected as the privileged role of adminURL. The
-// runtime never receives adminURL.
+// migrate creates the roles and schema if missing and runs the audit
+// chain's pgstore.Migrate, connected as the privileged role of adminURL.
+// The runtime never receives adminURL.
 func (p PGAudit) migrate(ctx context.Context, adminURL string) error {
+	return p.migrateWith(ctx, adminURL, func(ctx context.Context, conn *pgx.Conn) error {
+		return pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: p.Schema, Owner: p.Owner, AppRole: p.AppRole})
+	})
+}
+
+// migrateWith creates the roles and schema if missing, then runs tables.
+func (p PGAudit) migrateWith(ctx context.Context, adminURL string, tables func(context.Context, *pgx.Conn) error) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -77,7 +134,7 @@ func (p PGAudit) migrate(ctx context.Context, adminURL string) error {
 			return fmt.Errorf("migrate: %w", err)
 		}
 	}
-	return pgstore.Migrate(ctx, conn, pgstore.MigrateConfig{Schema: p.Schema, Owner: p.Owner, AppRole: p.AppRole})
+	return tables(ctx, conn)
 }
 
 // auditRekeyCmd re-encrypts the PostgreSQL audit rows sealed under older
@@ -145,10 +202,24 @@ func (p PGAudit) drop(ctx context.Context, adminURL string) error {
 	return errors.Join(errs...)
 }
 
-// appDSN turns the admin URL into the application role's DSN: same host,
+// appDSN turns the admin URL into the application role's URL: same host,
 // port, database and TLS settings, the app role as user, no password (it
 // comes from the password provider).
 func appDSN(adminURL, role string) (string, error) {
+	srv, err := serverURL(adminURL)
+	if err != nil {
+		return "", err
+	}
+	return asRole(srv, role)
+}
+
+// serverURL is adminURL without its user and password: the server,
+// database and TLS settings every component's -postgres-url names.
+func serverURL(adminURL string) (string, error) {
+	if u, err := url.Parse(adminURL); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.User = nil
+		return u.String(), nil
+	}
 	cfg, err := pgx.ParseConfig(adminURL)
 	if err != nil {
 		return "", errors.New("invalid PostgreSQL URL")
@@ -157,5 +228,18 @@ func appDSN(adminURL, role string) (string, error) {
 	if cfg.TLSConfig != nil {
 		ssl = "verify-full"
 	}
-	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=%s", role, cfg.Host, cfg.Port, cfg.Database, ssl), nil
+	return fmt.Sprintf("postgres://%s/%s?sslmode=%s", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), url.PathEscape(cfg.Database), ssl), nil
+}
+
+// asRole returns the postgres:// URL u connecting as role, unless u
+// names a user already (an operator's explicit choice).
+func asRole(u, role string) (string, error) {
+	pu, err := url.Parse(u)
+	if err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
+		return "", errors.New("the PostgreSQL URL must be a postgres:// URL")
+	}
+	if pu.User == nil {
+		pu.User = url.User(role)
+	}
+	return pu.String(), nil
 }

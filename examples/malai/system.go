@@ -11,8 +11,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,8 +70,16 @@ func publicRoutes() map[string]platform.Table {
 	return out
 }
 
-// Options configure one run of the whole system in one process.
+// Options configure one run of the system's components in this process:
+// all of them (the default), or the ones Components names, reaching the
+// others at Peers.
 type Options struct {
+	// Components are the components this process runs (platform.Gateway,
+	// Identity, Ledger, Worker). Empty: all of them.
+	Components []string
+	// Peers are the internal base URLs of the components that run in
+	// other processes, by name.
+	Peers map[string]string
 	// Addr is the gateway's HTTPS address (TCP for TLS, UDP for HTTP/3).
 	Addr string
 	// HTTPAddr serves the HTTP→HTTPS redirect. Empty: none.
@@ -91,6 +101,17 @@ type Options struct {
 	// "malai migrate"; otherwise it is a file store under DataDir. The
 	// witness always keeps its checkpoints in a separate file store.
 	Postgres platform.Postgres
+	// IdentityPostgres, when its URL is set, keeps identity's accounts,
+	// sessions, keys and security events in PostgreSQL (as the role
+	// "malai migrate" created); otherwise bbolt and a file store under
+	// DataDir.
+	IdentityPostgres platform.Postgres
+	// WitnessDir is the ledger's witness store (one process at a time:
+	// each ledger replica has its own). Default <DataDir>/witness.
+	WitnessDir string
+	// CertFiles, when set, give each component its certificate from an
+	// operator's files instead of the development CA under DataDir.
+	CertFiles *CertFiles
 	// LogMirror also receives the plaintext JSON logs (the terminal).
 	LogMirror io.Writer
 	// PerIP and PerPrincipal limit requests per minute per client network
@@ -115,7 +136,18 @@ type Options struct {
 	Faults faults.Set
 }
 
-// System is the whole reference system running in this process.
+// CertFiles are an operator's certificate files for the components of a
+// process (PEM; pki.LoadCerts re-reads them when they change).
+type CertFiles struct {
+	// Cert and Key are the component's leaf (common name = component)
+	// and key; CA the roots it trusts for peers and clients.
+	Cert, Key, CA string
+	// WebCert and WebKey are the web backend's leaf (common name "web"),
+	// which runs in the gateway's process.
+	WebCert, WebKey string
+}
+
+// System is the reference system's components running in this process.
 type System struct {
 	GatewayURL  string
 	RedirectURL string
@@ -123,13 +155,15 @@ type System struct {
 	URLs                   map[string]string
 	IdentityURL, LedgerURL string
 	DataDir                string
-	CA                     *pki.CA
-	CAFile                 string
-	Keys                   *platform.KeyFile
-	Ring                   *correlation.KeyRing
-	Telemetry              map[string]*platform.Telemetry
-	Origin                 string
-	AuditKey               note.Verifier
+	// CA is the development CA (nil with operator certificate files);
+	// CAFile the roots' file either way.
+	CA        *pki.CA
+	CAFile    string
+	Keys      *platform.KeyFile
+	Ring      *correlation.KeyRing
+	Telemetry map[string]*platform.Telemetry
+	Origin    string
+	AuditKey  note.Verifier
 	// Handles the components exported, for in-process tools and tests.
 	Identity *identity.Service
 	// IdentityStore is identity's store (accounts, sessions, keys).
@@ -187,12 +221,18 @@ func Loopback() []netip.Prefix {
 	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 }
 
-// Start runs every component in this process, each on its own loopback
-// listener, talking to the others over mutual TLS exactly as separate
-// processes do.
+// Start runs the components o names (default: every one) in this
+// process, each on its own listener, talking to each other and to the
+// components of other processes over mutual TLS.
 func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err := o.Faults.Check(); err != nil {
 		return nil, err
+	}
+	runs := func(name string) bool { return len(o.Components) == 0 || slices.Contains(o.Components, name) }
+	for _, name := range o.Components {
+		if !slices.ContainsFunc(components(), func(c component) bool { return c.name == name }) {
+			return nil, fmt.Errorf("no component %q", name)
+		}
 	}
 	s := &System{Telemetry: map[string]*platform.Telemetry{}, URLs: map[string]string{}, stops: map[string]func() error{}, Origin: auditOrigin, DataDir: o.DataDir}
 	defer func() {
@@ -203,19 +243,19 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	if s.Keys, err = platform.LoadOrCreateKeys(o.DataDir, auditOrigin); err != nil {
+	names := []string{}
+	for _, c := range components() {
+		if runs(c.name) {
+			names = append(names, c.name)
+		}
+	}
+	if runs(platform.Gateway) {
+		names = append(names, platform.Web)
+	}
+	certs, err := s.bootstrap(o, names)
+	if err != nil {
 		return nil, err
 	}
-	if s.Ring, err = s.Keys.Ring(); err != nil {
-		return nil, err
-	}
-	if _, s.AuditKey, err = s.Keys.Signer(); err != nil {
-		return nil, err
-	}
-	if s.CA, err = pki.LoadOrCreate(filepath.Join(o.DataDir, "pki"), nil); err != nil {
-		return nil, err
-	}
-	s.CAFile = s.CA.CertFile()
 	s.postgres = o.Postgres.URL != ""
 
 	rdb, err := openRedis(ctx, o.RedisURL)
@@ -226,7 +266,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		s.onClose(rdb.Close)
 	}
 	var q queue.Queue
-	if rdb == nil {
+	if rdb == nil && runs(platform.Ledger) && runs(platform.Worker) {
 		// Ledger and worker share the embedded queue in this process.
 		q = queue.NewMemory(queue.Options{MinIdle: 5 * time.Second, Block: 200 * time.Millisecond}, nil)
 	}
@@ -235,6 +275,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	// starts.
 	listeners := map[string]net.Listener{}
 	for _, c := range components() {
+		if !runs(c.name) {
+			continue
+		}
 		addr := o.Listen[c.name]
 		if addr == "" {
 			addr = "127.0.0.1:0"
@@ -247,25 +290,41 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		listeners[c.name] = ln
 		s.URLs[c.name] = platform.URL(ln)
 	}
+	for name, u := range o.Peers {
+		if s.URLs[name] == "" && u != "" {
+			s.URLs[name] = u
+		}
+	}
 	s.IdentityURL, s.LedgerURL = s.URLs[platform.Identity], s.URLs[platform.Ledger]
-	edge, err := listenEdge(o)
-	if err != nil {
-		return nil, err
-	}
-	s.onClose(edge.close)
-	s.GatewayURL = platform.URL(edge.Listener)
-	if edge.Redirect != nil {
-		s.RedirectURL = "http://" + edge.Redirect.Addr().String()
-	}
 	issuer := o.Issuer
-	if issuer == "" {
-		issuer = publicURL(edge.Listener.Addr().(*net.TCPAddr))
+	var edge edgeListeners
+	if runs(platform.Gateway) {
+		if edge, err = listenEdge(o); err != nil {
+			return nil, err
+		}
+		s.onClose(edge.close)
+		s.GatewayURL = platform.URL(edge.Listener)
+		if edge.Redirect != nil {
+			s.RedirectURL = "http://" + edge.Redirect.Addr().String()
+		}
+		if issuer == "" {
+			issuer = publicURL(edge.Listener.Addr().(*net.TCPAddr))
+		}
+		edge.Routes = publicRoutes()
+		edge.PerIP, edge.PerPrincipal, edge.DenyList, edge.TrustedProxies, edge.AllowedHosts = o.PerIP, o.PerPrincipal, o.DenyList, o.TrustedProxies, o.AllowedHosts
 	}
-	origins := []string{issuer, s.GatewayURL}
-	edge.Routes = publicRoutes()
-	edge.PerIP, edge.PerPrincipal, edge.DenyList, edge.TrustedProxies, edge.AllowedHosts = o.PerIP, o.PerPrincipal, o.DenyList, o.TrustedProxies, o.AllowedHosts
+	if issuer == "" && (runs(platform.Identity) || runs(platform.Ledger)) {
+		return nil, errors.New("no token issuer: set -issuer to the gateway's public URL")
+	}
+	origins := []string{issuer}
+	if s.GatewayURL != "" && s.GatewayURL != issuer {
+		origins = append(origins, s.GatewayURL)
+	}
 
 	for _, c := range components() {
+		if !runs(c.name) {
+			continue
+		}
 		t, err := platform.NewTelemetry(platform.TelemetryConfig{
 			Component: c.name, LogDir: o.Faults.LogDir(filepath.Join(o.DataDir, "logs")), Ring: s.Ring, Mirror: o.LogMirror,
 			TrustIncoming: o.Faults.TrustIncoming(platform.TrustedHop),
@@ -275,12 +334,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 		s.Telemetry[c.name] = t
 		s.onClose(t.Close)
-		certs, err := s.CA.Certs(c.name)
-		if err != nil {
-			return nil, err
-		}
 		env := &platform.Env{
-			Name: c.name, Certs: certs, Telemetry: t, Listener: listeners[c.name], Peers: s.URLs, Issuer: issuer, Origins: origins,
+			Name: c.name, Certs: certs[c.name], Telemetry: t, Listener: listeners[c.name], Peers: s.URLs, Issuer: issuer, Origins: origins,
 			Redis: rdb, RedisPrefix: o.RedisPrefix, Queue: q, DataDir: o.DataDir, Keys: s.Keys, Ring: s.Ring,
 			OnReload: func(f func() error) { s.reloads = append(s.reloads, f) },
 			Export:   s.export,
@@ -291,16 +346,14 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 				TrustAnyForwardedFor: o.Faults.On(faults.IdentityTrustsAnyForwardedFor)}
 		}
 		env.Credentials = credentials(env)
-		if c.name == platform.Ledger {
-			env.Postgres = o.Postgres
-		}
-		if c.name == platform.Gateway {
+		switch c.name {
+		case platform.Ledger:
+			env.Postgres, env.WitnessDir = o.Postgres, o.WitnessDir
+		case platform.Identity:
+			env.Postgres = o.IdentityPostgres
+		case platform.Gateway:
 			env.Edge = edge.Edge
-			webCerts, err := s.CA.Certs(platform.Web)
-			if err != nil {
-				return nil, err
-			}
-			stopWeb, err := withWeb(env, webCerts)
+			stopWeb, err := withWeb(env, certs[platform.Web])
 			if err != nil {
 				return nil, err
 			}
@@ -315,6 +368,70 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		s.onClose(func() error { return s.Stop(name) })
 	}
 	return s, nil
+}
+
+// bootstrap loads (or, on first start, creates) the key file and the
+// development CA under the data directory, and the certificates of the
+// named components: from the operator's files when o.CertFiles is set,
+// else issued by that CA. Processes sharing one data directory (split
+// mode on one machine) serialise this on a lock file, so the first
+// creates the keys and the CA and the others load them.
+func (s *System) bootstrap(o Options, names []string) (map[string]*pki.Certs, error) {
+	unlock, err := lockFile(filepath.Join(o.DataDir, "bootstrap.lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if s.Keys, err = platform.LoadOrCreateKeys(o.DataDir, auditOrigin); err != nil {
+		return nil, err
+	}
+	if s.Ring, err = s.Keys.Ring(); err != nil {
+		return nil, err
+	}
+	if _, s.AuditKey, err = s.Keys.Signer(); err != nil {
+		return nil, err
+	}
+	certs := map[string]*pki.Certs{}
+	if f := o.CertFiles; f != nil {
+		s.CAFile = f.CA
+		for _, name := range names {
+			cert, key := f.Cert, f.Key
+			if name == platform.Web {
+				cert, key = f.WebCert, f.WebKey
+			}
+			if cert == "" || key == "" {
+				return nil, fmt.Errorf("%s: no certificate file given", name)
+			}
+			if certs[name], err = pki.LoadCerts(name, cert, key, f.CA); err != nil {
+				return nil, fmt.Errorf("%s certificate: %w", name, err)
+			}
+		}
+		return certs, nil
+	}
+	if s.CA, err = pki.LoadOrCreate(filepath.Join(o.DataDir, "pki"), nil); err != nil {
+		return nil, err
+	}
+	s.CAFile = s.CA.CertFile()
+	for _, name := range names {
+		if certs[name], err = s.CA.Certs(name); err != nil {
+			return nil, err
+		}
+	}
+	return certs, nil
+}
+
+// lockFile takes an exclusive lock on path (created 0600), waiting for
+// another process that holds it.
+func lockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 func (s *System) export(v any) {

@@ -116,7 +116,11 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		return nil, fmt.Errorf("ledger: audit store: %w", err)
 	}
 	closers = append(closers, st.Close)
-	wst, err := filestore.Open(filepath.Join(env.DataDir, "witness"))
+	wdir := env.WitnessDir
+	if wdir == "" {
+		wdir = filepath.Join(env.DataDir, "witness")
+	}
+	wst, err := filestore.Open(wdir)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: witness store: %w", err)
 	}

@@ -64,6 +64,10 @@ type Env struct {
 	// Postgres, when its URL is set, holds the component's system of
 	// record (the ledger's audit chain, identity's users).
 	Postgres Postgres
+	// WitnessDir is the ledger's witness store, a file store one process
+	// holds at a time (each ledger replica has its own). Empty:
+	// <DataDir>/witness.
+	WitnessDir string
 	// Queue carries asynchronous work from the ledger to the worker. The
 	// composition sets it when both run in one process on the embedded
 	// queue; otherwise a component builds its own from Redis.
