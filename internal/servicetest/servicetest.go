@@ -7,7 +7,9 @@
 // missing or unreachable service fails the test instead, so CI cannot go
 // green by skipping. Every test gets its own Redis key prefix, removed at
 // cleanup, so packages can run their tests in parallel against one server.
-// PostgreSQL helpers live with the only store that needs them
+// [NewPostgresServer] starts a throwaway PostgreSQL cluster (initdb on a
+// free port) for tests that must shape the server itself (TLS only, a
+// pg_hba.conf); connection helpers live with the stores that need them
 // (auditlog/pgstore), so this package pulls no PostgreSQL driver.
 package servicetest
 
