@@ -343,7 +343,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		if len(o.Faults) > 0 {
 			env.Faults = o.Faults
 			env.Switches = platform.Switches{NoMetrics: o.Faults.On(faults.NoMetrics), NoReputation: o.Faults.On(faults.EdgeNoReputation),
-				TrustAnyForwardedFor: o.Faults.On(faults.IdentityTrustsAnyForwardedFor)}
+				TrustAnyForwardedFor: o.Faults.On(faults.IdentityTrustsAnyForwardedFor), OptionalClientCerts: o.Faults.On(faults.InternalCertOptional)}
 		}
 		env.Credentials = credentials(env)
 		switch c.name {

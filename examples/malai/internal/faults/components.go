@@ -24,6 +24,17 @@ const (
 	LedgerAppendOnRequestContext Fault = "ledger-append-on-request-context"
 	// LedgerNoJobStatus: an async job's outcome is never reported.
 	LedgerNoJobStatus Fault = "ledger-no-job-status"
+	// LedgerNoOwnerCheck: any customer may read and debit any account.
+	LedgerNoOwnerCheck Fault = "ledger-no-owner-check"
+	// LedgerUnredactedSample: the audit sample shows who asked.
+	LedgerUnredactedSample Fault = "ledger-unredacted-sample"
+	// LedgerKeyOptional: a write without Idempotency-Key runs.
+	LedgerKeyOptional Fault = "ledger-key-optional"
+	// LedgerLaxBodies: bodies decoded by encoding/json alone (duplicate
+	// and case-variant members pass).
+	LedgerLaxBodies Fault = "ledger-lax-bodies"
+	// LedgerLiveDrift: the live balances drift from the chain.
+	LedgerLiveDrift Fault = "ledger-live-drift"
 	// IdentityNoReauth: an access token alone enrols or disables MFA,
 	// regenerates recovery codes and changes the password.
 	IdentityNoReauth Fault = "identity-no-reauth"
@@ -68,5 +79,10 @@ func (s Set) Ledger() ledger.Faults {
 		ForgetKeys:             s.On(LedgerForgetKeys),
 		AppendOnRequestContext: s.On(LedgerAppendOnRequestContext),
 		NoJobStatus:            s.On(LedgerNoJobStatus),
+		NoOwnerCheck:           s.On(LedgerNoOwnerCheck),
+		UnredactedSample:       s.On(LedgerUnredactedSample),
+		KeyOptional:            s.On(LedgerKeyOptional),
+		LaxBodies:              s.On(LedgerLaxBodies),
+		LiveDrift:              s.On(LedgerLiveDrift),
 	}
 }

@@ -19,6 +19,10 @@ const (
 	NoMetrics Fault = "no-metrics"
 	// NoEncryptedLogs writes no encrypted log streams.
 	NoEncryptedLogs Fault = "no-encrypted-logs"
+	// InternalCertOptional: the internal listeners complete a handshake
+	// with a client that presents no certificate (admission by route
+	// still refuses it).
+	InternalCertOptional Fault = "internal-client-cert-optional"
 	// IdempotencyForgets: the idempotency store drops every record once
 	// its request completes (a store that loses what it holds).
 	IdempotencyForgets Fault = "idempotency-store-forgets"

@@ -112,6 +112,9 @@ type Switches struct {
 	// TrustAnyForwardedFor: identity believes any caller's
 	// X-Forwarded-For.
 	TrustAnyForwardedFor bool
+	// OptionalClientCerts: internal listeners accept a handshake without
+	// a client certificate.
+	OptionalClientCerts bool
 }
 
 // RedisKey is name under the system's Redis prefix.

@@ -131,7 +131,11 @@ func Serve(env *Env, t Table, o ServeOptions) (stop func() error, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return ServeTLS(env.Listener, headers.TLSConfig(env.Certs.ServerTLS()), h, env.Telemetry.Logger), nil
+	cfg := headers.TLSConfig(env.Certs.ServerTLS())
+	if env.Switches.OptionalClientCerts {
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return ServeTLS(env.Listener, cfg, h, env.Telemetry.Logger), nil
 }
 
 // ServeTLS serves h on ln with cfg until the returned function stops it
