@@ -26,6 +26,9 @@ type proof struct {
 	faults  faults.Set
 	options func(*Options)
 	pg      func(ctx context.Context, conn *pgx.Conn, pg PGAudit) error
+	// beforeRestart runs on the data directory while the system is
+	// stopped for a restart.
+	beforeRestart func(dataDir string) error
 	// fail are the ids of the checks that must fail (usually one).
 	fail []string
 }
@@ -87,6 +90,26 @@ var proofs = []proof{
 		fail: []string{id(evidence.RowIdempotency, "async: the job's outcome is visible at its Location (succeeded with the transfer; failed with the problem), to its owner only")}},
 	{name: "the ledger appends on the request's context", faults: faults.Set{faults.LedgerAppendOnRequestContext},
 		fail: []string{id(evidence.RowIdempotency, "clients timing out mid-transfer leave the balances equal to the chain, and each learns its outcome by retrying with the same key")}},
+	{name: "the idempotency store forgets and the chain keeps no keys", faults: faults.Set{faults.IdempotencyForgets, faults.LedgerForgetKeys},
+		// With neither memory of a key, every check that retries a key
+		// sees a second effect.
+		fail: []string{
+			id(evidence.RowIdempotency, "a replayed transfer returns the original result and moves the money once"),
+			id(evidence.RowIdempotency, "the same key with another payload is refused (422)"),
+			id(evidence.RowIdempotency, "async: queue, worker and a later synchronous retry with the same key make one transfer"),
+			id(evidence.RowIdempotency, "clients timing out mid-transfer leave the balances equal to the chain, and each learns its outcome by retrying with the same key"),
+			id(evidence.RowIdempotency, "an idempotency key survives a restart: the retry replays the first result and moves no more money")}},
+	// The embedded mode keeps idempotency records in memory; only the
+	// chain carries a key across a restart.
+	{name: "the chain keeps no keys", faults: faults.Set{faults.LedgerForgetKeys},
+		fail: []string{id(evidence.RowIdempotency, "an idempotency key survives a restart: the retry replays the first result and moves no more money")}},
+	{name: "writes without Idempotency-Key run", faults: faults.Set{faults.LedgerKeyOptional},
+		fail: []string{id(evidence.RowIdempotency, "a write without Idempotency-Key is refused (400)")}},
+	{name: "bodies decoded leniently", faults: faults.Set{faults.LedgerLaxBodies},
+		fail: []string{id(evidence.RowIdempotency, "a body with duplicate or case-variant members is refused (400) before it is fingerprinted or run, sync and async")}},
+	// Append-only audit.
+	{name: "the audit sample names who asked", faults: faults.Set{faults.LedgerUnredactedSample},
+		fail: []string{id(evidence.RowAudit, "a sanitised audit sample with inclusion proofs verifies against the signed checkpoint")}},
 	// Encryption at rest.
 	{name: "a plaintext copy of the logs on disk", options: func(o *Options) {
 		f, err := os.Create(filepath.Join(o.DataDir, "plain.log"))
@@ -108,7 +131,36 @@ var proofs = []proof{
 	// Authorization.
 	{name: "customers may deposit", options: grantPolicy("p, role:customer, /v1/deposits, POST"),
 		fail: []string{id(evidence.RowAuthorization, "a customer cannot create money: a deposit is refused at the ledger (403) without the teller role")}},
+	{name: "the ledger checks no owner", faults: faults.Set{faults.LedgerNoOwnerCheck}, fail: []string{
+		id(evidence.RowAuthorization, "RBAC at the API: a user cannot read another user's account (404, as if it did not exist)"),
+		id(evidence.RowAuthorization, "a user cannot move money out of another user's account")}},
+	// Authentication: identity's store lost at a restart (users and
+	// signing keys in memory, as before persistence) lets the name pass
+	// to a newcomer, and leaves the fixture's users unable to sign in for
+	// the other restart check.
+	{name: "identity keeps nothing across a restart", beforeRestart: func(data string) error { return os.RemoveAll(filepath.Join(data, "identity")) },
+		fail: []string{
+			id(evidence.RowAuthentication, "after a restart a username cannot be registered again, and its owner's account stays theirs alone"),
+			id(evidence.RowIdempotency, "an idempotency key survives a restart: the retry replays the first result and moves no more money")}},
 	// Sign-in hardening.
+	{name: "MFA enrolment without re-authentication", faults: faults.Set{faults.IdentityNoReauth},
+		fail: []string{id(evidence.RowSignIn, "MFA enrolment with an access token alone is refused; with the current password it proceeds")}},
+	{name: "a lockout an attacker can aim", faults: faults.Set{faults.IdentityHardLockout},
+		fail: []string{id(evidence.RowSignIn, "5 failures from each of 4 networks do not lock the owner out on a device that signed in before")}},
+	{name: "no spraying detection", faults: faults.Set{faults.IdentityNoSprayDetection},
+		fail: []string{id(evidence.RowSignIn, "password spraying (one password, 30 accounts, 30 networks) is detected and slowed; other users still sign in")}},
+	// Inter-service authentication.
+	{name: "internal listeners take clients without a certificate", faults: faults.Set{faults.InternalCertOptional},
+		fail: []string{id(evidence.RowInterService, "internal listeners (identity, ledger) refuse the TLS handshake of a client without a certificate")}},
+	{name: "a client assertion may be replayed", faults: faults.Set{faults.IdentityNoAssertionReplayCheck},
+		fail: []string{id(evidence.RowInterService, "private_key_jwt only: a fresh client assertion gets a service token once; its replay, client_secret_basic and the public gateway's /oauth2/token get none")}},
+	// Defence-in-depth token verification: identity's own layer off.
+	{name: "identity verifies no bearer token", faults: faults.Set{faults.IdentityNoTokenCheck}, fail: []string{
+		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): payload altered after signing (sub and sid of another user) → 401"),
+		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): alg none → 401"),
+		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): signed by an attacker's key under the real kid → 401"),
+		id(evidence.RowTokens, "identity directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
+	// Sign-in hardening (the client address).
 	{name: "identity believes any caller's X-Forwarded-For", faults: faults.Set{faults.IdentityTrustsAnyForwardedFor},
 		fail: []string{id(evidence.RowSignIn, "a caller that bypasses the gateway cannot choose its client address for risk scoring")}},
 	// Database role separation (the roles weakened on purpose after the
@@ -158,35 +210,33 @@ var unproven = func() map[string]string {
 			m[id] = why
 		}
 	}
-	var tokenLayers []string
+	var gatewayLayer, ledgerLayer []string
 	for _, c := range evidence.Registry() {
-		if c.Row == evidence.RowTokens {
-			tokenLayers = append(tokenLayers, c.ID())
+		switch {
+		case c.Row != evidence.RowTokens:
+		case strings.HasPrefix(c.Name, "gateway:"):
+			gatewayLayer = append(gatewayLayer, c.ID())
+		case strings.HasPrefix(c.Name, "ledger directly"):
+			ledgerLayer = append(ledgerLayer, c.ID())
 		}
 	}
-	set("needs a switch that turns one layer's own token verification off (gateway, ledger, identity)", tokenLayers...)
+	set("needs a gateway switch that turns JWT check #1 off (requested of edge)", gatewayLayer...)
+	set("needs a ledger switch that turns its own token verification off (requested of ledid)", ledgerLayer...)
+	set("ledger.Faults.LiveDrift lets transfers overdraw the chain, so the ledger cannot restart and every check after the first restart fails with it",
+		id(evidence.RowAudit, "replaying the chain reproduces the live balances"))
+	set("no tokens without a real key and ring: proved through the forged and bad-claim checks, whose proofs switch one layer off",
+		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): no token → 401"))
 	set("needs identity switches (token shape, password policy below the page's, no breach corpus, no risk engine)",
 		id(evidence.RowAuthentication, "sign-in issues a short-lived at+jwt user token"),
 		id(evidence.RowSignIn, "a password shorter than 12 characters is refused at sign-up"),
 		id(evidence.RowSignIn, "a password without a symbol is refused at sign-up"),
 		id(evidence.RowSignIn, "a breached password is refused at sign-up (offline corpus)"),
 		id(evidence.RowSignIn, "adaptive risk: a burst of failures from one network blocks a sign-in from it with the right password"))
-	set("needs identity and ledger switches for service tokens (client authentication, token class per route)",
+	set("needs identity and ledger switches for service tokens (token class per route)",
 		id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)"),
 		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),
 		id(evidence.RowInterService, "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)"))
-	set("ledger.Faults.ForgetKeys (with a store that forgets) leaves a chain whose job events no longer replay, so every write check fails with it; waits for a fix in the ledger's switch",
-		id(evidence.RowIdempotency, "a replayed transfer returns the original result and moves the money once"),
-		id(evidence.RowIdempotency, "the same key with another payload is refused (422)"),
-		id(evidence.RowIdempotency, "async: queue, worker and a later synchronous retry with the same key make one transfer"))
-	set("needs ledger switches (ownership checks, the sample's redaction, Idempotency-Key required, strict bodies, replay)",
-		id(evidence.RowAuthorization, "RBAC at the API: a user cannot read another user's account (404, as if it did not exist)"),
-		id(evidence.RowAuthorization, "a user cannot move money out of another user's account"),
-		id(evidence.RowIdempotency, "a write without Idempotency-Key is refused (400)"),
-		id(evidence.RowIdempotency, "a body with duplicate or case-variant members is refused (400) before it is fingerprinted or run, sync and async"),
-		id(evidence.RowAudit, "replaying the chain reproduces the live balances"),
-		id(evidence.RowAudit, "a sanitised audit sample with inclusion proofs verifies against the signed checkpoint"))
-	set("needs an audit store that accepts a damaged chain (auditlog has no such switch)",
+	set("needs an audit store that accepts a damaged chain (requested of ledid: the ledger opening a chain it cannot verify)",
 		id(evidence.RowAudit, "offline verification of the stopped system's whole chain against the witness's checkpoints, with replay"),
 		id(evidence.RowAudit, "a corrupted row in the middle of the chain is located, and the ledger refuses to start on it"))
 	set("needs a switch for the alarm's threshold (platform telemetry)",
@@ -252,7 +302,7 @@ func TestEvidenceChecksCanFail(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			cfg := localEvidenceConfig{OutDir: t.TempDir(), Break: func(o *Options) {
+			cfg := localEvidenceConfig{OutDir: t.TempDir(), BeforeRestart: p.beforeRestart, Break: func(o *Options) {
 				o.Faults = p.faults
 				if p.options != nil {
 					p.options(o)

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -128,6 +130,9 @@ type localEvidenceConfig struct {
 	// AfterMigrate, in tests only, runs as the privileged role after the
 	// audit schema is migrated (to weaken the roles on purpose).
 	AfterMigrate func(ctx context.Context, adminURL string, pg PGAudit) error
+	// BeforeRestart, in tests only, runs on the data directory while the
+	// system is stopped for a restart (to lose what must persist).
+	BeforeRestart func(dataDir string) error
 }
 
 // runLocalEvidence starts a fresh system on free loopback ports, checks
@@ -169,6 +174,8 @@ type localSystem struct {
 	pg       PGAudit
 	pgAdmin  string
 	redisURL string
+	// beforeRestart: see localEvidenceConfig.BeforeRestart.
+	beforeRestart func(dataDir string) error
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -181,7 +188,7 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 	if err != nil {
 		return nil, err
 	}
-	l := &localSystem{data: data, pgAdmin: cfg.PostgresAdmin, redisURL: cfg.RedisURL}
+	l := &localSystem{data: data, pgAdmin: cfg.PostgresAdmin, redisURL: cfg.RedisURL, beforeRestart: cfg.BeforeRestart}
 	defer func() {
 		if err != nil {
 			l.cleanup()
@@ -312,6 +319,40 @@ func (l *localSystem) AuditorToken(ctx context.Context) (string, error) {
 	return tok.AccessToken, nil
 }
 
+// SignToken signs with identity's current signing key, read from its
+// store and opened with the system's key ring: what an insider holding
+// both could forge. Only the evidence pass does this, to show that a
+// token with a valid signature but bad claims is refused everywhere.
+func (l *localSystem) SignToken(header, claims []byte) (string, error) {
+	ctx := context.Background()
+	ks, err := l.sys.IdentityStore.SigningKeys(ctx)
+	if err != nil {
+		return "", err
+	}
+	var priv *ecdsa.PrivateKey
+	var kid string
+	for _, k := range ks.Keys {
+		if k.Activated.IsZero() || !k.Retired.IsZero() {
+			continue
+		}
+		der, _, err := l.sys.Ring.Open(nil, k.Private, []byte("malai.identity.signing-key:"+k.ID))
+		if err != nil {
+			return "", err
+		}
+		pk, err := x509.ParsePKCS8PrivateKey(der)
+		if err != nil {
+			return "", err
+		}
+		if ec, ok := pk.(*ecdsa.PrivateKey); ok {
+			priv, kid = ec, k.ID
+		}
+	}
+	if priv == nil {
+		return "", errors.New("no current signing key in identity's store")
+	}
+	return evidence.SignES256(priv, bytes.ReplaceAll(header, []byte("$KID"), []byte(kid)), claims)
+}
+
 func (l *localSystem) Deposit(ctx context.Context, account string, amount int64, key string) error {
 	_, err := l.sys.Ledger.Deposit(ctx, "user:evidence-teller", account, amount, key)
 	return err
@@ -368,6 +409,11 @@ func (l *localSystem) StopComponent(name string) error { return l.sys.Stop(name)
 func (l *localSystem) Restart(ctx context.Context) error {
 	if err := l.Shutdown(); err != nil {
 		return fmt.Errorf("restart: close: %w", err)
+	}
+	if l.beforeRestart != nil {
+		if err := l.beforeRestart(l.data); err != nil {
+			return fmt.Errorf("restart: %w", err)
+		}
 	}
 	sys, err := Start(ctx, l.opts)
 	if err != nil {

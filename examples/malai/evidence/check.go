@@ -101,7 +101,7 @@ func Registry() []Check {
 	for _, group := range [][]Check{
 		tlsChecks(), headerChecks(), wafChecks(), limitBeforeWAFChecks(), rateLimitChecks(),
 		authenticationChecks(), signInChecks(), authorizationChecks(),
-		interServiceChecks(), tokenChecks(),
+		interServiceChecks(), clientChecks(), tokenChecks(), badClaimChecks(),
 		// Idempotency before the data rows: their checks look for its
 		// keys and transfers on disk and in the chain.
 		idempotencyChecks(), auditChecks(), encryptionChecks(), roleChecks(),

@@ -70,8 +70,12 @@ func auditChecks() []Check {
 				if bytes.Contains(r.Body, []byte(u.Name)) {
 					return "", fmt.Errorf("sample not sanitised: user %s visible", u.Name)
 				}
+				// The stable subject says who as well as the name does.
+				if sub, _ := JWTPart(u.Token, 1)["sub"].(string); sub != "" && bytes.Contains(r.Body, []byte(sub)) {
+					return "", fmt.Errorf("sample not sanitised: the subject of %s visible", u.Name)
+				}
 			}
-			obs := fmt.Sprintf("%d rows verified against a checkpoint signed by %s; no user name in it", len(sm.Rows), v.Name())
+			obs := fmt.Sprintf("%d rows verified against a checkpoint signed by %s; no user name or subject in it", len(sm.Rows), v.Name())
 			if f.OutDir != "" {
 				if err := os.WriteFile(filepath.Join(f.OutDir, SampleFile), r.Body, 0o644); err != nil {
 					return obs, err

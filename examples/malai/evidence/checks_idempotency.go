@@ -136,6 +136,7 @@ func idempotencyChecks() []Check {
 		}},
 		jobStatusCheck,
 		timeoutCheck,
+		restartKeyCheck,
 	}
 }
 

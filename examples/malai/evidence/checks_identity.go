@@ -22,6 +22,7 @@ func authenticationChecks() []Check {
 			}
 			return obs, nil
 		}},
+		reRegisterCheck,
 	}
 }
 
@@ -94,6 +95,7 @@ func signInChecks() []Check {
 				}
 				return obs, nil
 			}},
+		mfaReauthCheck, ownerLockoutCheck, sprayCheck,
 	}
 }
 

@@ -88,6 +88,11 @@ func loggingChecks() []Check {
 				}); err != nil {
 					return obs, err
 				}
+				// A customer of its own, signed in while the ledger is up.
+				u, err := f.NewCustomer(ctx, "alarm")
+				if err != nil {
+					return "", err
+				}
 				if err := f.Local.StopComponent("ledger"); err != nil {
 					return "", err
 				}
@@ -96,7 +101,7 @@ func loggingChecks() []Check {
 				codes := map[int]int{}
 				n := 0
 				for ; n < 2000 && !f.Local.AlarmFiring("gateway"); n++ {
-					r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts", nil, f.Alice.Auth().With("X-Forwarded-For", "198.51.100.90"))
+					r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts", nil, u.Auth().With("X-Forwarded-For", "198.51.100.90"))
 					if err != nil {
 						return "", err
 					}

@@ -17,23 +17,27 @@ import (
 // forgery is a way to turn a real user token into one no layer may
 // accept.
 type forgery struct {
-	name  string
-	forge func(tok string) (string, error)
+	name string
+	// forge turns tok into the forgery; other are the claims of another
+	// real user's token.
+	forge func(tok string, other map[string]any) (string, error)
 }
 
 var forgeries = []forgery{
-	{"no token", func(string) (string, error) { return "", nil }},
-	{"payload altered after signing (sub of another user)", func(tok string) (string, error) {
+	{"no token", func(string, map[string]any) (string, error) { return "", nil }},
+	{"payload altered after signing (sub and sid of another user)", func(tok string, other map[string]any) (string, error) {
 		parts := strings.Split(tok, ".")
 		c := JWTPart(tok, 1)
 		if len(parts) != 3 || c == nil {
 			return "", errors.New("not a compact JWT")
 		}
-		c["sub"] = c["sub"].(string) + "x"
+		// Subject and session both: identity ties a token to a live
+		// session of its subject.
+		c["sub"], c["sid"] = other["sub"], other["sid"]
 		b, _ := json.Marshal(c)
 		return parts[0] + "." + base64.RawURLEncoding.EncodeToString(b) + "." + parts[2], nil
 	}},
-	{"alg none", func(tok string) (string, error) {
+	{"alg none", func(tok string, _ map[string]any) (string, error) {
 		parts := strings.Split(tok, ".")
 		if len(parts) != 3 {
 			return "", errors.New("not a compact JWT")
@@ -41,7 +45,7 @@ var forgeries = []forgery{
 		h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"at+jwt"}`))
 		return h + "." + parts[1] + ".", nil
 	}},
-	{"signed by an attacker's key under the real kid", func(tok string) (string, error) {
+	{"signed by an attacker's key under the real kid", func(tok string, _ map[string]any) (string, error) {
 		h, c := JWTPart(tok, 0), JWTPart(tok, 1)
 		if h == nil || c == nil {
 			return "", errors.New("not a compact JWT")
@@ -58,7 +62,13 @@ func signES256(header, claims map[string]any) (string, error) {
 	}
 	hb, _ := json.Marshal(header)
 	cb, _ := json.Marshal(claims)
-	input := base64.RawURLEncoding.EncodeToString(hb) + "." + base64.RawURLEncoding.EncodeToString(cb)
+	return SignES256(key, hb, cb)
+}
+
+// SignES256 returns the compact JWS of header and claims (raw JSON, sent
+// as they are) signed with key.
+func SignES256(key *ecdsa.PrivateKey, header, claims []byte) (string, error) {
+	input := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
 	sum := sha256.Sum256([]byte(input))
 	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
 	if err != nil {
@@ -68,6 +78,15 @@ func signES256(header, claims map[string]any) (string, error) {
 	r.FillBytes(sig[:32])
 	s.FillBytes(sig[32:])
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+// client is the HTTP client that reaches the layer: the pass's own, or
+// one presenting the layer's component certificate.
+func (l layer) client(f *Fixture) (*http.Client, error) {
+	if l.component == "" {
+		return f.Client, nil
+	}
+	return f.ClientAs(l.component)
 }
 
 // layer is one place that verifies user tokens on its own.
@@ -101,17 +120,14 @@ func tokenChecks() []Check {
 		for _, fg := range forgeries {
 			cs = append(cs, Check{Row: RowTokens, Name: l.name + ": " + fg.name + " → 401", Local: l.local,
 				Run: func(ctx context.Context, f *Fixture) (string, error) {
-					c := f.Client
-					if l.component != "" {
-						var err error
-						if c, err = f.ClientAs(l.component); err != nil {
-							return "", err
-						}
+					c, err := l.client(f)
+					if err != nil {
+						return "", err
 					}
 					// Bob's token: the identity layer's route, if the forged
 					// token were accepted, would enrol MFA for him, nobody
 					// else.
-					tok, err := fg.forge(f.Bob.Token)
+					tok, err := fg.forge(f.Bob.Token, JWTPart(f.Alice.Token, 1))
 					if err != nil {
 						return "", err
 					}

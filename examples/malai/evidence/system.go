@@ -135,6 +135,10 @@ type Local interface {
 	ClientTLS(component string) (*tls.Config, error)
 	// DataDir is the system's data directory.
 	DataDir() string
+	// SignToken signs header and claims (raw JSON, "$KID" in the header
+	// replaced by the key's id) with identity's current signing key, as
+	// only an insider holding the key ring could.
+	SignToken(header, claims []byte) (string, error)
 	// AuditorToken is a service token with the ledger's audit scope,
 	// minted for the pass's own client.
 	AuditorToken(ctx context.Context) (string, error)
