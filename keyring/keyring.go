@@ -109,6 +109,10 @@ func newAEAD(id string, k Key) (cipher.AEAD, error) {
 // earlier keys still open. Re-adding an existing id is refused so a key id
 // always names one key.
 func (r *Ring) Rotate(id string, k Key) error {
+	return r.add(id, k, true)
+}
+
+func (r *Ring) add(id string, k Key, use bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.state.Load()
@@ -119,12 +123,35 @@ func (r *Ring) Rotate(id string, k Key) error {
 	if err != nil {
 		return err
 	}
-	st := &ringState{current: id, aeads: make(map[string]cipher.AEAD, len(old.aeads)+1)}
+	st := &ringState{current: old.current, aeads: make(map[string]cipher.AEAD, len(old.aeads)+1)}
+	if use {
+		st.current = id
+	}
 	for kid, v := range old.aeads {
 		st.aeads[kid] = v
 	}
 	st.aeads[id] = a
 	r.state.Store(st)
+	return nil
+}
+
+// Add adds key under id for opening only: the current key still seals.
+// A replica adds a key announced for later use before any replica seals
+// with it, so it opens what the first one to switch seals. Re-adding an
+// existing id is refused, as in Rotate.
+func (r *Ring) Add(id string, k Key) error {
+	return r.add(id, k, false)
+}
+
+// Use makes the key id, already in the ring, the one that seals.
+func (r *Ring) Use(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.state.Load()
+	if _, ok := old.aeads[id]; !ok {
+		return fmt.Errorf("%w: key %q is not in the ring", ErrInvalidConfig, id)
+	}
+	r.state.Store(&ringState{current: id, aeads: old.aeads})
 	return nil
 }
 

@@ -153,3 +153,34 @@ func TestConfigErrorsMatch(t *testing.T) {
 		}
 	}
 }
+
+// Two replicas share keys: the second adds a key the first will seal with
+// before the first switches, so it opens the first's records at once;
+// Use then switches it too.
+func TestAddThenUse(t *testing.T) {
+	k1, k2 := mustKey(t), mustKey(t)
+	a, _ := NewRing("k1", map[string]Key{"k1": k1})
+	b, _ := NewRing("k1", map[string]Key{"k1": k1})
+	if err := b.Add("k2", k2); err != nil {
+		t.Fatal(err)
+	}
+	if b.Current() != "k1" {
+		t.Fatalf("Add changed the sealing key to %q", b.Current())
+	}
+	if err := a.Rotate("k2", k2); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := a.Seal(nil, []byte("x"), nil)
+	if got, id, err := b.Open(nil, rec, nil); err != nil || string(got) != "x" || id != "k2" {
+		t.Fatalf("the added key does not open: %q %q %v", got, id, err)
+	}
+	if err := b.Use("k2"); err != nil || b.Current() != "k2" {
+		t.Fatalf("Use = %v, current %q", err, b.Current())
+	}
+	if err := b.Use("k3"); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Use of an unknown key = %v", err)
+	}
+	if err := b.Add("k1", mustKey(t)); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Add of an existing id = %v", err)
+	}
+}
