@@ -67,6 +67,7 @@ const commandList = `Commands:
   logs           decrypt a component's log streams
   evidence       start a system, test every claim, write the report
   audit-rekey    re-encrypt PostgreSQL audit rows after a key rotation
+  revoke-client  revoke a component's keys at identity (operator)
 Run "malai COMMAND -h" for a command's flags.`
 
 // usage sets fs's -h text: the synopsis, what the command does, the flags.

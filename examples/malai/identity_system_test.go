@@ -74,8 +74,9 @@ func TestIdentityAtTheEdge(t *testing.T) {
 	}
 }
 
-// TestRevokeTheWorkersKey: an operator revokes the worker's keys; the
-// worker is refused new tokens at once, and the ledger, the gateway and
+// TestRevokeTheWorkersKey: an operator revokes the worker's keys with
+// `malai revoke-client` (a worker's own certificate may not); the worker
+// is refused new tokens at once, and the ledger, the gateway and
 // every other component go on working.
 func TestRevokeTheWorkersKey(t *testing.T) {
 	if testing.Short() {
@@ -101,7 +102,15 @@ func TestRevokeTheWorkersKey(t *testing.T) {
 	if _, err := worker.Token(); err != nil {
 		t.Fatal(err)
 	}
-	n, err := sys.Identity.RevokeClientKeys(ctx, "worker", "")
+	// The operator's command: only its certificate may revoke.
+	if _, err := revokeClient(ctx, as("worker"), sys.IdentityURL, "worker", ""); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("a worker revoking keys: %v", err)
+	}
+	operator, err := operatorClient(sys.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := revokeClient(ctx, operator, sys.IdentityURL, "worker", "")
 	if err != nil || n < 2 { // the running worker's key and this one's
 		t.Fatalf("revoked %d keys: %v", n, err)
 	}
@@ -113,7 +122,8 @@ func TestRevokeTheWorkersKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sys.Identity.RevokeClientKeys(ctx, "worker", fresh.KeyID()); err != nil {
+	// The command line, as an operator types it.
+	if err := revokeClientCmd([]string{"-data", sys.DataDir, "-identity", sys.IdentityURL, "-kid", fresh.KeyID(), "worker"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fresh.Token(); !errors.Is(err, clientauth.ErrRefused) {

@@ -7,6 +7,7 @@
 //	go run ./examples/malai logs -data D C  # decrypt component C's log stream
 //	go run ./examples/malai migrate -admin-url U  # PostgreSQL schemas, least-privilege roles
 //	go run ./examples/malai audit-rekey -admin-url U -data D  # after a data-key rotation, as the migrator
+//	go run ./examples/malai revoke-client -identity U worker  # revoke one component's keys at identity
 //
 // Everything listens on loopback. The gateway serves HTTPS (TLS 1.2+, h2)
 // and HTTP/3 on -addr and redirects plain HTTP from -http-addr. The
@@ -44,6 +45,8 @@ func main() {
 		err = migrateCmd(args)
 	case "audit-rekey":
 		err = auditRekeyCmd(args)
+	case "revoke-client":
+		err = revokeClientCmd(args)
 	case "help":
 		fmt.Println(commandList)
 	default:

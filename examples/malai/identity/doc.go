@@ -161,8 +161,9 @@
 // no-store. These routes are on the internal listener only; the gateway
 // does not route them. Package clientauth is the component side.
 //
-// [Service.RevokeClientKeys] (POST /internal/v1/clients/{id}/revoke, for
-// the operator) revokes one task's key, or all of a component's keys:
+// [Service.RevokeClientKeys] (POST /internal/v1/clients/{id}/revoke, which
+// admits only an "operator" certificate; `malai revoke-client` calls it)
+// revokes one task's key, or all of a component's keys:
 // that task is refused from the next request, on every replica, and no
 // other component or task is touched. Tokens it already holds live out
 // their five minutes.
