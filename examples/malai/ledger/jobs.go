@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/examples/malai/internal/strictjson"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
@@ -188,8 +190,13 @@ func (p *pump) run() {
 	}
 }
 
-// publish queues job id (at acceptance, and again from the pump).
-func (p *pump) publish(id, principal, cid string) {
+// publish queues job id (at acceptance, and again from the pump). The
+// message carries the trace context of reqCtx (the accepting request's;
+// the pump has none), so the worker continues the request's trace.
+func (p *pump) publish(reqCtx context.Context, id, principal, cid string) {
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(reqCtx, carrier)
+	tp := carrier.Get("traceparent")
 	sig, err := p.s.signJob(id)
 	var b []byte
 	if err == nil {
@@ -197,7 +204,7 @@ func (p *pump) publish(id, principal, cid string) {
 	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = p.s.cfg.Queue.Publish(ctx, queue.Message{IdempotencyKey: id, Principal: principal, CorrelationID: cid, Body: b})
+		_, err = p.s.cfg.Queue.Publish(ctx, queue.Message{IdempotencyKey: id, Principal: principal, CorrelationID: cid, TraceParent: tp, Body: b})
 		cancel()
 	}
 	p.mu.Lock()
@@ -240,7 +247,7 @@ func (p *pump) tick() {
 			last = j.Accepted // accepted (and published) here or by another replica
 		}
 		if last.IsZero() || now.Sub(last) >= s.cfg.RepublishAfter {
-			p.publish(j.ID, j.Owner, "")
+			p.publish(context.Background(), j.ID, j.Owner, "")
 		}
 		select {
 		case <-p.stop:

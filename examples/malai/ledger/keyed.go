@@ -210,7 +210,7 @@ func (s *Service) execute(ctx context.Context, o *op, scope, key string, canon [
 		x.ran = true
 		out := s.seq.submit(o, s.cfg.RequestTimeout)
 		if o.kind == opAccept && out.err == nil && out.status == http.StatusAccepted && !out.fromKey && !out.replayed {
-			s.pump.publish(o.job, o.principal, o.cid)
+			s.pump.publish(o.reqCtx, o.job, o.principal, o.cid)
 		}
 		res, own, err := s.result(out)
 		fromChain = (out.fromKey && !own) || out.replayed

@@ -27,6 +27,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 )
@@ -47,7 +55,33 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Now is the clock for Ready's "since". Default time.Now.
 	Now func() time.Time
+	// TracerProvider, when set, records one consumer span per delivery
+	// that continues the trace the message carries (Message.TraceParent):
+	// the job's log lines carry that trace id, and the call to the ledger
+	// (through a correlation.Transport) propagates it. Nil: no spans.
+	TracerProvider trace.TracerProvider
+	// MeterProvider, when set, receives the jobs' RED series:
+	// malai.worker.jobs (deliveries, by outcome: done, deferred, dropped,
+	// unreachable) and malai.worker.job.duration (seconds, by outcome).
+	MeterProvider metric.MeterProvider
 }
+
+// Job metrics (see Config.MeterProvider).
+const (
+	MetricJobs        = "malai.worker.jobs"
+	MetricJobDuration = "malai.worker.job.duration"
+)
+
+// Outcomes of one delivery, the "outcome" attribute of the job metrics.
+const (
+	OutcomeDone        = "done"
+	OutcomeDeferred    = "deferred"
+	OutcomeDropped     = "dropped"
+	OutcomeUnreachable = "unreachable"
+)
+
+// instrumentation names the worker's tracer and meter.
+const instrumentation = "github.com/malai-sec/malai/examples/malai/worker"
 
 // ErrRetry marks a job left on the queue for redelivery.
 var ErrRetry = errors.New("worker: job will be retried")
@@ -55,6 +89,10 @@ var ErrRetry = errors.New("worker: job will be retried")
 // Worker consumes jobs. It is safe for concurrent use.
 type Worker struct {
 	cfg Config
+
+	tracer   trace.Tracer
+	jobs     metric.Int64Counter
+	duration metric.Float64Histogram
 
 	mu        sync.Mutex
 	queueErr  error
@@ -81,7 +119,23 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Worker{cfg: cfg}, nil
+	tp, mp := cfg.TracerProvider, cfg.MeterProvider
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
+	}
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	w := &Worker{cfg: cfg, tracer: tp.Tracer(instrumentation)}
+	meter := mp.Meter(instrumentation)
+	var err1, err2 error
+	w.jobs, err1 = meter.Int64Counter(MetricJobs, metric.WithDescription("Job deliveries handled, by outcome."))
+	w.duration, err2 = meter.Float64Histogram(MetricJobDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time to hand one delivery to the ledger, by outcome."))
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("worker: metrics: %w", err)
+	}
+	return w, nil
 }
 
 // Run consumes jobs until ctx ends.
@@ -135,7 +189,21 @@ func (w *Worker) Ready() error {
 }
 
 func (w *Worker) handle(ctx context.Context, m queue.Message) error {
-	err := handle(ctx, w.cfg, m)
+	if m.TraceParent != "" {
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": m.TraceParent})
+	}
+	ctx, span := w.tracer.Start(ctx, "worker job", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.Int64("malai.job.deliveries", m.Deliveries)))
+	start := time.Now()
+	outcome, err := handle(ctx, w.cfg, m)
+	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", outcome)))
+	w.jobs.Add(ctx, 1, set)
+	w.duration.Record(ctx, time.Since(start).Seconds(), set)
+	span.SetAttributes(attribute.String("malai.job.outcome", outcome))
+	if err != nil {
+		span.SetStatus(codes.Error, outcome)
+	}
+	span.End()
 	w.mu.Lock()
 	if err == nil {
 		w.ledgerErr, w.backoff = nil, 0
@@ -160,7 +228,9 @@ func (w *Worker) handle(ctx context.Context, m queue.Message) error {
 	return err
 }
 
-func handle(ctx context.Context, cfg Config, m queue.Message) error {
+// handle hands m to the ledger and reports the outcome (nil error:
+// acknowledge).
+func handle(ctx context.Context, cfg Config, m queue.Message) (string, error) {
 	if m.CorrelationID != "" {
 		ctx = correlation.NewContext(ctx, m.CorrelationID)
 	}
@@ -168,7 +238,7 @@ func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.LedgerURL+"/internal/v1/transfers", bytes.NewReader(m.Body))
 	if err != nil {
-		return err
+		return OutcomeUnreachable, err
 	}
 	// The body is the job message the ledger signed; the job itself is in
 	// the ledger's chain, so every delivery meets the same job.
@@ -176,7 +246,7 @@ func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	resp, err := cfg.Client.Do(req)
 	if err != nil {
 		cfg.Logger.WarnContext(ctx, "worker: ledger unreachable; job stays queued", "deliveries", m.Deliveries, "error", err.Error())
-		return fmt.Errorf("%w: %v", ErrRetry, err)
+		return OutcomeUnreachable, fmt.Errorf("%w: %v", ErrRetry, err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -184,13 +254,13 @@ func handle(ctx context.Context, cfg Config, m queue.Message) error {
 	case resp.StatusCode == http.StatusConflict, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
 		// Busy, back-pressure, or a failure: leave the job for redelivery.
 		cfg.Logger.InfoContext(ctx, "worker: job deferred", "status", resp.StatusCode, "deliveries", m.Deliveries)
-		return fmt.Errorf("%w: status %d", ErrRetry, resp.StatusCode)
+		return OutcomeDeferred, fmt.Errorf("%w: status %d", ErrRetry, resp.StatusCode)
 	case resp.StatusCode >= 400:
 		// Unknown, forged or malformed: it can never run.
 		cfg.Logger.WarnContext(ctx, "worker: job refused by the ledger; dropped", "status", resp.StatusCode, "deliveries", m.Deliveries)
-		return nil
+		return OutcomeDropped, nil
 	default:
 		cfg.Logger.InfoContext(ctx, "worker: job done", "status", resp.StatusCode, "deliveries", m.Deliveries)
-		return nil
+		return OutcomeDone, nil
 	}
 }

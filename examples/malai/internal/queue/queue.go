@@ -31,6 +31,9 @@ type Message struct {
 	Principal string
 	// CorrelationID links the job to the request that created it.
 	CorrelationID string
+	// TraceParent is the W3C traceparent of the span that queued the job
+	// (empty: none), so the consumer continues the request's trace.
+	TraceParent string
 	// Body is the job payload (the transfer as JSON).
 	Body []byte
 	// Deliveries counts how often the message was handed out, 1 the first

@@ -14,13 +14,16 @@ import (
 	"github.com/malai-sec/malai/internal/servicetest"
 )
 
+// testTraceParent is a W3C traceparent the queue must carry unchanged.
+const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
 // runRedelivery publishes one message, fails its first delivery, and
 // expects a second delivery of the same message, then an ack.
 func runRedelivery(t *testing.T, q Queue, advance func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	id, err := q.Publish(ctx, Message{IdempotencyKey: "k-1", Principal: "alice", CorrelationID: "c1", Body: []byte(`{"amount":5}`)})
+	id, err := q.Publish(ctx, Message{IdempotencyKey: "k-1", Principal: "alice", CorrelationID: "c1", TraceParent: testTraceParent, Body: []byte(`{"amount":5}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +42,7 @@ func runRedelivery(t *testing.T, q Queue, advance func()) {
 	if err := q.Consume(ctx, "w1", handler); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Consume = %v, want context.Canceled (redelivery never came?)", err)
 	}
-	if got.ID != id || got.IdempotencyKey != "k-1" || got.Principal != "alice" || got.CorrelationID != "c1" || string(got.Body) != `{"amount":5}` {
+	if got.ID != id || got.IdempotencyKey != "k-1" || got.Principal != "alice" || got.CorrelationID != "c1" || got.TraceParent != testTraceParent || string(got.Body) != `{"amount":5}` {
 		t.Fatalf("redelivered message differs: %+v", got)
 	}
 	if got.Deliveries < 2 {

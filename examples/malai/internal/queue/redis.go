@@ -40,12 +40,12 @@ var publish = redis.NewScript(`
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return false
 end
-return redis.call('XADD', KEYS[1], '*', 'key', ARGV[2], 'principal', ARGV[3], 'cid', ARGV[4], 'body', ARGV[5])
+return redis.call('XADD', KEYS[1], '*', 'key', ARGV[2], 'principal', ARGV[3], 'cid', ARGV[4], 'body', ARGV[5], 'tp', ARGV[6])
 `)
 
 // Publish appends m to the stream, or returns ErrFull.
 func (q *Redis) Publish(ctx context.Context, m Message) (string, error) {
-	id, err := publish.Run(ctx, q.c, []string{q.stream}, q.opts.MaxLen, m.IdempotencyKey, m.Principal, m.CorrelationID, m.Body).Text()
+	id, err := publish.Run(ctx, q.c, []string{q.stream}, q.opts.MaxLen, m.IdempotencyKey, m.Principal, m.CorrelationID, m.Body, m.TraceParent).Text()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrFull
 	}
@@ -66,7 +66,7 @@ func (q *Redis) Len(ctx context.Context) (int64, error) {
 
 func decode(x redis.XMessage) Message {
 	s := func(k string) string { v, _ := x.Values[k].(string); return v }
-	return Message{ID: x.ID, IdempotencyKey: s("key"), Principal: s("principal"), CorrelationID: s("cid"), Body: []byte(s("body"))}
+	return Message{ID: x.ID, IdempotencyKey: s("key"), Principal: s("principal"), CorrelationID: s("cid"), TraceParent: s("tp"), Body: []byte(s("body"))}
 }
 
 // Consume reads new messages and reclaims ones idle past MinIdle until ctx
