@@ -35,6 +35,12 @@ type fieldError struct {
 	Field, Text string
 }
 
+// reauthFields are the password and code fields of one re-authenticating
+// form of the security page; Prefix keeps their ids apart.
+type reauthFields struct {
+	Prefix, Err string
+}
+
 // fail records an error for field (in the order fields fail).
 func (p *page) fail(field, text string) {
 	if p.Errors == nil {
@@ -55,6 +61,9 @@ func (a *App) parseTemplates() error {
 		"val":    func(p *page, f string) string { return p.Form[f] },
 		"join":   strings.Join,
 		"svg":    func(s string) template.HTML { return template.HTML(s) }, // only qrSVG output, which is built from numbers
+		"reauth": func(p *page, prefix string) reauthFields {
+			return reauthFields{Prefix: prefix, Err: p.Errors[prefix+"-password"]}
+		},
 	}
 	a.pages = make(map[string]*template.Template, len(pageNames))
 	for _, n := range pageNames {

@@ -21,15 +21,18 @@ const (
 var sessionIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // reauthBody is the re-authentication a security change sends: the
-// current password, and the current code when the account has a second
-// factor.
+// current password, and when the account has a second factor a current
+// code from the authenticator app (six digits) or an unused recovery code
+// (anything else), as at sign-in.
 func reauthBody(r *http.Request) map[string]string {
 	b := map[string]string{}
 	if pw := r.PostForm.Get("password"); pw != "" {
 		b["password"] = pw
 	}
-	if c := strings.ReplaceAll(strings.TrimSpace(r.PostForm.Get("code")), " ", ""); c != "" {
+	if c := strings.ReplaceAll(strings.TrimSpace(r.PostForm.Get("code")), " ", ""); codeRE.MatchString(c) {
 		b["totp_code"] = c
+	} else if c != "" {
+		b["recovery_code"] = c
 	}
 	return b
 }
@@ -166,7 +169,7 @@ func (a *App) disableMFA(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 	case errors.As(err, &ae) && reauthRefused(ae):
-		p.fail("password", reauthText(ae))
+		p.fail("off-password", reauthText(ae))
 		p.Status = http.StatusUnauthorized
 		a.renderSecurity(w, r, p, nil)
 		return
@@ -203,7 +206,7 @@ func (a *App) regenerateRecovery(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		a.unavailable(w, r, errors.New("web: answer without recovery codes"))
 	case errors.As(err, &ae) && reauthRefused(ae):
-		p.fail("password", reauthText(ae))
+		p.fail("rc-password", reauthText(ae))
 		p.Status = http.StatusUnauthorized
 		a.renderSecurity(w, r, p, nil)
 	case errors.As(err, &ae) && ae.Status != http.StatusUnauthorized:

@@ -9,8 +9,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/malai-sec/malai/examples/malai/web/internal/sessionstore"
 	"github.com/malai-sec/malai/internal/fakeclock"
@@ -163,3 +166,29 @@ func FuzzCookieID(f *testing.F) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestReauthBodyTellsRecoveryCodesFromTOTP(t *testing.T) {
+	tests := []struct {
+		name, form string
+		want       map[string]string
+	}{
+		{"password only", "password=pw", map[string]string{"password": "pw"}},
+		{"TOTP code", "password=pw&code=123456", map[string]string{"password": "pw", "totp_code": "123456"}},
+		{"TOTP code with spaces", "password=pw&code=+123+456+", map[string]string{"password": "pw", "totp_code": "123456"}},
+		{"recovery code", "password=pw&code=abcd-efgh-ijkl-mnop", map[string]string{"password": "pw", "recovery_code": "abcd-efgh-ijkl-mnop"}},
+		{"five digits is no TOTP code", "password=pw&code=12345", map[string]string{"password": "pw", "recovery_code": "12345"}},
+		{"nothing", "", map[string]string{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/security/mfa/disable", strings.NewReader(tc.form))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if err := r.ParseForm(); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, reauthBody(r)); diff != "" {
+				t.Fatalf("reauthBody (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
