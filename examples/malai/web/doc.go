@@ -14,7 +14,10 @@
 // the status of queued transfers, polled until they finish), the transfer
 // form, account security (password change, turning the second factor off,
 // new recovery codes, the session list with sign-out per session: each
-// with the re-authentication identity asks for) and sign-out.
+// with the re-authentication identity asks for, the current password and
+// a current TOTP code or an unused recovery code, told apart by their
+// form) and sign-out. A sign-in waiting for its second factor keeps only
+// identity's one-use mfa_token, never the password.
 //
 // # Backend-for-frontend: no token in the browser
 //
@@ -111,10 +114,6 @@
 //
 // # Caveats
 //
-//   - Until identity issues a one-use mfa_token with its mfa-required
-//     answer, the password of a sign-in waiting for its second factor is
-//     kept inside the sealed session record for at most five minutes and
-//     one use, because identity wants it again with the code.
 //   - A refresh whose answer is lost after identity rotated the token
 //     leaves the session holding the old token; the next refresh is then
 //     a reuse, identity revokes the session and the user signs in again.
@@ -123,4 +122,13 @@
 //     at most the lease time (15 s).
 //   - The app adds no rate limit of its own: the gateway's per-IP limit
 //     and identity's sign-in throttling apply.
+//   - A session signed out from another device ends at identity at once;
+//     in the app it ends at its next page that asks identity (the
+//     security page) or its next token refresh, so ledger pages can keep
+//     working for at most the access-token lifetime (5 minutes by
+//     default).
+//   - The browser keeps no cookie but the session's, so identity's known-
+//     device cookie stays with the app's request and is not kept: every
+//     sign-in through the app is judged as an unknown device (throttled
+//     per account and network, never locked).
 package web

@@ -187,7 +187,7 @@ func (a *App) signIn(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	case errors.As(err, &ae) && ae.slug() == "mfa-required":
-		if err := a.beginChallenge(r, user, pw, ae.MFAToken); err != nil {
+		if err := a.beginChallenge(r, user, ae.MFAToken); err != nil {
 			a.unavailable(w, r, err)
 			return
 		}
@@ -219,12 +219,14 @@ func signInRefusal(ae *apiError) string {
 	return "Sign-in was refused (" + ae.Title + ")."
 }
 
-// beginChallenge records a sign-in waiting for its second factor. With an
-// mfa_token from identity only that token is kept; an identity that
-// issues none needs the password again with the code, so the password is
-// kept instead, sealed inside the session record, for at most pendingTTL
-// and one use.
-func (a *App) beginChallenge(r *http.Request, user, pw, mfaToken string) error {
+// beginChallenge records a sign-in waiting for its second factor: only
+// identity's one-use mfa_token, which completes the sign-in with a code.
+// The password is never kept; an mfa-required answer without a token is
+// a broken identity and fails closed.
+func (a *App) beginChallenge(r *http.Request, user, mfaToken string) error {
+	if mfaToken == "" {
+		return errors.New("web: identity asked for a second factor without an mfa_token")
+	}
 	h, err := a.current(r)
 	if err != nil {
 		return err
@@ -233,9 +235,6 @@ func (a *App) beginChallenge(r *http.Request, user, pw, mfaToken string) error {
 		return errNoSession
 	}
 	pend := &pendingMFA{User: user, Token: mfaToken, Expires: a.sessions.now().Add(pendingTTL)}
-	if mfaToken == "" {
-		pend.Password = pw
-	}
 	return a.sessions.update(r.Context(), h, func(s *session) error { s.Pending = pend; return nil })
 }
 
@@ -268,12 +267,7 @@ func (a *App) mfaChallenge(w http.ResponseWriter, r *http.Request) {
 		a.render(w, r, "mfa_challenge", p)
 		return
 	}
-	body := map[string]string{}
-	if pend.Token != "" {
-		body["mfa_token"] = pend.Token
-	} else {
-		body["username"], body["password"] = pend.User, pend.Password
-	}
+	body := map[string]string{"mfa_token": pend.Token}
 	if codeRE.MatchString(code) {
 		body["totp_code"] = code
 	} else {
@@ -295,7 +289,7 @@ func (a *App) mfaChallenge(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	case errors.As(err, &ae) && (ae.slug() == "invalid-credentials" || ae.slug() == "invalid-otp-code" || ae.slug() == "mfa-required"):
-		if ae.MFAToken != "" && pend.Token != "" {
+		if ae.MFAToken != "" {
 			// Identity spends an mfa_token per attempt and answers a
 			// wrong code with a fresh one.
 			next := ae.MFAToken

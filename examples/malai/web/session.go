@@ -60,13 +60,12 @@ type session struct {
 	Jobs  []job   `json:"jobs,omitempty"`
 }
 
+// pendingMFA is a sign-in whose password was right, waiting for its
+// second factor: identity's one-use mfa_token, never the password.
 type pendingMFA struct {
-	User  string `json:"user"`
-	Token string `json:"token,omitempty"`
-	// Password is kept only when identity issues no mfa_token (see
-	// beginChallenge); the record is sealed at rest.
-	Password string    `json:"password,omitempty"`
-	Expires  time.Time `json:"expires"`
+	User    string    `json:"user"`
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
 }
 
 type enrolment struct {
