@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -146,6 +147,9 @@ type App struct {
 	scriptSRI string
 	reports   *headers.ReportHandler
 	reportN   atomic.Int64
+	reportMu  sync.Mutex
+	recent    []headers.Report // the last maxRecentReports
+	reportCh  chan struct{}    // closed at the next report
 	h         http.Handler
 	origins   map[string]bool
 }
@@ -171,7 +175,7 @@ func New(cfg Config) (*App, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	a := &App{cfg: c, log: c.Logger, origins: make(map[string]bool)}
+	a := &App{cfg: c, log: c.Logger, origins: make(map[string]bool), reportCh: make(chan struct{})}
 	for _, o := range c.Origins {
 		u, err := url.Parse(o)
 		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
@@ -196,7 +200,7 @@ func New(cfg Config) (*App, error) {
 	a.reports, err = headers.NewReportHandler(headers.ReportConfig{
 		MaxBytes: reportMaxBytes, MaxReports: 20, Logger: c.Logger,
 		OnReport: func(ctx context.Context, rs []headers.Report) {
-			a.reportN.Add(int64(len(rs)))
+			a.recordReports(rs)
 			for _, r := range rs {
 				a.log.LogAttrs(ctx, slog.LevelWarn, "web: csp violation",
 					slog.String("document_url", r.DocumentURL), slog.String("blocked_url", r.BlockedURL),
@@ -221,6 +225,47 @@ func (a *App) Handler() http.Handler { return a.h }
 
 // CSPReports is the number of CSP violations reported since start.
 func (a *App) CSPReports() int64 { return a.reportN.Load() }
+
+// maxRecentReports bounds the reports [App.RecentCSPReports] keeps.
+const maxRecentReports = 64
+
+func (a *App) recordReports(rs []headers.Report) {
+	a.reportMu.Lock()
+	defer a.reportMu.Unlock()
+	a.recent = append(a.recent, rs...)
+	if n := len(a.recent) - maxRecentReports; n > 0 {
+		a.recent = append(a.recent[:0:0], a.recent[n:]...)
+	}
+	a.reportN.Add(int64(len(rs)))
+	close(a.reportCh)
+	a.reportCh = make(chan struct{})
+}
+
+// RecentCSPReports returns the last CSP violations reported (at most 64,
+// oldest first).
+func (a *App) RecentCSPReports() []headers.Report {
+	a.reportMu.Lock()
+	defer a.reportMu.Unlock()
+	return append([]headers.Report(nil), a.recent...)
+}
+
+// WaitCSPReports blocks until at least n CSP violations have been
+// reported since start, or ctx ends.
+func (a *App) WaitCSPReports(ctx context.Context, n int64) error {
+	for {
+		a.reportMu.Lock()
+		got, next := a.reportN.Load(), a.reportCh
+		a.reportMu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 // Route is one entry of the app's route table.
 type Route struct {

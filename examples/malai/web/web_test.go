@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/malai-sec/malai/examples/malai/web/internal/sessionstore"
+	"github.com/malai-sec/malai/headers"
 	"github.com/malai-sec/malai/internal/fakeclock"
 	"github.com/malai-sec/malai/keyring"
 )
@@ -190,5 +192,28 @@ func TestReauthBodyTellsRecoveryCodesFromTOTP(t *testing.T) {
 				t.Fatalf("reauthBody (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestCSPReportsRecordedAndAwaited(t *testing.T) {
+	a := &App{reportCh: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.WaitCSPReports(ctx, 70) }()
+	for i := range 70 {
+		a.recordReports([]headers.Report{{Sample: strconv.Itoa(i)}})
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("WaitCSPReports: %v", err)
+	}
+	got := a.RecentCSPReports()
+	if a.CSPReports() != 70 || len(got) != maxRecentReports || got[0].Sample != "6" || got[len(got)-1].Sample != "69" {
+		t.Fatalf("%d reports counted, %d kept, first %q", a.CSPReports(), len(got), got[0].Sample)
+	}
+	short, stop := context.WithCancel(context.Background())
+	stop()
+	if err := a.WaitCSPReports(short, 71); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait for a report that never comes: %v", err)
 	}
 }
