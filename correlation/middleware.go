@@ -247,6 +247,7 @@ func (h *identify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc.RecorderContext.Init(r.Context())
 	sc.st.rec = &sc.RecorderContext
 	sc.st.header[0] = id
+	sc.st.id = id
 	w.Header()[m.header] = sc.st.header[:]
 	var ctx context.Context = sc // answers reqid.Key{} itself
 	if m.cfg.ClientIP != nil {
@@ -424,6 +425,7 @@ type requestState struct {
 	trusted bool
 	start   time.Time
 	header  [1]string // the id, as the response header's value
+	id      string    // the id, for reqid.Key{} (a handler may edit header)
 	idBuf   [IDLength]byte
 	attrs   []slog.Attr // added by AddAttrs
 	rw      respwriter.Writer
@@ -447,7 +449,7 @@ func (c *stateCtx) Value(key any) any {
 	case stateKey{}:
 		return &c.st
 	case reqid.Key{}:
-		return &c.st.header[0] // a pointer into the state: no boxing
+		return &c.st.id // a pointer into the state: no boxing
 	}
 	return c.RecorderContext.Value(key)
 }

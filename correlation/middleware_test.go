@@ -104,11 +104,23 @@ func TestGeneratedIDsOutliveTheRequest(t *testing.T) {
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, _ := FromContext(r.Context())
 		kept = append(kept, id)
+		// Editing the response header's value in place does not change
+		// the request's id.
+		h := w.Header()[http.CanonicalHeaderKey(HeaderName)]
+		h[0] = "edited"
+		if again, _ := FromContext(r.Context()); again != id {
+			t.Errorf("id changed to %q by editing the response header", again)
+		}
+		h[0] = id
+		w.WriteHeader(http.StatusNoContent)
 	}))
 	var sent []string
 	for range 50 {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		if rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d", rec.Code)
+		}
 		sent = append(sent, rec.Header().Get(HeaderName))
 	}
 	seen := map[string]bool{}
