@@ -41,6 +41,14 @@ type AlarmConfig struct {
 	// must be below Threshold (hysteresis, so a ratio hovering at the
 	// threshold does not flap). Default Threshold/2.
 	ResolveBelow float64
+	// MinHold is the least time the alarm stays in a state once it
+	// entered it: a fired alarm stays firing at least this long, however
+	// the ratio moves, and a resolved one does not fire again sooner, so
+	// a burst that comes and goes around the levels pages once, not once
+	// per swing. A state held past MinHold changes at the next Record or
+	// Evaluate that calls for it ([Alarm.Run] evaluates on a ticker).
+	// Zero: no hold; negative is invalid.
+	MinHold time.Duration
 	// MinRequests is the fewest requests in the window for the ratio to
 	// count: fewer never fire nor resolve the alarm, except that a window
 	// with no requests at all resolves it. Default 20.
@@ -83,6 +91,7 @@ type Alarm struct {
 	slots  []alarmSlot
 	latest int64 // newest bucket seen, so a clock step back cannot erase data
 	firing bool
+	since  time.Time // when the alarm last changed state (zero: never)
 }
 
 type alarmSlot struct {
@@ -131,6 +140,9 @@ func NewAlarm(cfg AlarmConfig) (*Alarm, error) {
 	}
 	if !(c.ResolveBelow > 0 && c.ResolveBelow < c.Threshold) {
 		errs = append(errs, errors.New("resolve level must be in (0, threshold)"))
+	}
+	if c.MinHold < 0 {
+		errs = append(errs, errors.New("minimum hold must not be negative"))
 	}
 	if c.MinRequests < 1 {
 		errs = append(errs, errors.New("minimum requests must be at least 1"))
@@ -245,14 +257,13 @@ func (a *Alarm) evaluate(now time.Time, e int64) {
 		ratio = float64(errored) / float64(total)
 	}
 	enough := total >= a.cfg.MinRequests
-	switch {
-	case !a.firing && enough && ratio >= a.cfg.Threshold:
-		a.firing = true
-	case a.firing && (total == 0 || enough && ratio < a.cfg.ResolveBelow):
-		a.firing = false
-	default:
+	fire := !a.firing && enough && ratio >= a.cfg.Threshold
+	resolve := a.firing && (total == 0 || enough && ratio < a.cfg.ResolveBelow)
+	held := !a.since.IsZero() && now.Sub(a.since) < a.cfg.MinHold
+	if !fire && !resolve || held {
 		return
 	}
+	a.firing, a.since = fire, now
 	ev := AlarmEvent{Name: a.cfg.Name, Firing: a.firing, At: now, Requests: total, Errors: errored, Ratio: ratio}
 	attrs := []slog.Attr{
 		slog.String(LogKeyAlarm, a.cfg.Name),

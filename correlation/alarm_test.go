@@ -101,6 +101,37 @@ func TestAlarmSequences(t *testing.T) {
 	}
 }
 
+// TestAlarmMinHold: with a hold, a fired alarm stays firing through a
+// dip below the resolve level and a resolved one stays quiet through a
+// second burst inside the hold; past it, each changes once.
+func TestAlarmMinHold(t *testing.T) {
+	cfg := AlarmConfig{Window: time.Minute, Buckets: 6, Threshold: 0.5, ResolveBelow: 0.2, MinRequests: 4, MinHold: 30 * time.Second}
+	tests := []struct {
+		name   string
+		script string
+		want   string
+		firing bool
+	}{
+		{"a dip inside the hold does not resolve", "500x4 200x100", "fire", true},
+		{"an empty window inside the hold does not resolve", "500x4 +20s eval", "fire", true},
+		{"past the hold the dip resolves once", "500x4 200x100 +31s 200x1 200x1", "fire resolve", false},
+		{"a burst right after resolving waits for the hold", "500x4 +70s eval 500x10", "fire resolve", false},
+		{"a burst past the hold fires again", "500x4 +70s eval +31s 500x10", "fire resolve fire", true},
+		{"burst, quiet, burst: one page", "500x10 200x100 500x100 200x400 500x200", "fire", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			events, a := runAlarm(t, cfg, tc.script)
+			if got := strings.Join(events, " "); got != tc.want {
+				t.Fatalf("events %q, want %q", got, tc.want)
+			}
+			if a.Firing() != tc.firing {
+				t.Fatalf("Firing() = %v, want %v", a.Firing(), tc.firing)
+			}
+		})
+	}
+}
+
 func TestAlarmDefaults(t *testing.T) {
 	// Defaults: 1 minute, 5 % threshold, 2.5 % resolve, 20 requests.
 	events, _ := runAlarm(t, AlarmConfig{}, "200x18 500x1")
@@ -180,6 +211,7 @@ func TestAlarmConfigErrors(t *testing.T) {
 		{"resolve above threshold", AlarmConfig{Threshold: 0.1, ResolveBelow: 0.2}},
 		{"resolve equal threshold", AlarmConfig{Threshold: 0.1, ResolveBelow: 0.1}},
 		{"negative min requests", AlarmConfig{MinRequests: -5}},
+		{"negative min hold", AlarmConfig{MinHold: -time.Second}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
