@@ -271,7 +271,9 @@ func (s *sequencer) process(batch []*op) {
 	}
 	catchUp := s.dirty
 	for _, o := range batch {
-		if o.kind == opSync && s.shared {
+		// A read barrier, and a job to run (another replica may have
+		// accepted it), read the other replicas' rows first.
+		if (o.kind == opSync || o.kind == opRun) && s.shared {
 			catchUp = true
 		}
 	}
