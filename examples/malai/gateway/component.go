@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/quic-go/quic-go/http3"
-
 	"github.com/malai-sec/malai/clientip"
 	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
@@ -119,10 +117,9 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 
 	tlsCfg := headers.TLSConfig(env.Certs.PublicTLS())
 	port := e.Listener.Addr().(*net.TCPAddr).Port
-	h3 := &http3.Server{TLSConfig: tlsCfg, Port: port}
 	var altSvc func(http.Header) error
 	if e.PacketConn != nil {
-		altSvc = h3.SetQUICHeaders
+		altSvc = AltSvc(port)
 	}
 	var cacheable []string
 	for _, t := range e.Routes {
@@ -138,12 +135,14 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		handler, publicTLS = faults.EdgeHandler(handler), faults.EdgeTLS(tlsCfg)
 	}
 	if e.PacketConn != nil {
-		h3.Handler = handler
-		pc := e.PacketConn
-		go func() { _ = h3.Serve(pc) }()
-		closers = append(closers, func() error { h3.Close(); return pc.Close() })
+		// The TLS faults concern the TCP listener's handshake.
+		stopH3, err := ServeHTTP3(e.PacketConn, tlsCfg, handler, cfg.Deadlines, t.Logger)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, stopH3)
 	}
-	closers = append(closers, platform.ServeTLS(e.Listener, publicTLS, handler, t.Logger))
+	closers = append(closers, ServeTLS(e.Listener, publicTLS, handler, cfg.Deadlines, t.Logger))
 	if e.Redirect != nil {
 		hosts := e.AllowedHosts
 		if len(hosts) == 0 {

@@ -153,9 +153,12 @@ type Config struct {
 	// Shape bounds each request before the WAF; zero fields take defaults.
 	Shape Shape
 	// WAF tunes the WAF (concurrency, timeouts); its rule set is always
-	// [waf.GatewayConfig]'s.
-	WAF    waf.Config
-	Logger *slog.Logger
+	// [waf.GatewayConfig]'s, its body timeout Deadlines.Body.
+	WAF waf.Config
+	// Deadlines bound slow clients on every protocol ([ServeTLS],
+	// [ServeHTTP3] take the same value).
+	Deadlines Deadlines
+	Logger    *slog.Logger
 	// Faults turn protections off, for tests and the evidence pass that
 	// prove each check can fail. New refuses them outside tests.
 	Faults Faults
@@ -237,6 +240,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	}
 	wcfg.Logger = cfg.Logger
+	wcfg.BodyTimeout = cfg.Deadlines.withDefaults().Body
 	wcfg.OnBlock = g.penalize
 	wcfg.AfterCRS = cfg.Faults.WAFRules
 	if cfg.Faults.NoWAFCap {

@@ -542,7 +542,7 @@ func (f *WAF) refuseRead(w http.ResponseWriter, r *http.Request, err error) {
 		// context): the client may still be listening, so answer it.
 		f.stats.slow.Add(1)
 		f.log.WarnContext(r.Context(), "waf: request body too slow; refusing", "status", http.StatusRequestTimeout)
-		w.Header().Set("Connection", "close")
+		closeConn(w, r)
 		problem.Write(w, r.WithContext(context.WithoutCancel(r.Context())), problem.Problem{Status: http.StatusRequestTimeout,
 			Type: "request-timeout", Title: "Request timeout", Detail: "The request body did not arrive in time."})
 	case r.Context().Err() != nil:
@@ -552,9 +552,19 @@ func (f *WAF) refuseRead(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		f.stats.slow.Add(1)
 		f.log.WarnContext(r.Context(), "waf: request body could not be read; refusing", "error", err.Error())
-		w.Header().Set("Connection", "close")
+		closeConn(w, r)
 		write(w, r, problem.Problem{Status: http.StatusBadRequest, Type: "malformed-request",
 			Title: "Malformed request", Detail: "The request body could not be read."})
+	}
+}
+
+// closeConn ends an HTTP/1 connection after the answer: the unread rest
+// of the body cannot be skipped. HTTP/2 and HTTP/3 reset the stream
+// instead, and forbid the Connection header (a client refuses the
+// response).
+func closeConn(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
 	}
 }
 
