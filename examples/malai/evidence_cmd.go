@@ -168,12 +168,14 @@ func runLocalEvidence(ctx context.Context, cfg localEvidenceConfig, progress io.
 // localSystem is the evidence pass's privileged access to a system it
 // started: it implements evidence.Local.
 type localSystem struct {
-	opts     Options
-	sys      *System
-	data     string
-	pg       PGAudit
-	pgAdmin  string
-	redisURL string
+	opts Options
+	sys  *System
+	data string
+	// pg and pgIdentity are the ledger's and identity's schemas and
+	// roles when the pass runs on PostgreSQL.
+	pg, pgIdentity PGAudit
+	pgAdmin        string
+	redisURL       string
 	// beforeRestart: see localEvidenceConfig.BeforeRestart.
 	beforeRestart func(dataDir string) error
 
@@ -206,8 +208,12 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 		var b [4]byte
 		_, _ = rand.Read(b[:])
 		sfx := hex.EncodeToString(b[:])
-		l.pg = PGAudit{Schema: "malai_ev_" + sfx, Owner: "malai_ev_owner_" + sfx, AppRole: "malai_ev_app_" + sfx}
-		if err := l.pg.migrate(ctx, cfg.PostgresAdmin); err != nil {
+		// The ledger's audit chain and identity's data, each in its own
+		// schema under its own least-privilege role, as "malai migrate"
+		// makes them.
+		n := pgNamesFor("malai_ev_" + sfx)
+		l.pg, l.pgIdentity = n.Audit, n.Identity
+		if err := n.migrate(ctx, cfg.PostgresAdmin); err != nil {
 			return nil, err
 		}
 		if cfg.AfterMigrate != nil {
@@ -219,6 +225,10 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 			return nil, err
 		}
 		l.opts.Postgres.Schema = l.pg.Schema
+		if l.opts.IdentityPostgres.URL, err = appDSN(cfg.PostgresAdmin, l.pgIdentity.AppRole); err != nil {
+			return nil, err
+		}
+		l.opts.IdentityPostgres.Schema = l.pgIdentity.Schema
 	}
 	if cfg.RedisURL != "" {
 		var b [4]byte
@@ -235,9 +245,9 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 }
 
 func (l *localSystem) describe() string {
-	where := "a file store under the data directory"
+	where := "a file store under the data directory, identity's accounts in its embedded store"
 	if l.opts.Postgres.URL != "" {
-		where = "PostgreSQL, connected as a least-privilege application role"
+		where = "PostgreSQL, connected as a least-privilege application role, and identity's accounts in PostgreSQL under a role of its own"
 	}
 	stores := "in memory"
 	if l.opts.RedisURL != "" {
@@ -249,8 +259,10 @@ func (l *localSystem) describe() string {
 // cleanup stops the system and removes what the pass created.
 func (l *localSystem) cleanup() {
 	_ = l.Shutdown()
-	if l.pgAdmin != "" && l.pg.Schema != "" {
-		_ = l.pg.drop(context.Background(), l.pgAdmin)
+	for _, p := range []PGAudit{l.pg, l.pgIdentity} {
+		if l.pgAdmin != "" && p.Schema != "" {
+			_ = p.drop(context.Background(), l.pgAdmin)
+		}
 	}
 	if l.opts.RedisPrefix != "" {
 		_ = deleteRedisPrefix(context.Background(), l.opts.RedisURL, l.opts.RedisPrefix)
