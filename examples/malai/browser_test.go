@@ -691,6 +691,10 @@ func TestBrowser(t *testing.T) {
 		if other.path() != "/account" || !strings.Contains(other.flash(), "recovery code") {
 			t.Fatalf("recovery-code sign-in on the other device: at %s: %s", other.location(), other.text("main"))
 		}
+		// The other device has a transfer form open when it is revoked.
+		other.open("/transfer?from=" + acct)
+		other.fill("to", savings, "amount", "7")
+		before := b.balance(acct)
 		b.open("/security")
 		rows := b.eval(`document.querySelectorAll('table.sessions tbody tr').length`)
 		revoke := `table.sessions form[action='/security/sessions/revoke'] button`
@@ -705,15 +709,20 @@ func TestBrowser(t *testing.T) {
 		if n := b.eval(`document.querySelectorAll('table.sessions tbody tr').length`); n != float64(1) {
 			t.Fatalf("%v sessions listed after the revocation", n)
 		}
-		// The other device is signed out at its next page that asks
-		// identity, and then everywhere.
-		other.open("/security")
-		if other.path() != "/signin" {
-			t.Fatalf("the revoked device reached %s", other.location())
+		// The revoked device moves no money, though its access token has
+		// minutes left: it is signed out at that post, and then
+		// everywhere.
+		other.submit("#transfer-form button[type=submit]")
+		if other.path() != "/signin" || !strings.Contains(other.flash(), "Your session has ended") {
+			t.Fatalf("the revoked device's transfer reached %s: %s", other.location(), other.text("main"))
 		}
-		other.open("/account")
-		if other.path() != "/signin" {
-			t.Fatalf("the revoked device reached %s", other.location())
+		for _, p := range []string{"/account", "/security"} {
+			if other.open(p); other.path() != "/signin" {
+				t.Fatalf("the revoked device reached %s", other.location())
+			}
+		}
+		if got := b.balance(acct); got != before {
+			t.Fatalf("balance %d after the revoked device's transfer, want %d", got, before)
 		}
 		// And this browser is still signed in.
 		b.open("/account")

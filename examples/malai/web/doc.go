@@ -122,11 +122,11 @@
 //     at most the lease time (15 s).
 //   - The app adds no rate limit of its own: the gateway's per-IP limit
 //     and identity's sign-in throttling apply.
-//   - A session signed out from another device ends at identity at once;
-//     in the app it ends at its next page that asks identity (the
-//     security page) or its next token refresh, so ledger pages can keep
-//     working for at most the access-token lifetime (5 minutes by
-//     default).
+//   - A session signed out from another device ends at identity at once,
+//     and in the app at its next change (every signed-in form post asks
+//     identity first whether the session is live) or its next page that
+//     asks identity; until then its account pages still show balances
+//     for at most the access-token lifetime (5 minutes by default).
 //   - The browser keeps no cookie but the session's, so identity's known-
 //     device cookie stays with the app's request and is not kept: every
 //     sign-in through the app is judged as an unknown device (throttled

@@ -82,7 +82,30 @@ func (a *App) requireSignedIn(next http.Handler) http.Handler {
 				return
 			}
 		}
+		if r.Method != http.MethodGet {
+			if err := a.checkLive(r, h); err != nil {
+				a.handleSessionErr(w, r, err)
+				return
+			}
+		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// pathAccount is identity's account route; it answers 401 for a token
+// whose session was signed out or revoked.
+const pathAccount = "/v1/account"
+
+// checkLive asks identity whether the session is still live before a
+// signed-in change: the ledger accepts an access token until it expires,
+// so without this a session revoked from another device could still move
+// money for the token's remaining minutes. A revoked session fails the
+// forced refresh too and is signed out here; identity unreachable fails
+// closed.
+func (a *App) checkLive(r *http.Request, h *handle) error {
+	return a.withToken(r, h, func(tok string) error {
+		_, err := a.up.do(r.Context(), call{method: http.MethodGet, base: a.up.identity, path: pathAccount, token: tok, clientIP: a.clientIP(r)})
+		return err
 	})
 }
 
