@@ -15,9 +15,11 @@
 //   - [Middleware.Transport] sends the id and the trace context (W3C
 //     traceparent, or [Config.Propagator]) on outbound calls, so gateway →
 //     service → worker share one id and one trace.
-//   - Spans come from otelhttp's maintained handler and transport, named
-//     "METHOD route" from the matched pattern, with the id as the
-//     [SpanAttribute] attribute.
+//   - One server span per request, named "METHOD route" from the matched
+//     pattern, with the id as the [SpanAttribute] attribute and the
+//     OpenTelemetry HTTP server attributes; its client.address is the
+//     resolved client address, never X-Forwarded-For as sent. Outbound
+//     spans come from otelhttp's transport.
 //   - [LogHandler] adds request_id, trace_id and span_id to every record
 //     logged with a request context. The access log records method, route
 //     pattern, status, bytes, duration (seconds) and client IP, plus what

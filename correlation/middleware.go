@@ -11,10 +11,8 @@ import (
 	"time"
 	"unsafe"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -77,9 +75,13 @@ type Config struct {
 	// panic reports.
 	Logger *slog.Logger
 
-	// TracerProvider enables tracing through otelhttp's server handler:
-	// one span per request, named "METHOD route", with the correlation id
-	// as the [SpanAttribute] attribute. Nil: no spans.
+	// TracerProvider enables tracing: one server span per request, named
+	// "METHOD route" (the method alone when no route matched), with the
+	// correlation id as the [SpanAttribute] attribute and the OpenTelemetry
+	// HTTP server span attributes (method, scheme, path, server and peer
+	// address, the client address as [Config.ClientIP] resolved it, user
+	// agent, protocol version, status code, response size; error status
+	// and error.type for a 5xx). Nil: no spans.
 	TracerProvider trace.TracerProvider
 
 	// Propagator reads and writes the trace context on trusted hops and
@@ -138,7 +140,7 @@ type Middleware struct {
 	logger  *slog.Logger // Config.Logger with a LogHandler
 	access  slog.Handler // Config.Logger's handler without it
 	metrics *redMetrics
-	tracing bool
+	tracer  trace.Tracer // nil: no spans
 }
 
 // New validates cfg and returns a Middleware. cfg is not modified.
@@ -165,7 +167,10 @@ func New(cfg Config) (*Middleware, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	m := &Middleware{cfg: c, header: http.CanonicalHeaderKey(c.Header), tracing: c.TracerProvider != nil}
+	m := &Middleware{cfg: c, header: http.CanonicalHeaderKey(c.Header)}
+	if c.TracerProvider != nil {
+		m.tracer = c.TracerProvider.Tracer(instrumentationName)
+	}
 	if c.Logger != nil {
 		// The access log adds the ids itself; a LogHandler the caller
 		// already wrapped around the handler is unwrapped so they are not
@@ -188,7 +193,7 @@ func New(cfg Config) (*Middleware, error) {
 }
 
 // Handler returns next wrapped in the correlation layers, outermost first:
-// the correlation id, the otelhttp span (if tracing), then access log,
+// the correlation id and the server span (if tracing), then access log,
 // metrics and alarm around next.
 //
 // The route pattern labels spans, logs and metrics: see [Config.Route]. A
@@ -197,18 +202,7 @@ func New(cfg Config) (*Middleware, error) {
 // [route.RecordPattern], or put [route.Handler] with the router's resolver
 // inside, so the pattern reaches the outer layers.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
-	var inner http.Handler = &observe{m: m, next: next}
-	if m.tracing {
-		inner = otelhttp.NewHandler(inner, "",
-			otelhttp.WithTracerProvider(m.cfg.TracerProvider),
-			otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
-			otelhttp.WithPropagators(m.cfg.Propagator),
-			otelhttp.WithPublicEndpointFn(func(r *http.Request) bool {
-				st := stateFrom(r.Context())
-				return st == nil || !st.trusted
-			}),
-		)
-	}
+	inner := &observe{m: m, next: next}
 	return &identify{m: m, next: inner}
 }
 
@@ -266,6 +260,9 @@ func (h *identify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ctx = route.NewContext(ctx, p)
 		}
 	}
+	if m.tracer != nil {
+		ctx = m.startSpan(ctx, r, &sc.st)
+	}
 	h.next.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -315,6 +312,9 @@ func (o *observe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusOK // net/http sends 200 for an empty response
 		}
 		o.finish(r, span, start, status, rw.BytesWritten(), p)
+		if st := stateFrom(ctx); st != nil && st.span != nil {
+			endSpan(st.span, status, rw.BytesWritten())
+		}
 		if abort {
 			panic(http.ErrAbortHandler)
 		}
@@ -340,7 +340,7 @@ func (o *observe) finish(r *http.Request, span trace.Span, start time.Time, stat
 	}
 	routeLabel := routeOf(pattern)
 	if span.IsRecording() && routeLabel != "" {
-		span.SetName(r.Method + " " + routeLabel)
+		span.SetName(spanMethod(normalMethod(r.Method)) + " " + routeLabel)
 		span.SetAttributes(attribute.String("http.route", routeLabel))
 	}
 	if routeLabel == "" {
@@ -428,6 +428,7 @@ type requestState struct {
 	id      string    // the id, for reqid.Key{} (a handler may edit header)
 	idBuf   [IDLength]byte
 	attrs   []slog.Attr // added by AddAttrs
+	span    trace.Span  // the server span, when the Middleware traces
 	rw      respwriter.Writer
 	rec     *route.RecorderContext
 }
