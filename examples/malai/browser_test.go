@@ -477,6 +477,7 @@ func TestBrowser(t *testing.T) {
 	suffix := strconv.FormatInt(time.Now().UnixNano()%1_000_000, 36)
 	user := "alice-" + suffix
 	password := "Harbour-Lantern-" + suffix + "-7Q"
+	firstPassword := password
 	var secret string
 	var recovery, replaced []string
 	// run runs one step; the first failure ends the run (later steps
@@ -778,6 +779,10 @@ func TestBrowser(t *testing.T) {
 
 	run("sign in with the new password, no second factor", func(t *testing.T) {
 		b.open("/signin")
+		b.fill("username", user, "password", firstPassword)
+		if st := b.submit("form[action='/signin'] button[type=submit]"); st != http.StatusUnauthorized || !b.described("password", "password-error", "not right") {
+			t.Fatalf("the password before the change answered %d: %s", st, b.text("main"))
+		}
 		b.fill("username", user, "password", password)
 		b.submit("form[action='/signin'] button[type=submit]")
 		if b.path() != "/account" {
