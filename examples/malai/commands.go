@@ -66,6 +66,7 @@ const commandList = `Commands:
   verify         verify a stopped system's audit chain offline
   logs           decrypt a component's log streams
   evidence       start a system, test every claim, write the report
+  rotate-keys    rotate the data and checkpoint signing keys now
   audit-rekey    re-encrypt PostgreSQL audit rows after a key rotation
   revoke-client  revoke a component's keys at identity (operator)
 Run "malai COMMAND -h" for a command's flags.`
@@ -97,6 +98,7 @@ func componentCmd(name string, args []string) error {
 		o.Components = []string{name}
 	}
 	fs.StringVar(&o.DataDir, "data", "malai-data", "data directory: the key file, the development CA, the encrypted logs and the embedded stores (processes on one machine may share it)")
+	rotationFlags(fs, &o, name)
 	quiet := fs.Bool("quiet", false, "do not mirror the JSON logs to stderr (they are always written encrypted under -data)")
 	g := spec.groups
 	if g&(gEdge|gIdentity|gLedger) != 0 {

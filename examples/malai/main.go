@@ -6,6 +6,7 @@
 //	go run ./examples/malai verify -data D  # verify the audit chain offline
 //	go run ./examples/malai logs -data D C  # decrypt component C's log stream
 //	go run ./examples/malai migrate -admin-url U  # PostgreSQL schemas, least-privilege roles
+//	go run ./examples/malai rotate-keys -data D  # new data and signing keys; running processes pick them up
 //	go run ./examples/malai audit-rekey -admin-url U -data D  # after a data-key rotation, as the migrator
 //	go run ./examples/malai revoke-client -identity U worker  # revoke one component's keys at identity
 //
@@ -47,6 +48,8 @@ func main() {
 		err = auditRekeyCmd(args)
 	case "revoke-client":
 		err = revokeClientCmd(args)
+	case "rotate-keys":
+		err = rotateKeysCmd(args)
 	case "help":
 		fmt.Println(commandList)
 	default:

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -131,6 +130,11 @@ type Options struct {
 	// AllowedHosts are the Host names and addresses the gateway (HTTPS
 	// and redirect) answers for. Default: localhost, 127.0.0.1 and ::1.
 	AllowedHosts []string
+	// RotateKeysEvery rotates the data and checkpoint signing keys on this
+	// schedule while the system runs; 0: only on demand ("malai
+	// rotate-keys"). KeyReload is how often the key file is re-read
+	// (default platform.DefaultKeyReload).
+	RotateKeysEvery, KeyReload time.Duration
 	// Faults switch features off to build a deliberately broken system
 	// (tests only: Start refuses them outside a test binary).
 	Faults faults.Set
@@ -257,6 +261,11 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.postgres = o.Postgres.URL != ""
+	defer func() {
+		if err == nil {
+			s.watchKeys(o, names)
+		}
+	}()
 
 	rdb, err := openRedis(ctx, o.RedisURL)
 	if err != nil {
@@ -377,7 +386,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 // mode on one machine) serialise this on a lock file, so the first
 // creates the keys and the CA and the others load them.
 func (s *System) bootstrap(o Options, names []string) (map[string]*pki.Certs, error) {
-	unlock, err := lockFile(filepath.Join(o.DataDir, "bootstrap.lock"))
+	unlock, err := platform.LockFile(filepath.Join(o.DataDir, "bootstrap.lock"))
 	if err != nil {
 		return nil, err
 	}
@@ -418,20 +427,6 @@ func (s *System) bootstrap(o Options, names []string) (map[string]*pki.Certs, er
 		}
 	}
 	return certs, nil
-}
-
-// lockFile takes an exclusive lock on path (created 0600), waiting for
-// another process that holds it.
-func lockFile(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 func (s *System) export(v any) {

@@ -10,8 +10,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
 	"github.com/malai-sec/malai/correlation"
@@ -70,7 +68,7 @@ func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlo
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
-	_, vkey, err := keys.Signer()
+	verifiers, err := keys.Verifiers()
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
@@ -88,7 +86,7 @@ func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlo
 		return auditlog.Report{}, nil, err
 	}
 	fold, balances := ledger.Fold()
-	rep := auditlog.Verify(ctx, exp, auditlog.VerifyConfig{Origin: origin, Verifiers: []note.Verifier{vkey}, Trusted: trusted, Ring: ring, Fold: fold})
+	rep := auditlog.Verify(ctx, exp, auditlog.VerifyConfig{Origin: origin, Verifiers: verifiers, Trusted: trusted, Ring: ring, Fold: fold})
 	return rep, balances(), nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
@@ -147,12 +146,12 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		return nil, err
 	}
 	closers = append(closers, st.Close, ast.Close)
-	signer, _, err := env.Keys.Signer()
+	signers, err := env.Keys.Signers()
 	if err != nil {
 		return nil, err
 	}
 	audit, err := auditlog.New(auditlog.Config{
-		Store: ast, Origin: AuditOrigin, Signers: []note.Signer{signer}, Ring: env.Ring,
+		Store: ast, Origin: AuditOrigin, Signers: signers, Ring: env.Ring,
 		OnError: func(err error) { log.Error("identity audit: background work failed", "error", err.Error()) },
 	})
 	if err != nil {

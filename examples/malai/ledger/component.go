@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"path/filepath"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
 	"github.com/malai-sec/malai/auditlog/pgstore"
@@ -125,16 +123,20 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		return nil, fmt.Errorf("ledger: witness store: %w", err)
 	}
 	closers = append(closers, wst.Close)
-	signer, vkey, err := env.Keys.Signer()
+	signers, err := env.Keys.Signers()
 	if err != nil {
 		return nil, err
 	}
-	witness, err := auditlog.NewWitness(ctx, auditlog.WitnessConfig{Store: wst, Origin: AuditOrigin, Verifiers: []note.Verifier{vkey}})
+	verifiers, err := env.Keys.Verifiers()
+	if err != nil {
+		return nil, err
+	}
+	witness, err := auditlog.NewWitness(ctx, auditlog.WitnessConfig{Store: wst, Origin: AuditOrigin, Verifiers: verifiers})
 	if err != nil {
 		return nil, err
 	}
 	audit, err := auditlog.New(auditlog.Config{
-		Store: st, Origin: AuditOrigin, Signers: []note.Signer{signer}, Witness: witness, Ring: env.Ring,
+		Store: st, Origin: AuditOrigin, Signers: signers, Witness: witness, Ring: env.Ring,
 		OnError: func(err error) { log.Error("audit: background work failed", "error", err.Error()) },
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -9,6 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -16,91 +20,342 @@ import (
 	"github.com/malai-sec/malai/keyring"
 )
 
-// KeyFile is the reference system's stand-in for a managed key service
-// (KMS): the data keys that seal logs and audit payloads, and the audit
-// log's checkpoint signing key, kept in one file readable only by its
-// owner (0600) under the data directory.
+// KeyWrapper is the one thing the system asks of a key management service
+// (KMS): wrap a data key under a key-encryption key (KEK) that never
+// leaves the service, and unwrap it again. The key file holds only
+// wrapped keys; the plaintext of a data key exists in process memory
+// only. id names the data key and is bound to the wrapping (a KMS's
+// "encryption context", AES-GCM additional data here), so a wrapped key
+// cannot be passed off under another id.
 //
-// This is the weakest link of the single-machine reference system and is
-// named as such: a deployment keeps these keys in a KMS or HSM, unwraps
-// data keys in memory only, and runs the audit witness on another host.
-// What the file never holds is user data: logs and audit payloads on disk
-// are ciphertext under these keys.
-type KeyFile struct {
-	// Data keys by id, newest last in Order; the newest seals.
-	Data  map[string][]byte `json:"data"`
-	Order []string          `json:"order"`
-	// AuditSigner is the note signer key ("PRIVATE+KEY+…") for checkpoints.
-	AuditSigner   string `json:"audit_signer"`
-	AuditVerifier string `json:"audit_verifier"`
-	path          string
+// The reference system's implementation is [LocalKEK], a KEK in a 0600
+// file under the data directory. A cloud deployment implements KeyWrapper
+// with its KMS's Encrypt/Decrypt (AWS KMS Encrypt/Decrypt with an
+// EncryptionContext, Google Cloud KMS Encrypt/Decrypt with
+// additionalAuthenticatedData, Azure Key Vault wrapKey/unwrapKey) and
+// configures: the KEK's resource name, a role per component allowed only
+// to unwrap (decrypt) with it, the rotation command's role allowed to
+// wrap as well, and the KMS's own rotation of the KEK (old KEK versions
+// stay able to unwrap). The key file itself then holds nothing secret and
+// can sit on shared storage that every replica reads.
+type KeyWrapper interface {
+	// Name identifies the KEK (recorded in the key file, so a file is
+	// never unwrapped with the wrong service).
+	Name() string
+	Wrap(ctx context.Context, id string, key []byte) ([]byte, error)
+	Unwrap(ctx context.Context, id string, wrapped []byte) ([]byte, error)
 }
+
+// LocalKEK is the single-machine stand-in for a KMS: a 256-bit
+// key-encryption key in <data>/kek.key (0600, created on first use)
+// wrapping data keys with AES-256-GCM. It is safe for concurrent use.
+type LocalKEK struct {
+	ring *keyring.Ring
+}
+
+// KEKFile is the LocalKEK's file name under the data directory.
+const KEKFile = "kek.key"
+
+// OpenLocalKEK reads dir/kek.key, creating it on first use.
+func OpenLocalKEK(dir string) (*LocalKEK, error) {
+	p := filepath.Join(dir, KEKFile)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		k, kerr := keyring.NewKey()
+		if kerr != nil {
+			return nil, kerr
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(p, []byte(base64.StdEncoding.EncodeToString(k[:])), 0o600); err != nil {
+			return nil, err
+		}
+		b, err = os.ReadFile(p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("platform: key-encryption key: %w", err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(string(b))
+	if err != nil || len(raw) != keyring.KeySize {
+		return nil, fmt.Errorf("platform: %s is not a key-encryption key", p)
+	}
+	var k keyring.Key
+	copy(k[:], raw)
+	r, err := keyring.NewRing("local-kek", map[string]keyring.Key{"local-kek": k})
+	if err != nil {
+		return nil, err
+	}
+	return &LocalKEK{ring: r}, nil
+}
+
+// Name implements KeyWrapper.
+func (l *LocalKEK) Name() string { return "local-kek" }
+
+func wrapAAD(id string) []byte { return []byte("malai.platform.data-key:" + id) }
+
+// Wrap implements KeyWrapper.
+func (l *LocalKEK) Wrap(_ context.Context, id string, key []byte) ([]byte, error) {
+	return l.ring.Seal(nil, key, wrapAAD(id))
+}
+
+// Unwrap implements KeyWrapper.
+func (l *LocalKEK) Unwrap(_ context.Context, id string, wrapped []byte) ([]byte, error) {
+	b, _, err := l.ring.Open(nil, wrapped, wrapAAD(id))
+	if err != nil {
+		return nil, fmt.Errorf("platform: unwrap key %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// KeyFile is the reference system's key set: the data keys that seal logs,
+// audit payloads, identity secrets, web sessions and queued jobs, and the
+// audit log's checkpoint signing keys, each wrapped by a [KeyWrapper] and
+// kept in <data>/keys.json (0600). Keys are never removed: an old data key
+// still opens what it sealed, an old signing key's verifier still checks
+// the checkpoints it signed.
+//
+// Rotation adds a data key that every replica learns (it re-reads the
+// file, [KeyFile.Watch]) before it seals: each key carries the time it
+// starts sealing, ActivationDelay after it was added, so a replica whose
+// view is up to one reload interval old already opens what the first
+// replica to switch seals. A new signing key signs from the next start of
+// a component (an audit log's signers are fixed when it opens), alongside
+// the previous one.
+//
+// The KEK is the weakest link of the single-machine reference system and
+// is named as such: a deployment implements KeyWrapper with a KMS or HSM
+// and runs the audit witness on another host.
+type KeyFile struct {
+	keySet
+	path    string
+	wrapper KeyWrapper
+	mu      sync.Mutex
+	plain   map[string]keyring.Key // unwrapped data keys by id
+	modTime time.Time
+}
+
+// keySet is the file's content.
+type keySet struct {
+	Version     int          `json:"version"`
+	KEK         string       `json:"kek"`
+	DataKeys    []DataKey    `json:"data_keys"`
+	SigningKeys []SigningKey `json:"signing_keys"`
+}
+
+// DataKey is one wrapped data key.
+type DataKey struct {
+	ID         string    `json:"id"`
+	Wrapped    []byte    `json:"wrapped"`
+	Created    time.Time `json:"created"`
+	ActiveFrom time.Time `json:"active_from"`
+}
+
+// SigningKey is one wrapped checkpoint signer ("PRIVATE+KEY+…") and its
+// public verifier key.
+type SigningKey struct {
+	ID       string    `json:"id"`
+	Wrapped  []byte    `json:"wrapped"`
+	Verifier string    `json:"verifier"`
+	Created  time.Time `json:"created"`
+}
+
+// legacyKeyFile is the first key file format: plaintext keys.
+type legacyKeyFile struct {
+	Data          map[string][]byte `json:"data"`
+	Order         []string          `json:"order"`
+	AuditSigner   string            `json:"audit_signer"`
+	AuditVerifier string            `json:"audit_verifier"`
+}
+
+const keyFileVersion = 2
+
+// ActivationDelay is how long after a rotation the new data key starts
+// sealing: three reload intervals ([DefaultKeyReload]), so every replica
+// holds it before any seals with it (clocks agreeing within one interval).
+const (
+	DefaultKeyReload = 10 * time.Second
+	ActivationDelay  = 3 * DefaultKeyReload
+)
 
 // LogValue keeps every key out of logs.
 func (k *KeyFile) LogValue() slog.Value {
-	return slog.GroupValue(slog.Int("data_keys", len(k.Order)), slog.String("keys", "[REDACTED]"))
+	return slog.GroupValue(slog.Int("data_keys", len(k.DataKeys)), slog.Int("signing_keys", len(k.SigningKeys)), slog.String("keys", "[REDACTED]"))
 }
 
 // String keeps every key out of fmt output.
 func (k *KeyFile) String() string { return "platform.KeyFile{[REDACTED]}" }
 
-// LoadKeys reads dir/keys.json and fails when it does not exist.
+// LoadKeys reads dir/keys.json with the local KEK and fails when it does
+// not exist.
 func LoadKeys(dir string) (*KeyFile, error) {
-	p := filepath.Join(dir, "keys.json")
-	if _, err := os.Stat(p); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "keys.json")); err != nil {
 		return nil, fmt.Errorf("platform: no key file in %s: %w", dir, err)
 	}
 	return LoadOrCreateKeys(dir, "")
 }
 
-// LoadOrCreateKeys reads dir/keys.json, creating it with fresh keys on
-// first start. origin names the audit log's checkpoint key.
+// LoadOrCreateKeys reads dir/keys.json with the local KEK, creating both
+// with fresh keys on first start. origin names the audit log's checkpoint
+// key.
 func LoadOrCreateKeys(dir, origin string) (*KeyFile, error) {
-	p := filepath.Join(dir, "keys.json")
-	b, err := os.ReadFile(p)
-	if err == nil {
-		var k KeyFile
-		if err := json.Unmarshal(b, &k); err != nil {
-			return nil, fmt.Errorf("platform: %s is not a key file: %w", p, err)
-		}
-		if len(k.Order) == 0 || k.AuditSigner == "" {
-			return nil, fmt.Errorf("platform: %s is incomplete", p)
-		}
-		k.path = p
-		return &k, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	w, err := OpenLocalKEK(dir)
 	if err != nil {
 		return nil, err
 	}
-	k := &KeyFile{Data: map[string][]byte{}, AuditSigner: skey, AuditVerifier: vkey, path: p}
-	if err := k.addDataKey(time.Now()); err != nil {
-		return nil, err
-	}
-	return k, k.save()
+	return OpenKeys(context.Background(), dir, origin, w)
 }
 
-func (k *KeyFile) addDataKey(now time.Time) error {
+// OpenKeys reads dir/keys.json, unwrapping its keys with w, or creates it
+// on first start. A first-format file (plaintext keys) is rewritten
+// wrapped.
+func OpenKeys(ctx context.Context, dir, origin string, w KeyWrapper) (*KeyFile, error) {
+	k := &KeyFile{path: filepath.Join(dir, "keys.json"), wrapper: w}
+	err := k.load(ctx)
+	if errors.Is(err, os.ErrNotExist) {
+		k.Version, k.KEK = keyFileVersion, w.Name()
+		now := time.Now()
+		if err := k.addDataKey(ctx, now, now); err != nil {
+			return nil, err
+		}
+		if err := k.addSigningKey(ctx, origin, now); err != nil {
+			return nil, err
+		}
+		return k, k.save()
+	}
+	return k, err
+}
+
+// load reads the file and unwraps every data key.
+func (k *KeyFile) load(ctx context.Context) error {
+	st, err := os.Stat(k.path)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(k.path)
+	if err != nil {
+		return err
+	}
+	var f keySet
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("platform: %s is not a key file: %w", k.path, err)
+	}
+	legacy := false
+	if f.Version == 0 {
+		if f, err = k.upgrade(ctx, b); err != nil {
+			return err
+		}
+		legacy = true
+	}
+	if f.Version != keyFileVersion || len(f.DataKeys) == 0 || len(f.SigningKeys) == 0 {
+		return fmt.Errorf("platform: %s is incomplete or of an unknown version", k.path)
+	}
+	if f.KEK != k.wrapper.Name() {
+		return fmt.Errorf("platform: %s is wrapped by %q, not %q", k.path, f.KEK, k.wrapper.Name())
+	}
+	plain := make(map[string]keyring.Key, len(f.DataKeys))
+	for _, d := range f.DataKeys {
+		if key, ok := k.plain[d.ID]; ok {
+			plain[d.ID] = key
+			continue
+		}
+		raw, err := k.wrapper.Unwrap(ctx, d.ID, d.Wrapped)
+		if err != nil {
+			return err
+		}
+		if len(raw) != keyring.KeySize {
+			return fmt.Errorf("platform: data key %s has %d bytes", d.ID, len(raw))
+		}
+		var key keyring.Key
+		copy(key[:], raw)
+		plain[d.ID] = key
+	}
+	k.keySet = f
+	k.plain, k.modTime = plain, st.ModTime()
+	if legacy {
+		return k.save()
+	}
+	return nil
+}
+
+// upgrade wraps a first-format file's plaintext keys.
+func (k *KeyFile) upgrade(ctx context.Context, b []byte) (keySet, error) {
+	var old legacyKeyFile
+	if err := json.Unmarshal(b, &old); err != nil || len(old.Order) == 0 || old.AuditSigner == "" {
+		return keySet{}, fmt.Errorf("platform: %s is incomplete", k.path)
+	}
+	f := keySet{Version: keyFileVersion, KEK: k.wrapper.Name()}
+	for _, id := range old.Order {
+		w, err := k.wrapper.Wrap(ctx, id, old.Data[id])
+		if err != nil {
+			return keySet{}, err
+		}
+		f.DataKeys = append(f.DataKeys, DataKey{ID: id, Wrapped: w})
+	}
+	w, err := k.wrapper.Wrap(ctx, "signer-1", []byte(old.AuditSigner))
+	if err != nil {
+		return keySet{}, err
+	}
+	f.SigningKeys = []SigningKey{{ID: "signer-1", Wrapped: w, Verifier: old.AuditVerifier}}
+	return f, nil
+}
+
+func newKeyID(now time.Time) string {
+	var suffix [3]byte
+	_, _ = rand.Read(suffix[:])
+	return now.UTC().Format("20060102T150405Z") + "-" + base64.RawURLEncoding.EncodeToString(suffix[:])
+}
+
+func (k *KeyFile) addDataKey(ctx context.Context, now, activeFrom time.Time) error {
 	key, err := keyring.NewKey()
 	if err != nil {
 		return err
 	}
-	var suffix [3]byte
-	_, _ = rand.Read(suffix[:])
-	id := now.UTC().Format("20060102T150405Z") + "-" + base64.RawURLEncoding.EncodeToString(suffix[:])
-	k.Data[id] = key[:]
-	k.Order = append(k.Order, id)
+	id := newKeyID(now)
+	w, err := k.wrapper.Wrap(ctx, id, key[:])
+	if err != nil {
+		return err
+	}
+	if k.plain == nil {
+		k.plain = map[string]keyring.Key{}
+	}
+	k.plain[id] = key
+	k.DataKeys = append(k.DataKeys, DataKey{ID: id, Wrapped: w, Created: now.UTC(), ActiveFrom: activeFrom.UTC()})
+	return nil
+}
+
+func (k *KeyFile) addSigningKey(ctx context.Context, origin string, now time.Time) error {
+	if origin == "" {
+		// A rotation keeps the origin the first key named.
+		v, err := note.NewVerifier(k.SigningKeys[len(k.SigningKeys)-1].Verifier)
+		if err != nil {
+			return fmt.Errorf("platform: audit verifier: %w", err)
+		}
+		origin = v.Name()
+	}
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		return err
+	}
+	id := "signer-" + newKeyID(now)
+	w, err := k.wrapper.Wrap(ctx, id, []byte(skey))
+	if err != nil {
+		return err
+	}
+	k.SigningKeys = append(k.SigningKeys, SigningKey{ID: id, Wrapped: w, Verifier: vkey, Created: now.UTC()})
 	return nil
 }
 
 // Rotate adds a new data key that seals from now on, saves the file, and
 // makes ring (when not nil) seal with it too; old keys stay to open old
 // records. The application sees no change: the ring it holds rotates.
+// Other processes learn the key when they re-read the file; use
+// [RotateKeyFile] for a rotation they must hold before it seals.
 func (k *KeyFile) Rotate(now time.Time, ring *keyring.Ring) error {
-	if err := k.addDataKey(now); err != nil {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	// Active at once: no zero time is after any clock.
+	if err := k.addDataKey(context.Background(), now, time.Time{}); err != nil {
 		return err
 	}
 	if err := k.save(); err != nil {
@@ -109,50 +364,205 @@ func (k *KeyFile) Rotate(now time.Time, ring *keyring.Ring) error {
 	if ring == nil {
 		return nil
 	}
-	id := k.Order[len(k.Order)-1]
-	var key keyring.Key
-	copy(key[:], k.Data[id])
-	return ring.Rotate(id, key)
+	d := k.DataKeys[len(k.DataKeys)-1]
+	return ring.Rotate(d.ID, k.plain[d.ID])
+}
+
+// RotateKeyFile adds a data key that starts sealing delay after now, and
+// a new checkpoint signing key, to the key file in dir, under a lock
+// shared with every process using that directory. With due set, it does
+// so only when the newest data key was added at least due before now (a
+// scheduled rotation: any number of processes may run the schedule, one
+// rotation happens). It reports whether it rotated.
+func RotateKeyFile(ctx context.Context, dir string, w KeyWrapper, now time.Time, delay, due time.Duration) (bool, error) {
+	unlock, err := LockFile(filepath.Join(dir, "keys.lock"))
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	k := &KeyFile{path: filepath.Join(dir, "keys.json"), wrapper: w}
+	if err := k.load(ctx); err != nil {
+		return false, err
+	}
+	if due > 0 && now.Sub(k.DataKeys[len(k.DataKeys)-1].Created) < due {
+		return false, nil
+	}
+	if err := k.addDataKey(ctx, now, now.Add(delay)); err != nil {
+		return false, err
+	}
+	if err := k.addSigningKey(ctx, "", now); err != nil {
+		return false, err
+	}
+	return true, k.save()
+}
+
+// LockFile takes an exclusive lock on path (created 0600) that processes
+// sharing a data directory serialise on; unlock releases it.
+func LockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+// sealing returns the id of the data key that seals at now: the newest
+// whose ActiveFrom has passed (the first key always seals).
+func (k *KeyFile) sealing(now time.Time) string {
+	for i := len(k.DataKeys) - 1; i > 0; i-- {
+		if !now.Before(k.DataKeys[i].ActiveFrom) {
+			return k.DataKeys[i].ID
+		}
+	}
+	return k.DataKeys[0].ID
 }
 
 func (k *KeyFile) save() error {
+	b, err := json.MarshalIndent(k.keySet, "", "  ")
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(k, "", "  ")
-	if err != nil {
+	if err := writeFileAtomic(k.path, b, 0o600); err != nil {
 		return err
 	}
-	tmp := k.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
+	if st, err := os.Stat(k.path); err == nil {
+		k.modTime = st.ModTime()
 	}
-	return os.Rename(tmp, k.path)
+	return nil
 }
 
-// Ring returns a seal ring holding every data key, the newest current.
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Ring returns a seal ring holding every data key, the one sealing now
+// current.
 func (k *KeyFile) Ring() (*keyring.Ring, error) {
-	keys := make(map[string]keyring.Key, len(k.Data))
-	for id, b := range k.Data {
-		if len(b) != keyring.KeySize {
-			return nil, fmt.Errorf("platform: data key %s has %d bytes", id, len(b))
-		}
-		var key keyring.Key
-		copy(key[:], b)
-		keys[id] = key
-	}
-	return keyring.NewRing(k.Order[len(k.Order)-1], keys)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return keyring.NewRing(k.sealing(time.Now()), copyKeys(k.plain))
 }
 
-// Signer returns the audit checkpoint signer and its verifier.
+func copyKeys(m map[string]keyring.Key) map[string]keyring.Key {
+	out := make(map[string]keyring.Key, len(m))
+	for id, v := range m {
+		out[id] = v
+	}
+	return out
+}
+
+// Watch keeps ring in step with the key file until ctx ends: every
+// interval it re-reads the file when it changed, adds the data keys it
+// did not hold (for opening) and switches the sealing key once the newest
+// active one changes. Failures go to onErr (the ring keeps its keys). With
+// rotateEvery > 0 it also runs the rotation schedule ([RotateKeyFile]).
+func (k *KeyFile) Watch(ctx context.Context, ring *keyring.Ring, interval, rotateEvery time.Duration, onErr func(error)) {
+	if interval <= 0 {
+		interval = DefaultKeyReload
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if rotateEvery > 0 {
+			if _, err := RotateKeyFile(ctx, filepath.Dir(k.path), k.wrapper, time.Now(), 3*interval, rotateEvery); err != nil {
+				onErr(fmt.Errorf("scheduled key rotation: %w", err))
+			}
+		}
+		if err := k.sync(ctx, ring, time.Now()); err != nil {
+			onErr(fmt.Errorf("key file reload: %w", err))
+		}
+	}
+}
+
+// sync re-reads the file if it changed and brings ring up to date at now.
+func (k *KeyFile) sync(ctx context.Context, ring *keyring.Ring, now time.Time) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if st, err := os.Stat(k.path); err != nil {
+		return err
+	} else if !st.ModTime().Equal(k.modTime) {
+		held := copyKeys(k.plain)
+		if err := k.load(ctx); err != nil {
+			return err
+		}
+		for _, d := range k.DataKeys {
+			if _, ok := held[d.ID]; !ok {
+				if err := ring.Add(d.ID, k.plain[d.ID]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if id := k.sealing(now); ring.Current() != id {
+		return ring.Use(id)
+	}
+	return nil
+}
+
+// Signer returns the newest checkpoint signer and its verifier.
 func (k *KeyFile) Signer() (note.Signer, note.Verifier, error) {
-	s, err := note.NewSigner(k.AuditSigner)
+	s, err := k.Signers()
 	if err != nil {
-		return nil, nil, fmt.Errorf("platform: audit signer: %w", err)
+		return nil, nil, err
 	}
-	v, err := note.NewVerifier(k.AuditVerifier)
+	vs, err := k.Verifiers()
 	if err != nil {
-		return nil, nil, fmt.Errorf("platform: audit verifier: %w", err)
+		return nil, nil, err
 	}
-	return s, v, nil
+	return s[0], vs[len(vs)-1], nil
+}
+
+// Signers returns the signers a component opening an audit log uses: the
+// newest key, and the one before it (so checkpoints stay recognisable
+// across the rotation and verifiers that hold only the previous key keep
+// checking new checkpoints until they learn the new one).
+func (k *KeyFile) Signers() ([]note.Signer, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []note.Signer
+	for i := len(k.SigningKeys) - 1; i >= 0 && len(out) < 2; i-- {
+		sk := k.SigningKeys[i]
+		raw, err := k.wrapper.Unwrap(context.Background(), sk.ID, sk.Wrapped)
+		if err != nil {
+			return nil, err
+		}
+		s, err := note.NewSigner(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("platform: audit signer: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Verifiers returns the verifier of every checkpoint signing key, oldest
+// first: checkpoints signed before any rotation still verify.
+func (k *KeyFile) Verifiers() ([]note.Verifier, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]note.Verifier, 0, len(k.SigningKeys))
+	for _, sk := range k.SigningKeys {
+		v, err := note.NewVerifier(sk.Verifier)
+		if err != nil {
+			return nil, fmt.Errorf("platform: audit verifier: %w", err)
+		}
+		out = append(out, v)
+	}
+	return slices.Clip(out), nil
 }

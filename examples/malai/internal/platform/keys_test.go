@@ -2,6 +2,10 @@ package platform
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,6 +13,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/malai-sec/malai/keyring"
 )
 
 func TestKeyFileLifecycle(t *testing.T) {
@@ -32,8 +40,8 @@ func TestKeyFileLifecycle(t *testing.T) {
 	if err := k.Rotate(time.Now().Add(time.Second), ring); err != nil {
 		t.Fatal(err)
 	}
-	if ring.Current() != k.Order[1] {
-		t.Fatalf("live ring seals with %q, want the new key %q", ring.Current(), k.Order[1])
+	if ring.Current() != k.DataKeys[1].ID {
+		t.Fatalf("live ring seals with %q, want the new key %q", ring.Current(), k.DataKeys[1].ID)
 	}
 	again, err := LoadKeys(dir)
 	if err != nil {
@@ -57,5 +65,167 @@ func TestKeyFileLifecycle(t *testing.T) {
 	out := buf.String() + fmt.Sprint(again)
 	if strings.Contains(out, "PRIVATE") || !strings.Contains(out, "REDACTED") {
 		t.Fatalf("keys leak into logs: %s", out)
+	}
+}
+
+// A first-format key file (plaintext keys) is read and rewritten wrapped
+// by the KEK: its records still open, the file no longer holds the key.
+func TestLegacyKeyFileIsWrapped(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := keyring.NewKey()
+	skey, vkey, _ := note.GenerateKey(rand.Reader, "example.test/log")
+	legacy, _ := json.Marshal(map[string]any{"data": map[string][]byte{"old": key[:]}, "order": []string{"old"}, "audit_signer": skey, "audit_verifier": vkey})
+	if err := os.WriteFile(filepath.Join(dir, "keys.json"), legacy, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := keyring.NewRing("old", map[string]keyring.Key{"old": key})
+	rec, _ := old.Seal(nil, []byte("sealed by the first format"), nil)
+	k, err := LoadKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := k.Ring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, _, err := ring.Open(nil, rec, nil); err != nil || string(pt) != "sealed by the first format" {
+		t.Fatalf("old record: %q %v", pt, err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "keys.json"))
+	if bytes.Contains(b, []byte(base64.StdEncoding.EncodeToString(key[:]))) || bytes.Contains(b, []byte("PRIVATE+KEY")) {
+		t.Fatal("the rewritten key file still holds a plaintext key")
+	}
+	if s, v, err := k.Signer(); err != nil || s.Name() != "example.test/log" || v.KeyHash() != s.KeyHash() {
+		t.Fatalf("signer after upgrade: %v", err)
+	}
+}
+
+// A wrapped key moved to another id does not unwrap: the id is bound.
+func TestWrappedKeyBoundToID(t *testing.T) {
+	w, err := OpenLocalKEK(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	wrapped, err := w.Wrap(ctx, "k1", []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Unwrap(ctx, "k2", wrapped); err == nil {
+		t.Fatal("a key wrapped as k1 unwrapped as k2")
+	}
+	if b, err := w.Unwrap(ctx, "k1", wrapped); err != nil || string(b) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("unwrap: %v", err)
+	}
+}
+
+// Two processes share a data directory. A rotation announces a key that
+// both hold before either seals with it; the first to switch seals with
+// it and the other, not yet switched, opens that record; old records keep
+// opening; the new signing key signs alongside the old one and every
+// checkpoint signed before the rotation still verifies.
+func TestRotationReachesEveryProcess(t *testing.T) {
+	dir := t.TempDir()
+	a, err := LoadOrCreateKeys(dir, "example.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, _ := a.Ring()
+	rb, _ := b.Ring()
+	before, _ := ra.Seal(nil, []byte("before"), nil)
+	oldSigner, _, _ := a.Signer()
+	cp, err := note.Sign(&note.Note{Text: "checkpoint before the rotation\n"}, oldSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now()
+	w, _ := OpenLocalKEK(dir)
+	if ok, err := RotateKeyFile(ctx, dir, w, now, time.Minute, time.Hour); err != nil || ok {
+		t.Fatalf("a rotation not yet due ran: %v, %v", ok, err)
+	}
+	if ok, err := RotateKeyFile(ctx, dir, w, now, time.Minute, 0); err != nil || !ok {
+		t.Fatalf("rotate: %v, %v", ok, err)
+	}
+	if ok, _ := RotateKeyFile(ctx, dir, w, now, time.Minute, time.Hour); ok {
+		t.Fatal("a second process's schedule rotated again")
+	}
+	oldID := ra.Current()
+	for _, p := range []struct {
+		k *KeyFile
+		r *keyring.Ring
+	}{{a, ra}, {b, rb}} {
+		if err := p.k.sync(ctx, p.r, now); err != nil {
+			t.Fatal(err)
+		}
+		if p.r.Current() != oldID {
+			t.Fatal("the new key sealed before its activation time")
+		}
+	}
+	if err := a.sync(ctx, ra, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if ra.Current() == oldID {
+		t.Fatal("the new key did not take over at its activation time")
+	}
+	after, _ := ra.Seal(nil, []byte("after"), nil)
+	for _, rec := range [][]byte{before, after} {
+		if _, _, err := rb.Open(nil, rec, nil); err != nil {
+			t.Fatalf("the other process cannot open a record: %v", err)
+		}
+	}
+	if err := b.sync(ctx, rb, now.Add(time.Minute)); err != nil || rb.Current() != ra.Current() {
+		t.Fatalf("the other process seals with %q, want %q (%v)", rb.Current(), ra.Current(), err)
+	}
+
+	restarted, err := LoadKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers, err := restarted.Signers()
+	if err != nil || len(signers) != 2 || signers[1].KeyHash() != oldSigner.KeyHash() || signers[0].Name() != oldSigner.Name() {
+		t.Fatalf("signers after rotation: %d, %v; want the new key then the old, same origin", len(signers), err)
+	}
+	vs, err := restarted.Verifiers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := note.Open(cp, note.VerifierList(vs...)); err != nil {
+		t.Fatalf("a checkpoint signed before the rotation no longer verifies: %v", err)
+	}
+}
+
+// Watch runs the schedule while the system runs: the ring switches to a
+// new key on its own, and what it sealed before still opens.
+func TestWatchRotatesOnSchedule(t *testing.T) {
+	dir := t.TempDir()
+	k, err := LoadOrCreateKeys(dir, "example.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, _ := k.Ring()
+	first := ring.Current()
+	rec, _ := ring.Seal(nil, []byte("first"), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.Watch(ctx, ring, 10*time.Millisecond, 30*time.Millisecond, func(err error) { t.Error(err) })
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for ring.Current() == first && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if ring.Current() == first {
+		t.Fatal("no scheduled rotation within 10 s")
+	}
+	if pt, _, err := ring.Open(nil, rec, nil); err != nil || string(pt) != "first" {
+		t.Fatalf("record sealed before the rotation: %q %v", pt, err)
 	}
 }
