@@ -100,6 +100,7 @@ func componentCmd(name string, args []string) error {
 	fs.StringVar(&o.DataDir, "data", "malai-data", "data directory: the key file, the development CA, the encrypted logs and the embedded stores (processes on one machine may share it)")
 	rotationFlags(fs, &o, name)
 	quiet := fs.Bool("quiet", false, "do not mirror the JSON logs to stderr (they are always written encrypted under -data)")
+	telemetryFlags(fs, &o)
 	g := spec.groups
 	if g&(gEdge|gIdentity|gLedger) != 0 {
 		issuer := defaultIssuer

@@ -113,6 +113,13 @@ type Options struct {
 	CertFiles *CertFiles
 	// LogMirror also receives the plaintext JSON logs (the terminal).
 	LogMirror io.Writer
+	// AlarmHook receives every component's error-rate alarm changes (a
+	// webhook, a command) besides the log line and the gauge.
+	AlarmHook platform.AlarmHook
+	// OTLPEndpoint, when set, exports every component's spans to an
+	// OpenTelemetry collector over OTLP/HTTP; otherwise they stay in each
+	// component's bounded ring.
+	OTLPEndpoint string
 	// PerIP and PerPrincipal limit requests per minute per client network
 	// and per signed-in principal at the gateway (0: its defaults).
 	PerIP, PerPrincipal int
@@ -337,6 +344,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		t, err := platform.NewTelemetry(platform.TelemetryConfig{
 			Component: c.name, LogDir: o.Faults.LogDir(filepath.Join(o.DataDir, "logs")), Ring: s.Ring, Mirror: o.LogMirror,
 			TrustIncoming: o.Faults.TrustIncoming(platform.TrustedHop),
+			AlarmHook:     o.AlarmHook, OTLPEndpoint: o.OTLPEndpoint,
 		})
 		if err != nil {
 			return nil, err

@@ -97,10 +97,13 @@ func loggingChecks() []Check {
 					return "", err
 				}
 				// However much traffic came before, enough failures in a row
-				// must cross the threshold: send until it fires, bounded.
+				// must cross the threshold: send until it fires, bounded. An
+				// alarm that just cleared holds that state for its minimum
+				// hold (30 s by default) before it may fire again.
 				codes := map[int]int{}
 				n := 0
-				for ; n < 2000 && !f.Local.AlarmFiring("gateway"); n++ {
+				until := time.Now().Add(time.Minute)
+				for ; (n < 2000 || time.Now().Before(until)) && !f.Local.AlarmFiring("gateway"); n++ {
 					r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts", nil, u.Auth().With("X-Forwarded-For", "198.51.100.90"))
 					if err != nil {
 						return "", err

@@ -6,6 +6,8 @@ package platform
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -66,13 +69,38 @@ type TelemetryConfig struct {
 	ClientIP *clientip.Resolver
 	// OnAlarm is called when the error-rate alarm fires.
 	OnAlarm func(correlation.AlarmEvent)
+	// Alarm tunes the error-rate alarm. Zero fields take the library's
+	// defaults (a one-minute window, 5% of at least 20 requests, resolved
+	// below half of that), except MinHold: default DefaultAlarmHold. Name,
+	// Logger, MeterProvider, OnFire and OnResolve are NewTelemetry's.
+	Alarm correlation.AlarmConfig
+	// AlarmHook receives every state change of the alarm (fired,
+	// resolved) besides its log line and its malai_alarm_firing gauge.
+	AlarmHook AlarmHook
 	// SpanBuffer is how many recent spans Spans keeps (0:
 	// DefaultSpanBuffer).
 	SpanBuffer int
+	// OTLPEndpoint, when set, also exports every span to an OpenTelemetry
+	// collector over OTLP/HTTP: its base URL ("http://127.0.0.1:4318",
+	// "/v1/traces" appended) or the full traces URL (with a path), http
+	// or https. Export is batched with a bounded queue: spans beyond it
+	// are dropped, never buffered without bound. Empty: the bounded ring
+	// only.
+	OTLPEndpoint string
+	// OTLPRoots are the roots an https OTLPEndpoint is verified with
+	// (nil: the host's).
+	OTLPRoots *x509.CertPool
 }
+
+// DefaultAlarmHold is how long the alarm keeps a state before it may
+// change again, unless TelemetryConfig.Alarm.MinHold says otherwise.
+const DefaultAlarmHold = 30 * time.Second
 
 // NewTelemetry builds a component's telemetry.
 func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
+	if err := checkOTLPEndpoint(cfg.OTLPEndpoint); err != nil {
+		return nil, err
+	}
 	t := &Telemetry{Component: cfg.Component}
 	var sinks []io.Writer
 	if cfg.LogDir != "" {
@@ -109,7 +137,22 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 
 	res := resource.NewSchemaless(semconv.ServiceName("malai-" + cfg.Component))
 	t.Spans = NewSpanRing(cfg.SpanBuffer)
-	t.Tracer = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSyncer(t.Spans))
+	tracerOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSyncer(t.Spans)}
+	if cfg.OTLPEndpoint != "" {
+		opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(otlpTracesURL(cfg.OTLPEndpoint)), otlptracehttp.WithTimeout(5 * time.Second)}
+		if cfg.OTLPRoots != nil {
+			opts = append(opts, otlptracehttp.WithTLSClientConfig(&tls.Config{RootCAs: cfg.OTLPRoots, MinVersion: tls.VersionTLS12}))
+		}
+		exp, err := otlptracehttp.New(context.Background(), opts...)
+		if err != nil {
+			for _, c := range t.closers {
+				c()
+			}
+			return nil, fmt.Errorf("platform: OTLP exporter: %w", err)
+		}
+		tracerOpts = append(tracerOpts, sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(DefaultSpanBuffer)))
+	}
+	t.Tracer = sdktrace.NewTracerProvider(tracerOpts...)
 
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
@@ -119,17 +162,33 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	t.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp))
 	t.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 
-	t.Alarm, err = correlation.NewAlarm(correlation.AlarmConfig{
-		Name: cfg.Component + "_http_error_rate", Logger: t.Logger, MeterProvider: t.Meter, OnFire: cfg.OnAlarm,
-	})
+	hook, err := newAlarmHook(cfg.Component, cfg.AlarmHook, t.Logger)
 	if err != nil {
+		return nil, err
+	}
+	// Closed newest first: the alarm's ticker, then the hook, then the
+	// log the hook reports to.
+	t.closers = append([]func() error{hook.close}, t.closers...)
+	ac := cfg.Alarm
+	ac.Name, ac.Logger, ac.MeterProvider = cfg.Component+"_http_error_rate", t.Logger, t.Meter
+	if ac.MinHold == 0 {
+		ac.MinHold = DefaultAlarmHold
+	}
+	ac.OnFire = func(ev correlation.AlarmEvent) {
+		hook.send(ev)
+		if cfg.OnAlarm != nil {
+			cfg.OnAlarm(ev)
+		}
+	}
+	ac.OnResolve = hook.send
+	if t.Alarm, err = correlation.NewAlarm(ac); err != nil {
 		return nil, err
 	}
 	// Evaluate on a ticker too, so a firing alarm resolves once traffic stops.
 	actx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = t.Alarm.Run(actx, 0) }()
-	t.closers = append(t.closers, func() error { stop(); <-done; return nil })
+	t.closers = append([]func() error{func() error { stop(); <-done; return nil }}, t.closers...)
 	t.Middleware, err = correlation.New(correlation.Config{
 		TrustIncoming:  cfg.TrustIncoming,
 		Logger:         t.Logger,
