@@ -22,7 +22,7 @@ import (
 	"os"
 )
 
-// correlation/doc.go:48
+// correlation/doc.go:50
 func snippet4() {
 	var authn func(http.Handler) http.Handler
 	var ctx context.Context
