@@ -243,6 +243,9 @@ func New(cfg Config) (*Gateway, error) {
 	wcfg.BodyTimeout = cfg.Deadlines.withDefaults().Body
 	wcfg.OnBlock = g.penalize
 	wcfg.AfterCRS = cfg.Faults.WAFRules
+	if cfg.Faults.NoShapeLimits {
+		wcfg.MaxBodyArgs = 1 << 30
+	}
 	if cfg.Faults.NoWAFCap {
 		wcfg.MaxConcurrent, wcfg.PerClient, wcfg.MaxWaiting, wcfg.PerClientWaiting = 1<<20, 1<<20, 1<<20, 1<<20
 		wcfg.MaxWait, wcfg.LightMaxWait = time.Hour, time.Hour

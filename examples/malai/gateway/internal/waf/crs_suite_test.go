@@ -119,6 +119,7 @@ func newSuiteWAF(t testing.TB, cfg Config) *WAF {
 	cfg.Logger = quietLogger()
 	cfg.MaxWait = time.Minute
 	cfg.MaxWaiting = 64
+	cfg.MaxBodyArgs = 1 << 20 // the suite's bodies are the rules' business, not the shape caps'
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = 13107200 // Coraza's recommended limit: the suite sends up to 64 KiB
 	}

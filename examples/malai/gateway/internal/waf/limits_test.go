@@ -341,6 +341,49 @@ func TestBodyOverLimitNotInspected(t *testing.T) {
 	}
 }
 
+// A body of more values than MaxBodyArgs is refused with 400 before any
+// rule runs: each value is an argument every rule inspects. Commas
+// inside strings are not values.
+func TestBodyArgsNotInspected(t *testing.T) {
+	w := newSuiteWAF(t, Config{})
+	w.cfg.MaxBodyArgs = 128 // the default, which the suite's WAF lifts
+	h := w.Handler(okHandler())
+	members := func(n int) string {
+		var b strings.Builder
+		b.WriteString("{")
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			b.WriteString(`"m` + strconv.Itoa(i) + `":1`)
+		}
+		return b.String() + "}"
+	}
+	for _, tc := range []struct {
+		name, ct, body string
+		want           int
+		inspected      bool
+	}{
+		{"128 JSON members", "application/json", members(128), 200, true},
+		{"129 JSON members", "application/json", members(129), 400, false},
+		{"an array of 1000 elements", "application/json", `{"a":[` + strings.Repeat("1,", 999) + `1]}`, 400, false},
+		{"commas inside a string", "application/json", `{"memo":"` + strings.Repeat(`a,\",`, 500) + `"}`, 200, true},
+		{"129 form fields", "application/x-www-form-urlencoded", strings.Repeat("a=1&", 128) + "a=1", 400, false},
+	} {
+		before := w.Stats().Inspected()
+		r := jsonPost("/v1/transfers", tc.body)
+		r.Header.Set("Content-Type", tc.ct)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, rec.Code, tc.want)
+		}
+		if inspected := w.Stats().Inspected() > before; inspected != tc.inspected {
+			t.Errorf("%s: inspected %v, want %v", tc.name, inspected, tc.inspected)
+		}
+	}
+}
+
 // Malformed JSON reaches the service, which answers its own 400; a body
 // that Coraza cannot parse but that is valid JSON is refused here.
 func TestMalformedJSONReachesService(t *testing.T) {
