@@ -28,7 +28,7 @@ type edge struct {
 	denied, good string
 }
 
-func newEdge(t *testing.T, mod func(*Config)) *edge {
+func newEdge(t testing.TB, mod func(*Config)) *edge {
 	t.Helper()
 	key := jwttest.NewKey(t, "ES256", "k1")
 	v, err := jwtverify.New(jwtverify.Config{Issuers: []jwtverify.Issuer{{Issuer: iss, Keys: jwttest.Set(t, key), Audiences: []string{"malai-api"}}}})
