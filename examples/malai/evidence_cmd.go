@@ -203,7 +203,7 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 	// The pass plays many clients from this machine: it trusts loopback as
 	// a proxy, so X-Forwarded-For names the client. "malai run" trusts no
 	// proxy unless told (-trusted-proxies).
-	l.opts = Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny, TrustedProxies: Loopback()}
+	l.opts = Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny, TrustedProxies: Loopback(), Auditor: true}
 	if cfg.PostgresAdmin != "" {
 		var b [4]byte
 		_, _ = rand.Read(b[:])

@@ -16,6 +16,7 @@ import (
 
 // TestIdentityAtTheEdge checks identity's routing through the real
 // gateway: the token endpoint and key registration are not routed (404),
+// no auditor client exists unless the evidence pass asks for one,
 // sign-out is, the account routes need a user token at the gateway, and
 // the key set and metadata keep their max-age through both header
 // layers.
@@ -52,6 +53,15 @@ func TestIdentityAtTheEdge(t *testing.T) {
 			t.Fatalf("POST %s through the gateway: %d, want 404", p, r.StatusCode)
 		}
 	}
+	// An ordinary run has no auditor client: even with the evidence
+	// certificate nobody can register one.
+	ev, err := sys.ComponentClient("evidence")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clientauth.New(context.Background(), clientauth.Config{IdentityURL: sys.IdentityURL, HTTPClient: ev, Scopes: []string{"ledger:audit"}}); err == nil {
+		t.Fatal("an auditor client exists in an ordinary run")
+	}
 	if r := do("POST", "/v1/refresh/revoke", "", "Origin", sys.GatewayURL, "X-Malai-CSRF", "1"); r.StatusCode != http.StatusNoContent {
 		t.Fatalf("sign-out through the gateway: %d %v", r.StatusCode, r.Header)
 	}
@@ -83,7 +93,7 @@ func TestRevokeTheWorkersKey(t *testing.T) {
 		t.Skip("starts the whole system")
 	}
 	ctx := context.Background()
-	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PerIP: 10_000})
+	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PerIP: 10_000, Auditor: true})
 	if err != nil {
 		t.Fatal(err)
 	}

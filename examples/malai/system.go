@@ -142,6 +142,9 @@ type Options struct {
 	// rotate-keys"). KeyReload is how often the key file is re-read
 	// (default platform.DefaultKeyReload).
 	RotateKeysEvery, KeyReload time.Duration
+	// Auditor registers the evidence pass's auditor client (scope
+	// ledger:audit) at identity; without it no such client exists.
+	Auditor bool
 	// Faults switch features off to build a deliberately broken system
 	// (tests only: Start refuses them outside a test binary).
 	Faults faults.Set
@@ -356,6 +359,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			Redis: rdb, RedisPrefix: o.RedisPrefix, Queue: q, DataDir: o.DataDir, Keys: s.Keys, Ring: s.Ring,
 			OnReload: func(f func() error) { s.reloads = append(s.reloads, f) },
 			Export:   s.export,
+			Auditor:  o.Auditor,
 		}
 		if len(o.Faults) > 0 {
 			env.Faults = o.Faults

@@ -163,12 +163,14 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 	if f, ok := env.Faults.(interface{ Identity() Faults }); ok {
 		faults = f.Identity()
 	}
+	clients := []Client{{ID: platform.Worker, Scopes: []string{"ledger:transfer"}}}
+	if env.Auditor {
+		// Only the evidence pass asks for its auditor.
+		clients = append(clients, Client{ID: platform.Evidence, Scopes: []string{"ledger:audit"}})
+	}
 	s, err := New(Config{
 		Issuer: env.Issuer, Logger: log, ClientIP: clientIP, Store: st, Ring: env.Ring, Audit: audit,
-		Clients: []Client{
-			{ID: platform.Worker, Scopes: []string{"ledger:transfer"}},
-			{ID: platform.Evidence, Scopes: []string{"ledger:audit"}},
-		},
+		Clients:        clients,
 		PeerComponent:  platform.PeerComponent,
 		AllowedOrigins: env.Origins,
 		// The web backend keeps browsers' refresh sessions server-side

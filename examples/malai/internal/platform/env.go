@@ -93,6 +93,11 @@ type Env struct {
 	// and tests). Nil in single-component commands.
 	Export func(any)
 
+	// Auditor registers the evidence pass's privileged client (the
+	// ledger's audit routes) at identity. Only the evidence command sets
+	// it: an ordinary run has no such client.
+	Auditor bool
+
 	// Faults, in tests only, switch features off to prove that a check
 	// can fail (an internal/faults.Set, which no flag or file can set and
 	// which the composition refuses outside a test binary). A component
