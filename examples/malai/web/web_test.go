@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,4 +218,104 @@ func TestCSPReportsRecordedAndAwaited(t *testing.T) {
 	if err := a.WaitCSPReports(short, 71); !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait for a report that never comes: %v", err)
 	}
+}
+
+// TestSignedInPostAsksIdentityFirst: a session signed out elsewhere (its
+// access token still unexpired) moves no money, and an identity that does
+// not answer fails the post closed; a live session reaches the ledger.
+func TestSignedInPostAsksIdentityFirst(t *testing.T) {
+	problem401 := `{"type":"https://malai.example/problems/invalid-token","title":"Invalid token","status":401}`
+	tests := []struct {
+		name         string
+		account      int // identity's status for GET /v1/account
+		wantStatus   int
+		wantLocation string
+		reachLedger  bool
+		signedOut    bool
+	}{
+		{"revoked session", http.StatusUnauthorized, http.StatusSeeOther, "/signin", false, true},
+		{"identity failing", http.StatusServiceUnavailable, http.StatusServiceUnavailable, "", false, false},
+		{"live session", http.StatusOK, 0, "", true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ledgerCalls atomic.Int32
+			identity := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case r.URL.Path == "/v1/account" && tc.account == http.StatusOK:
+					w.Header().Set("Content-Type", "application/json")
+					_, _ = io.WriteString(w, `{"id":"u1","username":"alice","mfa":false}`)
+				case r.URL.Path == "/v1/account" && tc.account != http.StatusUnauthorized:
+					w.WriteHeader(tc.account)
+				default: // /v1/account 401, and the refresh of a revoked session
+					w.Header().Set("Content-Type", "application/problem+json")
+					w.WriteHeader(http.StatusUnauthorized)
+					_, _ = io.WriteString(w, problem401)
+				}
+			}))
+			defer identity.Close()
+			ledger := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ledgerCalls.Add(1)
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}))
+			defer ledger.Close()
+			a := newTestApp(t, identity.URL, ledger.URL)
+			ctx := context.Background()
+			h, err := a.sessions.create(ctx, httptest.NewRecorder())
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.sess.User, h.sess.Access, h.sess.Refresh = "alice", "access-token", "refresh-token"
+			h.sess.AccessExp = a.sessions.now().Add(4 * time.Minute)
+			if err := a.sessions.save(ctx, h); err != nil {
+				t.Fatal(err)
+			}
+			form := "csrf=" + h.sess.CSRF + "&from=acct-a&to=acct-b&amount=5&idempotency_key=AAAAAAAAAAAAAAAAAAAAAA"
+			r := httptest.NewRequest(http.MethodPost, "https://bank.example/transfer", strings.NewReader(form))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			r.Header.Set("Origin", "https://bank.example")
+			r.AddCookie(&http.Cookie{Name: CookieName, Value: h.id})
+			rec := httptest.NewRecorder()
+			a.Handler().ServeHTTP(rec, r)
+			if tc.wantStatus != 0 && rec.Code != tc.wantStatus {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.wantStatus, rec.Body.String())
+			}
+			if loc := rec.Header().Get("Location"); tc.wantLocation != "" && loc != tc.wantLocation {
+				t.Fatalf("Location %q, want %q", loc, tc.wantLocation)
+			}
+			if got := ledgerCalls.Load(); (got > 0) != tc.reachLedger {
+				t.Fatalf("the ledger was called %d times; want called: %v", got, tc.reachLedger)
+			}
+			after, err := a.sessions.load(ctx, h.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.sess.signedIn() == tc.signedOut {
+				t.Fatalf("signed in after the post: %v, want %v", after.sess.signedIn(), !tc.signedOut)
+			}
+		})
+	}
+}
+
+func newTestApp(t *testing.T, identityURL, ledgerURL string) *App {
+	t.Helper()
+	st, err := sessionstore.OpenBolt(filepath.Join(t.TempDir(), "s.db"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	k, _ := keyring.NewKey()
+	ring, err := keyring.NewRing("k1", map[string]keyring.Key{"k1": k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idU, _ := url.Parse(identityURL)
+	ldU, _ := url.Parse(ledgerURL)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	a, err := New(Config{IdentityURL: idU, LedgerURL: ldU, Transport: tr, Store: st, Ring: ring, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
