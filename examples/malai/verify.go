@@ -6,13 +6,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
-	"github.com/malai-sec/malai/correlation"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/examples/malai/ledger"
 )
@@ -88,55 +85,4 @@ func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlo
 	fold, balances := ledger.Fold()
 	rep := auditlog.Verify(ctx, exp, auditlog.VerifyConfig{Origin: origin, Verifiers: verifiers, Trusted: trusted, Ring: ring, Fold: fold})
 	return rep, balances(), nil
-}
-
-// logsCmd decrypts and checks one component's encrypted log stream.
-func logsCmd(args []string) error {
-	fs := flag.NewFlagSet("logs", flag.ExitOnError)
-	dataDir := fs.String("data", "malai-data", "data directory")
-	fs.Parse(args)
-	if fs.NArg() != 1 {
-		return errors.New("usage: malai logs [-data DIR] gateway|identity|ledger|worker")
-	}
-	keys, err := platform.LoadKeys(*dataDir)
-	if err != nil {
-		return err
-	}
-	ring, err := keys.Ring()
-	if err != nil {
-		return err
-	}
-	// One stream per start; the names sort by start time.
-	files, err := filepath.Glob(filepath.Join(*dataDir, "logs", filepath.Base(fs.Arg(0))+"-*.log.enc"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no log streams for %q under %s", fs.Arg(0), *dataDir)
-	}
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			return err
-		}
-		err = decryptLog(f, ring, os.Stdout)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("%s: %w", filepath.Base(name), err)
-		}
-	}
-	return nil
-}
-
-func decryptLog(r io.Reader, ring *correlation.KeyRing, w io.Writer) error {
-	rd := correlation.NewEncryptedReader(r, ring)
-	for {
-		rec, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(rec.Data); err != nil {
-			return err
-		}
-	}
 }

@@ -56,7 +56,8 @@ type TelemetryConfig struct {
 	Component string
 	// LogDir, when set, receives <component>-<start time>.log.enc: the
 	// JSON log of this run sealed with Ring, one stream per start so no
-	// earlier run's log is overwritten. Nothing plaintext is written there.
+	// earlier run's log is overwritten, locked while this process writes
+	// it ([StreamLive]). Nothing plaintext is written there.
 	LogDir string
 	Ring   *correlation.KeyRing
 	// Mirror, when set, also receives the plaintext JSON log (the
@@ -114,6 +115,12 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 		f, err := os.OpenFile(filepath.Join(cfg.LogDir, name), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, err
+		}
+		// Held while this process writes, so "malai logs" can tell a live
+		// stream from one a crash cut ([StreamLive]).
+		if err := lockStream(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("platform: lock log stream: %w", err)
 		}
 		ew, err := correlation.NewEncryptedWriter(f, cfg.Ring)
 		if err != nil {
