@@ -97,6 +97,15 @@
 // last 100 movements for listing. The audit log itself keeps about 64
 // bytes per row in memory (its Merkle tree).
 //
+// The default idempotency store (memory) is capped at
+// memstore.DefaultMaxBytes (64 MiB, about 95,000 transfer records) and
+// evicts the completed records that expire soonest when full
+// (memstore.Config.EvictCompleted): a key whose record was evicted replays
+// from the chain, so a full store costs a chain lookup, never a 503 or a
+// second effect. In-flight claims are never evicted; only 64 MiB of
+// concurrent in-flight requests could fill it, and then writes run
+// without a lease, deduplicated by the chain.
+//
 // # Security caveats
 //
 // The ledger trusts its chain store: a writer that can append rows to the
