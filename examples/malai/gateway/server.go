@@ -76,7 +76,15 @@ func ServeTLS(ln net.Listener, tlsCfg *tls.Config, h http.Handler, d Deadlines, 
 	return func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return srv.Shutdown(ctx)
+		err := srv.Shutdown(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			// An HTTP/2 connection served through ServeConn stays active
+			// for Shutdown until its client closes it (an idle browser or
+			// scanner keeps it for minutes): after the grace period, close
+			// what is left.
+			return srv.Close()
+		}
+		return err
 	}
 }
 
