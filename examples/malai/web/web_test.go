@@ -62,10 +62,11 @@ func TestSameOrigin(t *testing.T) {
 	}
 }
 
-func newTestSessions(t *testing.T) (*sessions, *fakeclock.Clock, *sessionstore.Bolt) {
+// newTestStore opens a bolt session store on now (nil: the real clock)
+// and a fresh key ring.
+func newTestStore(t *testing.T, now func() time.Time) (*sessionstore.Bolt, *keyring.Ring) {
 	t.Helper()
-	clk := fakeclock.New(time.Unix(1_800_000_000, 0))
-	st, err := sessionstore.OpenBolt(filepath.Join(t.TempDir(), "s.db"), clk.Now, time.Hour)
+	st, err := sessionstore.OpenBolt(filepath.Join(t.TempDir(), "s.db"), now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +76,13 @@ func newTestSessions(t *testing.T) (*sessions, *fakeclock.Clock, *sessionstore.B
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, ring
+}
+
+func newTestSessions(t *testing.T) (*sessions, *fakeclock.Clock, *sessionstore.Bolt) {
+	t.Helper()
+	clk := fakeclock.New(time.Unix(1_800_000_000, 0))
+	st, ring := newTestStore(t, clk.Now)
 	return &sessions{store: st, ring: ring, now: clk.Now, idle: 15 * time.Minute, absolute: 8 * time.Hour, log: discard()}, clk, st
 }
 
@@ -299,16 +307,7 @@ func TestSignedInPostAsksIdentityFirst(t *testing.T) {
 
 func newTestApp(t *testing.T, identityURL, ledgerURL string) *App {
 	t.Helper()
-	st, err := sessionstore.OpenBolt(filepath.Join(t.TempDir(), "s.db"), nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	k, _ := keyring.NewKey()
-	ring, err := keyring.NewRing("k1", map[string]keyring.Key{"k1": k})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, ring := newTestStore(t, nil)
 	idU, _ := url.Parse(identityURL)
 	ldU, _ := url.Parse(ledgerURL)
 	tr := &http.Transport{}
