@@ -24,6 +24,7 @@ func verifyCmd(args []string) error {
 	fs.StringVar(&pg.URL, "audit-dsn", "", "PostgreSQL DSN of the audit chain (default: the file store under -data)")
 	fs.StringVar(&pg.Schema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
 	fs.StringVar(&pg.PasswordFile, "audit-password-file", "", "file holding the audit role's password")
+	witness := fs.String("witness-dir", "", "the witness whose checkpoints anchor the chain: any ledger's -witness-dir (default <data>/witness)")
 	fs.Parse(args)
 	ctx := context.Background()
 	st, err := openAuditStoreReadOnly(ctx, *dataDir, pg)
@@ -31,7 +32,7 @@ func verifyCmd(args []string) error {
 		return fmt.Errorf("open audit store (is the system still running?): %w", err)
 	}
 	defer st.Close()
-	rep, balances, err := verifyData(ctx, *dataDir, st)
+	rep, balances, err := verifyWith(ctx, *dataDir, *witness, st)
 	if err != nil {
 		return err
 	}
@@ -56,6 +57,12 @@ func openAuditStoreReadOnly(ctx context.Context, dataDir string, pg platform.Pos
 // verifyData verifies the chain in st with the keys and the witness under
 // dataDir.
 func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlog.Report, map[string]int64, error) {
+	return verifyWith(ctx, dataDir, "", st)
+}
+
+// verifyWith is verifyData with the witness in witnessDir (default
+// <dataDir>/witness).
+func verifyWith(ctx context.Context, dataDir, witnessDir string, st auditlog.Store) (auditlog.Report, map[string]int64, error) {
 	origin := auditOrigin
 	keys, err := platform.LoadKeys(dataDir)
 	if err != nil {
@@ -73,7 +80,10 @@ func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlo
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
-	wst, err := filestore.OpenReadOnly(filepath.Join(dataDir, "witness"))
+	if witnessDir == "" {
+		witnessDir = filepath.Join(dataDir, "witness")
+	}
+	wst, err := filestore.OpenReadOnly(witnessDir)
 	if err != nil {
 		return auditlog.Report{}, nil, err
 	}
