@@ -40,8 +40,9 @@ func (s *System) watchKeys(o Options, names []string) {
 // "malai audit-rekey" to re-encrypt old rows under the new key.
 func rotateKeysCmd(args []string) error {
 	fs := flag.NewFlagSet("rotate-keys", flag.ExitOnError)
-	usage(fs, "rotate-keys [-data DIR]", "Adds a new data key and a new audit checkpoint signing key to the key file.\nRunning processes on that data directory pick the data key up within\n"+platform.DefaultKeyReload.String()+" and seal with it "+platform.ActivationDelay.String()+" after the rotation; old keys\nkeep opening and verifying what they sealed and signed.")
+	usage(fs, "rotate-keys [-data DIR] [-activate-in D]", "Adds a new data key and a new audit checkpoint signing key to the key file.\nRunning processes on that data directory pick the data key up within\n"+platform.DefaultKeyReload.String()+" and seal with it "+platform.ActivationDelay.String()+" after the rotation; old keys\nkeep opening and verifying what they sealed and signed.")
 	dataDir := fs.String("data", "malai-data", "data directory holding the key file")
+	activateIn := fs.Duration("activate-in", platform.ActivationDelay, "when the new data key starts sealing: at least three key-file reload intervals of the running processes, so that all of them hold it first")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("rotate-keys: unexpected arguments %q", fs.Args())
@@ -54,10 +55,13 @@ func rotateKeysCmd(args []string) error {
 		return err
 	}
 	now := time.Now()
-	if _, err := platform.RotateKeyFile(context.Background(), *dataDir, w, now, platform.ActivationDelay, 0); err != nil {
+	if *activateIn < 0 {
+		return fmt.Errorf("rotate-keys: negative -activate-in")
+	}
+	if _, err := platform.RotateKeyFile(context.Background(), *dataDir, w, now, *activateIn, 0); err != nil {
 		return err
 	}
-	fmt.Printf("keys rotated: the new data key seals from %s; the new signing key signs from each component's next start\n", now.Add(platform.ActivationDelay).UTC().Format(time.RFC3339))
+	fmt.Printf("keys rotated: the new data key seals from %s; the new signing key signs from each component's next start\n", now.Add(*activateIn).UTC().Format(time.RFC3339Nano))
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,8 +94,29 @@ func TestKeyRotationWhileRunning(t *testing.T) {
 	if err := sys.Identity.RotateKey(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := rotateKeysCmd([]string{"-data", data}); err != nil {
+	if err := rotateKeysCmd([]string{"-data", data, "-activate-in", "100ms"}); err != nil {
 		t.Fatal(err)
+	}
+	// The running system seals with the command's key (or a later one the
+	// schedule added) once it is active.
+	keys, err := platform.LoadKeys(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDemand := len(keys.DataKeyIDs()) - 1
+	deadline = time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		keys, err := platform.LoadKeys(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Index(keys.DataKeyIDs(), sys.Ring.Current()) >= onDemand {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if keys, _ := platform.LoadKeys(data); slices.Index(keys.DataKeyIDs(), sys.Ring.Current()) < onDemand {
+		t.Fatal("the running system never sealed with the key rotate-keys added")
 	}
 	if code, b := call("POST", "/v1/accounts", before, `{"id":"rot-2"}`); code != 201 {
 		t.Fatalf("the token signed before the rotations, after them: %d %s", code, b)
@@ -108,6 +130,8 @@ func TestKeyRotationWhileRunning(t *testing.T) {
 		t.Fatalf("accounts opened under different data keys: %d %s", code, b)
 	}
 
+	// (An idle keep-alive connection holds up the gateway's shutdown.)
+	c.CloseIdleConnections()
 	sys.Close()
 	checkStopped(t, data, 2, "rot-1", "rot-2")
 	// A restart signs checkpoints with the rotated key beside the old one.
@@ -118,6 +142,7 @@ func TestKeyRotationWhileRunning(t *testing.T) {
 	if code, b := call("POST", "/v1/accounts", signIn(), `{"id":"rot-3"}`); code != 201 {
 		t.Fatalf("open after the restart: %d %s", code, b)
 	}
+	c.CloseIdleConnections()
 	sys.Close()
 	checkStopped(t, data, 2, "rot-1", "rot-2", "rot-3")
 }

@@ -515,6 +515,17 @@ func (k *KeyFile) sync(ctx context.Context, ring *keyring.Ring, now time.Time) e
 	return nil
 }
 
+// DataKeyIDs returns the data keys' ids, oldest first.
+func (k *KeyFile) DataKeyIDs() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ids := make([]string, len(k.DataKeys))
+	for i, d := range k.DataKeys {
+		ids[i] = d.ID
+	}
+	return ids
+}
+
 // Signer returns the newest checkpoint signer and its verifier.
 func (k *KeyFile) Signer() (note.Signer, note.Verifier, error) {
 	s, err := k.Signers()
