@@ -53,8 +53,9 @@ type op struct {
 	amount    int64  // opDeposit
 	req       book.TransferRequest
 	job       string // opAccept (the new id), opRun, opExpire
-	// reqCtx is the request's context, used only by the
-	// AppendOnRequestContext fault.
+	// reqCtx is the request's context: the trace context a queued job
+	// carries, and the append's context under the AppendOnRequestContext
+	// fault. Nothing else waits on it.
 	reqCtx context.Context
 
 	state atomic.Int32
