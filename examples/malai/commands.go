@@ -101,6 +101,10 @@ func componentCmd(name string, args []string) error {
 	rotationFlags(fs, &o, name)
 	quiet := fs.Bool("quiet", false, "do not mirror the JSON logs to stderr (they are always written encrypted under -data)")
 	telemetryFlags(fs, &o)
+	var demo *bool
+	if name == "all" {
+		demo = fs.Bool("demo", true, "seed demo users and funded accounts on first start (passwords in <data>/demo-credentials.json)")
+	}
 	g := spec.groups
 	if g&(gEdge|gIdentity|gLedger) != 0 {
 		issuer := defaultIssuer
@@ -201,7 +205,10 @@ func componentCmd(name string, args []string) error {
 	}
 	defer sys.Close()
 	if name == "all" {
-		printBanner(sys)
+		if err := startEmbedded(ctx, sys, *demo); err != nil {
+			return err
+		}
+		printBanner(os.Stdout, sys, *demo)
 	} else {
 		line := fmt.Sprintf("%s ready: internal %s", name, sys.URLs[name])
 		if sys.GatewayURL != "" {
@@ -268,20 +275,4 @@ func (o *Options) postgres(server, prefix, passwordFile string, g int) error {
 		}
 	}
 	return nil
-}
-
-// printBanner tells the user of "all" where everything is.
-func printBanner(sys *System) {
-	fmt.Printf(`Malai reference system is up.
-  gateway   %s   (TLS 1.2+, h2, HTTP/3 on the same UDP port)
-  redirect  %s
-  identity  %s   (internal)
-  ledger    %s   (internal)
-  CA cert   %s
-
-Try:
-  curl --cacert %[5]s %[1]s/healthz
-  curl --cacert %[5]s -H 'Content-Type: application/json' -d '{"username":"alice","password":"Correct-Horse-42!"}' %[1]s/v1/users
-  go run ./examples/malai evidence     # the evidence pass, on its own ports
-`, sys.GatewayURL, sys.RedirectURL, sys.IdentityURL, sys.LedgerURL, sys.CAFile)
 }
