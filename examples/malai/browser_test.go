@@ -119,8 +119,12 @@ func (w *watcher) onEvent(ev any) {
 		}
 		switch e.Issue.Code {
 		case audits.InspectorIssueCodeContentSecurityPolicyIssue:
-			d := e.Issue.Details.ContentSecurityPolicyIssueDetails
-			w.csp = append(w.csp, fmt.Sprintf("%s %s %s", d.ViolatedDirective, d.ContentSecurityPolicyViolationType, d.BlockedURL))
+			issue := string(e.Issue.Code)
+			if d := e.Issue.Details; d != nil && d.ContentSecurityPolicyIssueDetails != nil {
+				c := d.ContentSecurityPolicyIssueDetails
+				issue = fmt.Sprintf("%s %s %s", c.ViolatedDirective, c.ContentSecurityPolicyViolationType, c.BlockedURL)
+			}
+			w.csp = append(w.csp, issue)
 		case audits.InspectorIssueCodeMixedContentIssue, audits.InspectorIssueCodeBlockedByResponseIssue:
 			w.csp = append(w.csp, string(e.Issue.Code))
 		}
@@ -175,6 +179,16 @@ func (w *watcher) snapshot() (console, thrown, csp, failed []string) {
 	defer w.mu.Unlock()
 	c := func(s []string) []string { return append([]string(nil), s...) }
 	return c(w.console), c(w.thrown), c(w.csp), c(w.failed)
+}
+
+// diag names what went wrong in the page so far (a refused asset explains
+// a script that never ran), for a failure message.
+func (w *watcher) diag() string {
+	console, thrown, csp, failed := w.snapshot()
+	if len(console)+len(thrown)+len(csp)+len(failed) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; in the page: failed requests %q, CSP %q, console %q, exceptions %q", failed, csp, console, thrown)
 }
 
 func (w *watcher) loadCount() int { w.mu.Lock(); defer w.mu.Unlock(); return w.loads }
@@ -271,7 +285,7 @@ func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
 	ctx, cancel := context.WithTimeout(b.ctx, step)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		b.t.Fatalf("browser: %v (at %s)", err, b.location())
+		b.t.Fatalf("browser: %v (at %s)%s", err, b.location(), b.w.diag())
 	}
 }
 
@@ -283,7 +297,7 @@ func (b *browser) navigate(what string, steps ...chromedp.Action[chromedp.Void])
 	defer cancel()
 	resp, err := chromedp.RunResponse(ctx, steps...)
 	if err != nil {
-		b.t.Fatalf("%s: %v (at %s)", what, err, b.location())
+		b.t.Fatalf("%s: %v (at %s)%s", what, err, b.location(), b.w.diag())
 	}
 	if resp == nil {
 		b.t.Fatalf("%s: no document response", what)
@@ -291,11 +305,20 @@ func (b *browser) navigate(what string, steps ...chromedp.Action[chromedp.Void])
 	return resp.Status
 }
 
+// eval evaluates js; compare its value, never type-assert it (see evalAs).
 func (b *browser) eval(js string, opts ...chromedp.EvaluateOption) any {
+	b.t.Helper()
+	return evalAs[any](b, js, opts...)
+}
+
+// evalAs evaluates js and decodes its value into T; a value of another
+// shape fails the test (never a panic, which would end every test of the
+// binary).
+func evalAs[T any](b *browser, js string, opts ...chromedp.EvaluateOption) T {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, step)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[any](js, opts...))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, opts...))
 	if err != nil {
 		b.t.Fatalf("evaluate %q: %v", js, err)
 	}
@@ -314,7 +337,7 @@ func (b *browser) text(sel string) string {
 }
 
 func (b *browser) location() string {
-	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, step)
 	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil {
@@ -361,7 +384,7 @@ func (b *browser) waitFor(what, js string, within time.Duration) {
 	ctx, cancel := context.WithTimeout(b.ctx, within+5*time.Second)
 	defer cancel()
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingMutation(), chromedp.WithPollingTimeout(within))); err != nil {
-		b.t.Fatalf("waiting for %s: %v (at %s)", what, err, b.location())
+		b.t.Fatalf("waiting for %s: %v (at %s)%s", what, err, b.location(), b.w.diag())
 	}
 }
 
@@ -417,7 +440,7 @@ func (b *browser) balance(acct string) int64 {
 // flash is the text of the page's status messages.
 func (b *browser) flash() string {
 	b.t.Helper()
-	return b.eval(`[...document.querySelectorAll('main .flash')].map(f => f.textContent).join(' | ')`).(string)
+	return evalAs[string](b, `[...document.querySelectorAll('main .flash')].map(f => f.textContent).join(' | ')`)
 }
 
 // described reports whether field's aria-describedby names the element
@@ -495,7 +518,7 @@ func TestBrowser(t *testing.T) {
 		b.fill("username", user)
 		// Each rule is marked as it is met, while typing.
 		b.do(chromedp.SendKeys(chromedp.CSS("#password"), "abc"))
-		b.waitFor("lower-case rule met", `document.querySelector('[data-rule="missing-lowercase"]').classList.contains('met')`, 5*time.Second)
+		b.waitFor("lower-case rule met", `document.querySelector('[data-rule="missing-lowercase"]').classList.contains('met')`, step)
 		if b.eval(`document.querySelector('[data-rule="too-short"]').classList.contains('met')`) == true {
 			t.Fatal("length rule shown as met for 3 characters")
 		}
@@ -510,7 +533,7 @@ func TestBrowser(t *testing.T) {
 		}
 		b.shot("signup-breached")
 		b.fill("password", password, "confirm", password)
-		b.waitFor("every rule met", `[...document.querySelectorAll('#password-rules li[data-rule]')].every(li => li.classList.contains('met'))`, 5*time.Second)
+		b.waitFor("every rule met", `[...document.querySelectorAll('#password-rules li[data-rule]')].every(li => li.classList.contains('met'))`, step)
 		b.submit("form[action='/signup'] button[type=submit]")
 		if b.path() != "/mfa" {
 			t.Fatalf("after sign-up at %s", b.location())
@@ -623,13 +646,13 @@ func TestBrowser(t *testing.T) {
 		// The same form sent three times at once, as a double click
 		// without the page's guard or a browser retry would: one key, one
 		// effect, and every one of them told the outcome.
-		statuses := b.eval(`(async () => {
+		statuses := evalAs[[]int](b, `(async () => {
 			const f = document.getElementById('transfer-form');
 			const body = new URLSearchParams(new FormData(f)).toString();
 			const post = () => fetch('/transfer', {method: 'POST', body, headers: {'Content-Type': 'application/x-www-form-urlencoded'}}).then(r => r.status);
-			return Promise.all([post(), post(), post()]); })()`, chromedp.EvalAwaitPromise).([]any)
+			return Promise.all([post(), post(), post()]); })()`, chromedp.EvalAwaitPromise)
 		for _, s := range statuses {
-			if s != float64(200) {
+			if s != http.StatusOK {
 				t.Fatalf("statuses %v", statuses)
 			}
 		}
@@ -665,7 +688,7 @@ func TestBrowser(t *testing.T) {
 		// Re-authentication: a wrong current password is refused, on its
 		// field, and changes nothing.
 		b.fill("password", "Wrong-Password-"+suffix, "pw-code", recovery[0], "new_password", next, "confirm", next)
-		b.waitFor("every new-password rule met", `[...document.querySelectorAll('#new-password-rules li[data-rule]')].every(li => li.classList.contains('met'))`, 5*time.Second)
+		b.waitFor("every new-password rule met", `[...document.querySelectorAll('#new-password-rules li[data-rule]')].every(li => li.classList.contains('met'))`, step)
 		if st := b.submit("form[action='/security/password'] button[type=submit]"); st != http.StatusUnauthorized {
 			t.Fatalf("wrong current password answered %d: %s", st, b.text("main"))
 		}
@@ -830,15 +853,11 @@ func TestBrowser(t *testing.T) {
 // recoveryCodes reads the recovery codes shown once on the page.
 func (b *browser) recoveryCodes() []string {
 	b.t.Helper()
-	codes := b.eval(`[...document.querySelectorAll('#recovery-codes code')].map(c => c.textContent)`).([]any)
+	codes := evalAs[[]string](b, `[...document.querySelectorAll('#recovery-codes code')].map(c => c.textContent)`)
 	if len(codes) < 8 {
 		b.t.Fatalf("%d recovery codes shown: %s", len(codes), b.text("main"))
 	}
-	var out []string
-	for _, c := range codes {
-		out = append(out, c.(string))
-	}
-	return out
+	return codes
 }
 
 // waitJob waits until the accounts page shows the queued transfer's
@@ -903,14 +922,18 @@ func checkStorage(t *testing.T, b *browser) {
 	if raw, err := base64.RawURLEncoding.DecodeString(c.Value); err != nil || len(raw) != 32 || tokenLike.MatchString(c.Value) {
 		t.Fatalf("cookie value is not 256 opaque bits: %q", c.Value)
 	}
-	probe := `(async () => ({cookie: document.cookie, local: localStorage.length, session: sessionStorage.length,
-		idb: (await indexedDB.databases()).length, caches: (await caches.keys()).length,
-		html: document.documentElement.outerHTML}))()`
-	v := b.eval(probe, chromedp.EvalAwaitPromise).(map[string]any)
-	if v["cookie"] != "" || v["local"] != float64(0) || v["session"] != float64(0) || v["idb"] != float64(0) || v["caches"] != float64(0) {
-		t.Fatalf("browser storage not empty: cookie=%q local=%v session=%v idb=%v caches=%v", v["cookie"], v["local"], v["session"], v["idb"], v["caches"])
+	probe := `(async () => ({Cookie: document.cookie, Local: localStorage.length, Session: sessionStorage.length,
+		IDB: (await indexedDB.databases()).length, Caches: (await caches.keys()).length,
+		HTML: document.documentElement.outerHTML}))()`
+	v := evalAs[struct {
+		Cookie                      string
+		Local, Session, IDB, Caches int
+		HTML                        string
+	}](b, probe, chromedp.EvalAwaitPromise)
+	if v.Cookie != "" || v.Local != 0 || v.Session != 0 || v.IDB != 0 || v.Caches != 0 {
+		t.Fatalf("browser storage not empty: %+v", v)
 	}
-	if tokenLike.MatchString(v["html"].(string)) {
+	if tokenLike.MatchString(v.HTML) {
 		t.Fatal("the page carries a JWT")
 	}
 }
@@ -930,7 +953,7 @@ func fund(t *testing.T, b *browser, acct string, amount int64) {
 // token in the form; every one must be refused by the Origin check (403,
 // "Request refused") and change nothing.
 func testCSRF(t *testing.T, b *browser, sys *System, atk *attacker, acct string) {
-	token := b.eval(`document.querySelector('input[name=csrf]').value`).(string)
+	token := evalAs[string](b, `document.querySelector('input[name=csrf]').value`)
 	atk.setToken(token)
 	before := b.balance(acct)
 
