@@ -144,6 +144,9 @@ func auditRekeyCmd(args []string) error {
 	fs := flag.NewFlagSet("audit-rekey", flag.ExitOnError)
 	admin := fs.String("admin-url", "", "PostgreSQL URL of a privileged role that may SET ROLE to the migrator; used only here")
 	dataDir := fs.String("data", "malai-data", "data directory holding the key file")
+	usage(fs, "audit-rekey -admin-url URL [-data DIR]", `Re-encrypts the PostgreSQL audit rows sealed under older data keys, as the
+migrator role (the ledger's role may not rewrite a row). Run it after a
+data-key rotation.`)
 	fs.Parse(args)
 	if *admin == "" {
 		return errors.New("audit-rekey needs -admin-url")

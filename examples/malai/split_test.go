@@ -56,6 +56,12 @@ func TestSplitDeployment(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	data := filepath.Join(dir, "data")
+	for _, cmd := range []string{"all", "gateway", "identity", "ledger", "worker", "migrate", "verify"} {
+		out, err := exec.Command(bin, cmd, "-h").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "usage: malai ") || !strings.Contains(string(out), "-data") && cmd != "migrate" {
+			t.Errorf("malai %s -h: %v\n%s", cmd, err, out)
+		}
+	}
 
 	// PostgreSQL: the migrate command makes the schemas and roles.
 	prefix := "msplit_" + servicetest.Unique()
@@ -336,9 +342,11 @@ func TestSplitDeployment(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Against each ledger's witness (ledger 2's was cut by SIGKILL).
-	for _, witness := range []string{filepath.Join(data, "witness"), filepath.Join(data, "witness-2")} {
-		out, err := exec.Command(bin, "verify", "-data", data, "-witness-dir", witness, "-audit-dsn", ledgerURL,
-			"-audit-schema", pgNamesFor(prefix).Audit.Schema).Output()
+	for witness, chain := range map[string][]string{
+		filepath.Join(data, "witness"):   {"-postgres-url", server, "-postgres-prefix", prefix},
+		filepath.Join(data, "witness-2"): {"-audit-dsn", ledgerURL, "-audit-schema", pgNamesFor(prefix).Audit.Schema},
+	} {
+		out, err := exec.Command(bin, append([]string{"verify", "-data", data, "-witness-dir", witness}, chain...)...).Output()
 		if len(out) == 0 {
 			t.Fatalf("verify: %v", err)
 		}

@@ -21,11 +21,27 @@ func verifyCmd(args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ExitOnError)
 	dataDir := fs.String("data", "malai-data", "data directory of a stopped system")
 	var pg platform.Postgres
-	fs.StringVar(&pg.URL, "audit-dsn", "", "PostgreSQL DSN of the audit chain (default: the file store under -data)")
-	fs.StringVar(&pg.Schema, "audit-schema", defaultPGAudit.Schema, "PostgreSQL schema of the audit chain")
+	server := fs.String("postgres-url", "", "PostgreSQL server of the audit chain, as the components get it (connects as <prefix>_ledger_app unless the URL names a user)")
+	prefix := fs.String("postgres-prefix", defaultPGPrefix, "prefix of the PostgreSQL schemas and roles")
+	fs.StringVar(&pg.URL, "audit-dsn", "", "PostgreSQL DSN of the audit chain (overrides -postgres-url; default: the file store under -data)")
+	fs.StringVar(&pg.Schema, "audit-schema", "", "PostgreSQL schema of the audit chain (default <prefix>_audit)")
 	fs.StringVar(&pg.PasswordFile, "audit-password-file", "", "file holding the audit role's password")
 	witness := fs.String("witness-dir", "", "the witness whose checkpoints anchor the chain: any ledger's -witness-dir (default <data>/witness)")
+	usage(fs, "verify [-data DIR] [-postgres-url URL | -audit-dsn URL] [-witness-dir DIR]", `Verifies a stopped system's audit chain offline: the hash chain, the Merkle
+roots against every signed checkpoint and the witness's checkpoints, and
+the replay of the ledger's events into balances (printed as JSON). Exits 1
+when the chain does not verify.`)
 	fs.Parse(args)
+	n := pgNamesFor(*prefix)
+	if pg.Schema == "" {
+		pg.Schema = n.Audit.Schema
+	}
+	if pg.URL == "" && *server != "" {
+		var err error
+		if pg.URL, err = asRole(*server, n.Audit.AppRole); err != nil {
+			return fmt.Errorf("-postgres-url: %w", err)
+		}
+	}
 	ctx := context.Background()
 	st, err := openAuditStoreReadOnly(ctx, *dataDir, pg)
 	if err != nil {
