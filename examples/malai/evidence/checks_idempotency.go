@@ -235,11 +235,8 @@ var restartKeyCheck = Check{Row: RowIdempotency, Local: true, Effect: Restarts,
 		if err != nil {
 			return "", err
 		}
-		if err := f.Local.Restart(ctx); err != nil {
+		if err := f.Restart(ctx); err != nil {
 			return "", err
-		}
-		if err := f.Refresh(ctx); err != nil {
-			return "restarted", fmt.Errorf("after the restart: %w", err)
 		}
 		again, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", tr, h())
 		if err != nil {

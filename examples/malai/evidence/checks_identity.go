@@ -233,11 +233,8 @@ var reRegisterCheck = Check{Row: RowAuthentication, Local: true, Effect: Restart
 		if err != nil {
 			return "", err
 		}
-		if err := f.Local.Restart(ctx); err != nil {
+		if err := f.Restart(ctx); err != nil {
 			return "", err
-		}
-		if err := f.Refresh(ctx); err != nil {
-			return "restarted", fmt.Errorf("after the restart: %w", err)
 		}
 		again, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/users", map[string]string{"username": u.Name, "password": testPassword + "thief"}, nil)
 		if err != nil {

@@ -120,7 +120,7 @@ func loggingChecks() []Check {
 			Run: func(ctx context.Context, f *Fixture) (string, error) {
 				// The fixture's account opening crossed gateway and ledger.
 				id := f.LedgerRequestID
-				if err := f.Local.Shutdown(); err != nil {
+				if err := f.Shutdown(); err != nil {
 					return "", fmt.Errorf("shutdown: %w", err)
 				}
 				found := map[string]bool{}

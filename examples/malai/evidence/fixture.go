@@ -231,6 +231,27 @@ type Transfer struct {
 	Amount int64  `json:"amount"`
 }
 
+// Restart restarts the system the pass started (closing the pass's idle
+// connections first, so the stop need not wait them out) and signs the
+// fixture's users in again.
+func (f *Fixture) Restart(ctx context.Context) error {
+	f.Client.CloseIdleConnections()
+	if err := f.Local.Restart(ctx); err != nil {
+		return err
+	}
+	if err := f.Refresh(ctx); err != nil {
+		return fmt.Errorf("after the restart: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the system the pass started for good, closing the
+// pass's idle connections first.
+func (f *Fixture) Shutdown() error {
+	f.Client.CloseIdleConnections()
+	return f.Local.Shutdown()
+}
+
 // Refresh signs the fixture's users in again (after a restart, the old
 // tokens' keys may be gone) and follows the target's new URLs.
 func (f *Fixture) Refresh(ctx context.Context) error {
