@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -159,7 +160,9 @@ func runLocalEvidence(ctx context.Context, cfg localEvidenceConfig, progress io.
 	att := cfg.Scans.Attachments(cfg.OutDir)
 	if fileExists(filepath.Join(cfg.OutDir, evidence.SampleFile)) {
 		att = append(att, evidence.Attachment{Name: "Sanitised audit sample with inclusion proofs and the signed checkpoint", File: evidence.SampleFile,
-			Summary: "Rows of the audit chain, owner fields redacted, each with its Merkle inclusion proof against the signed checkpoint it carries."})
+			Summary: "Rows of the audit chain, owner fields redacted, each with its Merkle inclusion proof against the signed checkpoint it carries."},
+			evidence.Attachment{Name: "Public keys of the checkpoint signers", File: evidence.VerifierFile,
+				Summary: "Note verifier keys (golang.org/x/mod/sumdb/note), one a line: they verify the sample's checkpoint signature; evidence.VerifySampleFile checks signature and proofs together."})
 	}
 	rep := evidence.NewReport("local", l.describe(), l.Target().Gateway, results, att)
 	return rep, rep.Write(cfg.OutDir)
@@ -376,6 +379,33 @@ func (l *localSystem) Checkpoint(ctx context.Context) error {
 }
 
 func (l *localSystem) AuditVerifier() (string, note.Verifier) { return l.sys.Origin, l.sys.AuditKey }
+
+// AuditVerifierKeys reads the public verifier keys from the key file on
+// disk (the running system may re-read it at any time).
+func (l *localSystem) AuditVerifierKeys() ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(l.data, "keys.json"))
+	if err != nil {
+		return nil, err
+	}
+	var kf struct {
+		SigningKeys []struct {
+			Verifier string `json:"verifier"`
+		} `json:"signing_keys"`
+	}
+	if err := json.Unmarshal(b, &kf); err != nil {
+		return nil, fmt.Errorf("keys.json: %w", err)
+	}
+	var out []string
+	for _, k := range kf.SigningKeys {
+		if k.Verifier != "" {
+			out = append(out, k.Verifier)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("keys.json holds no checkpoint verifier")
+	}
+	return out, nil
+}
 
 // RotateDataKey rotates the data key and re-encrypts the older audit
 // rows. The PostgreSQL application role may not rewrite rows, so there the

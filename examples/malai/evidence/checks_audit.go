@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -20,8 +21,34 @@ import (
 const AuditorComponent = "evidence"
 
 // SampleFile is the sanitised audit sample the pass writes beside the
-// report.
-const SampleFile = "audit-sample.json"
+// report; VerifierFile the public keys of the checkpoint signers, one
+// note verifier key a line, that verify its checkpoint.
+const (
+	SampleFile   = "audit-sample.json"
+	VerifierFile = "audit-verifiers.txt"
+)
+
+// VerifySampleFile checks a sample written by the pass against the
+// verifier keys written beside it: the checkpoint's signature, and each
+// row's inclusion proof against the checkpoint's root.
+func VerifySampleFile(sample, verifierKeys []byte, origin string) (rows int, err error) {
+	var sm auditlog.Sample
+	if err := json.Unmarshal(sample, &sm); err != nil {
+		return 0, err
+	}
+	var vs []note.Verifier
+	for _, line := range strings.Split(strings.TrimSpace(string(verifierKeys)), "\n") {
+		v, err := note.NewVerifier(strings.TrimSpace(line))
+		if err != nil {
+			return 0, fmt.Errorf("verifier key: %w", err)
+		}
+		vs = append(vs, v)
+	}
+	if err := auditlog.VerifySample(&sm, origin, vs); err != nil {
+		return 0, err
+	}
+	return len(sm.Rows), nil
+}
 
 // auditChecks: "Every ledger event is appended to a hash-chained,
 // tamper-evident log. Replaying the chain reproduces the balance. A
@@ -77,16 +104,28 @@ func auditChecks() []Check {
 			}
 			obs := fmt.Sprintf("%d rows verified against a checkpoint signed by %s; no user name or subject in it", len(sm.Rows), v.Name())
 			if f.OutDir != "" {
+				keys, err := f.Local.AuditVerifierKeys()
+				if err != nil {
+					return obs, err
+				}
+				vk := []byte(strings.Join(keys, "\n") + "\n")
+				// What a reviewer does with the two files, done here.
+				if _, err := VerifySampleFile(r.Body, vk, origin); err != nil {
+					return obs, fmt.Errorf("the sample does not verify with the published keys: %w", err)
+				}
 				if err := os.WriteFile(filepath.Join(f.OutDir, SampleFile), r.Body, 0o644); err != nil {
 					return obs, err
 				}
-				obs += "; written to " + SampleFile
+				if err := os.WriteFile(filepath.Join(f.OutDir, VerifierFile), vk, 0o644); err != nil {
+					return obs, err
+				}
+				obs += "; written to " + SampleFile + " with the signers' public keys in " + VerifierFile
 			}
 			return obs, nil
 		}},
 		{Row: RowAudit, Name: "offline verification of the stopped system's whole chain against the witness's checkpoints, with replay", Local: true, Effect: Stops,
 			Run: func(ctx context.Context, f *Fixture) (string, error) {
-				if err := f.Local.Shutdown(); err != nil {
+				if err := f.Shutdown(); err != nil {
 					return "", fmt.Errorf("shutdown: %w", err)
 				}
 				rep, err := f.Local.VerifyOffline(ctx)
@@ -110,7 +149,7 @@ func corruptionChecks() []Check {
 	return []Check{
 		{Row: RowAudit, Name: "a corrupted row in the middle of the chain is located, and the ledger refuses to start on it", Local: true, Effect: Stops,
 			Run: func(ctx context.Context, f *Fixture) (string, error) {
-				if err := f.Local.Shutdown(); err != nil {
+				if err := f.Shutdown(); err != nil {
 					return "", fmt.Errorf("shutdown: %w", err)
 				}
 				where, err := f.Local.CorruptAuditRow(ctx)

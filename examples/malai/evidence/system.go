@@ -149,6 +149,10 @@ type Local interface {
 	Checkpoint(ctx context.Context) error
 	// AuditVerifier names the audit log and verifies its checkpoints.
 	AuditVerifier() (origin string, v note.Verifier)
+	// AuditVerifierKeys are the public keys (note verifier keys) of every
+	// checkpoint signer, so a reviewer can check the sample's checkpoint
+	// without the system.
+	AuditVerifierKeys() ([]string, error)
 	// RotateDataKey starts a new data key and re-encrypts older audit
 	// payloads; it returns how many rows were re-encrypted.
 	RotateDataKey(ctx context.Context) (int, error)
