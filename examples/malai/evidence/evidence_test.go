@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/malai-sec/malai/examples/malai/ledger"
 )
 
 // pageRows are the rows of the security page a check may name.
@@ -187,6 +189,46 @@ func TestCommittedReport(t *testing.T) {
 	}
 	if rep.Summary.Fail != 0 {
 		t.Fatalf("the committed report records %d failed checks", rep.Summary.Fail)
+	}
+	if md, err := os.ReadFile(filepath.Join(root, "REPORT.md")); err != nil || string(md) != rep.Markdown() {
+		t.Errorf("evidence/REPORT.md is not the rendering of evidence/report.json (%v)", err)
+	}
+	// A PostgreSQL-and-Redis run with the scans: every registered check
+	// ran, and nothing was left out.
+	if rep.Mode != "local" || !strings.Contains(rep.System, "PostgreSQL") || !strings.Contains(rep.System, "in Redis") {
+		t.Errorf("the committed report is not of a local PostgreSQL-and-Redis run: %s %q", rep.Mode, rep.System)
+	}
+	ran := map[string]Status{}
+	for _, r := range rep.Results {
+		ran[r.ID()] = r.Status
+	}
+	for _, c := range Registry() {
+		if st, ok := ran[c.ID()]; !ok || st != Pass {
+			t.Errorf("the committed report has %s as %q: regenerate it (go run ./examples/malai evidence -out evidence -scans …)", c.ID(), st)
+		}
+	}
+	files := map[string]bool{}
+	for _, a := range rep.Attachments {
+		files[a.File] = true
+		if _, err := os.Stat(filepath.Join(root, a.File)); err != nil {
+			t.Errorf("attachment %s: %v", a.File, err)
+		}
+	}
+	for _, f := range []string{SampleFile, VerifierFile, TestSSLFile, ObservatoryFile} {
+		if !files[f] {
+			t.Errorf("the committed report attaches no %s", f)
+		}
+	}
+	// The sample verifies with the published keys alone, as a reviewer
+	// would check it.
+	sample, err1 := os.ReadFile(filepath.Join(root, SampleFile))
+	keys, err2 := os.ReadFile(filepath.Join(root, VerifierFile))
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	n, err := VerifySampleFile(sample, keys, ledger.AuditOrigin)
+	if err != nil || n == 0 {
+		t.Fatalf("the committed audit sample does not verify (%d rows): %v", n, err)
 	}
 }
 

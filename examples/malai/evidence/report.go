@@ -122,7 +122,10 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&md, "**%d passed, %d failed, %d not run** (of %d checks). ", r.Summary.Pass, r.Summary.Fail, r.Summary.NotRun, len(r.Results))
 	md.WriteString("Every check attacks or faults the system and names what it observed; " +
 		"a check marked *destructive* ran after every other one because it stops, restarts or degrades the system. " +
-		"Claims that live in infrastructure are listed under [Deployment responsibility](#deployment-responsibility), never as passed.\n\n")
+		"Claims that live in infrastructure are listed under [Deployment responsibility](#deployment-responsibility), never as passed.\n\n" +
+		"Each check can fail: `TestEvidenceChecksCanFail` ([examples/malai/evidence_canfail_test.go](../examples/malai/evidence_canfail_test.go)) " +
+		"runs the pass against a system with one feature switched off and expects exactly that feature's checks to fail; " +
+		"the few checks without such a proof are listed there with the reason.\n\n")
 
 	var rows []string
 	byRow := map[string][]Result{}
