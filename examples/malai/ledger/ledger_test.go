@@ -7,9 +7,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
 	"github.com/malai-sec/malai/examples/malai/ledger/internal/book"
+	"github.com/malai-sec/malai/jwtverify/jwttest"
 )
 
 // Accounts open at zero; only a teller's deposit puts money in, and
@@ -417,5 +419,37 @@ func TestBareAndQuotedKeysAreOne(t *testing.T) {
 	}
 	if r := send("two words"); r.code != 400 {
 		t.Fatalf("malformed bare key: %s", r)
+	}
+}
+
+// Each route takes one token class and one audience, although the
+// verifier knows both audiences: a user token minted for the internal
+// audience is no user token here, and a service token minted for the
+// public audience cannot reach the internal routes.
+func TestOneAudiencePerRoute(t *testing.T) {
+	e := newEnv(t)
+	e.open(e.user("alice"), "acc-a")
+	c := jwttest.Claims(iss, "malai-internal", "user:alice", time.Now())
+	c["scope"] = ScopeRead + " " + ScopeWrite
+	userInternal := e.key.Mint(t, c)
+	c = jwttest.ServiceClaims(iss, "malai-api", "worker", time.Now())
+	c["scope"] = ScopeTransfer
+	workerPublic := e.key.Mint(t, c)
+	c = jwttest.ServiceClaims(iss, "malai-api", "evidence", time.Now())
+	c["scope"] = ScopeAudit
+	auditorPublic := e.key.Mint(t, c)
+	for _, tc := range []struct{ name, method, path, tok string }{
+		{"user token for the internal audience", "GET", "/v1/accounts", userInternal},
+		{"worker token for the public audience", "POST", "/internal/v1/transfers", workerPublic},
+		{"auditor token for the public audience", "GET", "/internal/v1/audit/replay", auditorPublic},
+		{"service token on a user route", "GET", "/v1/accounts", e.worker()},
+		{"user token on an internal route", "GET", "/internal/v1/audit/replay", e.user("alice")},
+	} {
+		if r := e.do(tc.method, tc.path, tc.tok, `{}`, ""); r.code != 401 && r.code != 403 {
+			t.Errorf("%s: %s", tc.name, r)
+		}
+	}
+	if r := e.do("GET", "/v1/accounts", e.user("alice"), "", ""); r.code != 200 {
+		t.Fatalf("the right token: %s", r)
 	}
 }
