@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/malai-sec/malai/correlation"
+	"github.com/malai-sec/malai/examples/malai/internal/platform"
+)
+
+// TestAsyncTransferIsTracedEndToEnd follows one asynchronous transfer
+// through the running system: its correlation id and trace id are on the
+// gateway's, the ledger's and the worker's log lines (the queue carries
+// both to the worker, the worker back to the ledger) and on the spans
+// each exported; and every component's /metrics, on its internal
+// listener, shows its RED series.
+func TestAsyncTransferIsTracedEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole system")
+	}
+	ctx := context.Background()
+	logs := &lineBuffer{}
+	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PerIP: 10_000, LogMirror: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Close() })
+	if err := startEmbedded(ctx, sys, true); err != nil {
+		t.Fatal(err)
+	}
+	var creds demoFile
+	b, _ := os.ReadFile(filepath.Join(sys.DataDir, demoCredentialsFile))
+	if err := json.Unmarshal(b, &creds); err != nil {
+		t.Fatal(err)
+	}
+	alice, bob := creds.Users[0], creds.Users[1]
+	c := demoClient{sys: sys, http: sys.HTTPClient()}
+	tok, err := c.signIn(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	body, _ := json.Marshal(map[string]any{"from": alice.AccountID, "to": bob.AccountID, "amount": 250})
+	req, _ := http.NewRequest("POST", sys.GatewayURL+"/v1/transfers/async", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Idempotency-Key", "trace-e2e-1")
+	res, err := c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	cid := res.Header.Get(correlation.HeaderName)
+	if res.StatusCode != http.StatusAccepted || cid == "" {
+		t.Fatalf("async transfer: %d %s (correlation id %q)", res.StatusCode, rb, cid)
+	}
+	var acc struct{ Job string }
+	_ = json.Unmarshal(rb, &acc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, jb, err := c.do(ctx, "GET", "/v1/jobs/"+acc.Job, tok, nil)
+		if err == nil && st == http.StatusOK && bytes.Contains(jb, []byte(`"status":"succeeded"`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not succeed: %d %s %v", st, jb, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The gateway's access line for the request names its trace.
+	var traceID string
+	byComponent := map[string]int{}
+	for _, rec := range logs.records() {
+		if rec["request_id"] != cid {
+			continue
+		}
+		if rec["component"] == platform.Gateway && traceID == "" {
+			traceID, _ = rec["trace_id"].(string)
+		}
+	}
+	if traceID == "" {
+		t.Fatalf("no gateway log line with correlation id %s and a trace id", cid)
+	}
+	for _, rec := range logs.records() {
+		if rec["request_id"] == cid && rec["trace_id"] == traceID {
+			byComponent[rec["component"].(string)]++
+		}
+	}
+	workerDone := false
+	for _, rec := range logs.records() {
+		if rec["component"] == platform.Worker && rec["msg"] == "worker: job done" && rec["request_id"] == cid && rec["trace_id"] == traceID {
+			workerDone = true
+		}
+	}
+	if byComponent[platform.Gateway] == 0 || byComponent[platform.Ledger] < 2 || !workerDone {
+		t.Fatalf("log lines with correlation id %s and trace %s by component: %v (worker's job line: %v)", cid, traceID, byComponent, workerDone)
+	}
+	// Every hop's spans are in its exporter, under the one trace.
+	for _, name := range []string{platform.Gateway, platform.Ledger, platform.Worker} {
+		n := 0
+		for _, s := range sys.Telemetry[name].Spans.GetSpans() {
+			if s.SpanContext.TraceID().String() == traceID {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s exported no span of trace %s", name, traceID)
+		}
+	}
+
+	// RED: rate and errors (the request counter by status) and duration,
+	// on every component's internal listener; the worker's jobs too.
+	mon, err := sys.ComponentClient(platform.Monitor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		platform.Gateway:  {"http_server_request_duration_seconds_count{", `http_response_status_code="202"`, "malai_alarm_firing{"},
+		platform.Identity: {"http_server_request_duration_seconds_count{", "malai_alarm_firing{"},
+		platform.Ledger:   {"http_server_request_duration_seconds_count{", `http_route="/internal/v1/transfers"`, "malai_alarm_firing{"},
+		platform.Worker:   {`malai_worker_jobs_total{`, `outcome="done"`, "malai_worker_job_duration_seconds_count{", "malai_alarm_firing{"},
+	}
+	for name, series := range want {
+		res, err := mon.Get(sys.URLs[name] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mb, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, s := range series {
+			if !bytes.Contains(mb, []byte(s)) {
+				t.Errorf("%s /metrics lacks %s:\n%s", name, s, grepLines(mb, "http_server_request_duration_seconds_count"))
+			}
+		}
+	}
+}
+
+// lineBuffer collects JSON log lines from every component.
+type lineBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lineBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lineBuffer) records() []map[string]any {
+	l.mu.Lock()
+	data := append([]byte(nil), l.b.Bytes()...)
+	l.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) == nil {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// grepLines returns the lines of b containing s.
+func grepLines(b []byte, s string) string {
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
