@@ -9,6 +9,15 @@ import (
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 )
 
+// openKeys opens the key file under o.DataDir with o.KeyWrapper, or the
+// local key-encryption key when none is given.
+func openKeys(o Options) (*platform.KeyFile, error) {
+	if o.KeyWrapper == nil {
+		return platform.LoadOrCreateKeys(o.DataDir, auditOrigin)
+	}
+	return platform.OpenKeys(context.Background(), o.DataDir, auditOrigin, o.KeyWrapper)
+}
+
 // watchKeys keeps the process's data-key ring in step with the key file
 // (so a rotation by "malai rotate-keys" or by another process reaches
 // it) and runs the rotation schedule, until the system closes. Failures

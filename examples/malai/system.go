@@ -142,6 +142,9 @@ type Options struct {
 	// rotate-keys"). KeyReload is how often the key file is re-read
 	// (default platform.DefaultKeyReload).
 	RotateKeysEvery, KeyReload time.Duration
+	// KeyWrapper wraps the data and signing keys in the key file: a KMS.
+	// Default: platform.LocalKEK under DataDir.
+	KeyWrapper platform.KeyWrapper
 	// Auditor registers the evidence pass's auditor client (scope
 	// ledger:audit) at identity; without it no such client exists.
 	Auditor bool
@@ -403,7 +406,7 @@ func (s *System) bootstrap(o Options, names []string) (map[string]*pki.Certs, er
 		return nil, err
 	}
 	defer unlock()
-	if s.Keys, err = platform.LoadOrCreateKeys(o.DataDir, auditOrigin); err != nil {
+	if s.Keys, err = openKeys(o); err != nil {
 		return nil, err
 	}
 	if s.Ring, err = s.Keys.Ring(); err != nil {

@@ -82,7 +82,7 @@ func OpenLocalKEK(dir string) (*LocalKEK, error) {
 	}
 	var k keyring.Key
 	copy(k[:], raw)
-	r, err := keyring.NewRing("local-kek", map[string]keyring.Key{"local-kek": k})
+	r, err := keyring.NewRing(localKEKName, map[string]keyring.Key{localKEKName: k})
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,9 @@ func OpenLocalKEK(dir string) (*LocalKEK, error) {
 }
 
 // Name implements KeyWrapper.
-func (l *LocalKEK) Name() string { return "local-kek" }
+func (l *LocalKEK) Name() string { return localKEKName }
+
+const localKEKName = "local-kek"
 
 func wrapAAD(id string) []byte { return []byte("malai.platform.data-key:" + id) }
 
@@ -199,6 +201,15 @@ func LoadKeys(dir string) (*KeyFile, error) {
 // with fresh keys on first start. origin names the audit log's checkpoint
 // key.
 func LoadOrCreateKeys(dir, origin string) (*KeyFile, error) {
+	// A file another wrapper (a KMS) wrapped gets no local KEK beside it.
+	if b, err := os.ReadFile(filepath.Join(dir, "keys.json")); err == nil {
+		var f struct {
+			KEK string `json:"kek"`
+		}
+		if json.Unmarshal(b, &f) == nil && f.KEK != "" && f.KEK != localKEKName {
+			return nil, fmt.Errorf("platform: %s is wrapped by %q, not the local key-encryption key", filepath.Join(dir, "keys.json"), f.KEK)
+		}
+	}
 	w, err := OpenLocalKEK(dir)
 	if err != nil {
 		return nil, err

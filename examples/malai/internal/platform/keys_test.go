@@ -229,3 +229,56 @@ func TestWatchRotatesOnSchedule(t *testing.T) {
 		t.Fatalf("record sealed before the rotation: %q %v", pt, err)
 	}
 }
+
+// testKMS is a KeyWrapper as a KMS client would be: its own KEK, and a
+// count of unwraps (a KMS call each).
+type testKMS struct {
+	kek     *keyring.Ring
+	unwraps int
+}
+
+func (m *testKMS) Name() string { return "test-kms/projects/p/keys/k" }
+func (m *testKMS) Wrap(_ context.Context, id string, key []byte) ([]byte, error) {
+	return m.kek.Seal(nil, key, []byte(id))
+}
+func (m *testKMS) Unwrap(_ context.Context, id string, wrapped []byte) ([]byte, error) {
+	m.unwraps++
+	b, _, err := m.kek.Open(nil, wrapped, []byte(id))
+	return b, err
+}
+
+// Another KeyWrapper takes the local KEK's place: the file is created,
+// rotated and reloaded through it alone, the local KEK refuses a file it
+// did not wrap, and no kek.key appears.
+func TestKeyWrapperIsReplaceable(t *testing.T) {
+	dir := t.TempDir()
+	k0, _ := keyring.NewKey()
+	kek, _ := keyring.NewRing("v1", map[string]keyring.Key{"v1": k0})
+	kms := &testKMS{kek: kek}
+	ctx := context.Background()
+	k, err := OpenKeys(ctx, dir, "example.test/log", kms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, _ := k.Ring()
+	rec, _ := ring.Seal(nil, []byte("under the KMS"), nil)
+	if ok, err := RotateKeyFile(ctx, dir, kms, time.Now(), 0, 0); err != nil || !ok {
+		t.Fatalf("rotate through the KMS: %v %v", ok, err)
+	}
+	before := kms.unwraps
+	if err := k.sync(ctx, ring, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if kms.unwraps != before+1 {
+		t.Fatalf("reload unwrapped %d keys, want only the new one", kms.unwraps-before)
+	}
+	if pt, _, err := ring.Open(nil, rec, nil); err != nil || string(pt) != "under the KMS" {
+		t.Fatalf("old record: %q %v", pt, err)
+	}
+	if _, err := LoadKeys(dir); err == nil || !strings.Contains(err.Error(), "wrapped by") {
+		t.Fatalf("the local KEK opened a file the KMS wrapped: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, KEKFile)); err == nil {
+		t.Fatal("a local KEK file was written although a KMS wraps the keys")
+	}
+}
