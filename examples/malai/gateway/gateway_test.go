@@ -117,6 +117,25 @@ func TestGatewayRouting(t *testing.T) {
 	})
 	user := key.Mint(t, jwttest.Claims(iss, "malai-api", "user:alice", time.Now()))
 	svc := key.Mint(t, jwttest.ServiceClaims(iss, "malai-api", "worker", time.Now()))
+	t.Run("fault: no JWT check #1 forwards a tampered token", func(t *testing.T) {
+		faulty, err := New(Config{Upstreams: map[string]*url.URL{"identity": idU, "ledger": ldU}, Routes: testRoutes(), Transport: http.DefaultTransport,
+			Verifier: v, ClientIP: edge.Resolve, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Faults: Faults{NoTokenCheck: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { faulty.Close() })
+		before := ledger.count()
+		r := httptest.NewRequest("GET", "/v1/accounts", nil)
+		r.RemoteAddr, r.Host = "198.51.100.8:40000", "localhost"
+		r.Header.Set("User-Agent", "malai-test")
+		r.Header.Set("Accept", "application/json")
+		r.Header.Set("Authorization", "Bearer not.a.token")
+		w := httptest.NewRecorder()
+		faulty.Handler().ServeHTTP(w, r)
+		if w.Code != 200 || ledger.count() != before+1 {
+			t.Fatalf("status %d, reached the ledger %v: with the fault the gateway should forward unverified", w.Code, ledger.count() > before)
+		}
+	})
 	for _, tc := range []struct {
 		name, tok string
 		want      int
