@@ -28,7 +28,7 @@ import (
 )
 
 // TestSplitDeployment runs the system as separate processes of the one
-// binary — identity, two ledgers, a worker and two gateways — on the real
+// binary — two identities, two ledgers, a worker and two gateways — on the real
 // Redis and PostgreSQL (a fresh prefix, schemas and roles made by the
 // migrate command), and checks the money invariants through both
 // gateways, each forwarding to its own ledger: a 30-way burst on one
@@ -93,20 +93,28 @@ func TestSplitDeployment(t *testing.T) {
 		return out
 	}
 
+	// Two identities too (the second started once the first has made the
+	// signing keys): everything it knows is in PostgreSQL.
 	id := startProc(t, bin, dir, "identity", flags(common, pg, []string{"-issuer", issuer}))
 	id.wait(t)
-	ledgerFlags := flags(common, pg, redisFlags, []string{"-issuer", issuer, "-identity-url", id.internal})
-	l1 := startProc(t, bin, dir, "ledger", ledgerFlags)
-	l2 := startProc(t, bin, dir, "ledger", append(ledgerFlags, "-witness-dir", filepath.Join(data, "witness-2")))
+	id2 := startProc(t, bin, dir, "identity", flags(common, pg, []string{"-issuer", issuer}))
+	id2.wait(t)
+	ledgerFlags := func(id *proc) []string {
+		return flags(common, pg, redisFlags, []string{"-issuer", issuer, "-identity-url", id.internal})
+	}
+	l1 := startProc(t, bin, dir, "ledger", ledgerFlags(id))
+	l2 := startProc(t, bin, dir, "ledger", append(ledgerFlags(id2), "-witness-dir", filepath.Join(data, "witness-2")))
 	l1.wait(t)
 	l2.wait(t)
-	gwFlags := func(l *proc) []string {
+	gwFlags := func(id, l *proc) []string {
 		return flags(common, redisFlags, []string{"-issuer", issuer, "-addr", "127.0.0.1:0", "-http-addr=", "-identity-url", id.internal,
 			"-ledger-url", l.internal, "-per-ip", "1000000", "-per-principal", "1000000"})
 	}
-	w := startProc(t, bin, dir, "worker", flags(common, redisFlags, []string{"-identity-url", id.internal, "-ledger-url", l1.internal}))
-	gw1 := startProc(t, bin, dir, "gateway", gwFlags(l1))
-	gw2 := startProc(t, bin, dir, "gateway", gwFlags(l2))
+	// The worker registers its key with identity 2 and calls ledger 1,
+	// which fetches identity 1's key set.
+	w := startProc(t, bin, dir, "worker", flags(common, redisFlags, []string{"-identity-url", id2.internal, "-ledger-url", l1.internal}))
+	gw1 := startProc(t, bin, dir, "gateway", gwFlags(id, l1))
+	gw2 := startProc(t, bin, dir, "gateway", gwFlags(id2, l2))
 	w.wait(t)
 	gw1.wait(t)
 	gw2.wait(t)
@@ -121,6 +129,7 @@ func TestSplitDeployment(t *testing.T) {
 		TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}}
 	gws := []*api{{t: t, c: hc, base: gw1.public}, {t: t, c: hc, base: gw2.public}}
 	g1, g2 := gws[0], gws[1]
+	g1.other, g2.other = g2, g1
 
 	// People: a teller and an auditor (roles granted in the ledgers'
 	// shared policy file, then SIGHUP), and customers with an account each.
@@ -482,9 +491,12 @@ type api struct {
 	t    *testing.T
 	c    *http.Client
 	base string
+	// other is the other gateway (and its identity).
+	other *api
 }
 
-// user signs up name and signs in.
+// user signs up name through this gateway and signs in through the other
+// (each has its own identity process).
 func (a *api) user(name string) *person {
 	a.t.Helper()
 	pw := "Pw-" + servicetest.Unique() + "-Zz9!"
@@ -497,7 +509,7 @@ func (a *api) user(name string) *person {
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
-	st, body := a.do(nil, "POST", "/v1/sessions", "", map[string]any{"username": name, "password": pw})
+	st, body := a.other.do(nil, "POST", "/v1/sessions", "", map[string]any{"username": name, "password": pw})
 	if err := json.Unmarshal(body, &tok); st != http.StatusOK || err != nil || tok.AccessToken == "" {
 		a.t.Fatalf("sign in %s: %d %s", name, st, body)
 	}
