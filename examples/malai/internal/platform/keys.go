@@ -68,8 +68,24 @@ func OpenLocalKEK(dir string) (*LocalKEK, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(p, []byte(base64.StdEncoding.EncodeToString(k[:])), 0o600); err != nil {
-			return nil, err
+		// Link a complete temporary file into place: of two processes
+		// creating it at once, one wins and both read its key.
+		tmp, terr := os.CreateTemp(dir, KEKFile+".tmp*")
+		if terr != nil {
+			return nil, terr
+		}
+		_, werr := tmp.WriteString(base64.StdEncoding.EncodeToString(k[:]))
+		if cerr := tmp.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr == nil {
+			if lerr := os.Link(tmp.Name(), p); lerr != nil && !errors.Is(lerr, os.ErrExist) {
+				werr = lerr
+			}
+		}
+		os.Remove(tmp.Name())
+		if werr != nil {
+			return nil, werr
 		}
 		b, err = os.ReadFile(p)
 	}

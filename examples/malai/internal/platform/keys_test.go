@@ -282,3 +282,35 @@ func TestKeyWrapperIsReplaceable(t *testing.T) {
 		t.Fatal("a local KEK file was written although a KMS wraps the keys")
 	}
 }
+
+// Processes creating the local KEK at once end up with one key.
+func TestLocalKEKCreatedOnce(t *testing.T) {
+	dir := t.TempDir()
+	keks := make([]*LocalKEK, 8)
+	errs := make(chan error, len(keks))
+	for i := range keks {
+		go func() {
+			var err error
+			keks[i], err = OpenLocalKEK(dir)
+			errs <- err
+		}()
+	}
+	for range keks {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	w, _ := keks[0].Wrap(ctx, "k", []byte("0123456789abcdef0123456789abcdef"))
+	for i, k := range keks {
+		if _, err := k.Unwrap(ctx, "k", w); err != nil {
+			t.Fatalf("KEK %d differs: %v", i, err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dir, KEKFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("kek.key mode %v, %v", st.Mode().Perm(), err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, KEKFile+".tmp*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
