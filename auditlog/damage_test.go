@@ -80,11 +80,11 @@ func TestNewSkipsCheckpointsItDidNotSign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range [][]byte{[]byte("garbage"), wrongRoot, forged} {
-		if err := st.AddCheckpoint(ctx, bad); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Written past the store's ordering (AddCheckpoint refuses the last
+	// two), as whoever can write the store's files or table directly can.
+	st.Tamper(func(_ *[]auditlog.Record, cps *[][]byte) {
+		*cps = append(*cps, []byte("garbage"), wrongRoot, forged)
+	})
 	var reported []error
 	l2, err := auditlog.New(auditlog.Config{Store: st, Origin: origin, Signers: []note.Signer{k.signer}, Plaintext: true,
 		OnError: func(err error) { reported = append(reported, err) }})
@@ -132,5 +132,31 @@ func TestNewStillRefusesItsOwnCheckpointContradicted(t *testing.T) {
 	}
 	if _, err := auditlog.New(auditlog.Config{Store: st, Origin: origin, Signers: []note.Signer{k.signer}, Plaintext: true}); !errors.Is(err, auditlog.ErrTampered) {
 		t.Fatalf("New = %v, want ErrTampered", err)
+	}
+}
+
+func TestCheckpointForkIsLoud(t *testing.T) {
+	// A checkpoint of the log's next size with another root, signed by
+	// the log's key (another process writing a history of its own), is
+	// a fork: the log's checkpoint at that size fails loudly.
+	ctx := context.Background()
+	k := newKeys(t, "audit")
+	st := memstore.New()
+	l := newLog(t, auditlog.Config{Store: st, Origin: origin, Signers: []note.Signer{k.signer}, Plaintext: true})
+	if _, err := l.Append(ctx, auditlog.Event{Type: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := auditlog.SignCheckpoint(auditlog.Checkpoint{Origin: origin, Size: 1, Root: auditlog.Hash{7}}, k.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddCheckpoint(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Checkpoint(ctx); !errors.Is(err, auditlog.ErrFork) {
+		t.Fatalf("Checkpoint over a stored fork = %v, want ErrFork", err)
+	}
+	if err := l.Close(); !errors.Is(err, auditlog.ErrFork) {
+		t.Fatalf("Close over a stored fork = %v, want ErrFork", err)
 	}
 }

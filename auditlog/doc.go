@@ -27,7 +27,11 @@
 //   - Checkpoints are issued only over durable rows: at most
 //     Config.CheckpointInterval (default one second) apart while rows
 //     arrive, and by [Log.Checkpoint] and [Log.Close]. Several keys may sign
-//     (rotation).
+//     (rotation). A store keeps them in issue order ([Store.AddCheckpoint]):
+//     when several processes share one store, a process whose view lags
+//     never stores a checkpoint smaller than another's; its attempt is
+//     skipped, and a checkpoint of the same size with another root is an
+//     error ([ErrFork]).
 //   - [New] refuses a store whose rows contradict the newest checkpoint the
 //     log signed, that holds fewer rows than its witness has seen, or that
 //     lacks a checkpoint its witness holds (the log stores every checkpoint

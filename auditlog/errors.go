@@ -27,8 +27,13 @@ var (
 	// one it already holds.
 	ErrRollback = errors.New("auditlog: checkpoint rollback")
 	// ErrFork is returned by a Witness offered a checkpoint inconsistent
-	// with one it already holds.
+	// with one it already holds, and by Store.AddCheckpoint for a
+	// checkpoint of the size of the store's newest with another root.
 	ErrFork = errors.New("auditlog: checkpoint fork")
+	// ErrStaleCheckpoint is returned by Store.AddCheckpoint for a
+	// checkpoint smaller than the newest the store holds: another writer
+	// of the same store checkpointed a larger tree first. A Log skips it.
+	ErrStaleCheckpoint = errors.New("auditlog: checkpoint older than the store's newest")
 	// ErrNotFound is returned by Log.Event for a row the store does not
 	// hold.
 	ErrNotFound = errors.New("auditlog: no such row")

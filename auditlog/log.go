@@ -133,6 +133,7 @@ type Log struct {
 	cpWG         sync.WaitGroup // background checkpoints
 	lastCP       SignedCheckpoint
 	lastCPAt     time.Time
+	cpSkipped    uint64 // the size of the last checkpoint the store refused as stale
 	witnessStale bool
 }
 
@@ -720,7 +721,7 @@ func (l *Log) backgroundCheckpoint() {
 	size := l.head.Size
 	l.mu.RUnlock()
 	l.cpMu.Lock()
-	due := size > l.lastCP.Size || l.witnessStale
+	due := size > max(l.lastCP.Size, l.cpSkipped) || l.witnessStale
 	l.cpMu.Unlock()
 	if !due {
 		return
@@ -862,7 +863,12 @@ func (l *Log) LatestCheckpoint() SignedCheckpoint {
 // Checkpoint signs a checkpoint over every durable row, stores it and
 // publishes it to the witness. When nothing was appended since the last
 // checkpoint it returns that one (publishing it again if the witness
-// missed it).
+// missed it). When the store already holds a larger checkpoint (another
+// process appends to the same store and this log has not read its latest
+// rows yet), nothing is stored and it returns the log's latest checkpoint
+// without an error: a replica never stores a checkpoint older than the
+// store's. A store holding a checkpoint of the same size with another
+// root is a fork: that is an error wrapping [ErrFork].
 func (l *Log) Checkpoint(ctx context.Context) (SignedCheckpoint, error) {
 	l.cpMu.Lock()
 	defer l.cpMu.Unlock()
@@ -877,13 +883,27 @@ func (l *Log) Checkpoint(ctx context.Context) (SignedCheckpoint, error) {
 		if err != nil {
 			return SignedCheckpoint{}, err
 		}
-		if err := l.cfg.Store.AddCheckpoint(ctx, signed); err != nil {
+		switch err := l.cfg.Store.AddCheckpoint(ctx, signed); {
+		case errors.Is(err, ErrStaleCheckpoint):
+			// Another writer of the store checkpointed a larger tree: this
+			// log's view is behind, and the store keeps checkpoints in size
+			// order. Nothing new to store or publish; the log's next
+			// checkpoint, once its appends have caught up with the store's
+			// rows, covers it. Unless the larger one is not a checkpoint
+			// this log could have signed: then none can follow it.
+			if err := l.checkNewest(ctx); err != nil {
+				return SignedCheckpoint{}, err
+			}
+			l.cpSkipped = size
+			l.lastCPAt = l.cfg.Now()
+		case err != nil:
 			return SignedCheckpoint{}, fmt.Errorf("auditlog: store checkpoint: %w", err)
+		default:
+			cp = SignedCheckpoint{Checkpoint: c, Note: signed}
+			l.lastCP = cp
+			l.lastCPAt = l.cfg.Now()
+			l.witnessStale = l.cfg.Witness != nil
 		}
-		cp = SignedCheckpoint{Checkpoint: c, Note: signed}
-		l.lastCP = cp
-		l.lastCPAt = l.cfg.Now()
-		l.witnessStale = l.cfg.Witness != nil
 	}
 	if l.witnessStale {
 		if err := l.publish(ctx, cp); err != nil {
@@ -892,6 +912,32 @@ func (l *Log) Checkpoint(ctx context.Context) (SignedCheckpoint, error) {
 		l.witnessStale = false
 	}
 	return cp, nil
+}
+
+// checkNewest checks the store's newest checkpoint, which is larger than
+// the log's view: it must carry a signature of the log's keys (another
+// replica's) and cover rows the store holds.
+func (l *Log) checkNewest(ctx context.Context) error {
+	lc, ok := l.cfg.Store.(LatestCheckpointer)
+	if !ok {
+		return nil
+	}
+	signed, err := lc.LatestCheckpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("auditlog: store checkpoint: %w", err)
+	}
+	c, ok := l.authentic(signed)
+	if !ok {
+		return fmt.Errorf("%w: the store's newest checkpoint is not signed by this log's keys, and the store orders every later one after it", ErrCheckpoint)
+	}
+	head, err := l.cfg.Store.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("auditlog: store checkpoint: %w", err)
+	}
+	if c.Size > head.Size {
+		return fmt.Errorf("%w: the store's newest checkpoint covers %d rows, the store holds %d", ErrTampered, c.Size, head.Size)
+	}
+	return nil
 }
 
 // witnessSize returns the size of the witness's latest checkpoint and

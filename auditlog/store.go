@@ -1,6 +1,10 @@
 package auditlog
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"fmt"
+)
 
 // Head is a log's durable size and the leaf hash of its last row (the zero
 // Hash when Size is 0).
@@ -38,7 +42,19 @@ type Store interface {
 	// call. The Record's slices are valid only during fn; an error from
 	// fn stops the scan and is returned.
 	Scan(ctx context.Context, from uint64, fn func(Record) error) error
-	// AddCheckpoint durably keeps a signed checkpoint.
+	// AddCheckpoint durably keeps a signed checkpoint, keeping the store's
+	// checkpoints in issue order: each is at least as large as the one
+	// before it, whichever writer signed it. Atomically with the insert
+	// (under the lock appends take, for a store many processes share) it
+	// compares the checkpoint with the newest one kept whose body parses
+	// ([ParseSignedCheckpoint]) using [CheckCheckpointOrder]: a smaller one
+	// is refused with ErrStaleCheckpoint, one of the same size with
+	// another root with ErrFork, and neither is kept. A copy of the newest
+	// (the same bytes) is not kept twice and returns nil. A note whose
+	// body does not parse is kept or refused as the store's format allows;
+	// it never takes part in the ordering. The root is not checked
+	// against the rows: the Log signs only roots of rows it read from the
+	// store, and Verify checks every root.
 	AddCheckpoint(ctx context.Context, signed []byte) error
 	// Checkpoints calls fn for every checkpoint kept, oldest first.
 	Checkpoints(ctx context.Context, fn func(signed []byte) error) error
@@ -78,4 +94,48 @@ type Damaged interface {
 // returns nil when the store holds none.
 type LatestCheckpointer interface {
 	LatestCheckpoint(ctx context.Context) ([]byte, error)
+}
+
+// ParseSignedCheckpoint parses the checkpoint in a signed note without
+// checking its signatures, for a store that orders checkpoints (see
+// [Store.AddCheckpoint]) without holding the keys.
+func ParseSignedCheckpoint(signed []byte) (Checkpoint, error) {
+	return parseUnverified(signed)
+}
+
+// CheckCheckpointOrder reports whether a store whose newest checkpoint is
+// prev may keep next after it: next must be larger, or of the same size
+// with the same root. Otherwise it returns an error wrapping
+// ErrStaleCheckpoint (next is smaller) or ErrFork (same size, two roots).
+func CheckCheckpointOrder(prev, next Checkpoint) error {
+	switch {
+	case next.Size < prev.Size:
+		return fmt.Errorf("%w: size %d offered after size %d", ErrStaleCheckpoint, next.Size, prev.Size)
+	case next.Size == prev.Size && next.Root != prev.Root:
+		return fmt.Errorf("%w: a checkpoint of size %d with another root is stored", ErrFork, next.Size)
+	}
+	return nil
+}
+
+// KeepCheckpoint applies the order of [Store.AddCheckpoint] for a store
+// that holds its checkpoints in memory, kept oldest first: it reports
+// whether signed is to be kept, or returns the error refusing it. It
+// compares signed with the newest kept checkpoint whose body parses; a
+// signed note whose body does not parse is kept (Verify reports it).
+func KeepCheckpoint(kept [][]byte, signed []byte) (bool, error) {
+	next, err := parseUnverified(signed)
+	if err != nil {
+		return true, nil
+	}
+	for i := len(kept) - 1; i >= 0; i-- {
+		prev, err := parseUnverified(kept[i])
+		if err != nil {
+			continue
+		}
+		if bytes.Equal(kept[i], signed) {
+			return false, nil
+		}
+		return true, CheckCheckpointOrder(prev, next)
+	}
+	return true, nil
 }

@@ -539,7 +539,8 @@ func (s *Store) Scan(ctx context.Context, from uint64, fn func(auditlog.Record) 
 	return nil
 }
 
-// AddCheckpoint implements auditlog.Store.
+// AddCheckpoint implements auditlog.Store; checkpoints are ordered as
+// [auditlog.KeepCheckpoint] says.
 func (s *Store) AddCheckpoint(ctx context.Context, signed []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -548,6 +549,13 @@ func (s *Store) AddCheckpoint(ctx context.Context, signed []byte) error {
 	}
 	if len(signed) > maxBody {
 		return fmt.Errorf("filestore: checkpoint larger than %d bytes", maxBody)
+	}
+	keep, err := auditlog.KeepCheckpoint(s.cps, signed)
+	if err != nil {
+		return fmt.Errorf("filestore: %w", err)
+	}
+	if !keep {
+		return nil
 	}
 	buf := appendCheckpoint(nil, signed)
 	if err := s.write(buf); err != nil {

@@ -106,12 +106,20 @@ func (s *Store) Scan(ctx context.Context, from uint64, fn func(auditlog.Record) 
 	return nil
 }
 
-// AddCheckpoint implements auditlog.Store.
+// AddCheckpoint implements auditlog.Store; checkpoints are ordered as
+// [auditlog.KeepCheckpoint] says.
 func (s *Store) AddCheckpoint(ctx context.Context, signed []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(); err != nil {
 		return err
+	}
+	keep, err := auditlog.KeepCheckpoint(s.cps, signed)
+	if err != nil {
+		return fmt.Errorf("memstore: %w", err)
+	}
+	if !keep {
+		return nil
 	}
 	s.cps = append(s.cps, bytes.Clone(signed))
 	return nil

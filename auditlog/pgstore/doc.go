@@ -22,10 +22,18 @@
 //     the runtime: the application role cannot rewrite a row, and a
 //     trigger lets the migrator change only a row's sealed payload and key
 //     id.
-//   - A checkpoint row the application role inserts cannot stop the log:
-//     one that is not shaped as a signed checkpoint is refused by the
-//     server (CHECK), and one signed by another key is skipped by
-//     auditlog.New and reported by position by auditlog.Verify.
+//   - [Store.AddCheckpoint] keeps checkpoints in size order across
+//     processes: under the append lock, one statement inserts the
+//     checkpoint only when it is larger than the newest stored one (or of
+//     its size and root). A replica whose view lags gets
+//     auditlog.ErrStaleCheckpoint, which auditlog.Log skips silently, so
+//     the stored checkpoints of replicas sharing the table never go back.
+//   - A checkpoint row the application role inserts cannot stop the log
+//     from starting: one that is not shaped as a signed checkpoint is
+//     refused by the server (CHECK), and one signed by another key is
+//     skipped by auditlog.New and reported by position by auditlog.Verify.
+//     A forged one larger than the chain does hold back later checkpoints:
+//     each then fails loudly (auditlog.ErrCheckpoint), never silently.
 //   - [Config.Password] is called for every new connection (pgxpool
 //     BeforeConnect): a rotated credential is used without a restart.
 //   - [New] refuses a DSN that does not verify the server

@@ -1,7 +1,9 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -65,7 +67,7 @@ type Store struct {
 }
 
 type queries struct {
-	lock, insert, begin, head, scan, cps, latestCP, addCP, rekey string
+	lock, insert, begin, head, scan, cps, latestCP, addCP, addCPOrdered, rekey string
 }
 
 var (
@@ -201,7 +203,18 @@ func newStore(pool *pgxpool.Pool, schema, table string) *Store {
 			cps:      "SELECT note FROM " + cp + " ORDER BY id",
 			latestCP: "SELECT note FROM " + cp + " ORDER BY id DESC LIMIT 1",
 			addCP:    "INSERT INTO " + cp + " (note) VALUES ($1)",
-			rekey:    "UPDATE " + t + " SET payload = $1, key_id = $2 WHERE seq = $3 AND key_id = $4",
+			// Run under the append lock, so checkpoints are numbered (id) in
+			// the order of the sizes they are compared by: nothing is
+			// inserted after a larger checkpoint, after one of the same size
+			// with another root ($3, base64 as in the note), or after the
+			// same note. The newest stored note comes back to say why.
+			// Migrate's shape constraint makes every stored note parse.
+			addCPOrdered: "WITH latest AS (SELECT note, split_part(convert_from(note, 'UTF8'), E'\\n', 2)::numeric AS size, " +
+				"split_part(convert_from(note, 'UTF8'), E'\\n', 3) AS root FROM " + cp + " ORDER BY id DESC LIMIT 1), " +
+				"ins AS (INSERT INTO " + cp + " (note) SELECT $1::bytea WHERE NOT EXISTS (SELECT 1 FROM latest WHERE " +
+				"note = $1::bytea OR size > $2::numeric OR (size = $2::numeric AND root <> $3::text)) RETURNING id) " +
+				"SELECT (SELECT count(*) FROM ins), (SELECT note FROM latest)",
+			rekey: "UPDATE " + t + " SET payload = $1, key_id = $2 WHERE seq = $3 AND key_id = $4",
 		},
 	}
 }
@@ -406,12 +419,51 @@ func (s *Store) Scan(ctx context.Context, from uint64, fn func(auditlog.Record) 
 	return nil
 }
 
-// AddCheckpoint implements auditlog.Store.
+// AddCheckpoint implements auditlog.Store. It takes the append lock and
+// inserts the checkpoint in the same statement that compares it with the
+// newest stored one, in one round trip and one transaction, so replicas
+// sharing the table store their checkpoints in size order whatever their
+// timing; a checkpoint refused for that returns an error wrapping
+// auditlog.ErrStaleCheckpoint or auditlog.ErrFork.
 func (s *Store) AddCheckpoint(ctx context.Context, signed []byte) error {
-	if _, err := s.pool.Exec(ctx, s.q.addCP, signed); err != nil {
+	next, err := auditlog.ParseSignedCheckpoint(signed)
+	if err != nil {
+		// not ordered; Migrate's shape constraint refuses it
+		if _, err := s.pool.Exec(ctx, s.q.addCP, signed); err != nil {
+			return fmt.Errorf("pgstore: checkpoint: %w", err)
+		}
+		return nil
+	}
+	b := &pgx.Batch{}
+	b.Queue(s.q.lock)
+	b.Queue(s.q.addCPOrdered, signed, strconv.FormatUint(next.Size, 10), base64.StdEncoding.EncodeToString(next.Root[:]))
+	br := s.pool.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return fmt.Errorf("pgstore: lock: %w", err)
+	}
+	var (
+		inserted int64
+		latest   []byte
+	)
+	err = br.QueryRow().Scan(&inserted, &latest)
+	if cerr := br.Close(); err == nil {
+		err = cerr // the commit's own error
+	}
+	if err != nil {
 		return fmt.Errorf("pgstore: checkpoint: %w", err)
 	}
-	return nil
+	if inserted == 1 || bytes.Equal(latest, signed) {
+		return nil
+	}
+	prev, err := auditlog.ParseSignedCheckpoint(latest)
+	if err != nil {
+		return fmt.Errorf("pgstore: checkpoint: the newest stored checkpoint does not parse: %w", err)
+	}
+	if err := auditlog.CheckCheckpointOrder(prev, next); err != nil {
+		return fmt.Errorf("pgstore: checkpoint: %w", err)
+	}
+	return fmt.Errorf("pgstore: checkpoint of size %d not stored after the newest of size %d", next.Size, prev.Size)
 }
 
 // Checkpoints implements auditlog.Store.

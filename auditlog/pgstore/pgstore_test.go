@@ -374,11 +374,13 @@ func TestMalformedCheckpointRowIsAFinding(t *testing.T) {
 	// signature does not decode, and one signed by another key.
 	mkey, _, _ := note.GenerateKey(nil, "mallory")
 	mallory, _ := note.NewSigner(mkey)
-	forged, err := auditlog.SignCheckpoint(auditlog.Checkpoint{Origin: f.Origin, Size: 99}, mallory)
+	// (Of the fixture's size, 12: a larger one would be ordered before
+	// every later checkpoint; TestForgedLargerCheckpointIsLoud.)
+	forged, err := auditlog.SignCheckpoint(auditlog.Checkpoint{Origin: f.Origin, Size: 12}, mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
-	malformed := []byte(f.Origin + "\n99\n" + strings.Repeat("A", 43) + "=\n\n— mallory AAAA\n")
+	malformed := []byte(f.Origin + "\n12\n" + strings.Repeat("A", 43) + "=\n\n— mallory AAAA\n")
 	for _, n := range [][]byte{malformed, forged} {
 		if _, err := conn.Exec(ctx, "INSERT INTO "+tb+" (note) VALUES ($1)", n); err != nil {
 			t.Fatal(err)

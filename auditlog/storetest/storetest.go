@@ -6,8 +6,10 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -165,6 +167,52 @@ func Run(t *testing.T, newStore func(t *testing.T) auditlog.Store) {
 			if c, err := lc.LatestCheckpoint(ctx); !bytes.Equal(c, want[1]) || err != nil {
 				t.Fatalf("LatestCheckpoint = %q, %v; want the newest", c, err)
 			}
+		}
+	})
+
+	t.Run("CheckpointOrder", func(t *testing.T) {
+		s := open(t)
+		cp := func(size uint64, root byte) []byte {
+			r := auditlog.Hash{root}
+			return []byte(fmt.Sprintf("a\n%d\n%s\n\n— k c2lnbmF0dXJl\n", size, base64.StdEncoding.EncodeToString(r[:])))
+		}
+		// the third: the same size and root under another signature
+		kept := [][]byte{cp(2, 1), cp(5, 1), []byte(strings.Replace(string(cp(5, 1)), "c2lnbmF0dXJl", "b3RoZXI=", 1))}
+		for _, c := range kept {
+			if err := s.AddCheckpoint(ctx, c); err != nil {
+				t.Fatalf("AddCheckpoint(%q) = %v", c, err)
+			}
+		}
+		if err := s.AddCheckpoint(ctx, kept[2]); err != nil {
+			t.Fatalf("AddCheckpoint of the newest again = %v, want nil", err)
+		}
+		if err := s.AddCheckpoint(ctx, cp(4, 1)); !errors.Is(err, auditlog.ErrStaleCheckpoint) {
+			t.Errorf("AddCheckpoint of a smaller checkpoint = %v, want ErrStaleCheckpoint", err)
+		}
+		if err := s.AddCheckpoint(ctx, cp(5, 2)); !errors.Is(err, auditlog.ErrFork) {
+			t.Errorf("AddCheckpoint of another root at the same size = %v, want ErrFork", err)
+		}
+		// Racing offers: whatever their timing, sizes never go down.
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				err := s.AddCheckpoint(ctx, cp(uint64(6+i), 1))
+				if err != nil && !errors.Is(err, auditlog.ErrStaleCheckpoint) {
+					t.Errorf("AddCheckpoint(size %d) = %v", 6+i, err)
+				}
+			})
+		}
+		wg.Wait()
+		var got []uint64
+		if err := s.Checkpoints(ctx, func(c []byte) error {
+			p, err := auditlog.ParseSignedCheckpoint(c)
+			got = append(got, p.Size)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) < 4 || !slices.Equal(got[:3], []uint64{2, 5, 5}) || got[3] <= 5 || !slices.IsSorted(got) {
+			t.Fatalf("stored checkpoint sizes %v: want 2 5 5 and then ascending", got)
 		}
 	})
 
