@@ -368,15 +368,6 @@ func TestSplitDeployment(t *testing.T) {
 			t.Fatalf("verify output: %v\n%s", err, out)
 		}
 		for _, f := range offline.Findings {
-			// Each replica signs checkpoints of the chain as far as it has
-			// read it, so a replica that lags stores a smaller one after
-			// another's larger one: a stale view, reported as a rollback.
-			// Every checkpoint's root is still checked against the rows (a
-			// mismatch is another finding). Known issue, reported.
-			if f.Kind == auditlog.FindingRollback && f.Source == auditlog.SourceExport {
-				t.Logf("known multi-replica finding: %+v", f)
-				continue
-			}
 			t.Errorf("offline verification with %s: %+v", filepath.Base(witness), f)
 		}
 		if offline.Anchored == 0 {
