@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -111,8 +112,10 @@ func TestSplitDeployment(t *testing.T) {
 			"-ledger-url", l.internal, "-per-ip", "1000000", "-per-principal", "1000000"})
 	}
 	// The worker registers its key with identity 2 and calls ledger 1,
-	// which fetches identity 1's key set.
-	w := startProc(t, bin, dir, "worker", flags(common, redisFlags, []string{"-identity-url", id2.internal, "-ledger-url", l1.internal}))
+	// which fetches identity 1's key set. It runs on operator certificate
+	// files (-cert, -key, -ca) rather than the development CA's.
+	w := startProc(t, bin, dir, "worker", flags(common, redisFlags, operatorCert(t, data, dir, "worker"),
+		[]string{"-identity-url", id2.internal, "-ledger-url", l1.internal}))
 	gw1 := startProc(t, bin, dir, "gateway", gwFlags(id, l1))
 	gw2 := startProc(t, bin, dir, "gateway", gwFlags(id2, l2))
 	w.wait(t)
@@ -379,6 +382,36 @@ func TestSplitDeployment(t *testing.T) {
 			}
 		}
 	}
+}
+
+// operatorCert writes a certificate for component, issued by the
+// system's CA, as an operator's PKI would hand it over, and returns the
+// flags that give it to the component.
+func operatorCert(t *testing.T, data, dir, component string) []string {
+	t.Helper()
+	ca, err := pki.LoadOrCreate(filepath.Join(data, "pki"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(component)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain []byte
+	for _, der := range cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, caFile := filepath.Join(dir, component+"-op.pem"), filepath.Join(dir, component+"-op-key.pem"), filepath.Join(dir, "op-ca.pem")
+	for f, b := range map[string][]byte{certFile: chain, keyFile: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), caFile: ca.PEM()} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return []string{"-cert", certFile, "-key", keyFile, "-ca", caFile}
 }
 
 // proc is one component process.
