@@ -7,7 +7,9 @@
 //   - A body is read whole before inspection, at most the route's limit
 //     (larger: 413, never inspected) and within BodyTimeout (slower: 408).
 //     Reading holds no inspection slot, so a slow client costs a
-//     goroutine, not CPU.
+//     goroutine, not CPU. A body holding more than MaxBodyArgs values
+//     (JSON members and array elements, form fields; each is an argument
+//     every rule inspects) is refused with 400, never inspected.
 //   - Inspections run in a bounded pool: MaxConcurrent at once, of which
 //     one address holds at most PerClient with heavy requests (a body, or
 //     a shape past the light bounds). Light requests (no body, a small
