@@ -46,6 +46,22 @@ func TestAsyncJobLifecycle(t *testing.T) {
 	if r := e.do("POST", "/v1/transfers", alice, transferBody("acc-a", "acc-b", 999), "job-1"); r.code != 422 {
 		t.Fatalf("sync reuse with another body: %s", r)
 	}
+	// The other way round: a key first used synchronously is refused on
+	// the async route with another body, and replays with the same one;
+	// no job is queued for either.
+	sb := transferBody("acc-a", "acc-b", 10)
+	if r := e.do("POST", "/v1/transfers", alice, sb, "sync-first"); r.code != 201 {
+		t.Fatalf("sync: %s", r)
+	}
+	if r := e.do("POST", "/v1/transfers/async", alice, transferBody("acc-a", "acc-b", 11), "sync-first"); r.code != 422 {
+		t.Fatalf("async reuse of a sync key with another body: %s", r)
+	}
+	if r := e.do("POST", "/v1/transfers/async", alice, sb, "sync-first"); r.code != 201 || !r.replayed() {
+		t.Fatalf("async retry of a sync key: %s", r)
+	}
+	if n := e.queueLen(); n != 1 {
+		t.Fatalf("%d jobs queued, want only job-1's", n)
+	}
 	msg := e.nextJob()
 	for i := range 3 { // redelivered: runs once
 		w := e.runJob(msg.Body)
@@ -60,11 +76,11 @@ func TestAsyncJobLifecycle(t *testing.T) {
 	if st.Status != book.JobSucceeded || st.Result == nil || json.Unmarshal(st.Result.Body, &tr) != nil || tr.Amount != 300 {
 		t.Fatalf("after the worker: %+v", st)
 	}
-	if got := e.svc().Balances()["acc-a"]; got != 700 {
+	if got := e.svc().Balances()["acc-a"]; got != 690 {
 		t.Fatalf("balance %d", got)
 	}
 	// An async transfer that fails is reported with its problem.
-	r = e.do("POST", "/v1/transfers/async", alice, transferBody("acc-a", "acc-b", 700), "job-2")
+	r = e.do("POST", "/v1/transfers/async", alice, transferBody("acc-a", "acc-b", 690), "job-2")
 	r2 := e.do("POST", "/v1/transfers", alice, transferBody("acc-a", "acc-b", 100), "drain")
 	if r.code != 202 || r2.code != 201 {
 		t.Fatalf("setup: %s %s", r, r2)
