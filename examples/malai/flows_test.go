@@ -13,26 +13,15 @@ import (
 	"github.com/pquerna/otp/totp"
 )
 
-// TestFlowsInAllMode drives the customer, teller and MFA flows over real
+// testFlowsInAllMode drives the customer, teller and MFA flows over real
 // HTTPS through the gateway of the all-in-one system, asserting each
 // outcome: a synchronous transfer moves money once however often it is
 // retried, a reused key with another body and an overdraft are refused
 // with problem+json and move nothing, a customer may neither deposit nor
 // spend another's account, the TOTP user signs in only with a code, and
 // /metrics is not on the public listener.
-func TestFlowsInAllMode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the whole system")
-	}
+func testFlowsInAllMode(t *testing.T, sys *System) {
 	ctx := context.Background()
-	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PerIP: 10_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sys.Close() })
-	if err := startEmbedded(ctx, sys, true); err != nil {
-		t.Fatal(err)
-	}
 	var creds demoFile
 	b, _ := os.ReadFile(filepath.Join(sys.DataDir, demoCredentialsFile))
 	if err := json.Unmarshal(b, &creds); err != nil {
@@ -69,6 +58,7 @@ func TestFlowsInAllMode(t *testing.T) {
 		return json.Unmarshal(body, &p) == nil && p.Type != "" && p.Status >= 400
 	}
 
+	a0, b0 := balance(atok, alice.AccountID), balance(btok, bob.AccountID)
 	transfer := map[string]any{"from": alice.AccountID, "to": bob.AccountID, "amount": 1234}
 	st, first, err := c.do(ctx, "POST", "/v1/transfers", atok, transfer, "Idempotency-Key", "flow-sync-1")
 	if err != nil || st != http.StatusCreated {
@@ -80,7 +70,7 @@ func TestFlowsInAllMode(t *testing.T) {
 			t.Fatalf("retry: %d %s, want the first answer %s", st, again, first)
 		}
 	}
-	if a, b := balance(atok, alice.AccountID), balance(btok, bob.AccountID); a != demoDeposit-1234 || b != demoDeposit+1234 {
+	if a, b := balance(atok, alice.AccountID), balance(btok, bob.AccountID); a != a0-1234 || b != b0+1234 {
 		t.Fatalf("balances after one transfer retried: alice %d bob %d", a, b)
 	}
 	refusals := []struct {
@@ -102,7 +92,7 @@ func TestFlowsInAllMode(t *testing.T) {
 			t.Errorf("%s: %d %s %v, want %d problem+json", r.name, st, body, err, r.status)
 		}
 	}
-	if a, b := balance(atok, alice.AccountID), balance(btok, bob.AccountID); a != demoDeposit-1234 || b != demoDeposit+1234 {
+	if a, b := balance(atok, alice.AccountID), balance(btok, bob.AccountID); a != a0-1234 || b != b0+1234 {
 		t.Fatalf("a refused request moved money: alice %d bob %d", a, b)
 	}
 	st, body, err := c.do(ctx, "GET", "/v1/accounts/"+alice.AccountID+"/transfers", atok, nil)

@@ -18,13 +18,16 @@ import (
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 )
 
-// TestAsyncTransferIsTracedEndToEnd follows one asynchronous transfer
-// through the running system: its correlation id and trace id are on the
+// TestAllModeEndToEnd runs the end-to-end tests over real HTTPS on one
+// all-in-one system with its demo data.
+//
+// testAsyncTransferIsTraced follows one asynchronous transfer through the
+// running system: its correlation id and trace id are on the
 // gateway's, the ledger's and the worker's log lines (the queue carries
 // both to the worker, the worker back to the ledger) and on the spans
 // each exported; and every component's /metrics, on its internal
 // listener, shows its RED series.
-func TestAsyncTransferIsTracedEndToEnd(t *testing.T) {
+func TestAllModeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole system")
 	}
@@ -38,6 +41,12 @@ func TestAsyncTransferIsTracedEndToEnd(t *testing.T) {
 	if err := startEmbedded(ctx, sys, true); err != nil {
 		t.Fatal(err)
 	}
+	t.Run("async transfer traced", func(t *testing.T) { testAsyncTransferIsTraced(t, sys, logs) })
+	t.Run("flows", func(t *testing.T) { testFlowsInAllMode(t, sys) })
+}
+
+func testAsyncTransferIsTraced(t *testing.T, sys *System, logs *lineBuffer) {
+	ctx := context.Background()
 	var creds demoFile
 	b, _ := os.ReadFile(filepath.Join(sys.DataDir, demoCredentialsFile))
 	if err := json.Unmarshal(b, &creds); err != nil {
