@@ -5,17 +5,32 @@ package pgtest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/malai-sec/malai/internal/servicetest"
 )
 
-// EnvPostgresURL names the test server.
-const EnvPostgresURL = "MALAI_TEST_POSTGRES_URL"
+// EnvPostgresURL names the test server; EnvRequireServices=1 turns a
+// missing server into a failure.
+const (
+	EnvPostgresURL     = "MALAI_TEST_POSTGRES_URL"
+	EnvRequireServices = "MALAI_REQUIRE_SERVICES"
+)
+
+// unavailable skips t, or fails it when services are required.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(EnvRequireServices) == "1" {
+		t.Fatalf("%s (%s=1)", msg, EnvRequireServices)
+	}
+	t.Skip(msg)
+}
 
 // Schema is one test's schema on the test server.
 type Schema struct {
@@ -31,16 +46,18 @@ func New(t testing.TB) Schema {
 	t.Helper()
 	url := os.Getenv(EnvPostgresURL)
 	if url == "" {
-		servicetest.Unavailable(t, "PostgreSQL test skipped: set %s (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to run it", EnvPostgresURL)
+		unavailable(t, "PostgreSQL test skipped: set %s (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to run it", EnvPostgresURL)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, url)
 	if err != nil {
-		servicetest.Unavailable(t, "PostgreSQL does not answer: %v", err)
+		unavailable(t, "PostgreSQL does not answer: %v", err)
 	}
 	defer admin.Close(context.Background())
-	name := "t_" + servicetest.Unique()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "t_" + hex.EncodeToString(b[:])
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
 		t.Fatalf("create schema: %v", err)
 	}
