@@ -64,7 +64,7 @@ const commandList = `Commands:
   worker         the worker alone
   migrate        PostgreSQL schemas and least-privilege roles
   verify         verify a stopped system's audit chain offline
-  logs           decrypt a component's log streams
+  logs           decrypt and verify the log streams (live and cut ones too)
   evidence       start a system, test every claim, write the report
   rotate-keys    rotate the data and checkpoint signing keys now
   audit-rekey    re-encrypt PostgreSQL audit rows after a key rotation

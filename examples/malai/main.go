@@ -4,7 +4,7 @@
 //	go run ./examples/malai ledger -h       # one component per process: gateway, identity, ledger, worker
 //	go run ./examples/malai evidence        # start it, test every claim, write the report
 //	go run ./examples/malai verify -data D  # verify the audit chain offline
-//	go run ./examples/malai logs -data D C  # decrypt component C's log stream
+//	go run ./examples/malai logs -data D    # every log stream (or C's: logs -data D C), verified; live and cut streams reported
 //	go run ./examples/malai migrate -admin-url U  # PostgreSQL schemas, least-privilege roles
 //	go run ./examples/malai rotate-keys -data D  # new data and signing keys; running processes pick them up
 //	go run ./examples/malai audit-rekey -admin-url U -data D  # after a data-key rotation, as the migrator
@@ -13,7 +13,10 @@
 // Everything listens on loopback. The gateway serves HTTPS (TLS 1.2+, h2)
 // and HTTP/3 on -addr and redirects plain HTTP from -http-addr. The
 // development CA (created on first start, kept across restarts) is
-// <data>/pki/ca.pem: trust it with curl --cacert.
+// <data>/pki/ca.pem: trust it with curl --cacert. On first start the
+// all-in-one command seeds demo users (-demo=false: none), their generated
+// passwords only in <data>/demo-credentials.json, and writes
+// <data>/endpoints.json for scripts.
 package main
 
 import (
