@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,7 +35,18 @@ func TestAllModeEndToEnd(t *testing.T) {
 	}
 	ctx := context.Background()
 	logs := &lineBuffer{}
-	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PerIP: 10_000, LogMirror: logs})
+	notices := make(chan platform.AlarmNotice, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n platform.AlarmNotice
+		if json.NewDecoder(r.Body).Decode(&n) == nil {
+			notices <- n
+		}
+	}))
+	t.Cleanup(hook.Close)
+	sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PerIP: 10_000, LogMirror: logs,
+		// A short window and hold, so the alarm clears within the test.
+		Alarm:     correlation.AlarmConfig{Window: 3 * time.Second, Buckets: 3, MinRequests: 10, MinHold: 2 * time.Second},
+		AlarmHook: platform.AlarmHook{Webhook: hook.URL}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +56,86 @@ func TestAllModeEndToEnd(t *testing.T) {
 	}
 	t.Run("async transfer traced", func(t *testing.T) { testAsyncTransferIsTraced(t, sys, logs) })
 	t.Run("flows", func(t *testing.T) { testFlowsInAllMode(t, sys) })
+	// Last: it stops the ledger.
+	t.Run("alarm fires once and clears once", func(t *testing.T) { testAlarmBurst(t, sys, logs, notices) })
+}
+
+// testAlarmBurst injects an error burst (the ledger stopped: the gateway
+// answers 5xx) mixed with healthy requests, and expects the gateway's
+// alarm to fire once and, once the burst is over, to clear once: one log
+// line, one webhook notice and the gauge for each change.
+func testAlarmBurst(t *testing.T, sys *System, logs *lineBuffer, notices <-chan platform.AlarmNotice) {
+	ctx := context.Background()
+	var creds demoFile
+	b, _ := os.ReadFile(filepath.Join(sys.DataDir, demoCredentialsFile))
+	if err := json.Unmarshal(b, &creds); err != nil {
+		t.Fatal(err)
+	}
+	c := demoClient{sys: sys, http: sys.HTTPClient()}
+	tok, err := c.signIn(ctx, creds.Users[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys.Telemetry[platform.Gateway].Alarm.Firing() {
+		t.Fatal("the gateway's alarm fires before the burst")
+	}
+	if err := sys.Stop(platform.Ledger); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[int]int{}
+	for i := range 60 {
+		path := "/v1/accounts"
+		if i%3 == 2 {
+			path = "/healthz"
+		}
+		st, _, err := c.do(ctx, "GET", path, tok, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes[st]++
+	}
+	if !sys.Telemetry[platform.Gateway].Alarm.Firing() {
+		t.Fatalf("the burst %v did not fire the gateway's alarm", codes)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for sys.Telemetry[platform.Gateway].Alarm.Firing() && time.Now().Before(deadline) {
+		// Healthy traffic meanwhile: it must not make the alarm flap.
+		_, _, _ = c.do(ctx, "GET", "/healthz", "", nil)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if sys.Telemetry[platform.Gateway].Alarm.Firing() {
+		t.Fatal("the gateway's alarm did not clear after the burst")
+	}
+	var fired, resolved int
+	for _, rec := range logs.records() {
+		if rec["component"] != platform.Gateway {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(fmt.Sprint(rec["msg"]), "alarm firing"):
+			fired++
+		case strings.HasPrefix(fmt.Sprint(rec["msg"]), "alarm resolved"):
+			resolved++
+		}
+	}
+	if fired != 1 || resolved != 1 {
+		t.Errorf("gateway log: %d firing and %d resolved lines, want 1 and 1", fired, resolved)
+	}
+	var got []bool
+	timeout := time.After(10 * time.Second)
+	for len(got) < 2 {
+		select {
+		case n := <-notices:
+			if n.Component == platform.Gateway {
+				got = append(got, n.Firing)
+			}
+		case <-timeout:
+			t.Fatalf("webhook notices from the gateway: %v, want fired then resolved", got)
+		}
+	}
+	if !got[0] || got[1] {
+		t.Fatalf("webhook notices from the gateway: %v, want fired then resolved", got)
+	}
 }
 
 func testAsyncTransferIsTraced(t *testing.T, sys *System, logs *lineBuffer) {

@@ -116,6 +116,9 @@ type Options struct {
 	// AlarmHook receives every component's error-rate alarm changes (a
 	// webhook, a command) besides the log line and the gauge.
 	AlarmHook platform.AlarmHook
+	// Alarm tunes every component's error-rate alarm (zero: the
+	// defaults, see platform.TelemetryConfig.Alarm).
+	Alarm correlation.AlarmConfig
 	// OTLPEndpoint, when set, exports every component's spans to an
 	// OpenTelemetry collector over OTLP/HTTP; otherwise they stay in each
 	// component's bounded ring.
@@ -350,7 +353,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		t, err := platform.NewTelemetry(platform.TelemetryConfig{
 			Component: c.name, LogDir: o.Faults.LogDir(filepath.Join(o.DataDir, "logs")), Ring: s.Ring, Mirror: o.LogMirror,
 			TrustIncoming: o.Faults.TrustIncoming(platform.TrustedHop),
-			AlarmHook:     o.AlarmHook, OTLPEndpoint: o.OTLPEndpoint,
+			AlarmHook:     o.AlarmHook, OTLPEndpoint: o.OTLPEndpoint, Alarm: o.Alarm,
 		})
 		if err != nil {
 			return nil, err
