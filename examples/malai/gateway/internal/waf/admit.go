@@ -63,13 +63,15 @@ func clientKey(r *http.Request) netip.Prefix {
 // admission is the inspection pool: at most max inspections run at once.
 // A client may hold any free slot with light requests, but at most
 // perClientHeavy with heavy ones. Requests that cannot start wait in a
-// bounded queue (maxWaiting in all, perClientWaiting per client); when a
+// bounded queue (maxWaiting in all, perClientWaiting per client, of which
+// at most perClientHeavyWaiting heavy: a double click or a browser's retry
+// of a form waits its turn, a flood beyond that is refused at once); when a
 // slot frees it goes to the eligible waiter whose client holds the fewest
 // slots, among equals the client served least recently, then the oldest
 // waiter: clients take turns, so one that floods the pool waits behind
 // every other client and never ahead of one.
 type admission struct {
-	max, perClientHeavy, maxWaiting, perClientWaiting int
+	max, perClientHeavy, maxWaiting, perClientWaiting, perClientHeavyWaiting int
 
 	mu      sync.Mutex
 	running int
@@ -79,8 +81,8 @@ type admission struct {
 }
 
 type clientLoad struct {
-	running, heavy, waiting int
-	last                    uint64 // a.started when it last got a slot; 0: never
+	running, heavy, waiting, heavyWaiting int
+	last                                  uint64 // a.started when it last got a slot; 0: never
 }
 
 type waiter struct {
@@ -93,7 +95,8 @@ type waiter struct {
 
 func newAdmission(cfg Config) *admission {
 	return &admission{max: cfg.MaxConcurrent, perClientHeavy: cfg.PerClient, maxWaiting: cfg.MaxWaiting,
-		perClientWaiting: cfg.PerClientWaiting, clients: map[netip.Prefix]*clientLoad{}}
+		perClientWaiting: cfg.PerClientWaiting, perClientHeavyWaiting: cfg.PerClientHeavyWaiting,
+		clients: map[netip.Prefix]*clientLoad{}}
 }
 
 // acquire takes a slot for a request of client key, waiting at most
@@ -113,14 +116,15 @@ func (a *admission) acquire(ctx context.Context, key netip.Prefix, heavy bool, m
 		a.mu.Unlock()
 		return a.releaser(key, c, heavy), nil
 	}
-	if len(a.queue) >= a.maxWaiting || c.waiting >= a.perClientWaiting || maxWait <= 0 {
+	if len(a.queue) >= a.maxWaiting || c.waiting >= a.perClientWaiting || maxWait <= 0 ||
+		heavy && c.heavyWaiting >= a.perClientHeavyWaiting {
 		a.forget(key, c)
 		a.mu.Unlock()
 		return nil, ErrBusy
 	}
 	w := &waiter{c: c, key: key, heavy: heavy, ready: make(chan struct{})}
 	a.queue = append(a.queue, w)
-	c.waiting++
+	c.enqueue(heavy, 1)
 	a.mu.Unlock()
 
 	t := time.NewTimer(maxWait)
@@ -142,9 +146,17 @@ func (a *admission) acquire(ctx context.Context, key netip.Prefix, heavy bool, m
 		return nil, err
 	}
 	a.queue = slices.DeleteFunc(a.queue, func(x *waiter) bool { return x == w })
-	c.waiting--
+	c.enqueue(heavy, -1)
 	a.forget(key, c)
 	return nil, err
+}
+
+// enqueue counts n more (or, negative, fewer) waiting requests of c.
+func (c *clientLoad) enqueue(heavy bool, n int) {
+	c.waiting += n
+	if heavy {
+		c.heavyWaiting += n
+	}
 }
 
 func (a *admission) eligible(c *clientLoad, heavy bool) bool {
@@ -209,7 +221,7 @@ func (a *admission) dispatch() {
 		}
 		w := a.queue[best]
 		a.queue = slices.Delete(a.queue, best, best+1)
-		w.c.waiting--
+		w.c.enqueue(w.heavy, -1)
 		a.start(w.c, w.heavy)
 		w.granted = true
 		close(w.ready)

@@ -18,7 +18,8 @@
 //     the fewest, then the one served least recently: clients take turns.
 //     A request that finds no slot within MaxWait (LightMaxWait for light
 //     ones), or finds MaxWaiting others, or PerClientWaiting of its own
-//     client's, already waiting, is answered 503 with Retry-After;
+//     client's (PerClientHeavyWaiting heavy ones: a double click waits its
+//     turn, a flood does not queue), already waiting, is answered 503 with Retry-After;
 //     nothing queues without bound.
 //   - Any inspection error fails closed (503). An interruption is a 403
 //     problem+json that names no rule; the matched rule ids go to the log

@@ -510,3 +510,51 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// A browser's double click (or retry) of a form sends the same small post
+// two or three times at once from one address: the posts wait their turn
+// for the client's heavy share and are all answered, never 503; the
+// client's next heavy request past PerClientHeavyWaiting is refused at
+// once, so a flood still does not queue.
+func TestDoubleSubmissionWaitsItsTurn(t *testing.T) {
+	w := newSuiteWAF(t, Config{MaxConcurrent: 4, PerClient: 1, PerClientHeavyWaiting: 2})
+	hd := newHolder(w)
+	h := w.Handler(okHandler())
+	var wg sync.WaitGroup
+	codes := make(chan int, 4)
+	post := func(hold bool) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := heavyPost("198.51.100.50")
+			if hold {
+				r.Header.Set("X-Hold", "first")
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			codes <- rec.Code
+		}()
+	}
+	post(true)
+	<-hd.entered
+	post(false)
+	post(false)
+	waitQueued(t, w, 2)
+	start := time.Now()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, heavyPost("198.51.100.50"))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("a heavy request past the client's waiting share: %d, Retry-After %q; want 503 at once", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("the refusal waited %v; it must not queue", d)
+	}
+	close(hd.hold)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != http.StatusOK {
+			t.Fatalf("a waiting submission: %d, want 200", c)
+		}
+	}
+}

@@ -69,8 +69,15 @@ type Config struct {
 	// address cannot fill the queue. Default 32 (a browser loads a page
 	// and a few dozen assets at once).
 	PerClientWaiting int
+	// PerClientHeavyWaiting bounds the heavy requests of one client
+	// waiting for its share: a double click, a browser's retry of a form
+	// or a few parallel API writes wait their turn; the client's next one
+	// is refused at once with 503. Waiting costs a goroutine and the read
+	// body (at most BodyLimit each), not CPU. Default 4.
+	PerClientHeavyWaiting int
 	// MaxWait is how long a heavy request may wait for a slot before
-	// 503. Default 100 ms.
+	// 503. Default 1 s (under the race detector a small inspection takes
+	// ~50 ms, so a client's few waiting writes are served well within it).
 	MaxWait time.Duration
 	// LightMaxWait is how long a light request may wait. Default 2 s: a
 	// waiting request costs a goroutine, not CPU, and a browser's burst
@@ -125,7 +132,7 @@ type Profile struct {
 }
 
 const (
-	defaultMaxWait      = 100 * time.Millisecond
+	defaultMaxWait      = time.Second
 	defaultLightMaxWait = 2 * time.Second
 )
 
@@ -194,6 +201,9 @@ func New(cfg Config) (*WAF, error) {
 	if cfg.PerClientWaiting == 0 {
 		cfg.PerClientWaiting = 32
 	}
+	if cfg.PerClientHeavyWaiting == 0 {
+		cfg.PerClientHeavyWaiting = 4
+	}
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = defaultMaxWait
 	}
@@ -206,9 +216,9 @@ func New(cfg Config) (*WAF, error) {
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = time.Second
 	}
-	if cfg.MaxConcurrent < 1 || cfg.PerClient < 1 || cfg.PerClientWaiting < 0 || cfg.MaxWaiting < 0 || cfg.MaxWait < 0 || cfg.LightMaxWait < 0 ||
+	if cfg.MaxConcurrent < 1 || cfg.PerClient < 1 || cfg.PerClientWaiting < 0 || cfg.PerClientHeavyWaiting < 0 || cfg.MaxWaiting < 0 || cfg.MaxWait < 0 || cfg.LightMaxWait < 0 ||
 		cfg.BodyTimeout < 0 || cfg.RetryAfter < 0 {
-		return nil, errors.New("waf: MaxConcurrent and PerClient must be positive; PerClientWaiting, MaxWaiting, MaxWait, LightMaxWait, BodyTimeout and RetryAfter not negative")
+		return nil, errors.New("waf: MaxConcurrent and PerClient must be positive; PerClientWaiting, PerClientHeavyWaiting, MaxWaiting, MaxWait, LightMaxWait, BodyTimeout and RetryAfter not negative")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
