@@ -160,9 +160,6 @@ var proofs = []proof{
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): alg none → 401"),
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): signed by an attacker's key under the real kid → 401"),
 		id(evidence.RowTokens, "identity directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
-	// Sign-in hardening (the client address).
-	{name: "identity believes any caller's X-Forwarded-For", faults: faults.Set{faults.IdentityTrustsAnyForwardedFor},
-		fail: []string{id(evidence.RowSignIn, "a caller that bypasses the gateway cannot choose its client address for risk scoring")}},
 	// Database role separation (the roles weakened on purpose after the
 	// migration; each statement runs in a transaction the check rolls
 	// back). UPDATE on any column also permits SELECT … FOR UPDATE, so
@@ -222,6 +219,9 @@ var unproven = func() map[string]string {
 	}
 	set("needs a gateway switch that turns JWT check #1 off (requested of edge)", gatewayLayer...)
 	set("needs a ledger switch that turns its own token verification off (requested of ledid)", ledgerLayer...)
+	set("identity's sign-in admits only the gateway and the web backend, both forwarders of the client's address: no caller whose X-Forwarded-For "+
+		"is untrusted reaches it (the check sees the refusal), so faults.IdentityTrustsAnyForwardedFor has nothing left to open",
+		id(evidence.RowSignIn, "a caller that bypasses the gateway cannot choose its client address for risk scoring"))
 	set("ledger.Faults.LiveDrift lets transfers overdraw the chain, so the ledger cannot restart and every check after the first restart fails with it",
 		id(evidence.RowAudit, "replaying the chain reproduces the live balances"))
 	set("no tokens without a real key and ring: proved through the forged and bad-claim checks, whose proofs switch one layer off",

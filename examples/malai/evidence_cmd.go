@@ -168,6 +168,9 @@ func runLocalEvidence(ctx context.Context, cfg localEvidenceConfig, progress io.
 	return rep, rep.Write(cfg.OutDir)
 }
 
+// pgMigrateMu serialises the passes' PostgreSQL migrations in one process.
+var pgMigrateMu sync.Mutex
+
 // localSystem is the evidence pass's privileged access to a system it
 // started: it implements evidence.Local.
 type localSystem struct {
@@ -216,7 +219,12 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 		// makes them.
 		n := pgNamesFor("malai_ev_" + sfx)
 		l.pg, l.pgIdentity = n.Audit, n.Identity
-		if err := n.migrate(ctx, cfg.PostgresAdmin); err != nil {
+		// Concurrent migrations (parallel proofs) collide on the shared
+		// catalogue ("tuple concurrently updated"): one at a time.
+		pgMigrateMu.Lock()
+		err := n.migrate(ctx, cfg.PostgresAdmin)
+		pgMigrateMu.Unlock()
+		if err != nil {
 			return nil, err
 		}
 		if cfg.AfterMigrate != nil {

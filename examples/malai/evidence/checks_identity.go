@@ -88,8 +88,9 @@ func signInChecks() []Check {
 					last = r
 				}
 				obs := fmt.Sprintf("15 failed sign-ins straight at identity (as the worker) with 15 forged X-Forwarded-For → last HTTP %d %s", last.Status, JSONString(last.Body, "type"))
-				// 429: identity throttles the one real address; 403 was the
-				// answer before throttles replaced hard blocks.
+				// 403 caller-not-allowed: sign-in admits only the components
+				// that forward a client's address (gateway, web); 429 or 403
+				// sign-in-blocked: identity throttles the one real address.
 				if last.Status != 429 && last.Status != 403 {
 					return obs, errors.New("the forged addresses spread the failures")
 				}
