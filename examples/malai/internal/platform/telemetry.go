@@ -146,7 +146,10 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	t.Spans = NewSpanRing(cfg.SpanBuffer)
 	tracerOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSyncer(t.Spans)}
 	if cfg.OTLPEndpoint != "" {
-		opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(otlpTracesURL(cfg.OTLPEndpoint)), otlptracehttp.WithTimeout(5 * time.Second)}
+		// A collector that is down costs a batch a few seconds of retries,
+		// never a minute, and never blocks a request (export is batched).
+		opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(otlpTracesURL(cfg.OTLPEndpoint)), otlptracehttp.WithTimeout(5 * time.Second),
+			otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: true, InitialInterval: 250 * time.Millisecond, MaxInterval: time.Second, MaxElapsedTime: 5 * time.Second})}
 		if cfg.OTLPRoots != nil {
 			opts = append(opts, otlptracehttp.WithTLSClientConfig(&tls.Config{RootCAs: cfg.OTLPRoots, MinVersion: tls.VersionTLS12}))
 		}
@@ -212,7 +215,9 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 
 // Close flushes and closes the log stream and the providers.
 func (t *Telemetry) Close() error {
-	ctx := context.Background()
+	// Bounded: a collector that does not answer must not hold a stop.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	errs := []error{t.Tracer.Shutdown(ctx), t.Meter.Shutdown(ctx)}
 	for _, c := range t.closers {
 		errs = append(errs, c())

@@ -232,3 +232,24 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestCloseWithACollectorDown: a collector that refuses connections
+// neither fails NewTelemetry nor holds Close past its bound.
+func TestCloseWithACollectorDown(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close() // nothing listens there now
+	tele, err := NewTelemetry(TelemetryConfig{Component: "worker", OTLPEndpoint: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tele.Tracer.Tracer("test").Start(t.Context(), "lost")
+	span.End()
+	done := make(chan struct{})
+	go func() { _ = tele.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second): // the exporter's own retries last a minute
+		t.Fatal("Close hangs while the collector is down")
+	}
+}
