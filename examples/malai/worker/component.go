@@ -42,7 +42,7 @@ func Start(ctx context.Context, env *platform.Env) (func() error, error) {
 	}
 	host, _ := os.Hostname()
 	w, err = New(Config{Queue: q, LedgerURL: ledgerURL, Client: client, Logger: env.Telemetry.Logger,
-		TracerProvider: env.Telemetry.Tracer, MeterProvider: env.Telemetry.Meter,
+		TracerProvider: env.Telemetry.Tracer, MeterProvider: env.Telemetry.Meter, Alarm: env.Telemetry.Alarm,
 		Name: fmt.Sprintf("worker-%s-%d", host, os.Getpid())})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,4 +133,36 @@ func (s *syncBuffer) Bytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]byte(nil), s.b.Bytes()...)
+}
+
+// TestFailingHandOffsFireTheAlarm: deliveries the ledger fails (5xx) or
+// cannot take count as errors for the worker's alarm; done ones do not.
+func TestFailingHandOffsFireTheAlarm(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusCreated)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(int(status.Load())) }))
+	defer srv.Close()
+	alarm, err := correlation.NewAlarm(correlation.AlarmConfig{MinRequests: 4, Threshold: 0.5, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{Queue: queue.NewMemory(queue.Options{}, nil), LedgerURL: srv.URL, Client: srv.Client(),
+		Logger: slog.New(slog.DiscardHandler), Alarm: alarm, MaxBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := queue.Message{ID: "1", Body: []byte(`{"job":1}`), Deliveries: 1}
+	for range 4 {
+		_ = w.handle(context.Background(), m)
+	}
+	if alarm.Firing() {
+		t.Fatal("successful hand-offs fired the alarm")
+	}
+	status.Store(http.StatusServiceUnavailable)
+	for range 4 {
+		_ = w.handle(context.Background(), m)
+	}
+	if !alarm.Firing() {
+		t.Fatal("failing hand-offs did not fire the worker's alarm")
+	}
 }

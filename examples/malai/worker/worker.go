@@ -64,6 +64,10 @@ type Config struct {
 	// malai.worker.jobs (deliveries, by outcome: done, deferred, dropped,
 	// unreachable) and malai.worker.job.duration (seconds, by outcome).
 	MeterProvider metric.MeterProvider
+	// Alarm, when set, counts every delivery: the ledger's status, or 503
+	// when it could not be reached, so a failing hand-off fires the
+	// worker's error-rate alarm like a failing request does elsewhere.
+	Alarm *correlation.Alarm
 }
 
 // Job metrics (see Config.MeterProvider).
@@ -195,7 +199,10 @@ func (w *Worker) handle(ctx context.Context, m queue.Message) error {
 	ctx, span := w.tracer.Start(ctx, "worker job", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.Int64("malai.job.deliveries", m.Deliveries)))
 	start := time.Now()
-	outcome, err := handle(ctx, w.cfg, m)
+	outcome, status, err := handle(ctx, w.cfg, m)
+	if w.cfg.Alarm != nil {
+		w.cfg.Alarm.Record(status)
+	}
 	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", outcome)))
 	w.jobs.Add(ctx, 1, set)
 	w.duration.Record(ctx, time.Since(start).Seconds(), set)
@@ -230,7 +237,7 @@ func (w *Worker) handle(ctx context.Context, m queue.Message) error {
 
 // handle hands m to the ledger and reports the outcome (nil error:
 // acknowledge).
-func handle(ctx context.Context, cfg Config, m queue.Message) (string, error) {
+func handle(ctx context.Context, cfg Config, m queue.Message) (string, int, error) {
 	if m.CorrelationID != "" {
 		ctx = correlation.NewContext(ctx, m.CorrelationID)
 	}
@@ -238,7 +245,7 @@ func handle(ctx context.Context, cfg Config, m queue.Message) (string, error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.LedgerURL+"/internal/v1/transfers", bytes.NewReader(m.Body))
 	if err != nil {
-		return OutcomeUnreachable, err
+		return OutcomeUnreachable, http.StatusServiceUnavailable, err
 	}
 	// The body is the job message the ledger signed; the job itself is in
 	// the ledger's chain, so every delivery meets the same job.
@@ -246,7 +253,7 @@ func handle(ctx context.Context, cfg Config, m queue.Message) (string, error) {
 	resp, err := cfg.Client.Do(req)
 	if err != nil {
 		cfg.Logger.WarnContext(ctx, "worker: ledger unreachable; job stays queued", "deliveries", m.Deliveries, "error", err.Error())
-		return OutcomeUnreachable, fmt.Errorf("%w: %v", ErrRetry, err)
+		return OutcomeUnreachable, http.StatusServiceUnavailable, fmt.Errorf("%w: %v", ErrRetry, err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -254,13 +261,13 @@ func handle(ctx context.Context, cfg Config, m queue.Message) (string, error) {
 	case resp.StatusCode == http.StatusConflict, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
 		// Busy, back-pressure, or a failure: leave the job for redelivery.
 		cfg.Logger.InfoContext(ctx, "worker: job deferred", "status", resp.StatusCode, "deliveries", m.Deliveries)
-		return OutcomeDeferred, fmt.Errorf("%w: status %d", ErrRetry, resp.StatusCode)
+		return OutcomeDeferred, resp.StatusCode, fmt.Errorf("%w: status %d", ErrRetry, resp.StatusCode)
 	case resp.StatusCode >= 400:
 		// Unknown, forged or malformed: it can never run.
 		cfg.Logger.WarnContext(ctx, "worker: job refused by the ledger; dropped", "status", resp.StatusCode, "deliveries", m.Deliveries)
-		return OutcomeDropped, nil
+		return OutcomeDropped, resp.StatusCode, nil
 	default:
 		cfg.Logger.InfoContext(ctx, "worker: job done", "status", resp.StatusCode, "deliveries", m.Deliveries)
-		return OutcomeDone, nil
+		return OutcomeDone, resp.StatusCode, nil
 	}
 }

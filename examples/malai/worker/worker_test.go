@@ -58,7 +58,7 @@ func TestAckOrRetry(t *testing.T) {
 				Client:    &http.Client{Transport: correlation.Transport(nil, nil)},
 				Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}
-			_, err := handle(context.Background(), cfg, queue.Message{ID: "1", CorrelationID: "01JD8ZQ3ABCDEFGH", Body: []byte(`{"job":1}`), Deliveries: 1})
+			_, _, err := handle(context.Background(), cfg, queue.Message{ID: "1", CorrelationID: "01JD8ZQ3ABCDEFGH", Body: []byte(`{"job":1}`), Deliveries: 1})
 			if got := errors.Is(err, ErrRetry); got != tc.retry {
 				t.Fatalf("handle = %v; retry %v, want %v", err, got, tc.retry)
 			}
