@@ -17,7 +17,7 @@ import (
 	"path/filepath"
 )
 
-// auditlog/doc.go:54
+// auditlog/doc.go:58
 func snippet0() {
 	var balances ledgerState
 	var body []byte

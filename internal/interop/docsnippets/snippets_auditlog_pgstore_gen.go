@@ -14,7 +14,7 @@ import (
 	"github.com/malai-sec/malai/keyring"
 )
 
-// auditlog/pgstore/doc.go:36
+// auditlog/pgstore/doc.go:44
 func snippet2() {
 	var adminConn *pgx.Conn
 	var adminDSN string
