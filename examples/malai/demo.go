@@ -17,6 +17,7 @@ import (
 
 	"github.com/pquerna/otp/totp"
 
+	"github.com/malai-sec/malai/examples/malai/internal/atomicfile"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/examples/malai/ledger"
 )
@@ -80,7 +81,7 @@ func writeEndpoints(sys *System) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(sys.DataDir, endpointsFile), append(b, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(sys.DataDir, endpointsFile), append(b, '\n'), 0o644)
 }
 
 // seedDemo creates the demo data on a system's first start, through the
@@ -215,32 +216,7 @@ func writeDemoFile(path string, f demoFile) error {
 		buf.WriteByte('\n')
 	}
 	buf.WriteString("]}\n")
-	return writeFileAtomic(path, buf.Bytes(), 0o600)
-}
-
-// writeFileAtomic writes b to path through a temporary file and a rename.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, buf.Bytes(), 0o600)
 }
 
 // grantOnce adds "g, subject, role" to the policy file unless it is there.

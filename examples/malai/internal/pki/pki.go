@@ -32,6 +32,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/malai-sec/malai/examples/malai/internal/atomicfile"
 )
 
 // Lifetimes of what this package issues.
@@ -136,10 +138,10 @@ func LoadOrCreate(dir string, now func() time.Time) (*CA, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 			return nil, err
 		}
-		if err := writeAtomic(certPath, ca.PEM(), 0o644); err != nil {
+		if err := atomicfile.Write(certPath, ca.PEM(), 0o644); err != nil {
 			return nil, err
 		}
 		return ca, nil
@@ -182,7 +184,7 @@ func (c *CA) CertFile() string {
 
 // WriteCert writes the CA certificate (public) to path.
 func (c *CA) WriteCert(path string) error {
-	return writeAtomic(path, c.PEM(), 0o644)
+	return atomicfile.Write(path, c.PEM(), 0o644)
 }
 
 // Issue returns a leaf naming component (its common name) valid for
@@ -351,38 +353,14 @@ func savePair(certPath, keyPath string, c *tls.Certificate) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		return err
 	}
 	var chain []byte
 	for _, der := range c.Certificate {
 		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	return writeAtomic(certPath, chain, 0o644)
-}
-
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(certPath, chain, 0o644)
 }
 
 // Certs is one component's TLS material: the roots it trusts for peers

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/malai-sec/malai/examples/malai/internal/atomicfile"
 	"github.com/malai-sec/malai/keyring"
 )
 
@@ -456,21 +457,13 @@ func (k *KeyFile) save() error {
 	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(k.path, b, 0o600); err != nil {
+	if err := atomicfile.Write(k.path, b, 0o600); err != nil {
 		return err
 	}
 	if st, err := os.Stat(k.path); err == nil {
 		k.modTime = st.ModTime()
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // Ring returns a seal ring holding every data key, the one sealing now
