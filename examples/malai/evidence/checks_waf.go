@@ -92,7 +92,9 @@ func limitBeforeWAFChecks() []Check {
 				from := Header{"X-Forwarded-For": "198.51.100.66"}
 				codes := map[int]int{}
 				for i := 0; i < 1000; i++ {
-					r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts?id=1'%20UNION%20SELECT%20password%20FROM%20users--", nil, from)
+					// Path traversal (CRS attack-lfi): a family no other
+					// check's proof removes, so only the order decides here.
+					r, err := f.Do(ctx, "GET", f.Target.Gateway+"/v1/accounts?file=../../../../etc/passwd", nil, from)
 					if err != nil {
 						return "", err
 					}
