@@ -116,6 +116,13 @@ var proofs = []proof{
 	{name: "the audit sample names who asked", faults: faults.Set{faults.LedgerUnredactedSample},
 		fail: []string{id(evidence.RowAudit, "a sanitised audit sample with inclusion proofs verifies against the signed checkpoint")}},
 	// Encryption at rest.
+	{name: "a plaintext copy of the logs on disk", options: func(o *Options) {
+		f, err := os.Create(filepath.Join(o.DataDir, "plain.log"))
+		if err != nil {
+			panic(err)
+		}
+		o.LogMirror = f
+	}, fail: []string{id(evidence.RowEncryption, "no user name, account id or idempotency key in plaintext anywhere under the data directory")}},
 	// Encrypted, correlated, alarmed logging.
 	{name: "a client-chosen request id is kept", faults: faults.Set{faults.CorrelationTrustsClient},
 		fail: []string{id(evidence.RowLogging, "a client-chosen X-Request-ID is replaced; every response carries an id")}},
@@ -220,8 +227,6 @@ var unproven = func() map[string]string {
 	set("identity's sign-in admits only the gateway and the web backend, both forwarders of the client's address: no caller whose X-Forwarded-For "+
 		"is untrusted reaches it (the check sees the refusal), so faults.IdentityTrustsAnyForwardedFor has nothing left to open",
 		id(evidence.RowSignIn, "a caller that bypasses the gateway cannot choose its client address for risk scoring"))
-	set("the logs carry no user name, account id or key any more, so a plaintext copy of them (the old proof) leaks nothing the check looks for; needs a switch that writes one of them in plaintext",
-		id(evidence.RowEncryption, "no user name, account id or idempotency key in plaintext anywhere under the data directory"))
 	set("ledger.Faults.LiveDrift lets transfers overdraw the chain, so the ledger cannot restart and every check after the first restart fails with it",
 		id(evidence.RowAudit, "replaying the chain reproduces the live balances"))
 	set("no tokens without a real key and ring: proved through the forged and bad-claim checks, whose proofs switch one layer off",

@@ -48,6 +48,12 @@ func encryptionChecks() []Check {
 							hits = append(hits, fmt.Sprintf("%s holds %q", rel, s))
 						}
 					}
+					// A log line in the clear, whatever it names: the
+					// streams on disk are sealed, so slog's JSON keys
+					// never appear in them.
+					if bytes.Contains(b, []byte(`"level":"`)) && bytes.Contains(b, []byte(`"msg":"`)) {
+						hits = append(hits, rel+" holds plaintext log lines")
+					}
 					return nil
 				})
 				if err != nil {
