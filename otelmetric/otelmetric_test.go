@@ -114,7 +114,13 @@ func TestJWTVerifyMetrics(t *testing.T) {
 		}
 	}
 	_, _ = v.Verify(context.Background(), tok[:len(tok)-3]+"AAA")
+	// Ready closes when the first key set is installed; the refresh hook
+	// runs just after, on the fetching goroutine.
 	p := collect(t, reader)
+	for i := 0; i < 200 && len(p["malai.jwtverify.jwks.refreshes"]) == 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+		p = collect(t, reader)
+	}
 	want(t, p, "malai.jwtverify.verifications", "cached=false,outcome=accepted,reason=", 1)
 	want(t, p, "malai.jwtverify.verifications", "cached=true,outcome=accepted,reason=", 1)
 	want(t, p, "malai.jwtverify.verifications", "cached=false,outcome=refused,reason=bad_signature", 1)
