@@ -88,13 +88,12 @@ var proofs = []proof{
 	// Idempotency.
 	{name: "job outcomes are not reported", faults: faults.Set{faults.LedgerNoJobStatus},
 		fail: []string{id(evidence.RowIdempotency, "async: the job's outcome is visible at its Location (succeeded with the transfer; failed with the problem), to its owner only")}},
-	// The ledger left with committed events it never applied answers 503
-	// to every retry: that flood keeps the error-rate alarm busy, and the
-	// alarm check after it cannot make it cross anew within its budget.
-	{name: "the ledger appends on the request's context", faults: faults.Set{faults.LedgerAppendOnRequestContext},
-		fail: []string{
-			id(evidence.RowIdempotency, "clients timing out mid-transfer leave the balances equal to the chain, and each learns its outcome by retrying with the same key"),
-			id(evidence.RowLogging, "the error-rate alarm fires when the 5xx ratio crosses its threshold (ledger stopped)")}},
+	// faults.LedgerAppendOnRequestContext is not a proof here: whether a
+	// client's timeout lands inside an append is timing, so on a quiet
+	// machine the pass may see no drift at all. The ledger's
+	// TestCancelledClientWhileAppendLands holds the append and cancels
+	// the client deterministically; the timeouts check is proved below by
+	// a store that forgets.
 	{name: "the idempotency store forgets and the chain keeps no keys", faults: faults.Set{faults.IdempotencyForgets, faults.LedgerForgetKeys},
 		// With neither memory of a key, every check that retries a key
 		// sees a second effect.
@@ -223,6 +222,9 @@ var unproven = func() map[string]string {
 		}
 	}
 	set("needs a gateway switch that turns JWT check #1 off (requested of edge)", gatewayLayer...)
+	set("needs a switch that turns the error-rate alarm off; the alarm's firing, hold and clearing are proved by "+
+		"platform TestAlarmBurstFiresOnceAndClearsOnce and correlation TestAlarmMinHold",
+		id(evidence.RowLogging, "the error-rate alarm fires when the 5xx ratio crosses its threshold (ledger stopped)"))
 	set("needs a ledger switch that turns its own token verification off (requested of ledid)", ledgerLayer...)
 	set("identity's sign-in admits only the gateway and the web backend, both forwarders of the client's address: no caller whose X-Forwarded-For "+
 		"is untrusted reaches it (the check sees the refusal), so faults.IdentityTrustsAnyForwardedFor has nothing left to open",
