@@ -114,6 +114,12 @@ func parsePublicJWK(b []byte) (string, []byte, error) {
 		if k.Curve != elliptic.P256() {
 			return bad("EC keys must be P-256 (ES256)")
 		}
+		// Coordinates wider than the field, or a point off the curve,
+		// are refused here (Bytes validates the point): encoding such a
+		// key panics in jwx.
+		if _, err := k.Bytes(); err != nil {
+			return bad("EC point not on the curve")
+		}
 	case ed25519.PublicKey:
 	default:
 		return bad("only EC P-256 and Ed25519 public keys are accepted")
