@@ -227,7 +227,8 @@ func New(cfg Config) (*Gateway, error) {
 		g.hosts[normaliseHost(h)] = true
 	}
 	wcfg := cfg.WAF
-	wcfg.Exclusions = waf.GatewayConfig().Exclusions
+	gc := waf.GatewayConfig()
+	wcfg.Exclusions, wcfg.OpaqueCookies = gc.Exclusions, gc.OpaqueCookies
 	for _, rt := range cfg.Routes {
 		method, path, _ := strings.Cut(rt.Pattern, " ")
 		if len(rt.PasswordFields) > 0 {

@@ -90,6 +90,15 @@ const (
 	// DeviceCookie names the signed cookie that marks a device that has
 	// completed a sign-in; it is sent only to SignInPath.
 	DeviceCookie = "__Secure-malai-device"
+	// DeviceCookieFormat is the whole shape of a device cookie's value
+	// (RE2): a version, a 128-bit random device id, the issue time and a
+	// 128-bit HMAC, base64url. The gateway's WAF leaves a value of
+	// exactly this shape uninspected (random text trips the SQL rules now
+	// and then); identity checks the MAC before using it.
+	DeviceCookieFormat = `v1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{11}\.[A-Za-z0-9_-]{22}`
+	// RefreshCookieFormat is the whole shape of a refresh token: 256
+	// random bits, base64url, only ever hashed and looked up.
+	RefreshCookieFormat = `[A-Za-z0-9_-]{43}`
 	// SignInPath is the sign-in route.
 	SignInPath = "/v1/sessions"
 	// CSRFHeader must accompany refresh and sign-out with the value

@@ -44,6 +44,11 @@ const (
 // sibling host or plain-HTTP response can set or shadow it.
 const CookieName = "__Host-malai-session"
 
+// CookieFormat is the whole shape of the cookie's value (RE2): 256 random
+// bits, base64url, only ever hashed and looked up. The gateway's WAF
+// leaves a value of exactly this shape uninspected.
+const CookieFormat = `[A-Za-z0-9_-]{43}`
+
 // ReportPath receives the browser's CSP violation reports.
 const ReportPath = "/csp-report"
 

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -97,6 +98,9 @@ func TestSessionRecordIsSealedAndTimesOut(t *testing.T) {
 	c := rec.Result().Cookies()
 	if len(c) != 1 || c[0].Name != CookieName || !c[0].HttpOnly || !c[0].Secure || c[0].SameSite != http.SameSiteStrictMode || c[0].Path != "/" || c[0].Domain != "" {
 		t.Fatalf("cookie %+v", c)
+	}
+	if !regexp.MustCompile("^(?:" + CookieFormat + ")$").MatchString(c[0].Value) {
+		t.Fatalf("cookie value %q is not of CookieFormat", c[0].Value)
 	}
 	h.sess.User, h.sess.Access, h.sess.Refresh = "alice", "eyJhbGciOiJFUzI1NiJ9.access-token", "refresh-token-value"
 	if err := m.save(ctx, h); err != nil {

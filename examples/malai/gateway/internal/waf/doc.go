@@ -40,6 +40,13 @@
 // password hash, never to SQL, a shell, a path or a page) stop being false
 // positives while the same payload in any other field is still refused.
 //
+// [OpaqueCookie] does the same for the cookies the system issues itself
+// (random or HMAC-signed base64url): one of exactly its issued shape is
+// skipped by every rule, since random text reads as SQL to libinjection
+// about once in 3,000 values and would sign a user out at random. Any
+// other value under the name, a second cookie of the name, or the same
+// text elsewhere is inspected as before.
+//
 // # Example
 //
 //	w, err := waf.New(waf.Config{})

@@ -5,7 +5,22 @@ package waf
 // gateway adds its runtime limits (concurrency, body caps) to it; the CRS
 // regression test runs exactly these directives.
 func GatewayConfig() Config {
-	return Config{Exclusions: CredentialExclusions()}
+	return Config{Exclusions: CredentialExclusions(), OpaqueCookies: IssuedCookies()}
+}
+
+// IssuedCookies are the cookies identity and the web app issue, in the
+// exact shapes they issue (names and shapes agreed with them; a test
+// checks them against real values). Each is checked by its issuer before
+// use: the web session and the refresh token are 256 random bits that
+// are only hashed and looked up, the device cookie is a version, a
+// 128-bit random id, a timestamp and a 128-bit HMAC.
+func IssuedCookies() []OpaqueCookie {
+	const b64 = "[A-Za-z0-9_-]"
+	return []OpaqueCookie{
+		{Name: "__Host-malai-session", Format: b64 + "{43}"},
+		{Name: "__Secure-malai-refresh", Format: b64 + "{43}"},
+		{Name: "__Secure-malai-device", Format: `v1\.` + b64 + `{22}\.` + b64 + `{11}\.` + b64 + "{22}"},
+	}
 }
 
 // Credential routes and their password fields (JSON members). Identity

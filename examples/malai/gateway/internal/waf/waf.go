@@ -43,6 +43,10 @@ type Config struct {
 	// Exclusions loosen named rules for named JSON fields of one route
 	// each; see [Exclusion].
 	Exclusions []Exclusion
+	// OpaqueCookies are cookies the system issues itself whose values are
+	// random or MAC-checked base64url text (see [OpaqueCookie]): no rule
+	// inspects such a value when it has exactly its issued shape.
+	OpaqueCookies []OpaqueCookie
 	// ReportPaths receive browser reports (CSP violations): there, and
 	// only there, application/csp-report and application/reports+json
 	// are admitted, and their bodies are inspected as JSON.
@@ -124,6 +128,21 @@ type Exclusion struct {
 	Rules []int
 }
 
+// OpaqueCookie is a cookie the system issued: its value is random bytes
+// or a MAC-signed token in base64url, which no service reads as anything
+// but a lookup key or a MAC input, so no injection in it can reach an
+// interpreter. Random base64url text still trips the rules now and then
+// (about one 43-character value in 3,000 holds "--" where libinjection
+// sees an SQL comment), which signs a user out or forgets their device at
+// random. When a request holds exactly one cookie of Name and its value
+// matches Format (an RE2 expression over the whole value, anchored here)
+// every CRS rule skips that cookie; any other value, a second cookie of
+// the name, or the same text anywhere else, is inspected as before.
+type OpaqueCookie struct {
+	Name   string
+	Format string
+}
+
 // Profile is a rule set for routes whose content cannot carry what some
 // rules look for. RemoveRules are CRS ids removed from it.
 type Profile struct {
@@ -176,6 +195,14 @@ func New(cfg Config) (*WAF, error) {
 	}
 	if cfg.MaxBodyArgs < 0 {
 		return nil, errors.New("waf: negative MaxBodyArgs")
+	}
+	for _, c := range cfg.OpaqueCookies {
+		if !fieldName.MatchString(c.Name) {
+			return nil, fmt.Errorf("waf: opaque cookie name %q not plain", c.Name)
+		}
+		if _, err := regexp.Compile(c.Format); err != nil || c.Format == "" || strings.ContainsAny(c.Format, "\"'\n\r") {
+			return nil, fmt.Errorf("waf: opaque cookie %s: format must be a regular expression without quotes", c.Name)
+		}
 	}
 	for _, p := range cfg.ReportPaths {
 		if !directivePath.MatchString(p) {
@@ -302,6 +329,9 @@ SecAuditEngine Off
 	for i, p := range cfg.ReportPaths {
 		writeReportPath(&b, 10900+i, p)
 	}
+	for i, c := range cfg.OpaqueCookies {
+		writeOpaqueCookie(&b, 10800+i*2, c)
+	}
 	b.WriteString(cfg.beforeCRS)
 	b.WriteString("Include @owasp_crs/*.conf\n")
 	for _, id := range p.RemoveRules {
@@ -339,6 +369,13 @@ func writeReportPath(b *strings.Builder, id int, path string) {
 	fmt.Fprintf(b, "SecRule REQUEST_FILENAME \"@streq %s\" \"id:%d,phase:1,pass,t:none,nolog,"+
 		"ctl:requestBodyProcessor=JSON,ctl:ruleRemoveById=931100,"+
 		"setvar:'tx.allowed_request_content_type=|application/csp-report| |application/reports+json|'\"\n", path, id)
+}
+
+// writeOpaqueCookie removes the cookie from every CRS rule's targets for
+// this transaction when it is present once with its issued shape.
+func writeOpaqueCookie(b *strings.Builder, id int, c OpaqueCookie) {
+	fmt.Fprintf(b, "SecRule &REQUEST_COOKIES:%s \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", c.Name, id)
+	fmt.Fprintf(b, "  SecRule REQUEST_COOKIES:%s \"@rx ^(?:%s)$\" \"t:none,ctl:ruleRemoveTargetByTag=OWASP_CRS;REQUEST_COOKIES:%s\"\n", c.Name, c.Format, c.Name)
 }
 
 var (
