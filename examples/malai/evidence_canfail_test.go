@@ -238,7 +238,7 @@ var unproven = func() map[string]string {
 		id(evidence.RowSignIn, "a password shorter than 12 characters is refused at sign-up"),
 		id(evidence.RowSignIn, "a password without a symbol is refused at sign-up"),
 		id(evidence.RowSignIn, "a breached password is refused at sign-up (offline corpus)"),
-		id(evidence.RowSignIn, "adaptive risk: a burst of failures from one network blocks a sign-in from it with the right password"))
+		id(evidence.RowSignIn, "adaptive risk: 12 wrong passwords from 12 networks put the account under attack; the right password from a new network is refused"))
 	set("needs identity and ledger switches for service tokens (token class per route)",
 		id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)"),
 		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),
