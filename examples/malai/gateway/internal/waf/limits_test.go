@@ -369,6 +369,7 @@ func TestBodyArgsNotInspected(t *testing.T) {
 		{"an array of 1000 elements", "application/json", `{"a":[` + strings.Repeat("1,", 999) + `1]}`, 400, false},
 		{"commas inside a string", "application/json", `{"memo":"` + strings.Repeat(`a,\",`, 500) + `"}`, 200, true},
 		{"129 form fields", "application/x-www-form-urlencoded", strings.Repeat("a=1&", 128) + "a=1", 400, false},
+		{"a Reporting API batch of 20 reports elsewhere", "application/json", reportBatch(20), 400, false},
 	} {
 		before := w.Stats().Inspected()
 		r := jsonPost("/v1/transfers", tc.body)
@@ -380,6 +381,41 @@ func TestBodyArgsNotInspected(t *testing.T) {
 		}
 		if inspected := w.Stats().Inspected() > before; inspected != tc.inspected {
 			t.Errorf("%s: inspected %v, want %v", tc.name, inspected, tc.inspected)
+		}
+	}
+}
+
+// reportBatch is what Chromium posts to a Reporting API endpoint: n CSP
+// violation reports of 15 values each (as the gateway counts them).
+func reportBatch(n int) string {
+	one := `{"age":12,"type":"csp-violation","url":"https://bank.example/signin","user_agent":"Mozilla/5.0",` +
+		`"body":{"blockedURL":"inline","columnNumber":7,"disposition":"enforce","documentURL":"https://bank.example/signin",` +
+		`"effectiveDirective":"script-src-elem","lineNumber":12,"originalPolicy":"default-src 'self'","referrer":"",` +
+		`"sample":"","sourceFile":"https://bank.example/signin","statusCode":200}}`
+	return "[" + strings.Repeat(one+",", n-1) + one + "]"
+}
+
+// A report path admits a browser's whole batch (ReportBodyArgs), not
+// MaxBodyArgs; a batch past it is still refused before inspection.
+func TestReportBatchesFitTheReportPath(t *testing.T) {
+	w := newSuiteWAF(t, Config{ReportPaths: []string{"/csp-report"}})
+	w.cfg.MaxBodyArgs = 128 // the defaults, which the suite's WAF lifts
+	w.cfg.ReportBodyArgs = 512
+	h := w.Handler(okHandler())
+	for _, tc := range []struct {
+		n, want   int
+		inspected bool
+	}{{20, 200, true}, {40, 400, false}} {
+		before := w.Stats().Inspected()
+		r := jsonPost("/csp-report", reportBatch(tc.n))
+		r.Header.Set("Content-Type", "application/reports+json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code != tc.want {
+			t.Errorf("a batch of %d reports: %d, want %d", tc.n, rec.Code, tc.want)
+		}
+		if inspected := w.Stats().Inspected() > before; inspected != tc.inspected {
+			t.Errorf("a batch of %d reports: inspected %v, want %v", tc.n, inspected, tc.inspected)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,11 @@ type Config struct {
 	// rules three times what one 16 KiB string does. More is refused with
 	// 400 before any inspection. Default 128.
 	MaxBodyArgs int
+	// ReportBodyArgs is MaxBodyArgs on the ReportPaths: a browser's
+	// Reporting API batch holds up to a few dozen reports of about 15
+	// values each, and a refused batch loses all of them. Default 512
+	// (34 such reports; the web app keeps at most 20 of a batch).
+	ReportBodyArgs int
 	// Exclusions loosen named rules for named JSON fields of one route
 	// each; see [Exclusion].
 	Exclusions []Exclusion
@@ -195,6 +201,12 @@ func New(cfg Config) (*WAF, error) {
 	}
 	if cfg.MaxBodyArgs < 0 {
 		return nil, errors.New("waf: negative MaxBodyArgs")
+	}
+	if cfg.ReportBodyArgs == 0 {
+		cfg.ReportBodyArgs = max(512, cfg.MaxBodyArgs)
+	}
+	if cfg.ReportBodyArgs < 0 {
+		return nil, errors.New("waf: negative ReportBodyArgs")
 	}
 	for _, c := range cfg.OpaqueCookies {
 		if !fieldName.MatchString(c.Name) {
@@ -422,7 +434,11 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 			f.refuseRead(w, r, err)
 			return
 		}
-		if bodyArgs(r, body) > f.cfg.MaxBodyArgs {
+		maxArgs := f.cfg.MaxBodyArgs
+		if slices.Contains(f.cfg.ReportPaths, r.URL.Path) {
+			maxArgs = f.cfg.ReportBodyArgs
+		}
+		if bodyArgs(r, body) > maxArgs {
 			f.stats.tooLarge.Add(1)
 			write(w, r, problem.Problem{Status: http.StatusBadRequest, Type: "request-too-large",
 				Title: "Too many body fields", Detail: "The request body holds more values than the gateway accepts."})
