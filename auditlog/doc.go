@@ -77,6 +77,21 @@
 //		Origin: origin, Verifiers: publicKeys, Trusted: witnessCheckpoints})
 //	for _, f := range rep.Findings { fmt.Println(f) }
 //
+// # Key rotation
+//
+// Several keys may sign each checkpoint. A Log given Config.Signers signs
+// with those keys until it is closed; one given Config.GetSigners asks
+// for its signers every time it signs a checkpoint, so a key rotated in
+// while it runs signs the next checkpoint, with no restart and nothing
+// for appenders to notice. Return the new key and the previous one: a
+// verifier or witness that has not learnt the new key yet keeps accepting
+// the new checkpoints through the previous key. A [CheckpointWitness]
+// built with WitnessConfig.GetVerifiers learns the new public keys the
+// same way. Rotation never touches rows: checkpoints signed by retired
+// keys stay in the store, [Verify] checks them with those keys'
+// verifiers, and a Log still recognises a checkpoint signed by any key it
+// has held (another replica of the same store may not have rotated yet).
+//
 // # Security caveats
 //
 // A hash chain alone detects nothing against someone who can rewrite the

@@ -18,17 +18,34 @@ import (
 )
 
 // Config configures a [Log]. The zero value is not usable: Store, Origin
-// and at least one Signer are required, and payloads are sealed unless
-// Plaintext is set.
+// and the signers (Signers or GetSigners) are required, and payloads are
+// sealed unless Plaintext is set.
 type Config struct {
 	// Store keeps the rows. Required. The Log does not close it.
 	Store Store
 	// Origin is the checkpoint origin line, a unique name for this log
 	// such as "ledger.example.com/audit". Required.
 	Origin string
-	// Signers sign every checkpoint (several keys during a rotation).
-	// Required: at least one Ed25519 note signer (note.NewSigner).
+	// Signers sign every checkpoint (several keys during a rotation):
+	// at least one Ed25519 note signer (note.NewSigner). Required unless
+	// GetSigners is set; setting both is an error.
 	Signers []note.Signer
+	// GetSigners, when set in place of Signers, returns the signers of
+	// each checkpoint: the Log calls it once in New and again every time
+	// it signs a checkpoint, so a running Log signs with a key rotated
+	// after New (as [crypto/tls.Config.GetCertificate] serves a renewed
+	// certificate). During a rotation return the new key and the previous
+	// one: a verifier or witness that knows only the previous key keeps
+	// accepting the new checkpoints until it learns the new key. The Log
+	// calls it from one goroutine at a time, and a slow call delays that
+	// checkpoint, so return keys already unwrapped. An error (or no
+	// signer, or a nil one) fails that checkpoint: it is returned by
+	// [Log.Checkpoint] and [Log.Close], reported through OnError for a
+	// periodic one, and the next checkpoint calls GetSigners again.
+	// Checkpoints signed by earlier keys stay the Log's own: it still
+	// recognises them in its store, and [Verify] checks them with their
+	// verifiers.
+	GetSigners func() ([]note.Signer, error)
 	// Witness, when set, receives every checkpoint with a consistency
 	// proof from the witness's previous one, so the log's history is held
 	// somewhere its operator cannot rewrite.
@@ -128,7 +145,8 @@ type Log struct {
 
 	closeErr error // the final checkpoint's error, returned by Close
 
-	cpMu         sync.Mutex // serialises checkpoints
+	cpMu         sync.Mutex    // serialises checkpoints; guards known
+	known        []note.Signer // every signer the log has held, for authentic
 	cpRunning    atomic.Bool
 	cpWG         sync.WaitGroup // background checkpoints
 	lastCP       SignedCheckpoint
@@ -153,13 +171,8 @@ func New(cfg Config) (*Log, error) {
 	if _, err := ParseCheckpoint(Checkpoint{Origin: cfg.Origin}.Marshal()); err != nil {
 		return nil, fmt.Errorf("%w: Origin must be one line", ErrInvalidConfig)
 	}
-	if len(cfg.Signers) == 0 {
-		return nil, fmt.Errorf("%w: at least one Signer is required", ErrInvalidConfig)
-	}
-	for _, s := range cfg.Signers {
-		if s == nil {
-			return nil, fmt.Errorf("%w: nil Signer", ErrInvalidConfig)
-		}
+	if cfg.GetSigners != nil && len(cfg.Signers) > 0 {
+		return nil, fmt.Errorf("%w: set Signers or GetSigners, not both", ErrInvalidConfig)
 	}
 	if cfg.Ring == nil && !cfg.Plaintext {
 		return nil, fmt.Errorf("%w: Ring is required unless Plaintext is set", ErrInvalidConfig)
@@ -167,7 +180,11 @@ func New(cfg Config) (*Log, error) {
 	if cfg.CheckpointInterval < 0 || cfg.MaxBatch < 0 || cfg.CommitTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative interval, batch or timeout", ErrInvalidConfig)
 	}
-	cfg.Signers = append([]note.Signer(nil), cfg.Signers...)
+	if cfg.GetSigners == nil {
+		fixed := append([]note.Signer(nil), cfg.Signers...)
+		cfg.GetSigners = func() ([]note.Signer, error) { return fixed, nil }
+	}
+	cfg.Signers = nil
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -184,6 +201,9 @@ func New(cfg Config) (*Log, error) {
 		cfg.OnError = func(error) {}
 	}
 	l := &Log{cfg: cfg, reqs: make(chan *request, 1024), done: make(chan struct{})}
+	if _, err := l.signers(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.CommitTimeout)
 	defer cancel()
 	if err := l.sync(ctx); err != nil {
@@ -295,10 +315,35 @@ func (l *Log) adopt(c Checkpoint, signed []byte) error {
 	return nil
 }
 
+// signers returns the signers of the next checkpoint (Config.GetSigners)
+// and adds them to the keys the log recognises its checkpoints by. The
+// caller holds cpMu, or is New.
+func (l *Log) signers() ([]note.Signer, error) {
+	ss, err := l.cfg.GetSigners()
+	if err != nil {
+		return nil, fmt.Errorf("auditlog: signers: %w", err)
+	}
+	if len(ss) == 0 {
+		return nil, fmt.Errorf("%w: at least one Signer is required", ErrInvalidConfig)
+	}
+	for _, s := range ss {
+		if s == nil {
+			return nil, fmt.Errorf("%w: nil Signer", ErrInvalidConfig)
+		}
+	}
+	for _, s := range ss {
+		if !slices.ContainsFunc(l.known, func(k note.Signer) bool { return k.Name() == s.Name() && k.KeyHash() == s.KeyHash() }) {
+			l.known = append(l.known, s)
+		}
+	}
+	return ss, nil
+}
+
 // authentic reports whether signed is a checkpoint of this log's origin
-// carrying a signature one of the log's signers reproduces. Ed25519
-// signatures are deterministic, so the log recognises its own checkpoints
-// without holding the public keys.
+// carrying a signature one of the log's signers (current or held since
+// New) reproduces. Ed25519 signatures are deterministic, so the log
+// recognises its own checkpoints without holding the public keys. The
+// caller holds cpMu, or is New.
 func (l *Log) authentic(signed []byte) (Checkpoint, bool) {
 	_, err := note.Open(signed, note.VerifierList())
 	var unverified *note.UnverifiedNoteError
@@ -311,7 +356,7 @@ func (l *Log) authentic(signed []byte) (Checkpoint, bool) {
 		return Checkpoint{}, false
 	}
 	for _, sig := range n.UnverifiedSigs {
-		for _, s := range l.cfg.Signers {
+		for _, s := range l.known {
 			if sig.Name != s.Name() || sig.Hash != s.KeyHash() {
 				continue
 			}
@@ -879,7 +924,11 @@ func (l *Log) Checkpoint(ctx context.Context) (SignedCheckpoint, error) {
 	cp := l.lastCP
 	if cp.Note == nil || size != cp.Size {
 		c := Checkpoint{Origin: l.cfg.Origin, Size: size, Root: root}
-		signed, err := SignCheckpoint(c, l.cfg.Signers...)
+		signers, err := l.signers()
+		if err != nil {
+			return SignedCheckpoint{}, err
+		}
+		signed, err := SignCheckpoint(c, signers...)
 		if err != nil {
 			return SignedCheckpoint{}, err
 		}

@@ -3,6 +3,7 @@ package auditlog
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"golang.org/x/mod/sumdb/note"
@@ -16,8 +17,17 @@ type WitnessConfig struct {
 	Store Store
 	// Origin is the log's origin. Required.
 	Origin string
-	// Verifiers are the log's public keys. Required.
+	// Verifiers are the log's public keys. Required unless GetVerifiers
+	// is set; setting both is an error.
 	Verifiers []note.Verifier
+	// GetVerifiers, when set in place of Verifiers, returns the log's
+	// public keys: the witness calls it in NewWitness and at every
+	// Publish, so it accepts checkpoints signed by a key rotated in after
+	// it started (see Config.GetSigners). It may be called concurrently.
+	// The witness trusts every key it returns: feed it from a source the
+	// log's operator cannot write. An error, no verifier or a nil one
+	// refuses that checkpoint.
+	GetVerifiers func() ([]note.Verifier, error)
 }
 
 // CheckpointWitness is a [Witness] that accepts a checkpoint only if it is
@@ -26,7 +36,7 @@ type WitnessConfig struct {
 // concurrent use.
 type CheckpointWitness struct {
 	cfg       WitnessConfig
-	verifiers note.Verifiers
+	verifiers func() (note.Verifiers, error)
 	mu        sync.Mutex
 	latest    []byte
 	cp        Checkpoint
@@ -35,23 +45,45 @@ type CheckpointWitness struct {
 // NewWitness returns a witness over cfg.Store, starting from the newest
 // checkpoint already in it (which must verify).
 func NewWitness(ctx context.Context, cfg WitnessConfig) (*CheckpointWitness, error) {
-	if cfg.Store == nil || cfg.Origin == "" || len(cfg.Verifiers) == 0 {
-		return nil, fmt.Errorf("%w: witness needs Store, Origin and Verifiers", ErrInvalidConfig)
+	if cfg.Store == nil || cfg.Origin == "" || (len(cfg.Verifiers) == 0) == (cfg.GetVerifiers == nil) {
+		return nil, fmt.Errorf("%w: witness needs Store, Origin and one of Verifiers and GetVerifiers", ErrInvalidConfig)
 	}
-	cfg.Verifiers = append([]note.Verifier(nil), cfg.Verifiers...)
-	w := &CheckpointWitness{cfg: cfg, verifiers: note.VerifierList(cfg.Verifiers...)}
-	err := cfg.Store.Checkpoints(ctx, func(s []byte) error {
-		c, _, err := OpenCheckpoint(s, cfg.Origin, w.verifiers)
+	get := cfg.GetVerifiers
+	if get == nil {
+		fixed := append([]note.Verifier(nil), cfg.Verifiers...)
+		get = func() ([]note.Verifier, error) { return fixed, nil }
+	}
+	cfg.Verifiers, cfg.GetVerifiers = nil, nil
+	w := &CheckpointWitness{cfg: cfg, verifiers: func() (note.Verifiers, error) {
+		vs, err := get()
+		if err != nil {
+			return nil, fmt.Errorf("auditlog: witness verifiers: %w", err)
+		}
+		if len(vs) == 0 || slices.ContainsFunc(vs, func(v note.Verifier) bool { return v == nil }) {
+			return nil, fmt.Errorf("%w: no witness verifier, or a nil one", ErrInvalidConfig)
+		}
+		return note.VerifierList(vs...), nil
+	}}
+	if err := w.load(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// load adopts the newest checkpoint in the witness's store.
+func (w *CheckpointWitness) load(ctx context.Context) error {
+	vs, err := w.verifiers()
+	if err != nil {
+		return err
+	}
+	return w.cfg.Store.Checkpoints(ctx, func(s []byte) error {
+		c, _, err := OpenCheckpoint(s, w.cfg.Origin, vs)
 		if err != nil {
 			return fmt.Errorf("auditlog: witness store: %w", err)
 		}
 		w.latest, w.cp = append([]byte(nil), s...), c
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return w, nil
 }
 
 // Latest implements Witness.
@@ -64,7 +96,11 @@ func (w *CheckpointWitness) Latest(context.Context) ([]byte, error) {
 // Publish implements Witness. It returns an error wrapping ErrCheckpoint,
 // ErrRollback, ErrFork or ErrProof for a checkpoint it refuses.
 func (w *CheckpointWitness) Publish(ctx context.Context, signed []byte, proof [][]byte) error {
-	c, _, err := OpenCheckpoint(signed, w.cfg.Origin, w.verifiers)
+	vs, err := w.verifiers()
+	if err != nil {
+		return err
+	}
+	c, _, err := OpenCheckpoint(signed, w.cfg.Origin, vs)
 	if err != nil {
 		return err
 	}
