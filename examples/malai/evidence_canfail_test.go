@@ -169,6 +169,15 @@ var proofs = []proof{
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): alg none → 401"),
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): signed by an attacker's key under the real kid → 401"),
 		id(evidence.RowTokens, "identity directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
+	// Defence-in-depth token verification: the gateway's own layer off.
+	// The ledger still refuses every one of these tokens; the checks see
+	// that the ledger, not the gateway, was the one that did.
+	{name: "the gateway verifies no bearer token", faults: faults.Set{faults.EdgeNoTokenCheck}, fail: []string{
+		id(evidence.RowTokens, "gateway: no token → 401"),
+		id(evidence.RowTokens, "gateway: payload altered after signing (sub and sid of another user) → 401"),
+		id(evidence.RowTokens, "gateway: alg none → 401"),
+		id(evidence.RowTokens, "gateway: signed by an attacker's key under the real kid → 401"),
+		id(evidence.RowTokens, "gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
 	// Database role separation (the roles weakened on purpose after the
 	// migration; each statement runs in a transaction the check rolls
 	// back). UPDATE on any column also permits SELECT … FOR UPDATE, so
@@ -216,18 +225,13 @@ var unproven = func() map[string]string {
 			m[id] = why
 		}
 	}
-	var gatewayLayer, ledgerLayer []string
-	for _, c := range evidence.Registry() {
-		switch {
-		case c.Row != evidence.RowTokens:
-		case strings.HasPrefix(c.Name, "gateway:"):
-			gatewayLayer = append(gatewayLayer, c.ID())
-		case strings.HasPrefix(c.Name, "ledger directly"):
-			ledgerLayer = append(ledgerLayer, c.ID())
-		}
-	}
-	set("needs a gateway switch that turns JWT check #1 off (requested of edge)", gatewayLayer...)
-	set("needs a ledger switch that turns its own token verification off (requested of ledid)", ledgerLayer...)
+	set("needs a ledger switch that turns its own token verification off (requested of ledid)",
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): no token → 401"),
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): payload altered after signing (sub and sid of another user) → 401"),
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): alg none → 401"),
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): signed by an attacker's key under the real kid → 401"),
+		id(evidence.RowTokens, "ledger directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200"),
+		id(evidence.RowTokens, "ledger directly with a valid user token → 200 (the service verifies on its own)"))
 	set("identity's sign-in admits only the gateway and the web backend, both forwarders of the client's address: no caller whose X-Forwarded-For "+
 		"is untrusted reaches it (the check sees the refusal), so faults.IdentityTrustsAnyForwardedFor has nothing left to open",
 		id(evidence.RowSignIn, "a caller that bypasses the gateway cannot choose its client address for risk scoring"))

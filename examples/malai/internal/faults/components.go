@@ -52,12 +52,20 @@ const (
 	IdentityNoTokenCheck Fault = "identity-no-token-check"
 )
 
+// Faults of the token layers, one layer at a time.
+const (
+	// EdgeNoTokenCheck: the gateway forwards any bearer token unverified
+	// (JWT check #1 off; the services keep theirs).
+	EdgeNoTokenCheck Fault = "edge-no-token-check"
+)
+
 // Gateway is the gateway's share of the set.
 func (s Set) Gateway() gateway.Faults {
 	return gateway.Faults{
 		LimitAfterWAF: s.On(EdgeLimitAfterWAF),
 		NoShapeLimits: s.On(EdgeNoShapeLimits),
 		NoWAFCap:      s.On(EdgeNoWAFCap),
+		NoTokenCheck:  s.On(EdgeNoTokenCheck),
 		WAFRules:      s.wafDirectives(),
 	}
 }
