@@ -178,6 +178,12 @@ var proofs = []proof{
 		id(evidence.RowTokens, "gateway: alg none → 401"),
 		id(evidence.RowTokens, "gateway: signed by an attacker's key under the real kid → 401"),
 		id(evidence.RowTokens, "gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
+	// The ledger's own layer off: it believes any well-formed token.
+	{name: "the ledger verifies no bearer token", faults: faults.Set{faults.LedgerNoTokenCheck}, fail: []string{
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): payload altered after signing (sub and sid of another user) → 401"),
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): alg none → 401"),
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): signed by an attacker's key under the real kid → 401"),
+		id(evidence.RowTokens, "ledger directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
 	// Database role separation (the roles weakened on purpose after the
 	// migration; each statement runs in a transaction the check rolls
 	// back). UPDATE on any column also permits SELECT … FOR UPDATE, so
@@ -225,12 +231,10 @@ var unproven = func() map[string]string {
 			m[id] = why
 		}
 	}
-	set("needs a ledger switch that turns its own token verification off (requested of ledid)",
-		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): no token → 401"),
-		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): payload altered after signing (sub and sid of another user) → 401"),
-		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): alg none → 401"),
-		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): signed by an attacker's key under the real kid → 401"),
-		id(evidence.RowTokens, "ledger directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200"),
+	set("a request without a token names no subject, so even with its own layer off (faults.LedgerNoTokenCheck) the ledger "+
+		"refuses it; its layer is proved through the forged and bad-claim checks",
+		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): no token → 401"))
+	set("cannot fail alone: a ledger that refuses valid user tokens fails every check that reaches it through the gateway",
 		id(evidence.RowTokens, "ledger directly with a valid user token → 200 (the service verifies on its own)"))
 	set("identity's sign-in admits only the gateway and the web backend, both forwarders of the client's address: no caller whose X-Forwarded-For "+
 		"is untrusted reaches it (the check sees the refusal), so faults.IdentityTrustsAnyForwardedFor has nothing left to open",

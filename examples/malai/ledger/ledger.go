@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,6 +90,11 @@ type Faults struct {
 	// LiveDrift: the live balances credit every deposit twice; the chain
 	// holds it once.
 	LiveDrift bool
+	// NoTokenCheck: the ledger's own bearer-token verification is off:
+	// the claims of any well-formed token are believed (no signature,
+	// lifetime, issuer, audience, class or scope check). The caller check
+	// and the policy stay, as do the other layers.
+	NoTokenCheck bool
 }
 
 func (f Faults) any() bool { return f != Faults{} }
@@ -319,6 +326,9 @@ func validPolicyToken(s string) bool {
 // Subject maps verified claims to the RBAC subject: the user's subject
 // for user tokens, "service:<client_id>" for service tokens.
 func Subject(r *http.Request) (string, bool) {
+	if sub, ok := r.Context().Value(believedSubject{}).(string); ok {
+		return sub, true
+	}
 	c, ok := jwtverify.FromContext(r.Context())
 	if !ok {
 		return "", false
@@ -330,6 +340,44 @@ func Subject(r *http.Request) (string, bool) {
 		return rbac.ServiceSubject(c.ClientID()), c.ClientID() != ""
 	}
 	return "", false
+}
+
+// believedSubject carries the subject [believeClaims] read from an
+// unverified token.
+type believedSubject struct{}
+
+var problemInvalidToken = problem.Problem{Status: http.StatusUnauthorized, Type: "invalid-token",
+	Title: "Invalid token", Detail: "The bearer token is invalid or expired."}
+
+// believeClaims reads the bearer token's claims without checking
+// anything and hands its subject to [Subject]: only for
+// Faults.NoTokenCheck. A request without a well-formed token and a
+// subject is still refused.
+func believeClaims(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var c struct {
+			Sub      string `json:"sub"`
+			ClientID string `json:"client_id"`
+			Class    string `json:"token_class"`
+		}
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		parts := strings.Split(tok, ".")
+		var b []byte
+		var err error
+		if strings.EqualFold(scheme, "Bearer") && len(parts) == 3 {
+			b, err = base64.RawURLEncoding.DecodeString(parts[1])
+		}
+		if b == nil || err != nil || json.Unmarshal(b, &c) != nil || c.Sub == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="malai", error="invalid_token"`)
+			problem.Write(w, r, problemInvalidToken)
+			return
+		}
+		sub := c.Sub
+		if c.Class == "service" || c.Class == "" && c.Sub == c.ClientID {
+			sub = rbac.ServiceSubject(c.ClientID)
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), believedSubject{}, sub)))
+	})
 }
 
 func (s *Service) onDecision(r *http.Request, d rbac.Decision) {
@@ -365,10 +413,12 @@ func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.Table() {
 		h := rt.Handler
-		switch rt.Token {
-		case platform.UserToken:
+		switch {
+		case s.cfg.Faults.NoTokenCheck:
+			// Table has put believeClaims in front.
+		case rt.Token == platform.UserToken:
 			h = v.Require(jwtverify.Requirement{Class: jwtverify.ClassUser, Scopes: rt.Scopes(), Audiences: []string{audienceUser}})(h)
-		case platform.ServiceToken:
+		case rt.Token == platform.ServiceToken:
 			h = v.Require(jwtverify.Requirement{Class: jwtverify.ClassService, Scopes: rt.Scopes(), Audiences: []string{audienceService}})(h)
 		}
 		mux.Handle(rt.Pattern, h)
@@ -384,6 +434,9 @@ func (s *Service) routes() http.Handler {
 	})
 	// RecordPattern hands the matched route to the correlation middleware
 	// outside, for logs, spans and metrics.
+	if s.cfg.Faults.NoTokenCheck {
+		return route.RecordPattern(routed)
+	}
 	return v.Handler(route.RecordPattern(routed))
 }
 

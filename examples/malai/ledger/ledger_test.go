@@ -386,6 +386,27 @@ func TestFaultSwitchesBreakTheirGuarantee(t *testing.T) {
 			t.Fatalf("case-variant body still refused: %s", r)
 		}
 	})
+	// A token for alice signed by a key the ledger does not trust.
+	forged := func(t *testing.T) string {
+		c := jwttest.Claims(iss, "malai-api", "user:alice", time.Now())
+		c["scope"] = ScopeRead
+		return jwttest.NewKey(t, "ES256", "k1").Mint(t, c)
+	}
+	t.Run("NoTokenCheck", func(t *testing.T) {
+		e, _, _ := setup(t, Faults{NoTokenCheck: true})
+		if r := e.do("GET", "/v1/accounts", forged(t), "", ""); r.code != 200 || !strings.Contains(string(r.body), "acc-a") {
+			t.Fatalf("with NoTokenCheck a forged token should read its subject's accounts: %s", r)
+		}
+		if r := e.do("GET", "/v1/accounts", "", "", ""); r.code != 401 {
+			t.Fatalf("no token: %s", r)
+		}
+	})
+	t.Run("forged token refused (control)", func(t *testing.T) {
+		e, _, _ := setup(t, Faults{})
+		if r := e.do("GET", "/v1/accounts", forged(t), "", ""); r.code != 401 {
+			t.Fatalf("forged token: %s", r)
+		}
+	})
 	t.Run("LiveDrift", func(t *testing.T) {
 		e, _, _ := setup(t, Faults{LiveDrift: true})
 		if _, problems := e.invariants(); len(problems) == 0 {

@@ -57,6 +57,9 @@ const (
 	// EdgeNoTokenCheck: the gateway forwards any bearer token unverified
 	// (JWT check #1 off; the services keep theirs).
 	EdgeNoTokenCheck Fault = "edge-no-token-check"
+	// LedgerNoTokenCheck: the ledger believes the claims of any
+	// well-formed bearer token on its own routes (other layers unchanged).
+	LedgerNoTokenCheck Fault = "ledger-no-token-check"
 )
 
 // Gateway is the gateway's share of the set.
@@ -92,5 +95,6 @@ func (s Set) Ledger() ledger.Faults {
 		KeyOptional:            s.On(LedgerKeyOptional),
 		LaxBodies:              s.On(LedgerLaxBodies),
 		LiveDrift:              s.On(LedgerLiveDrift),
+		NoTokenCheck:           s.On(LedgerNoTokenCheck),
 	}
 }
