@@ -158,6 +158,14 @@ var proofs = []proof{
 		fail: []string{id(evidence.RowSignIn, "5 failures from each of 4 networks do not lock the owner out on a device that signed in before")}},
 	{name: "no spraying detection", faults: faults.Set{faults.IdentityNoSprayDetection},
 		fail: []string{id(evidence.RowSignIn, "password spraying (one password, 30 accounts, 30 networks) is detected and slowed; other users still sign in")}},
+	{name: "passwords of 8 characters accepted", faults: faults.Set{faults.IdentityShortPasswords},
+		fail: []string{id(evidence.RowSignIn, "a password shorter than 12 characters is refused at sign-up")}},
+	{name: "passwords without a symbol accepted", faults: faults.Set{faults.IdentityNoSymbolRequired},
+		fail: []string{id(evidence.RowSignIn, "a password without a symbol is refused at sign-up")}},
+	{name: "no breached-password corpus", faults: faults.Set{faults.IdentityNoBreachCorpus},
+		fail: []string{id(evidence.RowSignIn, "a breached password is refused at sign-up (offline corpus)")}},
+	{name: "no account-under-attack risk signal", faults: faults.Set{faults.IdentityNoRiskEngine},
+		fail: []string{id(evidence.RowSignIn, "adaptive risk: 12 wrong passwords from 12 networks put the account under attack; the right password from a new network is refused")}},
 	// Inter-service authentication.
 	{name: "internal listeners take clients without a certificate", faults: faults.Set{faults.InternalCertOptional},
 		fail: []string{id(evidence.RowInterService, "internal listeners (identity, ledger) refuse the TLS handshake of a client without a certificate")}},
@@ -243,12 +251,8 @@ var unproven = func() map[string]string {
 		id(evidence.RowAudit, "replaying the chain reproduces the live balances"))
 	set("no tokens without a real key and ring: proved through the forged and bad-claim checks, whose proofs switch one layer off",
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): no token → 401"))
-	set("needs identity switches (token shape, password policy below the page's, no breach corpus, no risk engine)",
-		id(evidence.RowAuthentication, "sign-in issues a short-lived at+jwt user token"),
-		id(evidence.RowSignIn, "a password shorter than 12 characters is refused at sign-up"),
-		id(evidence.RowSignIn, "a password without a symbol is refused at sign-up"),
-		id(evidence.RowSignIn, "a breached password is refused at sign-up (offline corpus)"),
-		id(evidence.RowSignIn, "adaptive risk: 12 wrong passwords from 12 networks put the account under attack; the right password from a new network is refused"))
+	set("needs an identity switch (token shape)",
+		id(evidence.RowAuthentication, "sign-in issues a short-lived at+jwt user token"))
 	set("needs identity and ledger switches for service tokens (token class per route)",
 		id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)"),
 		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),

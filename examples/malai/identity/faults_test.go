@@ -77,3 +77,44 @@ func TestFaultNoTokenCheck(t *testing.T) {
 		t.Fatalf("with NoTokenCheck a forged token should pass identity's own check: %d", w.Code)
 	}
 }
+
+// TestFaultShortPasswords: eight characters pass, seven and the other
+// rules still do not.
+func TestFaultShortPasswords(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.ShortPasswords = true })
+	h.signUp("alice", "Ab1!wxyz")
+	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "bob", "password": "Ab1!wxy"}), http.StatusUnprocessableEntity, "password-policy")
+	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "carol", "password": "Abc1wxyz"}), http.StatusUnprocessableEntity, "password-policy")
+}
+
+// TestFaultNoSymbolRequired: no symbol passes, short still does not.
+func TestFaultNoSymbolRequired(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.NoSymbolRequired = true })
+	h.signUp("alice", "Quartzlantern42")
+	wantProblem(t, h.postJSON("/v1/users", map[string]string{"username": "bob", "password": "Quartzlan42"}), http.StatusUnprocessableEntity, "password-policy")
+}
+
+// TestFaultNoBreachCorpus: a breached password is accepted at sign-up
+// and signs in without a reset.
+func TestFaultNoBreachCorpus(t *testing.T) {
+	const breached = "P@ssword12345!"
+	if hit, err := OfflineCorpus().Breached(context.Background(), breached); err != nil || !hit {
+		t.Fatalf("the corpus should know %q: %v %v", breached, hit, err)
+	}
+	h := newHarness(t, func(c *Config) { c.Faults.NoBreachCorpus = true })
+	h.signUp("alice", breached)
+	h.signInOK(creds("alice", breached))
+}
+
+// TestFaultNoRiskEngine: failures from many networks leave the account
+// unthrottled, and the right password from a new network signs in.
+func TestFaultNoRiskEngine(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.NoRiskEngine = true })
+	h.signUp("alice", strongPW)
+	for i := range 12 {
+		if w := h.signIn(creds("alice", fmt.Sprintf("Wrong-Password-99!%d", i)), fromIP(fmt.Sprintf("198.51.100.%d", 1+i))); w.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d with NoRiskEngine: %d %s", i, w.Code, w.Body)
+		}
+	}
+	h.signInOK(creds("alice", strongPW), fromIP("203.0.113.77"))
+}

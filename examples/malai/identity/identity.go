@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/examples/malai/identity/internal/breach"
@@ -244,6 +245,11 @@ func (o offlineCorpus) Breached(_ context.Context, pw string) (bool, error) {
 // a live breach feed.
 func OfflineCorpus() BreachChecker { return offlineCorpus{breach.Default()} }
 
+// noCorpus knows no compromised password: only for Faults.NoBreachCorpus.
+type noCorpus struct{}
+
+func (noCorpus) Breached(context.Context, string) (bool, error) { return false, nil }
+
 // Client is a component allowed to obtain service tokens: its id (the
 // component's name, which its certificate carries) and the most it may
 // ask for.
@@ -268,6 +274,21 @@ type Faults struct {
 	// claims of any well-formed token are believed); other layers keep
 	// theirs.
 	NoTokenCheck bool
+	// ShortPasswords: the password policy's minimum is 8 characters, not
+	// the page's 12 (composition rules unchanged).
+	ShortPasswords bool
+	// NoSymbolRequired: the password policy does not require a symbol
+	// (length and the other composition rules unchanged).
+	NoSymbolRequired bool
+	// NoBreachCorpus: the compromised-password corpus is never consulted,
+	// at sign-up, password change or sign-in.
+	NoBreachCorpus bool
+	// NoRiskEngine: sign-in ignores the account-under-attack signal
+	// (failures for the account from unknown devices and many networks):
+	// it neither throttles the account nor blocks a right password from a
+	// new network. Pair, network, stuffing, spraying and device limits
+	// are unchanged.
+	NoRiskEngine bool
 }
 
 // Config configures a [Service]. Issuer, Store, Ring and Audit are
@@ -462,6 +483,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if c.Breach == nil {
 		c.Breach = OfflineCorpus()
+	}
+	if c.Faults.NoBreachCorpus {
+		c.Breach = noCorpus{}
 	}
 	argon := password.Default
 	if c.Argon2 != (Argon2Params{}) {
@@ -732,7 +756,7 @@ func normalizeUsername(u string) (string, bool) {
 // and hashes it.
 func (s *Service) newPasswordHash(ctx context.Context, username, pw string) (string, error) {
 	pw = password.Normalize(pw)
-	if v := s.policy.Check(pw, username); len(v) > 0 {
+	if v := s.policyViolations(pw, username); len(v) > 0 {
 		pe := &PolicyError{}
 		for _, x := range v {
 			pe.Violations = append(pe.Violations, string(x))
@@ -752,6 +776,20 @@ func (s *Service) newPasswordHash(ctx context.Context, username, pw string) (str
 	defer s.releaseHash()
 	s.hashes.Add(1)
 	return password.Hash(pw, s.argon)
+}
+
+// policyViolations are the rules of the configured policy pw (already
+// normalised) breaks, less those a test's Faults weaken.
+func (s *Service) policyViolations(pw, username string) []password.Violation {
+	v := s.policy.Check(pw, username)
+	f := s.cfg.Faults
+	if !f.ShortPasswords && !f.NoSymbolRequired {
+		return v
+	}
+	return slices.DeleteFunc(v, func(x password.Violation) bool {
+		return f.ShortPasswords && x == password.TooShort && utf8.RuneCountInString(pw) >= 8 ||
+			f.NoSymbolRequired && x == password.MissingSymbol
+	})
 }
 
 // verifyPassword checks pw against hash (the dummy hash when hash is ""),

@@ -50,6 +50,19 @@ const (
 	// IdentityNoTokenCheck: identity believes the claims of any
 	// well-formed bearer token on its own routes (other layers unchanged).
 	IdentityNoTokenCheck Fault = "identity-no-token-check"
+	// IdentityShortPasswords: the password policy's minimum is 8
+	// characters, below the page's 12.
+	IdentityShortPasswords Fault = "identity-short-passwords"
+	// IdentityNoSymbolRequired: the password policy does not require a
+	// symbol.
+	IdentityNoSymbolRequired Fault = "identity-no-symbol-required"
+	// IdentityNoBreachCorpus: the compromised-password corpus is never
+	// consulted.
+	IdentityNoBreachCorpus Fault = "identity-no-breach-corpus"
+	// IdentityNoRiskEngine: sign-in ignores the account-under-attack
+	// signal (no throttle on the account, no block of a right password
+	// from a new network).
+	IdentityNoRiskEngine Fault = "identity-no-risk-engine"
 )
 
 // Faults of the token layers, one layer at a time.
@@ -81,6 +94,10 @@ func (s Set) Identity() identity.Faults {
 		NoSprayDetection:       s.On(IdentityNoSprayDetection),
 		NoAssertionReplayCheck: s.On(IdentityNoAssertionReplayCheck),
 		NoTokenCheck:           s.On(IdentityNoTokenCheck),
+		ShortPasswords:         s.On(IdentityShortPasswords),
+		NoSymbolRequired:       s.On(IdentityNoSymbolRequired),
+		NoBreachCorpus:         s.On(IdentityNoBreachCorpus),
+		NoRiskEngine:           s.On(IdentityNoRiskEngine),
 	}
 }
 
