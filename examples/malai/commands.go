@@ -120,6 +120,7 @@ func componentCmd(name string, args []string) error {
 		fs.StringVar(&o.DenyList, "deny-list", "", "IP reputation deny list file (reloaded on SIGHUP)")
 		fs.IntVar(&o.PerIP, "per-ip", 0, "requests per minute per client network at the gateway (default 600)")
 		fs.IntVar(&o.PerPrincipal, "per-principal", 0, "requests per minute per signed-in principal at the gateway (default 300)")
+		fs.DurationVar(&o.InspectionRate, "waf-inspection-rate", 0, "WAF inspection time per second one client network may use for requests with a body, past a 2s burst (default 250ms; negative: no budget)")
 		proxies = fs.String("trusted-proxies", "", "comma-separated CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (default: none)")
 		hosts = fs.String("allowed-hosts", "localhost,127.0.0.1,::1", "comma-separated host names and addresses the gateway answers for (others: 421)")
 	}

@@ -126,6 +126,10 @@ type Options struct {
 	// PerIP and PerPrincipal limit requests per minute per client network
 	// and per signed-in principal at the gateway (0: its defaults).
 	PerIP, PerPrincipal int
+	// InspectionRate is the WAF inspection time per second one client
+	// network may use for requests with a body (0: a quarter of a core;
+	// negative: no budget).
+	InspectionRate time.Duration
 	// DenyList is an IP reputation file (one address or CIDR per line).
 	DenyList string
 	// TrustedProxies are the peers whose X-Forwarded-For the gateway
@@ -337,6 +341,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 		edge.Routes = publicRoutes()
 		edge.PerIP, edge.PerPrincipal, edge.DenyList, edge.TrustedProxies, edge.AllowedHosts = o.PerIP, o.PerPrincipal, o.DenyList, o.TrustedProxies, o.AllowedHosts
+		edge.InspectionRate = o.InspectionRate
 	}
 	if issuer == "" && (runs(platform.Identity) || runs(platform.Ledger)) {
 		return nil, errors.New("no token issuer: set -issuer to the gateway's public URL")

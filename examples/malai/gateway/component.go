@@ -102,6 +102,7 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		RateStore: rateStore, Reputation: rep, PerIP: e.PerIP, PerPrincipal: e.PerPrincipal, ClientIP: edgeIP.Resolve, Logger: t.Logger,
 		AllowedHosts: e.AllowedHosts, Web: e.Web,
 	}
+	cfg.WAF.InspectionRate = e.InspectionRate
 	if env.Switches.NoReputation {
 		cfg.Reputation = nil
 	}

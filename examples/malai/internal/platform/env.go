@@ -156,6 +156,9 @@ type Edge struct {
 	// PerIP and PerPrincipal are requests per minute (0: the gateway's
 	// defaults).
 	PerIP, PerPrincipal int
+	// InspectionRate is the WAF's inspection-time budget per client
+	// network and second (0: the WAF's default; negative: none).
+	InspectionRate time.Duration
 	// DenyList is an IP reputation file.
 	DenyList string
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.

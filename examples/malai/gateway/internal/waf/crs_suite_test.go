@@ -120,6 +120,9 @@ func newSuiteWAF(t testing.TB, cfg Config) *WAF {
 	cfg.MaxWait = time.Minute
 	cfg.MaxWaiting = 64
 	cfg.MaxBodyArgs = 1 << 20 // the suite's bodies are the rules' business, not the shape caps'
+	if cfg.InspectionRate == 0 {
+		cfg.InspectionRate = -1 // thousands of requests from one address, back to back
+	}
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = 13107200 // Coraza's recommended limit: the suite sends up to 64 KiB
 	}

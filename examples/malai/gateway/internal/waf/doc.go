@@ -21,6 +21,12 @@
 //     client's (PerClientHeavyWaiting heavy ones: a double click waits its
 //     turn, a flood does not queue), already waiting, is answered 503 with Retry-After;
 //     nothing queues without bound.
+//   - Each address has a budget of inspection time for its heavy requests
+//     (InspectionRate per second, InspectionBurst at once: a quarter of a
+//     core, 2 s): past it they are refused with 429 and Retry-After
+//     before their body is read, until its use drains. The pool bounds
+//     an address's share of the CPU at any moment, the budget its share
+//     over time.
 //   - Any inspection error fails closed (503). An interruption is a 403
 //     problem+json that names no rule; the matched rule ids go to the log
 //     under the request's correlation id.

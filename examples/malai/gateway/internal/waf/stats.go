@@ -6,7 +6,7 @@ import (
 )
 
 type counters struct {
-	passed, blocked, respBlocked, tooLarge, busy, slow, clientGone, errors atomic.Uint64
+	passed, blocked, respBlocked, tooLarge, busy, overBudget, slow, clientGone, errors atomic.Uint64
 }
 
 // Stats are counters since New, for metrics exporters and tests.
@@ -16,6 +16,7 @@ type Stats struct {
 	RespBlocked uint64 // responses withheld by the rules (502)
 	TooLarge    uint64 // bodies over the limit (413), never inspected
 	Busy        uint64 // no inspection slot in time (503)
+	OverBudget  uint64 // heavy requests of a client past its inspection-time budget (429)
 	Slow        uint64 // bodies that did not arrive in time (408)
 	ClientGone  uint64 // clients that left before the answer (499)
 	Errors      uint64 // inspection failures (503)
@@ -25,7 +26,7 @@ type Stats struct {
 func (f *WAF) Stats() Stats {
 	s := &f.stats
 	return Stats{Passed: s.passed.Load(), Blocked: s.blocked.Load(), RespBlocked: s.respBlocked.Load(), TooLarge: s.tooLarge.Load(),
-		Busy: s.busy.Load(), Slow: s.slow.Load(), ClientGone: s.clientGone.Load(), Errors: s.errors.Load()}
+		Busy: s.busy.Load(), OverBudget: s.overBudget.Load(), Slow: s.slow.Load(), ClientGone: s.clientGone.Load(), Errors: s.errors.Load()}
 }
 
 // Inspected is the number of requests the rules ran on.

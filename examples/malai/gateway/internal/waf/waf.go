@@ -72,6 +72,19 @@ type Config struct {
 	// may take any free slot: they cost a few milliseconds each, and a
 	// freed slot goes first to the client holding the fewest.
 	PerClient int
+	// InspectionRate is how much inspection time of heavy requests one
+	// client address (an IPv6 /64) may use per second on average, and
+	// InspectionBurst how much it may use at once before that rate
+	// applies: past them its heavy requests are refused at once with 429
+	// and Retry-After until its use has drained. PerClient bounds a
+	// client's share of the slots at any moment, this its share of the
+	// CPU over time: a client that keeps its slot busy would otherwise
+	// hold a core for as long as it floods. Defaults 250 ms per second (a
+	// quarter of a core) and 2 s: an ordinary JSON post costs 2–3 ms, a
+	// 12 KiB one ~70 ms. A negative InspectionRate turns the budget off;
+	// so does the default in a binary built with the race detector, where
+	// every inspection takes about twenty times its time.
+	InspectionRate, InspectionBurst time.Duration
 	// MaxWaiting bounds the requests waiting for a slot; one more is
 	// refused at once with 503. Default 32 × MaxConcurrent.
 	MaxWaiting int
@@ -173,6 +186,7 @@ type WAF struct {
 	engines map[string]coraza.WAF // "" is the default profile
 	log     *slog.Logger
 	pool    *admission
+	budget  *budget // nil: no inspection-time budget
 	stats   counters
 
 	// observe, when set (tests), sees every finished transaction;
@@ -246,6 +260,15 @@ func New(cfg Config) (*WAF, error) {
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = defaultMaxWait
 	}
+	if cfg.InspectionRate == 0 {
+		cfg.InspectionRate = defaultInspectionRate
+	}
+	if cfg.InspectionBurst == 0 {
+		cfg.InspectionBurst = 2 * time.Second
+	}
+	if cfg.InspectionBurst < 0 {
+		return nil, errors.New("waf: negative InspectionBurst")
+	}
 	if cfg.LightMaxWait == 0 {
 		cfg.LightMaxWait = defaultLightMaxWait
 	}
@@ -272,7 +295,8 @@ func New(cfg Config) (*WAF, error) {
 			}
 		}
 	}
-	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg)}
+	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg),
+		budget: newBudget(cfg.InspectionRate, cfg.InspectionBurst, time.Now)}
 	profiles := append([]Profile{{}}, cfg.Profiles...)
 	for _, p := range profiles {
 		if _, dup := w.engines[p.Name]; dup {
@@ -420,6 +444,16 @@ func WithProfile(ctx context.Context, name string) context.Context {
 // body replayed.
 func (f *WAF) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A client past its inspection-time budget is refused before its
+		// body is read: each of its heavy requests then costs next to
+		// nothing.
+		key := clientKey(r)
+		if r.ContentLength != 0 || heavy(r, nil) {
+			if ok, wait := f.budget.allow(key); !ok {
+				f.refuseOverBudget(w, r, wait)
+				return
+			}
+		}
 		limit := f.cfg.BodyLimit
 		if n, ok := r.Context().Value(bodyLimitKey).(int); ok && n >= 0 && n < limit {
 			limit = n
@@ -448,7 +482,7 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 		if expensive {
 			maxWait = f.cfg.MaxWait
 		}
-		release, err := f.pool.acquire(r.Context(), clientKey(r), expensive, maxWait)
+		release, err := f.pool.acquire(r.Context(), key, expensive, maxWait)
 		if err != nil {
 			f.refuseBusy(w, r, err)
 			return
@@ -470,7 +504,11 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 			}
 			_ = tx.Close()
 		}()
+		start := time.Now()
 		it, err := inspect(tx, r, body)
+		if expensive {
+			f.budget.charge(key, time.Since(start))
+		}
 		release()
 		switch f.decide(tx, it, err, r, body) {
 		case pass:
@@ -695,6 +733,17 @@ func (f *WAF) refuseBusy(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Retry-After", strconv.FormatInt(int64((f.cfg.RetryAfter+time.Second-1)/time.Second), 10))
 	problem.Write(w, r, problem.Problem{Status: http.StatusServiceUnavailable, Type: "service-unavailable",
 		Title: "Service temporarily unavailable", Detail: "The gateway is at capacity; retry after the delay in Retry-After."})
+}
+
+// refuseOverBudget answers a heavy request of a client that has used its
+// inspection time (429, the per-IP limit's answer: it is this client's
+// rate, not the gateway's capacity).
+func (f *WAF) refuseOverBudget(w http.ResponseWriter, r *http.Request, wait time.Duration) {
+	f.stats.overBudget.Add(1)
+	f.log.WarnContext(r.Context(), "waf: client over its inspection-time budget; refusing", "retry_after", wait.String())
+	w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
+	write(w, r, problem.Problem{Status: http.StatusTooManyRequests, Type: "rate-limited",
+		Title: "Too many requests", Detail: "This client has used its share of request inspection; retry after the delay in Retry-After."})
 }
 
 func (f *WAF) block(w http.ResponseWriter, r *http.Request, tx types.Transaction, it *types.Interruption) {
