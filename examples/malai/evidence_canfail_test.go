@@ -151,6 +151,12 @@ var proofs = []proof{
 		fail: []string{
 			id(evidence.RowAuthentication, "after a restart a username cannot be registered again, and its owner's account stays theirs alone"),
 			id(evidence.RowIdempotency, "an idempotency key survives a restart: the retry replays the first result and moves no more money")}},
+	// Token shape: every layer refuses exp − iat over 15 minutes (the
+	// check's own bound) and a typ other than at+jwt, so only the class
+	// can go wrong alone: a user token stating no token_class is still
+	// taken as a user's (sub differs from client_id) by every verifier.
+	{name: "user tokens state no class", faults: faults.Set{faults.IdentityNoTokenClass},
+		fail: []string{id(evidence.RowAuthentication, "sign-in issues a short-lived at+jwt user token")}},
 	// Sign-in hardening.
 	{name: "MFA enrolment without re-authentication", faults: faults.Set{faults.IdentityNoReauth},
 		fail: []string{id(evidence.RowSignIn, "MFA enrolment with an access token alone is refused; with the current password it proceeds")}},
@@ -251,8 +257,6 @@ var unproven = func() map[string]string {
 		id(evidence.RowAudit, "replaying the chain reproduces the live balances"))
 	set("no tokens without a real key and ring: proved through the forged and bad-claim checks, whose proofs switch one layer off",
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): no token → 401"))
-	set("needs an identity switch (token shape)",
-		id(evidence.RowAuthentication, "sign-in issues a short-lived at+jwt user token"))
 	set("needs identity and ledger switches for service tokens (token class per route)",
 		id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)"),
 		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),

@@ -118,3 +118,17 @@ func TestFaultNoRiskEngine(t *testing.T) {
 	}
 	h.signInOK(creds("alice", strongPW), fromIP("203.0.113.77"))
 }
+
+// TestFaultNoTokenClass: a user token states no token_class, and
+// identity's own verifier still takes it as a user's (class inferred).
+func TestFaultNoTokenClass(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Faults.NoTokenClass = true })
+	h.signUp("alice", strongPW)
+	s := h.signInOK(creds("alice", strongPW))
+	if c, ok := claimsOf(t, s.token)[ClaimTokenClass]; ok {
+		t.Fatalf("with NoTokenClass the user token states token_class %v", c)
+	}
+	if w := h.do(http.MethodGet, "/v1/account", "", "", withBearer(s.token)); w.Code != http.StatusOK {
+		t.Fatalf("a classless user token on identity's own route: %d %s", w.Code, w.Body)
+	}
+}

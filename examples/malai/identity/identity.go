@@ -289,6 +289,9 @@ type Faults struct {
 	// new network. Pair, network, stuffing, spraying and device limits
 	// are unchanged.
 	NoRiskEngine bool
+	// NoTokenClass: user tokens state no token_class; verifiers fall
+	// back to inferring the class (sub differs from client_id: a user).
+	NoTokenClass bool
 }
 
 // Config configures a [Service]. Issuer, Store, Ring and Audit are

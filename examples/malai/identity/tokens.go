@@ -80,8 +80,10 @@ func (s *Service) mint(ctx context.Context, g grant) (TokenResponse, error) {
 		Expiration(now.Add(s.cfg.AccessTokenTTL)).
 		JwtID(base64.RawURLEncoding.EncodeToString(jti)).
 		Claim(ClaimClientID, g.clientID).
-		Claim(ClaimScope, scope).
-		Claim(ClaimTokenClass, g.class)
+		Claim(ClaimScope, scope)
+	if g.class != ClassUser || !s.cfg.Faults.NoTokenClass {
+		b = b.Claim(ClaimTokenClass, g.class)
+	}
 	if g.class == ClassUser {
 		b = b.Claim(ClaimAuthTime, g.authTime.Unix()).Claim(ClaimAMR, g.amr).Claim(ClaimSession, g.session)
 		if len(g.roles) > 0 {

@@ -63,6 +63,9 @@ const (
 	// signal (no throttle on the account, no block of a right password
 	// from a new network).
 	IdentityNoRiskEngine Fault = "identity-no-risk-engine"
+	// IdentityNoTokenClass: user tokens state no token_class (verifiers
+	// infer the class from sub and client_id).
+	IdentityNoTokenClass Fault = "identity-no-token-class"
 )
 
 // Faults of the token layers, one layer at a time.
@@ -98,6 +101,7 @@ func (s Set) Identity() identity.Faults {
 		NoSymbolRequired:       s.On(IdentityNoSymbolRequired),
 		NoBreachCorpus:         s.On(IdentityNoBreachCorpus),
 		NoRiskEngine:           s.On(IdentityNoRiskEngine),
+		NoTokenClass:           s.On(IdentityNoTokenClass),
 	}
 }
 
