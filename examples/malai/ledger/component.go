@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"sync"
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
+	"github.com/malai-sec/malai/auditlog/memstore"
 	"github.com/malai-sec/malai/auditlog/pgstore"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 	"github.com/malai-sec/malai/examples/malai/internal/queue"
@@ -121,40 +123,23 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		}
 	}()
 	log := env.Telemetry.Logger
-	st, err := OpenAuditStore(ctx, env.DataDir, env.Postgres)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: audit store: %w", err)
-	}
-	closers = append(closers, st.Close)
-	wdir := env.WitnessDir
-	if wdir == "" {
-		wdir = filepath.Join(env.DataDir, "witness")
-	}
-	wst, err := filestore.Open(wdir)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: witness store: %w", err)
-	}
-	closers = append(closers, wst.Close)
-	signers, err := env.Keys.Signers()
-	if err != nil {
-		return nil, err
-	}
-	verifiers, err := env.Keys.Verifiers()
-	if err != nil {
-		return nil, err
-	}
-	witness, err := auditlog.NewWitness(ctx, auditlog.WitnessConfig{Store: wst, Origin: AuditOrigin, Verifiers: verifiers})
-	if err != nil {
-		return nil, err
-	}
-	audit, err := auditlog.New(auditlog.Config{
-		Store: st, Origin: AuditOrigin, Signers: signers, Witness: witness, Ring: env.Ring,
-		OnError: func(err error) { log.Error("audit: background work failed", "error", err.Error()) },
+	var faults Faults
+	fs, _ := env.Faults.(interface {
+		IdempotencyStore(idempotency.Store) idempotency.Store
+		Ledger() Faults
 	})
+	if fs != nil {
+		faults = fs.Ledger()
+	}
+	ch, err := openChain(ctx, env, !faults.NoWitness)
+	if err != nil && faults.StartOnDamagedChain && damagedChain(err) {
+		log.Error("ledger: audit chain damaged; starting on an empty chain (fault)", "error", err.Error())
+		ch, err = emptyChain(env)
+	}
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, audit.Close)
+	closers = append(closers, ch.close)
 
 	var idem idempotency.Store
 	q := env.Queue
@@ -185,18 +170,26 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		return nil, err
 	}
 	closers = append(closers, serviceV.Close)
-	var faults Faults
-	if f, ok := env.Faults.(interface {
-		IdempotencyStore(idempotency.Store) idempotency.Store
-		Ledger() Faults
-	}); ok {
-		idem, faults = f.IdempotencyStore(idem), f.Ledger()
+	if fs != nil {
+		idem = fs.IdempotencyStore(idem)
 	}
-	s, err := New(ctx, Config{
-		Verifier: userV, Audit: audit, Idempotency: idem, Queue: q, JobKeys: env.Ring, Faults: faults,
+	cfg := Config{
+		Verifier: userV, Audit: ch.log, Idempotency: idem, Queue: q, JobKeys: env.Ring, Faults: faults,
 		PolicyFile: filepath.Join(env.DataDir, "ledger-policy.csv"), Logger: log,
 		Shared: env.Postgres.URL != "",
-	})
+	}
+	s, err := New(ctx, cfg)
+	if err != nil && faults.StartOnDamagedChain && damagedChain(err) {
+		// The replay found what opening the chain did not (a sealed
+		// payload modified in place).
+		log.Error("ledger: audit chain damaged; starting on an empty chain (fault)", "error", err.Error())
+		_ = ch.close()
+		if ch, err = emptyChain(env); err == nil {
+			closers = append(closers, ch.close)
+			cfg.Audit = ch.log
+			s, err = New(ctx, cfg)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -216,4 +209,101 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		env.Export(s)
 	}
 	return stop, nil
+}
+
+// chain is the ledger's audit log over its store and witness.
+type chain struct {
+	log       *auditlog.Log
+	closers   []func() error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// close closes the log, then the witness and the store; later calls
+// return the first call's error.
+func (c *chain) close() error {
+	c.closeOnce.Do(func() {
+		var errs []error
+		for i := len(c.closers) - 1; i >= 0; i-- {
+			errs = append(errs, c.closers[i]())
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// openChain opens the audit log over the ledger's store, with the witness
+// under the data directory. Without witnessed the witness's store is
+// opened (an offline verification reads it) but nothing is published to
+// it.
+func openChain(ctx context.Context, env *platform.Env, witnessed bool) (_ *chain, err error) {
+	c := &chain{}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	st, err := OpenAuditStore(ctx, env.DataDir, env.Postgres)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: audit store: %w", err)
+	}
+	c.closers = append(c.closers, st.Close)
+	wdir := env.WitnessDir
+	if wdir == "" {
+		wdir = filepath.Join(env.DataDir, "witness")
+	}
+	wst, err := filestore.Open(wdir)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: witness store: %w", err)
+	}
+	c.closers = append(c.closers, wst.Close)
+	var witness auditlog.Witness
+	if witnessed {
+		verifiers, err := env.Keys.Verifiers()
+		if err != nil {
+			return nil, err
+		}
+		if witness, err = auditlog.NewWitness(ctx, auditlog.WitnessConfig{Store: wst, Origin: AuditOrigin, Verifiers: verifiers}); err != nil {
+			return nil, err
+		}
+	}
+	return c, c.open(env, st, witness)
+}
+
+// emptyChain is an audit log over an empty store in memory, without a
+// witness: what the StartOnDamagedChain fault starts on.
+func emptyChain(env *platform.Env) (*chain, error) {
+	c := &chain{}
+	st := memstore.New()
+	c.closers = append(c.closers, st.Close)
+	if err := c.open(env, st, nil); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// open starts the log over st, signed with the key file's signers.
+func (c *chain) open(env *platform.Env, st auditlog.Store, witness auditlog.Witness) error {
+	signers, err := env.Keys.Signers()
+	if err != nil {
+		return err
+	}
+	log := env.Telemetry.Logger
+	c.log, err = auditlog.New(auditlog.Config{
+		Store: st, Origin: AuditOrigin, Signers: signers, Witness: witness, Ring: env.Ring,
+		OnError: func(err error) { log.Error("audit: background work failed", "error", err.Error()) },
+	})
+	if err != nil {
+		return err
+	}
+	c.closers = append(c.closers, c.log.Close)
+	return nil
+}
+
+// damagedChain reports whether err says the audit chain does not open or
+// verify (rather than that its store is unreachable).
+func damagedChain(err error) bool {
+	return errors.Is(err, filestore.ErrCorrupt) || errors.Is(err, auditlog.ErrTampered) ||
+		errors.Is(err, auditlog.ErrRollback) || errors.Is(err, auditlog.ErrFork)
 }

@@ -95,6 +95,12 @@ type Faults struct {
 	// lifetime, issuer, audience, class or scope check). The caller check
 	// and the policy stay, as do the other layers.
 	NoTokenCheck bool
+	// StartOnDamagedChain: when the audit chain does not open or verify
+	// at the start, the component starts on an empty chain in memory with
+	// no witness instead of refusing (see Start).
+	StartOnDamagedChain bool
+	// NoWitness: the component publishes its checkpoints to no witness.
+	NoWitness bool
 }
 
 func (f Faults) any() bool { return f != Faults{} }

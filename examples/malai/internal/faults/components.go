@@ -117,5 +117,7 @@ func (s Set) Ledger() ledger.Faults {
 		LaxBodies:              s.On(LedgerLaxBodies),
 		LiveDrift:              s.On(LedgerLiveDrift),
 		NoTokenCheck:           s.On(LedgerNoTokenCheck),
+		StartOnDamagedChain:    s.On(LedgerStartsOnDamagedChain),
+		NoWitness:              s.On(LedgerNoWitness),
 	}
 }
