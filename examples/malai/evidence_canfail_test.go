@@ -115,6 +115,13 @@ var proofs = []proof{
 	// Append-only audit.
 	{name: "the audit sample names who asked", faults: faults.Set{faults.LedgerUnredactedSample},
 		fail: []string{id(evidence.RowAudit, "a sanitised audit sample with inclusion proofs verifies against the signed checkpoint")}},
+	// The chain's own defences: the ledger refusing to start on a
+	// damaged chain, and the witness that holds its checkpoints out of
+	// the operator's reach.
+	{name: "the ledger starts on a damaged chain", faults: faults.Set{faults.LedgerStartsOnDamagedChain},
+		fail: []string{id(evidence.RowAudit, "a corrupted row in the middle of the chain is located, and the ledger refuses to start on it")}},
+	{name: "the ledger publishes to no witness", faults: faults.Set{faults.LedgerNoWitness},
+		fail: []string{id(evidence.RowAudit, "offline verification of the stopped system's whole chain against the witness's checkpoints, with replay")}},
 	// Encryption at rest.
 	{name: "a plaintext copy of the logs on disk", options: func(o *Options) {
 		f, err := os.Create(filepath.Join(o.DataDir, "plain.log"))
@@ -261,9 +268,6 @@ var unproven = func() map[string]string {
 		id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)"),
 		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),
 		id(evidence.RowInterService, "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)"))
-	set("needs an audit store that accepts a damaged chain (requested of ledid: the ledger opening a chain it cannot verify)",
-		id(evidence.RowAudit, "offline verification of the stopped system's whole chain against the witness's checkpoints, with replay"),
-		id(evidence.RowAudit, "a corrupted row in the middle of the chain is located, and the ledger refuses to start on it"))
 	set("needs a key file that rotates without re-encrypting (platform)",
 		id(evidence.RowEncryption, "data-key rotation is transparent: older rows re-encrypted, hashes and replay unchanged, writes go on"))
 	set("cannot fail alone: without SELECT the ledger cannot replay, and only the owner may DROP (which brings every other privilege)",

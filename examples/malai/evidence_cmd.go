@@ -567,11 +567,11 @@ func (l *localSystem) VerifyOffline(ctx context.Context) (evidence.OfflineReport
 		return evidence.OfflineReport{}, err
 	}
 	defer st.Close()
-	rep, bal, err := verifyData(ctx, l.data, st)
+	rep, err := verifyWith(ctx, l.data, "", st)
 	if err != nil {
 		return evidence.OfflineReport{}, err
 	}
-	out := evidence.OfflineReport{Rows: uint64(rep.Rows), Anchored: rep.Anchored, Balances: bal}
+	out := evidence.OfflineReport{Rows: uint64(rep.Rows), Anchored: rep.Anchored, Witnessed: rep.Witnessed, Balances: rep.Balances}
 	for _, f := range rep.Findings {
 		out.Findings = append(out.Findings, fmt.Sprint(f))
 	}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
@@ -48,11 +50,11 @@ when the chain does not verify.`)
 		return fmt.Errorf("open audit store (is the system still running?): %w", err)
 	}
 	defer st.Close()
-	rep, balances, err := verifyWith(ctx, *dataDir, *witness, st)
+	rep, err := verifyWith(ctx, *dataDir, *witness, st)
 	if err != nil {
 		return err
 	}
-	out, _ := json.MarshalIndent(map[string]any{"rows": rep.Rows, "anchored": rep.Anchored, "findings": rep.Findings, "balances": balances}, "", "  ")
+	out, _ := json.MarshalIndent(map[string]any{"rows": rep.Rows, "anchored": rep.Anchored, "witnessed": rep.Witnessed, "findings": rep.Findings, "balances": rep.Balances}, "", "  ")
 	fmt.Println(string(out))
 	if !rep.OK() {
 		return errors.New("the audit chain does not verify")
@@ -73,42 +75,60 @@ func openAuditStoreReadOnly(ctx context.Context, dataDir string, pg platform.Pos
 // verifyData verifies the chain in st with the keys and the witness under
 // dataDir.
 func verifyData(ctx context.Context, dataDir string, st auditlog.Store) (auditlog.Report, map[string]int64, error) {
-	return verifyWith(ctx, dataDir, "", st)
+	rep, err := verifyWith(ctx, dataDir, "", st)
+	return rep.Report, rep.Balances, err
+}
+
+// offlineReport is an offline verification's outcome.
+type offlineReport struct {
+	auditlog.Report
+	// Balances are the accounts replayed from the chain.
+	Balances map[string]int64
+	// Witnessed is the largest size covered by a checkpoint of the
+	// witness's that the log's keys sign (0: the witness holds none).
+	// Report's findings say whether the rows match it.
+	Witnessed uint64
 }
 
 // verifyWith is verifyData with the witness in witnessDir (default
 // <dataDir>/witness).
-func verifyWith(ctx context.Context, dataDir, witnessDir string, st auditlog.Store) (auditlog.Report, map[string]int64, error) {
+func verifyWith(ctx context.Context, dataDir, witnessDir string, st auditlog.Store) (offlineReport, error) {
 	origin := auditOrigin
 	keys, err := platform.LoadKeys(dataDir)
 	if err != nil {
-		return auditlog.Report{}, nil, err
+		return offlineReport{}, err
 	}
 	ring, err := keys.Ring()
 	if err != nil {
-		return auditlog.Report{}, nil, err
+		return offlineReport{}, err
 	}
 	verifiers, err := keys.Verifiers()
 	if err != nil {
-		return auditlog.Report{}, nil, err
+		return offlineReport{}, err
 	}
 	exp, err := auditlog.LoadExport(ctx, st, origin, ring)
 	if err != nil {
-		return auditlog.Report{}, nil, err
+		return offlineReport{}, err
 	}
 	if witnessDir == "" {
 		witnessDir = filepath.Join(dataDir, "witness")
 	}
 	wst, err := filestore.OpenReadOnly(witnessDir)
 	if err != nil {
-		return auditlog.Report{}, nil, err
+		return offlineReport{}, err
 	}
 	defer wst.Close()
 	var trusted [][]byte
 	if err := wst.Checkpoints(ctx, func(b []byte) error { trusted = append(trusted, append([]byte(nil), b...)); return nil }); err != nil {
-		return auditlog.Report{}, nil, err
+		return offlineReport{}, err
+	}
+	var witnessed uint64
+	for _, b := range trusted {
+		if c, _, err := auditlog.OpenCheckpoint(b, origin, note.VerifierList(verifiers...)); err == nil {
+			witnessed = max(witnessed, c.Size)
+		}
 	}
 	fold, balances := ledger.Fold()
 	rep := auditlog.Verify(ctx, exp, auditlog.VerifyConfig{Origin: origin, Verifiers: verifiers, Trusted: trusted, Ring: ring, Fold: fold})
-	return rep, balances(), nil
+	return offlineReport{Report: rep, Balances: balances(), Witnessed: witnessed}, nil
 }

@@ -184,7 +184,10 @@ type Local interface {
 
 // OfflineReport is the offline verifier's answer.
 type OfflineReport struct {
-	Rows, Anchored uint64
-	Findings       []string
-	Balances       map[string]int64
+	// Rows is the number of rows read; Anchored the largest size a valid
+	// checkpoint covers (the log's own or the witness's); Witnessed the
+	// largest size one of the witness's checkpoints covers.
+	Rows, Anchored, Witnessed uint64
+	Findings                  []string
+	Balances                  map[string]int64
 }
