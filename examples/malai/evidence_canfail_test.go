@@ -205,6 +205,9 @@ var proofs = []proof{
 		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): alg none → 401"),
 		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): signed by an attacker's key under the real kid → 401"),
 		id(evidence.RowTokens, "ledger directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
+	// Token class per route.
+	{name: "a service token's subject is not its client", faults: faults.Set{faults.IdentityServiceSubjectNotClient},
+		fail: []string{id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)")}},
 	// Database role separation (the roles weakened on purpose after the
 	// migration; each statement runs in a transaction the check rolls
 	// back). UPDATE on any column also permits SELECT … FOR UPDATE, so
@@ -265,7 +268,6 @@ var unproven = func() map[string]string {
 	set("no tokens without a real key and ring: proved through the forged and bad-claim checks, whose proofs switch one layer off",
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): no token → 401"))
 	set("needs identity and ledger switches for service tokens (token class per route)",
-		id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)"),
 		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),
 		id(evidence.RowInterService, "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)"))
 	set("needs a key file that rotates without re-encrypting (platform)",

@@ -270,6 +270,9 @@ type Faults struct {
 	NoSprayDetection bool
 	// NoAssertionReplayCheck: a client assertion may be used again.
 	NoAssertionReplayCheck bool
+	// ServiceSubjectNotClient: a client-credentials token's sub is not
+	// its client_id ("client:<client_id>"; class and client_id unchanged).
+	ServiceSubjectNotClient bool
 	// NoTokenCheck: identity's own bearer-token verification is off (the
 	// claims of any well-formed token are believed); other layers keep
 	// theirs.

@@ -180,7 +180,11 @@ func (s *Service) token(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			return TokenResponse{}, &tokenError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", desc: "try again"}
 		}
 	}
-	tok, err := s.mint(ctx, grant{class: ClassService, subject: clientID, clientID: clientID, scopes: granted})
+	subject := clientID
+	if s.cfg.Faults.ServiceSubjectNotClient {
+		subject = "client:" + clientID
+	}
+	tok, err := s.mint(ctx, grant{class: ClassService, subject: subject, clientID: clientID, scopes: granted})
 	if err != nil {
 		return TokenResponse{}, &tokenError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", desc: "try again"}
 	}

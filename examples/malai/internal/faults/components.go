@@ -76,6 +76,9 @@ const (
 	// LedgerNoTokenCheck: the ledger believes the claims of any
 	// well-formed bearer token on its own routes (other layers unchanged).
 	LedgerNoTokenCheck Fault = "ledger-no-token-check"
+	// IdentityServiceSubjectNotClient: a client-credentials token's sub
+	// is not its client_id.
+	IdentityServiceSubjectNotClient Fault = "identity-service-subject-not-client"
 )
 
 // Gateway is the gateway's share of the set.
@@ -92,16 +95,17 @@ func (s Set) Gateway() gateway.Faults {
 // Identity is identity's share of the set.
 func (s Set) Identity() identity.Faults {
 	return identity.Faults{
-		NoReauth:               s.On(IdentityNoReauth),
-		HardLockout:            s.On(IdentityHardLockout),
-		NoSprayDetection:       s.On(IdentityNoSprayDetection),
-		NoAssertionReplayCheck: s.On(IdentityNoAssertionReplayCheck),
-		NoTokenCheck:           s.On(IdentityNoTokenCheck),
-		ShortPasswords:         s.On(IdentityShortPasswords),
-		NoSymbolRequired:       s.On(IdentityNoSymbolRequired),
-		NoBreachCorpus:         s.On(IdentityNoBreachCorpus),
-		NoRiskEngine:           s.On(IdentityNoRiskEngine),
-		NoTokenClass:           s.On(IdentityNoTokenClass),
+		NoReauth:                s.On(IdentityNoReauth),
+		HardLockout:             s.On(IdentityHardLockout),
+		NoSprayDetection:        s.On(IdentityNoSprayDetection),
+		NoAssertionReplayCheck:  s.On(IdentityNoAssertionReplayCheck),
+		ServiceSubjectNotClient: s.On(IdentityServiceSubjectNotClient),
+		NoTokenCheck:            s.On(IdentityNoTokenCheck),
+		ShortPasswords:          s.On(IdentityShortPasswords),
+		NoSymbolRequired:        s.On(IdentityNoSymbolRequired),
+		NoBreachCorpus:          s.On(IdentityNoBreachCorpus),
+		NoRiskEngine:            s.On(IdentityNoRiskEngine),
+		NoTokenClass:            s.On(IdentityNoTokenClass),
 	}
 }
 
