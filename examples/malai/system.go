@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -520,8 +521,44 @@ func credentials(env *platform.Env) func(context.Context, ...string) (oauth2.Tok
 		if err != nil {
 			return nil, err
 		}
-		return clientauth.New(ctx, clientauth.Config{IdentityURL: idURL, Scopes: scopes,
-			HTTPClient: &http.Client{Transport: correlation.Transport(env.Transport(), env.Telemetry.Tracer), Timeout: 5 * time.Second}})
+		cfg := clientauth.Config{IdentityURL: idURL, Scopes: scopes,
+			HTTPClient: &http.Client{Transport: correlation.Transport(env.Transport(), env.Telemetry.Tracer), Timeout: 5 * time.Second}}
+		var src *clientauth.Source
+		err = waitForPeer(ctx, peerWait, env.Telemetry.Logger, "identity", func() error {
+			src, err = clientauth.New(ctx, cfg)
+			return err
+		})
+		return src, err
+	}
+}
+
+// peerWait is how long a component waits at start for a peer it cannot
+// start without (the worker's service credentials from identity): in a
+// split deployment the components may start in any order.
+const peerWait = time.Minute
+
+// waitForPeer calls try until it succeeds, with a doubling pause from
+// 250 ms to 5 s, for at most wait. A refusal (clientauth.ErrRefused: the
+// peer answered and said no) is a configuration error and ends the wait
+// at once; so does ctx.
+func waitForPeer(ctx context.Context, wait time.Duration, log *slog.Logger, peer string, try func() error) error {
+	deadline := time.Now().Add(wait)
+	pause := 250 * time.Millisecond
+	for {
+		err := try()
+		if err == nil || errors.Is(err, clientauth.ErrRefused) || ctx.Err() != nil {
+			return err
+		}
+		if time.Now().Add(pause).After(deadline) {
+			return fmt.Errorf("%s not reachable within %s: %w", peer, wait, err)
+		}
+		log.WarnContext(ctx, "waiting for a peer", "peer", peer, "retry_in", pause.String(), "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
 	}
 }
 
