@@ -123,6 +123,8 @@ var proofs = []proof{
 	{name: "the ledger publishes to no witness", faults: faults.Set{faults.LedgerNoWitness},
 		fail: []string{id(evidence.RowAudit, "offline verification of the stopped system's whole chain against the witness's checkpoints, with replay")}},
 	// Encryption at rest.
+	{name: "a data-key rotation re-encrypts nothing", faults: faults.Set{faults.DataKeyNoReencrypt},
+		fail: []string{id(evidence.RowEncryption, "data-key rotation is transparent: older rows re-encrypted, hashes and replay unchanged, writes go on")}},
 	{name: "a plaintext copy of the logs on disk", options: func(o *Options) {
 		f, err := os.Create(filepath.Join(o.DataDir, "plain.log"))
 		if err != nil {
@@ -270,8 +272,6 @@ var unproven = func() map[string]string {
 	set("needs identity and ledger switches for service tokens (token class per route)",
 		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),
 		id(evidence.RowInterService, "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)"))
-	set("needs a key file that rotates without re-encrypting (platform)",
-		id(evidence.RowEncryption, "data-key rotation is transparent: older rows re-encrypted, hashes and replay unchanged, writes go on"))
 	set("cannot fail alone: without SELECT the ledger cannot replay, and only the owner may DROP (which brings every other privilege)",
 		id(evidence.RowRoles, "the application role may SELECT the audit log"),
 		id(evidence.RowRoles, "the server refuses the application role's DDL (DROP TABLE)"))

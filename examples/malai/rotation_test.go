@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
 	"github.com/malai-sec/malai/examples/malai/identity"
+	"github.com/malai-sec/malai/examples/malai/internal/faults"
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 )
 
@@ -205,4 +207,40 @@ func headerKid(t *testing.T, tok string) string {
 		t.Fatalf("token header %q", h)
 	}
 	return v.Kid
+}
+
+// TestRotateDataKeyReencrypts: System.RotateDataKey re-seals the rows
+// written under the older key, and under faults.DataKeyNoReencrypt (the
+// evidence proof's switch) it leaves them as they were.
+func TestRotateDataKeyReencrypts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole system")
+	}
+	for _, fs := range []faults.Set{nil, {faults.DataKeyNoReencrypt}} {
+		t.Run(fmt.Sprint(fs), func(t *testing.T) {
+			ctx := context.Background()
+			sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Faults: fs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sys.Close()
+			if _, err := sys.Audit.Append(ctx, auditlog.Event{Type: "test.row", Actor: "test", Payload: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+			old := sys.Ring.Current()
+			n, err := sys.RotateDataKey(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sys.Ring.Current() == old {
+				t.Fatal("the data key did not rotate")
+			}
+			switch off := fs.On(faults.DataKeyNoReencrypt); {
+			case off && n != 0:
+				t.Fatalf("%d rows re-encrypted under the switch", n)
+			case !off && n == 0:
+				t.Fatal("no row re-encrypted")
+			}
+		})
+	}
 }

@@ -1,7 +1,7 @@
 package faults
 
-// Faults of the audit chain: what the ledger's system of record stops
-// guarding.
+// Faults of the audit chain and its keys: what the ledger's system of
+// record stops guarding.
 const (
 	// LedgerStartsOnDamagedChain: a ledger whose audit chain does not
 	// open or verify (a corrupt frame, a row that was modified, a witness
@@ -11,4 +11,8 @@ const (
 	// LedgerNoWitness: the ledger publishes its checkpoints to no witness
 	// (it still signs and stores them beside the rows).
 	LedgerNoWitness Fault = "ledger-no-witness"
+	// DataKeyNoReencrypt: System.RotateDataKey rotates the data key and
+	// re-encrypts none of the older audit rows (they stay sealed under the
+	// keys they were written with).
+	DataKeyNoReencrypt Fault = "data-key-no-reencrypt"
 )
