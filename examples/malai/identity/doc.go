@@ -59,7 +59,10 @@
 // expired (token lifetime + leeway + one JWKS cache period). The JWKS and
 // the RFC 8414 metadata ([MetadataPath]) are served "public,
 // max-age=300". [Service.RotateKey] rotates at once; an emergency rotation
-// replaces every key.
+// replaces every key. [Service.RotateKeyOnce] answers a numbered rotation
+// request once however many replicas answer it, recording it with the
+// keys: the reference system's component answers each "malai rotate-keys"
+// this way, as its key-file watch reads the request or at its next start.
 //
 // # Passwords
 //

@@ -722,6 +722,27 @@ func (s *Service) RotateKey(ctx context.Context, emergency bool) error {
 	return nil
 }
 
+// RotateKeyOnce answers a numbered rotation request, such as the key
+// file's count of "malai rotate-keys" runs: the first call (from any
+// replica sharing the store) with a request above the last one answered
+// rotates as RotateKey(ctx, false) does, and records the request with the
+// keys, so every later call with it, here or after a restart, does
+// nothing. Tokens signed before keep verifying until they expire: the
+// previous key stays in the JWKS. It reports whether this call rotated.
+func (s *Service) RotateKeyOnce(ctx context.Context, request uint64) (bool, error) {
+	if s.isClosed() {
+		return false, ErrClosed
+	}
+	rotated, err := s.keys.RotateOnce(ctx, request)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if rotated {
+		s.auditEvent(ctx, AuditKeysRotated, map[string]any{"emergency": false, "request": request, "published": s.keys.Published()})
+	}
+	return rotated, nil
+}
+
 // JWKS returns the published JSON Web Key Set document, the same bytes
 // GET /.well-known/jwks.json serves.
 func (s *Service) JWKS() []byte { return slices.Clone(s.keys.JWKS()) }

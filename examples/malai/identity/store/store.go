@@ -183,6 +183,10 @@ type SigningKey struct {
 // KeySet is the whole signing-key state, replaced as one record.
 type KeySet struct {
 	Keys []SigningKey `json:"keys"`
+	// Request is the newest numbered rotation request the set has
+	// answered (an operator's on-demand rotation; see
+	// signkeys.Keys.RotateOnce); zero for none.
+	Request uint64 `json:"request,omitempty"`
 	// Version is set by the store; SaveSigningKeys succeeds only when it
 	// equals the stored version (0 when none is stored).
 	Version int64 `json:"version"`

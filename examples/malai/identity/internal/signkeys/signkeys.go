@@ -20,6 +20,11 @@
 //
 // An emergency rotation replaces every key at once: tokens signed before
 // it stop verifying as soon as verifiers refresh their JWKS.
+//
+// An operator's on-demand rotation reaches every replica as a numbered
+// request ([Keys.RotateOnce]): the set records the newest request it
+// answered, so the replicas that see it, and an identity that starts
+// after it, rotate once between them.
 package signkeys
 
 import (
@@ -134,7 +139,7 @@ func (k *Keys) Rotate(ctx context.Context, emergency bool) error {
 		}
 		var next store.KeySet
 		if emergency {
-			next = store.KeySet{Version: ks.Version}
+			next = store.KeySet{Version: ks.Version, Request: ks.Request}
 			next, _, err = k.plan(next, false)
 		} else {
 			next, _, err = k.plan(ks, true)
@@ -153,12 +158,44 @@ func (k *Keys) Rotate(ctx context.Context, emergency bool) error {
 	}
 }
 
+// RotateOnce answers a numbered rotation request (an operator's
+// on-demand rotation, numbered by whoever counts them): the first call
+// with a request above the one the stored set last answered rotates as
+// Rotate(ctx, false) does and records the request in the same
+// compare-and-set, so however many replicas answer it, and however often,
+// one rotation happens. A request already answered only reloads the set.
+// It reports whether this call rotated.
+func (k *Keys) RotateOnce(ctx context.Context, request uint64) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		ks, err := k.cfg.Store.SigningKeys(ctx)
+		if err != nil {
+			return false, fmt.Errorf("signkeys: load: %w", err)
+		}
+		if request <= ks.Request && len(ks.Keys) > 0 {
+			return false, k.install(ks)
+		}
+		next, _, err := k.plan(ks, len(ks.Keys) > 0)
+		if err != nil {
+			return false, err
+		}
+		next.Request = request
+		saved, err := k.cfg.Store.SaveSigningKeys(ctx, next)
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue // another replica answered (or rotated) first: look again
+		}
+		if err != nil {
+			return false, fmt.Errorf("signkeys: save: %w", err)
+		}
+		return len(ks.Keys) > 0, k.install(saved)
+	}
+}
+
 // plan returns the set as it should be now: a current and a next key,
 // retired keys still within their publication, and a rotation when due
 // (or forced).
 func (k *Keys) plan(ks store.KeySet, force bool) (store.KeySet, bool, error) {
 	now := k.cfg.Now()
-	out := store.KeySet{Version: ks.Version}
+	out := store.KeySet{Version: ks.Version, Request: ks.Request}
 	var current, next *store.SigningKey
 	changed := false
 	for i := range ks.Keys {

@@ -212,3 +212,71 @@ func TestPrivateKeysSealed(t *testing.T) {
 		t.Fatal("another key ring opened the signing key")
 	}
 }
+
+// TestRotateOnceAnswersEachRequestOnce: a numbered rotation request
+// rotates once however many replicas answer it and however often (also
+// concurrently and after a restart); the previous key stays published;
+// a scheduled or emergency rotation keeps the answered request.
+func TestRotateOnceAnswersEachRequestOnce(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	a, b := f.keys(t), f.keys(t)
+	first := signerID(t, a)
+	if rotated, err := a.RotateOnce(ctx, 0); err != nil || rotated {
+		t.Fatalf("request 0 (none made) = %v, %v; want no rotation", rotated, err)
+	}
+	var wg sync.WaitGroup
+	results := make([]bool, 6)
+	for i := range results {
+		k := a
+		if i%2 == 1 {
+			k = b
+		}
+		wg.Go(func() {
+			r, err := k.RotateOnce(ctx, 1)
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = r
+		})
+	}
+	wg.Wait()
+	if n := len(slices.DeleteFunc(slices.Clone(results), func(r bool) bool { return !r })); n != 1 {
+		t.Fatalf("%d answers to one request rotated, want 1: %v", n, results)
+	}
+	second := signerID(t, a)
+	if second == first || signerID(t, b) != second {
+		t.Fatalf("after request 1: a signs %s, b %s, first was %s", second, signerID(t, b), first)
+	}
+	if !slices.Contains(published(t, a), first) {
+		t.Fatal("the key rotated out on request left the JWKS at once")
+	}
+	ks, _ := f.st.SigningKeys(ctx)
+	if len(ks.Keys) != 3 || ks.Request != 1 {
+		t.Fatalf("after one request: %d keys, request %d; want 3 keys, request 1", len(ks.Keys), ks.Request)
+	}
+	// A restart does not answer the same request again.
+	f.reopen(t)
+	c := f.keys(t)
+	if rotated, err := c.RotateOnce(ctx, 1); err != nil || rotated || signerID(t, c) != second {
+		t.Fatalf("request 1 after a restart = %v, %v (signer %s); want nothing", rotated, err, signerID(t, c))
+	}
+	// The schedule and an emergency keep the answered request.
+	f.clock.Advance(25 * time.Hour)
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rotate(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if ks, _ := f.st.SigningKeys(ctx); ks.Request != 1 {
+		t.Fatalf("a scheduled and an emergency rotation reset the answered request to %d", ks.Request)
+	}
+	before := signerID(t, c)
+	if rotated, err := c.RotateOnce(ctx, 1); err != nil || rotated {
+		t.Fatalf("request 1 after other rotations = %v, %v", rotated, err)
+	}
+	if rotated, err := c.RotateOnce(ctx, 2); err != nil || !rotated || signerID(t, c) == before {
+		t.Fatalf("request 2 = %v, %v; want a rotation", rotated, err)
+	}
+}

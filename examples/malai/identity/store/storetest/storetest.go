@@ -456,6 +456,7 @@ func testSigningKeys(t *testing.T, open Open) {
 		t.Fatalf("empty store: %+v", ks)
 	}
 	ks.Keys = []store.SigningKey{{ID: "k1", Private: []byte("sealed"), Public: []byte(`{"kty":"EC"}`), Created: t0, Activated: t0}}
+	ks.Request = 7
 	saved, err := s.SaveSigningKeys(ctx(), ks)
 	must(t, err)
 	if saved.Version == 0 {
@@ -479,7 +480,7 @@ func testSigningKeys(t *testing.T, open Open) {
 		t.Fatalf("%d concurrent rotations from one version succeeded: %v", ok, errs)
 	}
 	back, _ := s.SigningKeys(ctx())
-	if len(back.Keys) != 2 || back.Keys[0].ID != "k1" || !slices.Equal(back.Keys[0].Private, []byte("sealed")) || !back.Keys[0].Activated.Equal(t0) {
+	if len(back.Keys) != 2 || back.Keys[0].ID != "k1" || !slices.Equal(back.Keys[0].Private, []byte("sealed")) || !back.Keys[0].Activated.Equal(t0) || back.Request != 7 {
 		t.Fatalf("read back %+v", back)
 	}
 }
