@@ -42,14 +42,27 @@ func (s *System) watchKeys(o Options, names []string) {
 
 // rotateKeysCmd rotates the key file under -data now: a new data key that
 // every running process using that directory learns within one reload
-// interval and starts sealing with after platform.ActivationDelay, and a
-// new checkpoint signing key that components sign with from their next
-// start (alongside the previous one). Old keys stay: old records open and
-// old checkpoints verify. With the audit chain in PostgreSQL, follow with
-// "malai audit-rekey" to re-encrypt old rows under the new key.
+// interval and starts sealing with after platform.ActivationDelay, a new
+// checkpoint signing key that the running audit logs sign their next
+// checkpoint with once they have re-read the file (alongside the previous
+// one), and a token-key rotation request that identity answers once,
+// running or at its next start, by rotating its token-signing key. Old
+// keys stay: old records open, old checkpoints verify and tokens signed
+// before keep working until they expire. With the audit chain in
+// PostgreSQL, follow with "malai audit-rekey" to re-encrypt old rows under
+// the new key.
 func rotateKeysCmd(args []string) error {
 	fs := flag.NewFlagSet("rotate-keys", flag.ExitOnError)
-	usage(fs, "rotate-keys [-data DIR] [-activate-in D]", "Adds a new data key and a new audit checkpoint signing key to the key file.\nRunning processes on that data directory pick the data key up within\n"+platform.DefaultKeyReload.String()+" and seal with it "+platform.ActivationDelay.String()+" after the rotation; old keys\nkeep opening and verifying what they sealed and signed.")
+	usage(fs, "rotate-keys [-data DIR] [-activate-in D]", "Rotates the keys in the key file while the system runs, or before it starts:\n"+
+		"  - a new data key (log streams, audit payloads, identity secrets): running\n"+
+		"    processes on that data directory read it within "+platform.DefaultKeyReload.String()+" and seal with it\n"+
+		"    -activate-in after the rotation;\n"+
+		"  - a new audit checkpoint signing key: each running audit log signs its next\n"+
+		"    checkpoint with it, beside the previous one, once its process has read it;\n"+
+		"  - identity's token-signing key: identity rotates once (its running replicas\n"+
+		"    between them, or at its next start); a new sign-in's token has a new kid,\n"+
+		"    and the JWKS keeps the previous key until every token it signed expired.\n"+
+		"Old keys stay: old records open, old checkpoints verify, old tokens work.")
 	dataDir := fs.String("data", "malai-data", "data directory holding the key file")
 	activateIn := fs.Duration("activate-in", platform.ActivationDelay, "when the new data key starts sealing: at least three key-file reload intervals of the running processes, so that all of them hold it first")
 	fs.Parse(args)
@@ -70,7 +83,8 @@ func rotateKeysCmd(args []string) error {
 	if _, err := platform.RotateKeyFile(context.Background(), *dataDir, w, now, *activateIn, 0); err != nil {
 		return err
 	}
-	fmt.Printf("keys rotated: the new data key seals from %s; the new signing key signs from each component's next start\n", now.Add(*activateIn).UTC().Format(time.RFC3339Nano))
+	fmt.Printf("keys rotated: the new data key seals from %s; the new checkpoint signing key and identity's new token-signing key take over within %s in running components, or at their next start\n",
+		now.Add(*activateIn).UTC().Format(time.RFC3339Nano), platform.DefaultKeyReload)
 	return nil
 }
 
@@ -80,5 +94,5 @@ func rotationFlags(fs *flag.FlagSet, o *Options, name string) {
 	if name == "all" {
 		def = 30 * 24 * time.Hour
 	}
-	fs.DurationVar(&o.RotateKeysEvery, "rotate-keys-every", def, "rotate the data and checkpoint signing keys on this schedule while running (0: only with \"malai rotate-keys\"); processes sharing -data rotate once between them. Split processes on several machines: rotate where the key file is shared")
+	fs.DurationVar(&o.RotateKeysEvery, "rotate-keys-every", def, "rotate the data and checkpoint signing keys on this schedule while running (0: only with \"malai rotate-keys\"); processes sharing -data rotate once between them. Identity's token-signing key keeps its own schedule (24h). Split processes on several machines: rotate where the key file is shared")
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
 	"github.com/malai-sec/malai/examples/malai/identity"
@@ -21,21 +23,25 @@ import (
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 )
 
-// TestKeyRotationWhileRunning: the data keys rotate on a schedule while
-// the system serves, identity's token-signing key and the key file's
-// signing key rotate on demand (Service.RotateKey, "malai rotate-keys"),
-// and none of it shows: a token signed before the rotations still works
-// through the gateway, accounts opened under every data key read back,
-// every encrypted log stream decrypts, and the audit chain verifies and
-// replays offline and again after a restart that signs with the rotated
-// checkpoint key.
+// TestKeyRotationWhileRunning: the data and checkpoint keys rotate on a
+// schedule while the system serves, and "malai rotate-keys" rotates all
+// of them and identity's token-signing key on demand, in the running
+// system and again while it is stopped. None of it shows: a token signed
+// before the rotations still works through the gateway while a new
+// sign-in's token has a new kid and the JWKS lists both; the next
+// checkpoints of the running ledger and identity (and the ledger's
+// witness) are signed by the new checkpoint key; accounts opened under
+// every data key read back, every encrypted log stream decrypts, and the
+// audit chain verifies and replays offline, also after the restart.
 func TestKeyRotationWhileRunning(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole system")
 	}
 	ctx := context.Background()
 	data := t.TempDir()
-	o := Options{Addr: "127.0.0.1:0", DataDir: data, PerIP: 100_000, RotateKeysEvery: 300 * time.Millisecond, KeyReload: 30 * time.Millisecond}
+	// (A fixed issuer: a token outlives the restart's new gateway port.)
+	const issuer = "https://rotation.malai.test"
+	o := Options{Addr: "127.0.0.1:0", DataDir: data, PerIP: 100_000, RotateKeysEvery: 300 * time.Millisecond, KeyReload: 30 * time.Millisecond, Issuer: issuer}
 	sys, err := Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -91,11 +97,9 @@ func TestKeyRotationWhileRunning(t *testing.T) {
 	if len(seen) < 3 {
 		t.Fatalf("the data key sealed with %d keys in 20 s; want two scheduled rotations", len(seen))
 	}
-	// On demand: the token-signing key and the key file (new data and
-	// checkpoint keys) now.
-	if err := sys.Identity.RotateKey(ctx, false); err != nil {
-		t.Fatal(err)
-	}
+	// On demand: "malai rotate-keys" (new data, checkpoint and token keys)
+	// while the system runs.
+	jwksBefore := sys.Identity.JWKS()
 	if err := rotateKeysCmd([]string{"-data", data, "-activate-in", "100ms"}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +110,8 @@ func TestKeyRotationWhileRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	onDemand := len(keys.DataKeyIDs()) - 1
+	fileVerifiers, _ := keys.Verifiers()
+	onDemandSigner := len(fileVerifiers) - 1
 	deadline = time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		keys, err := platform.LoadKeys(data)
@@ -120,33 +126,133 @@ func TestKeyRotationWhileRunning(t *testing.T) {
 	if keys, _ := platform.LoadKeys(data); slices.Index(keys.DataKeyIDs(), sys.Ring.Current()) < onDemand {
 		t.Fatal("the running system never sealed with the key rotate-keys added")
 	}
+	// Identity answers the command's token-key request by itself.
+	deadline = time.Now().Add(20 * time.Second)
+	for bytes.Equal(sys.Identity.JWKS(), jwksBefore) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The running ledger holds the command's checkpoint key before the
+	// next append.
+	deadline = time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if vs, _ := sys.Keys.Verifiers(); len(vs) > onDemandSigner {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if code, b := call("POST", "/v1/accounts", before, `{"id":"rot-2"}`); code != 201 {
 		t.Fatalf("the token signed before the rotations, after them: %d %s", code, b)
 	}
+	cp, err := sys.Audit.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSignedSince(t, data, "the ledger's next checkpoint", cp.Note, sys.Origin, onDemandSigner)
 	after := signIn()
 	if headerKid(t, after) == headerKid(t, before) {
-		t.Fatal("identity signs with the same key after RotateKey")
+		t.Fatal("a new sign-in's token has the old kid after rotate-keys: identity did not rotate its token-signing key")
 	}
+	checkJWKS(t, call, headerKid(t, before), headerKid(t, after))
 	code, b := call("GET", "/v1/accounts", after, "")
 	if code != 200 || !bytes.Contains(b, []byte("rot-1")) || !bytes.Contains(b, []byte("rot-2")) {
 		t.Fatalf("accounts opened under different data keys: %d %s", code, b)
+	}
+	if code, b := call("GET", "/v1/accounts", before, ""); code != 200 {
+		t.Fatalf("the token signed before rotate-keys, after it: %d %s", code, b)
 	}
 
 	// (An idle keep-alive connection holds up the gateway's shutdown.)
 	c.CloseIdleConnections()
 	sys.Close()
 	checkStopped(t, data, 2, "rot-1", "rot-2")
-	// A restart signs checkpoints with the rotated key beside the old one.
-	sys, err = Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: data, PerIP: 100_000})
+	// The witness took the checkpoints the rotated keys signed, and
+	// identity's chain was checkpointed with them too.
+	checkSignedSince(t, data, "the witness's newest checkpoint", newestCheckpoint(t, data, "witness"), auditOrigin, onDemandSigner)
+	checkSignedSince(t, data, "identity's newest checkpoint", newestCheckpoint(t, data, "identity-audit"), identity.AuditOrigin, onDemandSigner)
+
+	// rotate-keys while the system is stopped: the restart signs
+	// checkpoints with the new key and identity rotates as it starts.
+	if err := rotateKeysCmd([]string{"-data", data, "-activate-in", "0s"}); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ = platform.LoadKeys(data)
+	fileVerifiers, _ = keys.Verifiers()
+	stoppedSigner := len(fileVerifiers) - 1
+	sys, err = Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: data, PerIP: 100_000, Issuer: issuer})
 	if err != nil {
 		t.Fatalf("restart after the rotations: %v", err)
 	}
-	if code, b := call("POST", "/v1/accounts", signIn(), `{"id":"rot-3"}`); code != 201 {
-		t.Fatalf("open after the restart: %d %s", code, b)
+	restarted := signIn()
+	if headerKid(t, restarted) == headerKid(t, after) {
+		t.Fatal("after rotate-keys while stopped, the restarted identity signs with the same key")
 	}
+	checkJWKS(t, call, headerKid(t, after), headerKid(t, restarted))
+	if code, b := call("POST", "/v1/accounts", after, `{"id":"rot-3"}`); code != 201 {
+		t.Fatalf("a token signed before the restart's rotation, after it: %d %s", code, b)
+	}
+	cp, err = sys.Audit.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSignedSince(t, data, "the restarted ledger's checkpoint", cp.Note, sys.Origin, stoppedSigner)
 	c.CloseIdleConnections()
 	sys.Close()
 	checkStopped(t, data, 2, "rot-1", "rot-2", "rot-3")
+}
+
+// checkSignedSince fails unless signed (a checkpoint of origin) carries a
+// valid signature by the key file's checkpoint key number from or a later
+// one.
+func checkSignedSince(t *testing.T, data, what string, signed []byte, origin string, from int) {
+	t.Helper()
+	keys, err := platform.LoadKeys(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, _ := keys.Verifiers()
+	if _, names, err := auditlog.OpenCheckpoint(signed, origin, note.VerifierList(vs[from:]...)); err != nil {
+		t.Fatalf("%s is not signed by the rotated checkpoint key (%d of %d keys): %v %v", what, from+1, len(vs), names, err)
+	}
+}
+
+// newestCheckpoint returns the newest checkpoint of the file store in
+// data/dir.
+func newestCheckpoint(t *testing.T, data, dir string) []byte {
+	t.Helper()
+	st, err := filestore.OpenReadOnly(filepath.Join(data, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var last []byte
+	if err := st.Checkpoints(context.Background(), func(b []byte) error { last = bytes.Clone(b); return nil }); err != nil || last == nil {
+		t.Fatalf("%s holds no checkpoint: %v", dir, err)
+	}
+	return last
+}
+
+// checkJWKS fails unless the JWKS served through the gateway lists every
+// kid.
+func checkJWKS(t *testing.T, call func(method, path, tok, body string) (int, []byte), kids ...string) {
+	t.Helper()
+	code, b := call("GET", identity.JWKSPath, "", "")
+	var doc struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(b, &doc); code != 200 || err != nil {
+		t.Fatalf("JWKS: %d %s", code, b)
+	}
+	var published []string
+	for _, k := range doc.Keys {
+		published = append(published, k.Kid)
+	}
+	for _, kid := range kids {
+		if !slices.Contains(published, kid) {
+			t.Fatalf("the JWKS does not list %s: %v", kid, published)
+		}
+	}
 }
 
 // checkStopped verifies a stopped system's data directory offline: the

@@ -147,8 +147,10 @@ type Options struct {
 	AllowedHosts []string
 	// RotateKeysEvery rotates the data and checkpoint signing keys on this
 	// schedule while the system runs; 0: only on demand ("malai
-	// rotate-keys"). KeyReload is how often the key file is re-read
-	// (default platform.DefaultKeyReload).
+	// rotate-keys", which also rotates identity's token-signing key).
+	// KeyReload is how often the key file is re-read (default
+	// platform.DefaultKeyReload): a rotation reaches the running
+	// components within it.
 	RotateKeysEvery, KeyReload time.Duration
 	// KeyWrapper wraps the data and signing keys in the key file: a KMS.
 	// Default: platform.LocalKEK under DataDir.

@@ -3,9 +3,11 @@ package identity
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -112,7 +114,11 @@ func (s *Service) open(h http.Handler) http.Handler {
 // Start runs the identity component on its internal listener: accounts,
 // sessions and keys in bbolt under the data directory, its security
 // events in an audit chain of its own, and the components' clients
-// (worker, evidence) registered by key over their certificates.
+// (worker, evidence) registered by key over their certificates. It
+// answers the key file's token-key rotation requests ("malai
+// rotate-keys") by rotating its token-signing key once per request: a
+// request made while identity was down at start, later ones as the
+// process's key-file watch reads them.
 func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 	var closers []func() error
 	stop := func() error {
@@ -146,12 +152,10 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		return nil, err
 	}
 	closers = append(closers, st.Close, ast.Close)
-	signers, err := env.Keys.Signers()
-	if err != nil {
-		return nil, err
-	}
+	// Checkpoints are signed with the key file's newest signing keys as
+	// it stands at each one: a rotation reaches a running identity.
 	audit, err := auditlog.New(auditlog.Config{
-		Store: ast, Origin: AuditOrigin, Signers: signers, Ring: env.Ring,
+		Store: ast, Origin: AuditOrigin, GetSigners: env.Keys.Signers, Ring: env.Ring,
 		OnError: func(err error) { log.Error("identity audit: background work failed", "error", err.Error()) },
 	})
 	if err != nil {
@@ -182,6 +186,7 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		return nil, err
 	}
 	closers = append(closers, s.Close)
+	closers = append(closers, followKeyRotations(s, env.Keys, log))
 	stopServe, err := platform.Serve(env, Table(s), platform.ServeOptions{
 		// Identity verifies its own bearer tokens (re-authentication needs
 		// more than a valid token).
@@ -196,4 +201,54 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		env.Export(st)
 	}
 	return stop, nil
+}
+
+// followKeyRotations answers the key file's token-key rotation requests
+// ([platform.KeyFile.TokenKeyRotation]) with [Service.RotateKeyOnce]: the
+// one standing now before it returns (a rotation asked while identity was
+// down), then each one a reload of the key file brings. Replicas sharing
+// the store rotate once per request between them. A failed answer is
+// logged and retried every minute. stop ends the loop.
+func followKeyRotations(s *Service, keys *platform.KeyFile, log *slog.Logger) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	answer := func(request uint64) bool {
+		if request == 0 {
+			return true
+		}
+		actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+		defer acancel()
+		rotated, err := s.RotateKeyOnce(actx, request)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("identity: token-signing key rotation request failed", "request", request, "error", err.Error())
+			}
+			return false
+		}
+		if rotated {
+			log.Info("identity: token-signing key rotated on request", "request", request, "published", len(s.keys.Published()))
+		}
+		return true
+	}
+	request, changed := keys.TokenKeyRotation()
+	answered := answer(request)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		retry := time.NewTicker(time.Minute)
+		defer retry.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				request, changed = keys.TokenKeyRotation()
+				answered = answer(request)
+			case <-retry.C:
+				if !answered {
+					answered = answer(request)
+				}
+			}
+		}
+	}()
+	return func() error { cancel(); <-done; return nil }
 }

@@ -259,11 +259,9 @@ func openChain(ctx context.Context, env *platform.Env, witnessed bool) (_ *chain
 	c.closers = append(c.closers, wst.Close)
 	var witness auditlog.Witness
 	if witnessed {
-		verifiers, err := env.Keys.Verifiers()
-		if err != nil {
-			return nil, err
-		}
-		if witness, err = auditlog.NewWitness(ctx, auditlog.WitnessConfig{Store: wst, Origin: AuditOrigin, Verifiers: verifiers}); err != nil {
+		// The witness accepts every key in the key file as it stands at
+		// each publication: a key rotated in while the ledger runs.
+		if witness, err = auditlog.NewWitness(ctx, auditlog.WitnessConfig{Store: wst, Origin: AuditOrigin, GetVerifiers: env.Keys.Verifiers}); err != nil {
 			return nil, err
 		}
 	}
@@ -283,15 +281,14 @@ func emptyChain(env *platform.Env) (*chain, error) {
 	return c, nil
 }
 
-// open starts the log over st, signed with the key file's signers.
+// open starts the log over st, signed with the key file's signers as the
+// file stands at each checkpoint: a key rotated in while the ledger runs
+// signs its next checkpoint.
 func (c *chain) open(env *platform.Env, st auditlog.Store, witness auditlog.Witness) error {
-	signers, err := env.Keys.Signers()
-	if err != nil {
-		return err
-	}
 	log := env.Telemetry.Logger
+	var err error
 	c.log, err = auditlog.New(auditlog.Config{
-		Store: st, Origin: AuditOrigin, Signers: signers, Witness: witness, Ring: env.Ring,
+		Store: st, Origin: AuditOrigin, GetSigners: env.Keys.Signers, Witness: witness, Ring: env.Ring,
 		OnError: func(err error) { log.Error("audit: background work failed", "error", err.Error()) },
 	})
 	if err != nil {

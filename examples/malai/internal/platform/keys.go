@@ -138,9 +138,16 @@ func (l *LocalKEK) Unwrap(_ context.Context, id string, wrapped []byte) ([]byte,
 // file, [KeyFile.Watch]) before it seals: each key carries the time it
 // starts sealing, ActivationDelay after it was added, so a replica whose
 // view is up to one reload interval old already opens what the first
-// replica to switch seals. A new signing key signs from the next start of
-// a component (an audit log's signers are fixed when it opens), alongside
-// the previous one.
+// replica to switch seals. A new checkpoint signing key signs the next
+// checkpoint of every running audit log once its process has re-read the
+// file, alongside the previous one ([KeyFile.Signers], which the logs
+// consult at every checkpoint), and their witnesses accept it
+// ([KeyFile.Verifiers]).
+//
+// An on-demand rotation also counts a token-key rotation request
+// ([KeyFile.TokenKeyRotation]): identity answers each request once, in
+// its running replicas or at its next start, by rotating its
+// token-signing key.
 //
 // The KEK is the weakest link of the single-machine reference system and
 // is named as such: a deployment implements KeyWrapper with a KMS or HSM
@@ -151,7 +158,11 @@ type KeyFile struct {
 	wrapper KeyWrapper
 	mu      sync.Mutex
 	plain   map[string]keyring.Key // unwrapped data keys by id
+	signers map[string]note.Signer // unwrapped signing keys by id
 	modTime time.Time
+	// tokenKeyChanged is closed (and replaced) when a reload changes
+	// TokenKeyRotations.
+	tokenKeyChanged chan struct{}
 }
 
 // keySet is the file's content.
@@ -160,6 +171,10 @@ type keySet struct {
 	KEK         string       `json:"kek"`
 	DataKeys    []DataKey    `json:"data_keys"`
 	SigningKeys []SigningKey `json:"signing_keys"`
+	// TokenKeyRotations counts the on-demand rotations ("malai
+	// rotate-keys"): each asks identity to rotate its token-signing key
+	// once.
+	TokenKeyRotations uint64 `json:"token_key_rotations,omitempty"`
 }
 
 // DataKey is one wrapped data key.
@@ -402,6 +417,13 @@ func (k *KeyFile) Rotate(now time.Time, ring *keyring.Ring) error {
 // so only when the newest data key was added at least due before now (a
 // scheduled rotation: any number of processes may run the schedule, one
 // rotation happens). It reports whether it rotated.
+//
+// With due zero (on demand) it also counts a token-key rotation request
+// (TokenKeyRotations), which identity answers by rotating its
+// token-signing key. A scheduled rotation leaves that key to identity's
+// own schedule, which publishes each key one rotation interval before it
+// signs (a verifier's cached key set always knows it), a guarantee a
+// faster key-file schedule would break.
 func RotateKeyFile(ctx context.Context, dir string, w KeyWrapper, now time.Time, delay, due time.Duration) (bool, error) {
 	unlock, err := LockFile(filepath.Join(dir, "keys.lock"))
 	if err != nil {
@@ -420,6 +442,9 @@ func RotateKeyFile(ctx context.Context, dir string, w KeyWrapper, now time.Time,
 	}
 	if err := k.addSigningKey(ctx, "", now); err != nil {
 		return false, err
+	}
+	if due == 0 {
+		k.TokenKeyRotations++
 	}
 	return true, k.save()
 }
@@ -485,7 +510,8 @@ func copyKeys(m map[string]keyring.Key) map[string]keyring.Key {
 // Watch keeps ring in step with the key file until ctx ends: every
 // interval it re-reads the file when it changed, adds the data keys it
 // did not hold (for opening) and switches the sealing key once the newest
-// active one changes. Failures go to onErr (the ring keeps its keys). With
+// active one changes. What [KeyFile.Signers], [KeyFile.Verifiers] and
+// [KeyFile.TokenKeyRotation] return follows the file it read. Failures go to onErr (the ring keeps its keys). With
 // rotateEvery > 0 it also runs the rotation schedule ([RotateKeyFile]).
 func (k *KeyFile) Watch(ctx context.Context, ring *keyring.Ring, interval, rotateEvery time.Duration, onErr func(error)) {
 	if interval <= 0 {
@@ -518,8 +544,13 @@ func (k *KeyFile) sync(ctx context.Context, ring *keyring.Ring, now time.Time) e
 		return err
 	} else if !st.ModTime().Equal(k.modTime) {
 		held := copyKeys(k.plain)
+		requests := k.TokenKeyRotations
 		if err := k.load(ctx); err != nil {
 			return err
+		}
+		if k.TokenKeyRotations != requests && k.tokenKeyChanged != nil {
+			close(k.tokenKeyChanged)
+			k.tokenKeyChanged = nil
 		}
 		for _, d := range k.DataKeys {
 			if _, ok := held[d.ID]; !ok {
@@ -559,31 +590,56 @@ func (k *KeyFile) Signer() (note.Signer, note.Verifier, error) {
 	return s[0], vs[len(vs)-1], nil
 }
 
-// Signers returns the signers a component opening an audit log uses: the
-// newest key, and the one before it (so checkpoints stay recognisable
-// across the rotation and verifiers that hold only the previous key keep
-// checking new checkpoints until they learn the new one).
+// Signers returns the checkpoint signers of an audit log: the newest key,
+// and the one before it (so checkpoints stay recognisable across the
+// rotation and verifiers that hold only the previous key keep checking
+// new checkpoints until they learn the new one). A running log passes it
+// as auditlog.Config.GetSigners: it follows the key file as [KeyFile.Watch]
+// re-reads it. Each key is unwrapped once (one KMS call), then held.
 func (k *KeyFile) Signers() ([]note.Signer, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var out []note.Signer
 	for i := len(k.SigningKeys) - 1; i >= 0 && len(out) < 2; i-- {
 		sk := k.SigningKeys[i]
+		if s, ok := k.signers[sk.ID]; ok {
+			out = append(out, s)
+			continue
+		}
 		raw, err := k.wrapper.Unwrap(context.Background(), sk.ID, sk.Wrapped)
 		if err != nil {
 			return nil, err
 		}
 		s, err := note.NewSigner(string(raw))
+		clear(raw)
 		if err != nil {
 			return nil, fmt.Errorf("platform: audit signer: %w", err)
 		}
+		if k.signers == nil {
+			k.signers = map[string]note.Signer{}
+		}
+		k.signers[sk.ID] = s
 		out = append(out, s)
 	}
 	return out, nil
 }
 
+// TokenKeyRotation returns the number of token-key rotation requests in
+// the key file (see [RotateKeyFile]) and a channel closed once a reload
+// by [KeyFile.Watch] changes it.
+func (k *KeyFile) TokenKeyRotation() (requests uint64, changed <-chan struct{}) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.tokenKeyChanged == nil {
+		k.tokenKeyChanged = make(chan struct{})
+	}
+	return k.TokenKeyRotations, k.tokenKeyChanged
+}
+
 // Verifiers returns the verifier of every checkpoint signing key, oldest
-// first: checkpoints signed before any rotation still verify.
+// first: checkpoints signed before any rotation still verify. A witness
+// passes it as auditlog.WitnessConfig.GetVerifiers to accept keys rotated
+// in while it runs.
 func (k *KeyFile) Verifiers() ([]note.Verifier, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()

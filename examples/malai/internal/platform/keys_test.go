@@ -314,3 +314,69 @@ func TestLocalKEKCreatedOnce(t *testing.T) {
 		t.Fatalf("temporary files left: %v", left)
 	}
 }
+
+// TestRotationReachesRunningSigners: a process's Signers and Verifiers
+// follow the key file as it re-reads it (a running audit log signs with
+// the new key, beside the previous one), each signing key is unwrapped
+// once, and an on-demand rotation, not a scheduled one, counts a
+// token-key rotation request that closes the TokenKeyRotation channel.
+func TestRotationReachesRunningSigners(t *testing.T) {
+	dir := t.TempDir()
+	k0, _ := keyring.NewKey()
+	kek, _ := keyring.NewRing("v1", map[string]keyring.Key{"v1": k0})
+	kms := &testKMS{kek: kek}
+	ctx := context.Background()
+	k, err := OpenKeys(ctx, dir, "example.test/log", kms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, _ := k.Ring()
+	first, _ := k.Signers()
+	before := kms.unwraps
+	if again, _ := k.Signers(); len(again) != 1 || again[0] != first[0] || kms.unwraps != before {
+		t.Fatalf("Signers again: %d signers, %d unwraps; want the same signer, no unwrap", len(again), kms.unwraps-before)
+	}
+	requests, changed := k.TokenKeyRotation()
+	if requests != 0 {
+		t.Fatalf("a new key file counts %d token-key rotation requests", requests)
+	}
+	now := time.Now()
+	if ok, err := RotateKeyFile(ctx, dir, kms, now, 0, time.Nanosecond); err != nil || !ok {
+		t.Fatalf("scheduled rotation: %v %v", ok, err)
+	}
+	if err := k.sync(ctx, ring, now); err != nil {
+		t.Fatal(err)
+	}
+	ss, _ := k.Signers()
+	if len(ss) != 2 || ss[1] != first[0] || ss[0].KeyHash() == first[0].KeyHash() {
+		t.Fatal("after a reload Signers is not the new key then the previous one")
+	}
+	if vs, _ := k.Verifiers(); len(vs) != 2 {
+		t.Fatalf("after a reload %d verifiers, want 2", len(vs))
+	}
+	select {
+	case <-changed:
+		t.Fatal("a scheduled rotation asked identity to rotate its token key")
+	default:
+	}
+	if ok, err := RotateKeyFile(ctx, dir, kms, now, 0, 0); err != nil || !ok {
+		t.Fatalf("on-demand rotation: %v %v", ok, err)
+	}
+	// (The file's modification time must differ for the reload to see it.)
+	later := time.Now().Add(time.Second)
+	_ = os.Chtimes(filepath.Join(dir, "keys.json"), later, later)
+	if err := k.sync(ctx, ring, now); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("the reload of an on-demand rotation did not signal the token-key request")
+	}
+	if requests, _ := k.TokenKeyRotation(); requests != 1 {
+		t.Fatalf("%d token-key rotation requests after one rotate-keys, want 1", requests)
+	}
+	if ss, _ := k.Signers(); len(ss) != 2 || ss[0].KeyHash() == ss[1].KeyHash() {
+		t.Fatal("after the second rotation Signers is not two keys")
+	}
+}
