@@ -206,7 +206,12 @@ var proofs = []proof{
 		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): payload altered after signing (sub and sid of another user) → 401"),
 		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): alg none → 401"),
 		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): signed by an attacker's key under the real kid → 401"),
-		id(evidence.RowTokens, "ledger directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
+		id(evidence.RowTokens, "ledger directly, as the gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200"),
+		// With no token layer the class per route goes too: only the
+		// policy refuses a token of the wrong class, which both class
+		// checks see.
+		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),
+		id(evidence.RowInterService, "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)")}},
 	// Token class per route.
 	{name: "a service token's subject is not its client", faults: faults.Set{faults.IdentityServiceSubjectNotClient},
 		fail: []string{id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)")}},
@@ -269,9 +274,6 @@ var unproven = func() map[string]string {
 		id(evidence.RowAudit, "replaying the chain reproduces the live balances"))
 	set("no tokens without a real key and ring: proved through the forged and bad-claim checks, whose proofs switch one layer off",
 		id(evidence.RowTokens, "identity directly, as the gateway (MFA enrolment): no token → 401"))
-	set("needs identity and ledger switches for service tokens (token class per route)",
-		id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)"),
-		id(evidence.RowInterService, "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)"))
 	set("cannot fail alone: without SELECT the ledger cannot replay, and only the owner may DROP (which brings every other privilege)",
 		id(evidence.RowRoles, "the application role may SELECT the audit log"),
 		id(evidence.RowRoles, "the server refuses the application role's DDL (DROP TABLE)"))

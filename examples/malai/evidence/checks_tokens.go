@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // forgery is a way to turn a real user token into one no layer may
@@ -203,15 +204,30 @@ func interServiceChecks() []Check {
 				if err != nil {
 					return "", err
 				}
-				obs := fmt.Sprintf("gateway %d, ledger %d", gw.Status, ld.Status)
-				if gw.Status != 401 && gw.Status != 403 || ld.Status != 401 && ld.Status != 403 {
-					return obs, errors.New("service token accepted on a user route")
+				// The same service token re-signed for the user audience
+				// with the route's scope: only its class is wrong, and the
+				// ledger's token layer (not the policy behind it) must
+				// refuse it for that.
+				scoped, err := reclass(f, tok, map[string]any{"aud": "malai-api", "scope": "ledger:read"})
+				if err != nil {
+					return "", err
+				}
+				ls, err := Send(ctx, c, "GET", f.Local.LedgerURL()+"/v1/accounts", nil, Bearer(scoped))
+				if err != nil {
+					return "", err
+				}
+				obs := fmt.Sprintf("gateway %d, ledger %d %s; with the user audience and scope: ledger %d %s",
+					gw.Status, ld.Status, JSONString(ld.Body, "type"), ls.Status, JSONString(ls.Body, "type"))
+				if gw.Status != 401 && gw.Status != 403 || !tokenRefusal(ld) || !tokenRefusal(ls) {
+					return obs, errors.New("service token accepted on a user route by the ledger's token layer")
 				}
 				return obs, nil
 			}},
 		{Row: RowInterService, Name: "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)", Local: true,
 			Run: func(ctx context.Context, f *Fixture) (string, error) {
-				c, err := f.ClientAs("gateway")
+				// As the route's own caller, so that the caller check is not
+				// what refuses the token.
+				c, err := f.ClientAs(AuditorComponent)
 				if err != nil {
 					return "", err
 				}
@@ -219,13 +235,24 @@ func interServiceChecks() []Check {
 				if err != nil {
 					return "", err
 				}
+				// A user token re-signed for the internal audience with the
+				// route's scope: only its class is wrong.
+				scoped, err := reclass(f, f.Alice.Token, map[string]any{"aud": "malai-internal", "scope": "ledger:audit"})
+				if err != nil {
+					return "", err
+				}
+				ls, err := Send(ctx, c, "GET", f.Local.LedgerURL()+"/internal/v1/audit/replay", nil, Bearer(scoped))
+				if err != nil {
+					return "", err
+				}
 				gw, err := f.Do(ctx, "GET", f.Target.Gateway+"/internal/v1/audit/replay", nil, f.Alice.Auth())
 				if err != nil {
 					return "", err
 				}
-				obs := fmt.Sprintf("ledger %d %s; gateway %d", ld.Status, JSONString(ld.Body, "type"), gw.Status)
-				if ld.Status != 401 && ld.Status != 403 {
-					return obs, errors.New("the ledger accepted a user token on an internal route")
+				obs := fmt.Sprintf("ledger %d %s; with the internal audience and scope: ledger %d %s; gateway %d",
+					ld.Status, JSONString(ld.Body, "type"), ls.Status, JSONString(ls.Body, "type"), gw.Status)
+				if !tokenRefusal(ld) || !tokenRefusal(ls) {
+					return obs, errors.New("the ledger's token layer accepted a user token on an internal route")
 				}
 				if gw.Status != 404 {
 					return obs, errors.New("the gateway routes an internal path")
@@ -233,6 +260,31 @@ func interServiceChecks() []Check {
 				return obs, nil
 			}},
 	}
+}
+
+// reclass re-signs tok's claims with edit applied (and a fresh lifetime)
+// under identity's real key, as only an insider could: a token whose
+// class alone is wrong for the route it is sent to.
+func reclass(f *Fixture, tok string, edit map[string]any) (string, error) {
+	c := JWTPart(tok, 1)
+	if c == nil {
+		return "", errors.New("not a compact JWT")
+	}
+	now := time.Now().Unix()
+	c["iat"], c["nbf"], c["exp"] = now, now, now+240
+	c["jti"] = fmt.Sprintf("ev-class-%d", time.Now().UnixNano())
+	for k, v := range edit {
+		c[k] = v
+	}
+	b, _ := json.Marshal(c)
+	return f.Local.SignToken([]byte(`{"alg":"ES256","kid":"$KID","typ":"at+jwt"}`), b)
+}
+
+// tokenRefusal reports whether r is a refusal by the token layer (401, or
+// 403 insufficient-scope, where a wrong class lands), not by the policy
+// or the caller check behind it.
+func tokenRefusal(r Response) bool {
+	return r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden && strings.HasSuffix(JSONString(r.Body, "type"), "#insufficient-scope")
 }
 
 // authorizationChecks: "RBAC enforced at the API."
