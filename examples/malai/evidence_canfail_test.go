@@ -215,6 +215,10 @@ var proofs = []proof{
 	// Token class per route.
 	{name: "a service token's subject is not its client", faults: faults.Set{faults.IdentityServiceSubjectNotClient},
 		fail: []string{id(evidence.RowInterService, "client credentials issue a service token (sub == client_id, token_class service)")}},
+	{name: "the ledger's user routes take either class", faults: faults.Set{faults.LedgerAnyClassOnUserRoutes},
+		fail: []string{id(evidence.RowInterService, "a service token cannot act as a user (user route at the gateway and at the ledger)")}},
+	{name: "the ledger's internal routes take either class", faults: faults.Set{faults.LedgerAnyClassOnInternalRoutes},
+		fail: []string{id(evidence.RowInterService, "a user token cannot reach an internal route (ledger directly; the gateway routes no /internal path)")}},
 	// Database role separation (the roles weakened on purpose after the
 	// migration; each statement runs in a transaction the check rolls
 	// back). UPDATE on any column also permits SELECT … FOR UPDATE, so

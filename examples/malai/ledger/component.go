@@ -17,6 +17,7 @@ import (
 	"github.com/malai-sec/malai/idempotency"
 	idemmem "github.com/malai-sec/malai/idempotency/memstore"
 	idemredis "github.com/malai-sec/malai/idempotency/redisstore"
+	"github.com/malai-sec/malai/jwtverify"
 )
 
 // AuditOrigin names the ledger's audit log in its signed checkpoints.
@@ -197,7 +198,20 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 	if env.OnReload != nil {
 		env.OnReload(s.Reload)
 	}
-	stopServe, err := platform.Serve(env, s.Table(), platform.ServeOptions{User: userV, Service: serviceV,
+	table := s.Table()
+	for i, rt := range table {
+		if s.anyClass(rt) {
+			// The listener checks no class here: the route's verifier
+			// (its audience) and scopes alone.
+			v := userV
+			if rt.Token == platform.ServiceToken {
+				v = serviceV
+			}
+			table[i].Handler = v.Require(jwtverify.Requirement{Scopes: rt.Scopes()})(rt.Handler)
+			table[i].Token, table[i].Scope = platform.NoToken, ""
+		}
+	}
+	stopServe, err := platform.Serve(env, table, platform.ServeOptions{User: userV, Service: serviceV,
 		// NoTokenCheck: the listener verifies no token either (the
 		// table's routes believe theirs).
 		OwnTokens: faults.NoTokenCheck})

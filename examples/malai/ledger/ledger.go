@@ -95,6 +95,13 @@ type Faults struct {
 	// lifetime, issuer, audience, class or scope check). The caller check
 	// and the policy stay, as do the other layers.
 	NoTokenCheck bool
+	// AnyClassOnUserRoutes: the user routes take a verified token of
+	// either class; audience, scopes and the policy stay.
+	AnyClassOnUserRoutes bool
+	// AnyClassOnInternalRoutes: the internal routes take a verified token
+	// of either class; audience, scopes, the caller check and the policy
+	// stay.
+	AnyClassOnInternalRoutes bool
 	// StartOnDamagedChain: when the audit chain does not open or verify
 	// at the start, the component starts on an empty chain in memory with
 	// no witness instead of refusing (see Start).
@@ -386,6 +393,22 @@ func believeClaims(next http.Handler) http.Handler {
 	})
 }
 
+// anyClass reports whether Faults.AnyClassOnUserRoutes or
+// Faults.AnyClassOnInternalRoutes lifts rt's class requirement.
+func (s *Service) anyClass(rt platform.Route) bool {
+	f := s.cfg.Faults
+	return rt.Token == platform.UserToken && f.AnyClassOnUserRoutes || rt.Token == platform.ServiceToken && f.AnyClassOnInternalRoutes
+}
+
+// class is the token class rt requires: want, or any with the fault that
+// lifts it.
+func (s *Service) class(rt platform.Route, want jwtverify.Class) jwtverify.Class {
+	if s.anyClass(rt) {
+		return jwtverify.ClassAny
+	}
+	return want
+}
+
 func (s *Service) onDecision(r *http.Request, d rbac.Decision) {
 	if d.Allowed {
 		return
@@ -423,9 +446,9 @@ func (s *Service) routes() http.Handler {
 		case s.cfg.Faults.NoTokenCheck:
 			// Table has put believeClaims in front.
 		case rt.Token == platform.UserToken:
-			h = v.Require(jwtverify.Requirement{Class: jwtverify.ClassUser, Scopes: rt.Scopes(), Audiences: []string{audienceUser}})(h)
+			h = v.Require(jwtverify.Requirement{Class: s.class(rt, jwtverify.ClassUser), Scopes: rt.Scopes(), Audiences: []string{audienceUser}})(h)
 		case rt.Token == platform.ServiceToken:
-			h = v.Require(jwtverify.Requirement{Class: jwtverify.ClassService, Scopes: rt.Scopes(), Audiences: []string{audienceService}})(h)
+			h = v.Require(jwtverify.Requirement{Class: s.class(rt, jwtverify.ClassService), Scopes: rt.Scopes(), Audiences: []string{audienceService}})(h)
 		}
 		mux.Handle(rt.Pattern, h)
 	}

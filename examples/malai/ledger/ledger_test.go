@@ -401,6 +401,39 @@ func TestFaultSwitchesBreakTheirGuarantee(t *testing.T) {
 			t.Fatalf("no token: %s", r)
 		}
 	})
+	// A token of the wrong class holding the route's scope and (through
+	// the policy) its role, on a user route and on an internal route.
+	wrongClass := func(t *testing.T, f Faults) (userRoute, internalRoute int) {
+		e, _, _ := setup(t, f)
+		if err := GrantRole(e.policy, "user:carol", RoleAuditor); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc().Reload(); err != nil {
+			t.Fatal(err)
+		}
+		// Each with the route's audience: only the class is wrong.
+		svc := jwttest.ServiceClaims(iss, "malai-api", "evidence", time.Now())
+		svc["scope"] = ScopeRead
+		usr := jwttest.Claims(iss, "malai-internal", "user:carol", time.Now())
+		usr["scope"] = ScopeAudit
+		return e.do("GET", "/v1/audit/verify", e.key.Mint(t, svc), "", "").code,
+			e.do("GET", "/internal/v1/audit/verify", e.key.Mint(t, usr), "", "").code
+	}
+	t.Run("AnyClassOnUserRoutes", func(t *testing.T) {
+		if u, i := wrongClass(t, Faults{AnyClassOnUserRoutes: true}); u != 200 || i != 403 {
+			t.Fatalf("service token on a user route %d (want 200), user token on an internal route %d (want 403)", u, i)
+		}
+	})
+	t.Run("AnyClassOnInternalRoutes", func(t *testing.T) {
+		if u, i := wrongClass(t, Faults{AnyClassOnInternalRoutes: true}); u != 403 || i != 200 {
+			t.Fatalf("service token on a user route %d (want 403), user token on an internal route %d (want 200)", u, i)
+		}
+	})
+	t.Run("wrong class refused (control)", func(t *testing.T) {
+		if u, i := wrongClass(t, Faults{}); u != 403 || i != 403 {
+			t.Fatalf("service token on a user route %d, user token on an internal route %d: want 403 for both", u, i)
+		}
+	})
 	t.Run("forged token refused (control)", func(t *testing.T) {
 		e, _, _ := setup(t, Faults{})
 		if r := e.do("GET", "/v1/accounts", forged(t), "", ""); r.code != 401 {

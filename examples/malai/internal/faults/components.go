@@ -79,6 +79,12 @@ const (
 	// IdentityServiceSubjectNotClient: a client-credentials token's sub
 	// is not its client_id.
 	IdentityServiceSubjectNotClient Fault = "identity-service-subject-not-client"
+	// LedgerAnyClassOnUserRoutes: the ledger's user routes take a token
+	// of either class (scopes and the policy unchanged).
+	LedgerAnyClassOnUserRoutes Fault = "ledger-any-class-on-user-routes"
+	// LedgerAnyClassOnInternalRoutes: the ledger's internal routes take a
+	// token of either class (scopes, callers and the policy unchanged).
+	LedgerAnyClassOnInternalRoutes Fault = "ledger-any-class-on-internal-routes"
 )
 
 // Gateway is the gateway's share of the set.
@@ -112,16 +118,18 @@ func (s Set) Identity() identity.Faults {
 // Ledger is the ledger's share of the set.
 func (s Set) Ledger() ledger.Faults {
 	return ledger.Faults{
-		ForgetKeys:             s.On(LedgerForgetKeys),
-		AppendOnRequestContext: s.On(LedgerAppendOnRequestContext),
-		NoJobStatus:            s.On(LedgerNoJobStatus),
-		NoOwnerCheck:           s.On(LedgerNoOwnerCheck),
-		UnredactedSample:       s.On(LedgerUnredactedSample),
-		KeyOptional:            s.On(LedgerKeyOptional),
-		LaxBodies:              s.On(LedgerLaxBodies),
-		LiveDrift:              s.On(LedgerLiveDrift),
-		NoTokenCheck:           s.On(LedgerNoTokenCheck),
-		StartOnDamagedChain:    s.On(LedgerStartsOnDamagedChain),
-		NoWitness:              s.On(LedgerNoWitness),
+		ForgetKeys:               s.On(LedgerForgetKeys),
+		AppendOnRequestContext:   s.On(LedgerAppendOnRequestContext),
+		NoJobStatus:              s.On(LedgerNoJobStatus),
+		NoOwnerCheck:             s.On(LedgerNoOwnerCheck),
+		UnredactedSample:         s.On(LedgerUnredactedSample),
+		KeyOptional:              s.On(LedgerKeyOptional),
+		LaxBodies:                s.On(LedgerLaxBodies),
+		LiveDrift:                s.On(LedgerLiveDrift),
+		NoTokenCheck:             s.On(LedgerNoTokenCheck),
+		AnyClassOnUserRoutes:     s.On(LedgerAnyClassOnUserRoutes),
+		AnyClassOnInternalRoutes: s.On(LedgerAnyClassOnInternalRoutes),
+		StartOnDamagedChain:      s.On(LedgerStartsOnDamagedChain),
+		NoWitness:                s.On(LedgerNoWitness),
 	}
 }
