@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/malai-sec/malai/auditlog"
+	"github.com/malai-sec/malai/auditlog/filestore"
 )
 
 // AuditorComponent names the pass's own client: its certificate and its
@@ -167,6 +168,8 @@ func corruptionChecks() []Check {
 				obs := "damaged " + where
 				rep, verr := f.Local.VerifyOffline(ctx)
 				switch {
+				case verr != nil && !damageFound(verr):
+					return obs + "; offline verify: " + verr.Error(), errors.New("offline verification failed without locating damage")
 				case verr != nil:
 					obs += "; offline verify refused: " + verr.Error()
 				case len(rep.Findings) > 0:
@@ -179,9 +182,19 @@ func corruptionChecks() []Check {
 					return obs, errors.New("the system started on a corrupted chain")
 				}
 				obs += "; start refused: " + serr.Error()
+				if !damageFound(serr) {
+					return obs, errors.New("the start was refused, but not for the damaged chain")
+				}
 				return obs, nil
 			}},
 	}
+}
+
+// damageFound reports whether err is a refusal of damaged audit data (a
+// chain that does not verify, or a log file that does not parse), not
+// some other failure to open or start.
+func damageFound(err error) bool {
+	return errors.Is(err, auditlog.ErrTampered) || errors.Is(err, filestore.ErrCorrupt)
 }
 
 // ReplayReport is the ledger's answer to an audit replay.
