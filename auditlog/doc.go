@@ -24,6 +24,8 @@
 //   - The leaf hash covers the plaintext canonical encoding ([LeafHash]):
 //     sealing payloads with a keyring.Ring, rotating the key and
 //     re-encrypting old rows ([Log.Reencrypt]) never change a hash.
+//     [SealedBy] counts the rows each key seals, so an operator knows when
+//     an old key seals nothing left and may be retired.
 //   - Checkpoints are issued only over durable rows: at most
 //     Config.CheckpointInterval (default one second) apart while rows
 //     arrive, and by [Log.Checkpoint] and [Log.Close]. Several keys may sign

@@ -208,11 +208,17 @@ func TestEncryptionAtRestAndRotation(t *testing.T) {
 	if err := ring.Rotate("k2", newKey); err != nil {
 		t.Fatal(err)
 	}
+	if by, err := l.SealedBy(ctx); err != nil || len(by) != 1 || by["k1"] != 300 {
+		t.Fatalf("SealedBy before Reencrypt = %v, %v; want k1:300", by, err)
+	}
 	n, err := l.Reencrypt(ctx)
 	if err != nil || n != 300 {
 		t.Fatalf("Reencrypt = %d, %v; want 300", n, err)
 	}
 	check("k2")
+	if by, err := auditlog.SealedBy(ctx, st); err != nil || len(by) != 1 || by["k2"] != 300 {
+		t.Fatalf("SealedBy after Reencrypt = %v, %v; want k2:300", by, err)
+	}
 	if again, _ := l.Reencrypt(ctx); again != 0 {
 		t.Fatalf("second Reencrypt redid %d rows", again)
 	}

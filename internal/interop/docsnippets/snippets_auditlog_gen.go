@@ -17,7 +17,7 @@ import (
 	"path/filepath"
 )
 
-// auditlog/doc.go:58
+// auditlog/doc.go:60
 func snippet0() {
 	var balances ledgerState
 	var body []byte
