@@ -65,7 +65,10 @@ var proofs = []proof{
 	{name: "X-Frame-Options dropped on the JWKS", faults: faults.Set{faults.EdgeNoXFOOnJWKS}, fail: []string{id(evidence.RowHeaders, "mandatory headers on 200 proxied from identity (JWKS)")}},
 	{name: "a weak CSP", faults: faults.Set{faults.EdgeWeakCSP}, fail: []string{id(evidence.RowHeaders, "Mozilla Observatory rules (offline scorer) grade the gateway's headers A+")}},
 	// Managed WAF at the edge.
-	{name: "no SQL injection rules", faults: faults.Set{faults.WAFNoSQLi}, fail: []string{id(evidence.RowWAF, "SQL injection refused (OWASP CRS)")}},
+	// The headers check of the WAF's 403 sends an SQL injection: without
+	// the rules the answer is no longer the WAF's.
+	{name: "no SQL injection rules", faults: faults.Set{faults.WAFNoSQLi}, fail: []string{id(evidence.RowWAF, "SQL injection refused (OWASP CRS)"),
+		id(evidence.RowHeaders, "mandatory headers on 403 from the WAF")}},
 	{name: "no XSS rules", faults: faults.Set{faults.WAFNoXSS}, fail: []string{id(evidence.RowWAF, "XSS refused (OWASP CRS)")}},
 	{name: "no Java / RCE rules", faults: faults.Set{faults.WAFNoJava}, fail: []string{id(evidence.RowWAF, "Log4Shell refused (known bad inputs)")}},
 	{name: "a WAF false positive", faults: faults.Set{faults.WAFFalsePositive}, fail: []string{id(evidence.RowWAF, "a benign request with ordinary words passes")}},
@@ -200,7 +203,9 @@ var proofs = []proof{
 		id(evidence.RowTokens, "gateway: payload altered after signing (sub and sid of another user) → 401"),
 		id(evidence.RowTokens, "gateway: alg none → 401"),
 		id(evidence.RowTokens, "gateway: signed by an attacker's key under the real kid → 401"),
-		id(evidence.RowTokens, "gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200")}},
+		id(evidence.RowTokens, "gateway: tokens signed with the real key but with bad claims (lifetime, iat, exp type, issuer, audience, class, typ, crit, duplicates, jku) → 401 or 403; valid typ spellings → 200"),
+		// The 401 whose headers it checks now comes from the ledger.
+		id(evidence.RowHeaders, "mandatory headers on 401 from JWT check #1")}},
 	// The ledger's own layer off: it believes any well-formed token.
 	{name: "the ledger verifies no bearer token", faults: faults.Set{faults.LedgerNoTokenCheck}, fail: []string{
 		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): payload altered after signing (sub and sid of another user) → 401"),

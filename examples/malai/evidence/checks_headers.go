@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 
@@ -22,11 +23,23 @@ var mandatoryHeaders = map[string]string{
 // headerChecks: the headers on every kind of answer (success, and an error
 // from each layer that can answer on its own), and Observatory's grade.
 func headerChecks() []Check {
-	on := func(what, path string, h Header) Check {
+	// on checks the headers of the answer of one layer: status is the
+	// answer that layer gives, and the check fails on another (an answer
+	// from elsewhere says nothing about that layer's headers).
+	on := func(what, path string, status int, h Header) Check {
 		return Check{Row: RowHeaders, Name: "mandatory headers on " + what, Run: func(ctx context.Context, f *Fixture) (string, error) {
 			r, err := f.Do(ctx, "GET", f.Target.Gateway+path, nil, h)
 			if err != nil {
 				return "", err
+			}
+			if r.Status != status {
+				return fmt.Sprintf("HTTP %d", r.Status), fmt.Errorf("want HTTP %d from that layer", status)
+			}
+			if status == http.StatusUnauthorized && f.Local != nil {
+				// JWT check #1's own answer: the ledger never saw it.
+				if _, seen := f.Local.TraceID("ledger", r.Header.Get("X-Request-ID")); seen {
+					return fmt.Sprintf("HTTP %d", r.Status), errors.New("the 401 came from the ledger, not from the gateway's JWT check #1")
+				}
 			}
 			var bad []string
 			for k, v := range mandatoryHeaders {
@@ -46,11 +59,11 @@ func headerChecks() []Check {
 		}}
 	}
 	return []Check{
-		on("200 from the gateway", "/healthz", nil),
-		on("404 from the mux", "/no/such/route", nil),
-		on("401 from JWT check #1", "/v1/accounts", nil),
-		on("403 from the WAF", "/v1/accounts?id=1'%20OR%201=1--", nil),
-		on("200 proxied from identity (JWKS)", "/.well-known/jwks.json", nil),
+		on("200 from the gateway", "/healthz", http.StatusOK, nil),
+		on("404 from the mux", "/no/such/route", http.StatusNotFound, nil),
+		on("401 from JWT check #1", "/v1/accounts", http.StatusUnauthorized, nil),
+		on("403 from the WAF", "/v1/accounts?id=1'%20OR%201=1--", http.StatusForbidden, nil),
+		on("200 proxied from identity (JWKS)", "/.well-known/jwks.json", http.StatusOK, nil),
 		{Row: RowHeaders, Name: "Mozilla Observatory rules (offline scorer) grade the gateway's headers A+", Run: func(ctx context.Context, f *Fixture) (string, error) {
 			r, err := f.Do(ctx, "GET", f.Target.Gateway+"/healthz", nil, nil)
 			if err != nil {
