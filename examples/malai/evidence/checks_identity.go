@@ -261,8 +261,11 @@ var reRegisterCheck = Check{Row: RowAuthentication, Local: true, Effect: Restart
 		}
 		obs := fmt.Sprintf("re-registering %s after a restart → %d %s; the newcomer's password signs in: %v; the owner signs in and sees %d (was %d)",
 			u.Name, again.Status, JSONString(again.Body, "type"), thiefErr == nil, after, bal)
-		if again.Status < 400 || again.Status >= 500 || thiefErr == nil || after != bal {
+		switch {
+		case again.Status < 400 || again.Status >= 500 || thiefErr == nil:
 			return obs, errors.New("the name passed to someone else")
+		case after != bal:
+			return obs, errors.New("the owner's balance changed across the restart")
 		}
 		return obs, nil
 	}}

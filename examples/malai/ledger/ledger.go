@@ -87,8 +87,10 @@ type Faults struct {
 	// LaxBodies: bodies are decoded by encoding/json alone (the last
 	// duplicate wins, names match in any case).
 	LaxBodies bool
-	// LiveDrift: the live balances credit every deposit twice; the chain
-	// holds it once.
+	// LiveDrift: the live balances credit every deposit one unit less
+	// than the chain records (a fee taken outside the chain). Live money
+	// is only ever less than the chain's, so a restart's replay still
+	// succeeds, and restores the chain's balances.
 	LiveDrift bool
 	// NoTokenCheck: the ledger's own bearer-token verification is off:
 	// the claims of any well-formed token are believed (no signature,

@@ -428,7 +428,7 @@ func (s *sequencer) commit(batch, owners []*op, events []auditlog.Event, rs []au
 	if s.faults.LiveDrift {
 		for _, o := range owners {
 			if d, ok := o.value.(*book.DepositPosted); ok {
-				s.book.Drift(d.Account, d.Amount)
+				s.book.Drift(d.Account, -1)
 			}
 		}
 	}

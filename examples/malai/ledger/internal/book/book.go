@@ -470,7 +470,8 @@ func (b *Book) prune(now time.Time) {
 	}
 }
 
-// Drift credits account by amount without an event: the live state leaves
+// Drift credits account by amount (negative: debits) without an event:
+// the live state leaves
 // the chain. Only the ledger's LiveDrift fault calls it, to show that the
 // replay check catches such a bug.
 func (b *Book) Drift(account string, amount int64) {
