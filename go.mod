@@ -8,10 +8,10 @@ require (
 	github.com/transparency-dev/merkle v0.0.2
 	github.com/unrolled/secure v1.18.0
 	golang.org/x/mod v0.43.0
+	golang.org/x/sys v0.49.0
 )
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
 )

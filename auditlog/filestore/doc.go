@@ -23,7 +23,16 @@
 //     lock): it skips damaged stretches, reads the rows after them and
 //     reports each stretch through [Store.Damage], so auditlog.LoadExport
 //     and auditlog.Verify locate it. Offline verification uses it.
-//   - One process at a time: Open takes an exclusive flock on dir/LOCK.
+//   - One process at a time: Open takes an exclusive lock on dir/LOCK,
+//     held until [Store.Close], and a second Open (in any process, this
+//     one included) fails with [ErrLocked] rather than waiting;
+//     [OpenReadOnly] takes a shared lock, so readers share the store with
+//     each other but not with a writer. On Unix the lock is flock(2),
+//     which is advisory: it binds only processes that take it. On
+//     Windows it is LockFileEx, which the system enforces (mandatory) but
+//     only on the bytes of dir/LOCK, which holds no data; the log file
+//     itself is not locked on either. The system releases the lock
+//     however the process ends.
 //   - Rows are never rewritten in place. [Store.Rekey] (re-encryption)
 //     writes a new file beside the old one, fsyncs it and renames it over.
 //

@@ -9,9 +9,9 @@ import (
 	"syscall"
 )
 
-// ErrLocked is returned by Open when another process holds the directory.
-var ErrLocked = errors.New("filestore: directory is in use by another process")
-
+// lockDir takes an exclusive flock(2) on path (created 0600 if missing)
+// without waiting: ErrLocked when another open file holds any lock on it.
+// flock locks are advisory: they bind only processes that take them.
 func lockDir(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
