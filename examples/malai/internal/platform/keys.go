@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -450,17 +449,30 @@ func RotateKeyFile(ctx context.Context, dir string, w KeyWrapper, now time.Time,
 }
 
 // LockFile takes an exclusive lock on path (created 0600) that processes
-// sharing a data directory serialise on; unlock releases it.
+// sharing a data directory serialise on, waiting while another holds it;
+// unlock releases it. The lock belongs to the open file, so two callers in
+// one process serialise too, and the system drops it when the process
+// ends. It is flock(2) on Unix (advisory: it binds only processes that
+// take it) and LockFileEx on Windows (mandatory for the lock file's bytes,
+// which it never holds; no other file is locked).
 func LockFile(path string) (unlock func(), err error) {
+	return lockFile(path, true)
+}
+
+// errLocked is what lockFile without waiting returns while another open
+// file holds the lock.
+var errLocked = errors.New("lock held by another open file")
+
+func lockFile(path string, wait bool) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+	if err := lockExclusive(f, wait); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+	return func() { unlockFile(f); f.Close() }, nil
 }
 
 // sealing returns the id of the data key that seals at now: the newest
