@@ -195,6 +195,10 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 		return nil, err
 	}
 	closers = append(closers, s.Close)
+	if !faults.NoReencrypt && env.Ring != nil {
+		// Stopped before the chain closes (closers run last first).
+		closers = append(closers, startRekeyer(&rekeyer{st: ch.store, ring: env.Ring, log: log, shared: env.Postgres.URL != ""}))
+	}
 	if env.OnReload != nil {
 		env.OnReload(s.Reload)
 	}
@@ -228,6 +232,7 @@ func Start(ctx context.Context, env *platform.Env) (_ func() error, err error) {
 // chain is the ledger's audit log over its store and witness.
 type chain struct {
 	log       *auditlog.Log
+	store     auditlog.Store
 	closers   []func() error
 	closeOnce sync.Once
 	closeErr  error
@@ -301,6 +306,7 @@ func emptyChain(env *platform.Env) (*chain, error) {
 func (c *chain) open(env *platform.Env, st auditlog.Store, witness auditlog.Witness) error {
 	log := env.Telemetry.Logger
 	var err error
+	c.store = st
 	c.log, err = auditlog.New(auditlog.Config{
 		Store: st, Origin: AuditOrigin, GetSigners: env.Keys.Signers, Witness: witness, Ring: env.Ring,
 		OnError: func(err error) { log.Error("audit: background work failed", "error", err.Error()) },

@@ -110,6 +110,9 @@ type Faults struct {
 	StartOnDamagedChain bool
 	// NoWitness: the component publishes its checkpoints to no witness.
 	NoWitness bool
+	// NoReencrypt: after a data-key rotation the component re-encrypts
+	// none of the audit rows sealed under older keys (see rekey.go).
+	NoReencrypt bool
 }
 
 func (f Faults) any() bool { return f != Faults{} }

@@ -131,5 +131,6 @@ func (s Set) Ledger() ledger.Faults {
 		AnyClassOnInternalRoutes: s.On(LedgerAnyClassOnInternalRoutes),
 		StartOnDamagedChain:      s.On(LedgerStartsOnDamagedChain),
 		NoWitness:                s.On(LedgerNoWitness),
+		NoReencrypt:              s.On(DataKeyNoReencrypt),
 	}
 }
