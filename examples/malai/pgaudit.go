@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -146,25 +147,39 @@ func auditRekeyCmd(args []string) error {
 	dataDir := fs.String("data", "malai-data", "data directory holding the key file")
 	usage(fs, "audit-rekey -admin-url URL [-data DIR]", `Re-encrypts the PostgreSQL audit rows sealed under older data keys, as the
 migrator role (the ledger's role may not rewrite a row). Run it after a
-data-key rotation.`)
+data-key rotation ("malai rotate-keys" or -rotate-keys-every), once the new
+key seals (-activate-in after the rotation; it refuses before). It may run
+while the ledgers append, and again after an interruption. "malai verify
+-postgres-url URL" then reports "sealed_by": the rows under each data key.`)
 	fs.Parse(args)
 	if *admin == "" {
 		return errors.New("audit-rekey needs -admin-url")
 	}
-	keys, err := platform.LoadKeys(*dataDir)
-	if err != nil {
-		return err
-	}
-	ring, err := keys.Ring()
-	if err != nil {
-		return err
-	}
-	n, err := defaultPGAudit.rekey(context.Background(), *admin, ring)
+	n, err := defaultPGAudit.rekeyWithKeyFile(context.Background(), *admin, *dataDir)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("%d audit rows re-encrypted under the current data key\n", n)
 	return nil
+}
+
+// rekeyWithKeyFile re-encrypts the rows sealed under older keys with the
+// key file under dataDir. It refuses while the newest data key is not yet
+// sealing (a rotation's activation delay): re-encrypting then would keep
+// the rows under the key being retired.
+func (p PGAudit) rekeyWithKeyFile(ctx context.Context, adminURL, dataDir string) (int, error) {
+	keys, err := platform.LoadKeys(dataDir)
+	if err != nil {
+		return 0, err
+	}
+	if newest := keys.DataKeys[len(keys.DataKeys)-1]; time.Now().Before(newest.ActiveFrom) {
+		return 0, fmt.Errorf("audit-rekey: the newest data key seals from %s; run audit-rekey after then", newest.ActiveFrom.UTC().Format(time.RFC3339))
+	}
+	ring, err := keys.Ring()
+	if err != nil {
+		return 0, err
+	}
+	return p.rekey(ctx, adminURL, ring)
 }
 
 // rekey re-encrypts every audit row sealed under an older key of ring,

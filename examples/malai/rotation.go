@@ -48,9 +48,14 @@ func (s *System) watchKeys(o Options, names []string) {
 // one), and a token-key rotation request that identity answers once,
 // running or at its next start, by rotating its token-signing key. Old
 // keys stay: old records open, old checkpoints verify and tokens signed
-// before keep working until they expire. With the audit chain in
-// PostgreSQL, follow with "malai audit-rekey" to re-encrypt old rows under
-// the new key.
+// before keep working until they expire. Once the new data key seals, a
+// running ledger on the embedded file store re-encrypts the audit rows
+// sealed under older keys in the background (and resumes at its next
+// start if stopped first); with the audit chain in PostgreSQL, follow with
+// "malai audit-rekey" as the migrator. "malai verify" and GET
+// /v1/audit/verify count the rows each key seals ("sealed_by"): the chain
+// no longer needs a key no row names (log streams and identity's data
+// sealed under it are not re-encrypted; the key file keeps every key).
 func rotateKeysCmd(args []string) error {
 	fs := flag.NewFlagSet("rotate-keys", flag.ExitOnError)
 	usage(fs, "rotate-keys [-data DIR] [-activate-in D]", "Rotates the keys in the key file while the system runs, or before it starts:\n"+
@@ -62,7 +67,16 @@ func rotateKeysCmd(args []string) error {
 		"  - identity's token-signing key: identity rotates once (its running replicas\n"+
 		"    between them, or at its next start); a new sign-in's token has a new kid,\n"+
 		"    and the JWKS keeps the previous key until every token it signed expired.\n"+
-		"Old keys stay: old records open, old checkpoints verify, old tokens work.")
+		"Old keys stay: old records open, old checkpoints verify, old tokens work.\n"+
+		"Once the new data key seals, a running ledger on the embedded file store\n"+
+		"re-encrypts the audit rows sealed under older keys in the background (its\n"+
+		"log says how many, and how long it took; a ledger stopped first does it at\n"+
+		"its next start). With the audit chain in PostgreSQL the ledger's role may\n"+
+		"not rewrite rows: run \"malai audit-rekey\" as the migrator after the key\n"+
+		"seals. \"malai verify\" and GET /v1/audit/verify report \"sealed_by\", the\n"+
+		"rows under each data key id: the chain no longer needs a key no row names\n"+
+		"(log streams and identity's data sealed under it are not re-encrypted, and\n"+
+		"the key file keeps every key).")
 	dataDir := fs.String("data", "malai-data", "data directory holding the key file")
 	activateIn := fs.Duration("activate-in", platform.ActivationDelay, "when the new data key starts sealing: at least three key-file reload intervals of the running processes, so that all of them hold it first")
 	fs.Parse(args)

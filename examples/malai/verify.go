@@ -32,7 +32,10 @@ func verifyCmd(args []string) error {
 	usage(fs, "verify [-data DIR] [-postgres-url URL | -audit-dsn URL] [-witness-dir DIR]", `Verifies a stopped system's audit chain offline: the hash chain, the Merkle
 roots against every signed checkpoint and the witness's checkpoints, and
 the replay of the ledger's events into balances (printed as JSON). Exits 1
-when the chain does not verify.`)
+when the chain does not verify. "sealed_by" counts the rows under each data
+key id: after a rotation and its re-encryption (background on the file
+store, "malai audit-rekey" with PostgreSQL) the chain no longer needs a key
+no row names.`)
 	fs.Parse(args)
 	n := pgNamesFor(*prefix)
 	if pg.Schema == "" {
@@ -54,7 +57,11 @@ when the chain does not verify.`)
 	if err != nil {
 		return err
 	}
-	out, _ := json.MarshalIndent(map[string]any{"rows": rep.Rows, "anchored": rep.Anchored, "witnessed": rep.Witnessed, "findings": rep.Findings, "balances": rep.Balances}, "", "  ")
+	sealedBy, err := auditlog.SealedBy(ctx, st)
+	if err != nil {
+		return err
+	}
+	out, _ := json.MarshalIndent(map[string]any{"rows": rep.Rows, "anchored": rep.Anchored, "witnessed": rep.Witnessed, "findings": rep.Findings, "balances": rep.Balances, "sealed_by": sealedBy}, "", "  ")
 	fmt.Println(string(out))
 	if !rep.OK() {
 		return errors.New("the audit chain does not verify")

@@ -25,6 +25,11 @@ type VerifyReport struct {
 	BalancesMatch bool `json:"balances_match"`
 	// Problem names the first failed check, if any.
 	Problem string `json:"problem,omitempty"`
+	// SealedBy counts the rows by the id of the data key sealing their
+	// payload: after a data-key rotation the ledger re-encrypts the older
+	// rows in the background (with PostgreSQL "malai audit-rekey" does),
+	// and the chain no longer needs a key no row names.
+	SealedBy map[string]uint64 `json:"sealed_by"`
 }
 
 // CheckpointReport is a checkpoint's size and root, and whether the rows
@@ -84,6 +89,9 @@ func (s *Service) verify(ctx context.Context) (VerifyReport, map[string]int64, m
 		}
 	}
 	rep.OK = rep.Problem == ""
+	if rep.SealedBy, err = s.cfg.Audit.SealedBy(ctx); err != nil {
+		return VerifyReport{}, nil, nil, err
+	}
 	return rep, replayed, live, nil
 }
 
@@ -117,6 +125,8 @@ type ReplayReport struct {
 	Replayed map[string]int64 `json:"replayed"`
 	Live     map[string]int64 `json:"live"`
 	Match    bool             `json:"match"`
+	// SealedBy is [VerifyReport.SealedBy].
+	SealedBy map[string]uint64 `json:"sealed_by"`
 }
 
 func (s *Service) auditReplay(w http.ResponseWriter, r *http.Request) {
@@ -126,7 +136,7 @@ func (s *Service) auditReplay(w http.ResponseWriter, r *http.Request) {
 		s.writeUnavailable(w, r)
 		return
 	}
-	writeJSON(w, http.StatusOK, ReplayReport{Events: rep.Size, Replayed: replayed, Live: live, Match: rep.BalancesMatch})
+	writeJSON(w, http.StatusOK, ReplayReport{Events: rep.Size, Replayed: replayed, Live: live, Match: rep.BalancesMatch, SealedBy: rep.SealedBy})
 }
 
 func equal(a, b map[string]int64) bool {

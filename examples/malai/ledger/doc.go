@@ -81,6 +81,22 @@
 // Config.JobTTL (failed with 410), and are republished from the chain when
 // a queue lost them (the in-memory queue at a restart).
 //
+// # Data-key rotation
+//
+// The chain's payloads are sealed under the process's data-key ring. When
+// a rotation ("malai rotate-keys", -rotate-keys-every) reaches the ring
+// through the key-file watch and the new key starts sealing, [Start]'s
+// component re-encrypts the rows sealed under older keys in the
+// background on the file store (auditlog.Reencrypt in batches, pausing
+// between them as long as each batch held the store, so appends keep
+// flowing; no hash or checkpoint changes, since they cover the
+// plaintext). It also does so at every start, so a pass cut short by a
+// crash resumes. It logs the rows and the time it took. With PostgreSQL
+// the ledger's role may not rewrite rows: it logs, once per new key, how
+// many rows "malai audit-rekey" (run as the migrator) has to re-encrypt.
+// GET /v1/audit/verify reports the rows under each key ([VerifyReport]
+// SealedBy).
+//
 // # Strict bodies
 //
 // Every body (and every queued job) is decoded by strictjson: duplicate
