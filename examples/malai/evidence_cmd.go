@@ -26,6 +26,7 @@ import (
 
 	"github.com/malai-sec/malai/examples/malai/evidence"
 	"github.com/malai-sec/malai/examples/malai/identity/clientauth"
+	"github.com/malai-sec/malai/examples/malai/internal/platform"
 )
 
 func evidenceCmd(args []string) error {
@@ -209,7 +210,10 @@ func startLocal(ctx context.Context, cfg localEvidenceConfig) (_ *localSystem, e
 	// The pass plays many clients from this machine: it trusts loopback as
 	// a proxy, so X-Forwarded-For names the client. "malai run" trusts no
 	// proxy unless told (-trusted-proxies).
-	l.opts = Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny, TrustedProxies: Loopback(), Auditor: true}
+	l.opts = Options{Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: data, PerIP: 300, DenyList: deny, TrustedProxies: Loopback(), Auditor: true,
+		// A key-file rotation reaches the components within a fifth of a
+		// second (and seals three intervals later).
+		KeyReload: 200 * time.Millisecond}
 	if cfg.PostgresAdmin != "" {
 		var b [4]byte
 		_, _ = rand.Read(b[:])
@@ -415,20 +419,43 @@ func (l *localSystem) AuditVerifierKeys() ([]string, error) {
 	return out, nil
 }
 
-// RotateDataKey rotates the data key and re-encrypts the older audit
-// rows. The PostgreSQL application role may not rewrite rows, so there the
-// re-encryption runs as the privileged role, as an operator's command
-// would.
-func (l *localSystem) RotateDataKey(ctx context.Context) (int, error) {
+// RotateDataKey rotates the key file as "malai rotate-keys" does (a new
+// data key sealing three key-file reload intervals later, a new checkpoint
+// signing key, a token-key rotation request): the running components
+// learn it through their key-file watch, and the ledger re-encrypts the
+// older audit rows in the background. The PostgreSQL application role may
+// not rewrite rows, so there, once the key seals, the re-encryption runs
+// as the migrator, as "malai audit-rekey" does.
+func (l *localSystem) RotateDataKey(ctx context.Context) (string, error) {
+	w, err := platform.OpenLocalKEK(l.data)
+	if err != nil {
+		return "", err
+	}
+	reload := l.opts.KeyReload
+	if reload <= 0 {
+		reload = platform.DefaultKeyReload
+	}
+	if _, err := platform.RotateKeyFile(ctx, l.data, w, time.Now(), 3*reload, 0); err != nil {
+		return "", err
+	}
+	keys, err := platform.LoadKeys(l.data)
+	if err != nil {
+		return "", err
+	}
+	ids := keys.DataKeyIDs()
+	kid := ids[len(ids)-1]
 	if l.opts.Postgres.URL == "" {
-		return l.sys.RotateDataKey(ctx)
+		return kid, nil
 	}
-	// PostgreSQL: the ledger's role may not rewrite rows; the migrator
-	// re-keys them, as "malai audit-rekey" does.
-	if err := l.sys.Keys.Rotate(time.Now(), l.sys.Ring); err != nil {
-		return 0, err
+	if _, err := evidence.Eventually(ctx, 30*time.Second, func() (bool, string, error) {
+		return l.sys.Ring.Current() == kid, "", nil
+	}); err != nil {
+		return "", fmt.Errorf("the new data key does not seal: %w", err)
 	}
-	return l.pg.rekey(ctx, l.pgAdmin, l.sys.Ring)
+	if _, err := l.pg.rekeyWithKeyFile(ctx, l.pgAdmin, l.data); err != nil {
+		return "", err
+	}
+	return kid, nil
 }
 
 func (l *localSystem) TraceID(component, id string) (string, bool) {

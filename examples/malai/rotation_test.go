@@ -315,17 +315,21 @@ func headerKid(t *testing.T, tok string) string {
 	return v.Kid
 }
 
-// TestRotateDataKeyReencrypts: System.RotateDataKey re-seals the rows
-// written under the older key, and under faults.DataKeyNoReencrypt (the
-// evidence proof's switch) it leaves them as they were.
-func TestRotateDataKeyReencrypts(t *testing.T) {
+// TestKeyRotationReencryptsOlderRows: after "malai rotate-keys" the
+// running ledger, once the new data key seals, re-encrypts in the
+// background the audit rows sealed under the older key, and new rows are
+// sealed under the new one; under faults.DataKeyNoReencrypt (the evidence
+// proof's switch) the key takes effect but the older rows stay as they
+// were.
+func TestKeyRotationReencryptsOlderRows(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole system")
 	}
 	for _, fs := range []faults.Set{nil, {faults.DataKeyNoReencrypt}} {
 		t.Run(fmt.Sprint(fs), func(t *testing.T) {
 			ctx := context.Background()
-			sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Faults: fs})
+			data := t.TempDir()
+			sys, err := Start(ctx, Options{Addr: "127.0.0.1:0", DataDir: data, Faults: fs, KeyReload: 20 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -334,18 +338,51 @@ func TestRotateDataKeyReencrypts(t *testing.T) {
 				t.Fatal(err)
 			}
 			old := sys.Ring.Current()
-			n, err := sys.RotateDataKey(ctx)
+			if err := rotateKeysCmd([]string{"-data", data, "-activate-in", "60ms"}); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := platform.LoadKeys(data)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sys.Ring.Current() == old {
-				t.Fatal("the data key did not rotate")
+			ids := keys.DataKeyIDs()
+			kid := ids[len(ids)-1]
+			deadline := time.Now().Add(20 * time.Second)
+			for sys.Ring.Current() != kid && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
 			}
-			switch off := fs.On(faults.DataKeyNoReencrypt); {
-			case off && n != 0:
-				t.Fatalf("%d rows re-encrypted under the switch", n)
-			case !off && n == 0:
-				t.Fatal("no row re-encrypted")
+			if sys.Ring.Current() != kid {
+				t.Fatal("the running system never sealed with the key rotate-keys added")
+			}
+			off := fs.On(faults.DataKeyNoReencrypt)
+			// Under the switch: wait as long as several of the ledger's
+			// looks at its ring would take, then expect the old rows.
+			settle := time.Now().Add(4 * time.Second)
+			var by map[string]uint64
+			for time.Now().Before(deadline) {
+				if by, err = sys.Audit.SealedBy(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if (len(by) == 1 && by[kid] > 0) || (off && time.Now().After(settle)) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			switch {
+			case off && by[old] == 0:
+				t.Fatalf("rows re-encrypted under the switch: %v", by)
+			case !off && (len(by) != 1 || by[kid] == 0):
+				t.Fatalf("rows left under older keys after the rotation: %v (new key %s)", by, kid)
+			}
+			if off {
+				return
+			}
+			if _, err := sys.Audit.Append(ctx, auditlog.Event{Type: "test.row", Actor: "test", Payload: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+			after, err := sys.Audit.SealedBy(ctx)
+			if err != nil || len(after) != 1 || after[kid] != by[kid]+1 {
+				t.Fatalf("a row appended after the re-encryption: %v, %v", after, err)
 			}
 		})
 	}

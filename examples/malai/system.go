@@ -200,9 +200,6 @@ type System struct {
 	// Web is the customer web app the gateway serves at "/".
 	Web *web.App
 
-	postgres bool
-	faults   faults.Set
-
 	mu      sync.Mutex
 	stops   map[string]func() error
 	closers []func() error
@@ -284,7 +281,6 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.postgres, s.faults = o.Postgres.URL != "", o.Faults
 	defer func() {
 		if err == nil {
 			s.watchKeys(o, names)
@@ -580,24 +576,6 @@ func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	return rdb, nil
-}
-
-// RotateDataKey makes a new data key seal logs and audit payloads from now
-// on and re-encrypts the audit rows sealed under older keys; hashes, and
-// so every checkpoint, stay valid. With the chain in PostgreSQL the
-// ledger's role may not rewrite rows: the key is rotated and the rows are
-// left for "malai audit-rekey", which runs as the migrator.
-func (s *System) RotateDataKey(ctx context.Context) (int, error) {
-	if err := s.Keys.Rotate(time.Now(), s.Ring); err != nil {
-		return 0, err
-	}
-	if s.postgres {
-		return 0, errors.New("data key rotated; re-encrypt the PostgreSQL audit rows with \"malai audit-rekey\" (the ledger's role may not rewrite them)")
-	}
-	if s.faults.On(faults.DataKeyNoReencrypt) {
-		return 0, nil
-	}
-	return s.Audit.Reencrypt(ctx)
 }
 
 // HTTPClient returns a client that trusts the system CA and presents no

@@ -203,6 +203,8 @@ type ReplayReport struct {
 	Replayed map[string]int64 `json:"replayed"`
 	Live     map[string]int64 `json:"live"`
 	Match    bool             `json:"match"`
+	// SealedBy counts the rows by the id of the data key sealing them.
+	SealedBy map[string]uint64 `json:"sealed_by"`
 }
 
 func (f *Fixture) auditReplay(ctx context.Context) (ReplayReport, error) {

@@ -3,6 +3,7 @@ package evidence
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -71,10 +73,22 @@ func encryptionChecks() []Check {
 			}},
 		{Row: RowEncryption, Name: "data-key rotation is transparent: older rows re-encrypted, hashes and replay unchanged, writes go on", Local: true,
 			Run: func(ctx context.Context, f *Fixture) (string, error) {
-				n, err := f.Local.RotateDataKey(ctx)
+				pre, err := f.auditReplay(ctx)
 				if err != nil {
 					return "", err
 				}
+				kid, err := f.Local.RotateDataKey(ctx)
+				if err != nil {
+					return "", err
+				}
+				var older uint64
+				for id, n := range pre.SealedBy {
+					if id != kid {
+						older += n
+					}
+				}
+				// Writes go on while the new key takes over and the older
+				// rows are re-encrypted.
 				r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", Transfer{From: f.Bob.Account, To: f.Alice.Account, Amount: 50},
 					f.Bob.Auth().With("Idempotency-Key", f.Key("after-rotation")))
 				if err != nil {
@@ -83,12 +97,34 @@ func encryptionChecks() []Check {
 				if r.Status != http.StatusCreated {
 					return "", fmt.Errorf("transfer after rotation: %s", r)
 				}
-				rep, err := f.auditReplay(ctx)
+				// One auditor token for the whole wait: each new one
+				// registers a key of its own, and identity caps them.
+				tok, err := f.Local.AuditorToken(ctx)
 				if err != nil {
 					return "", err
 				}
-				obs := fmt.Sprintf("%d rows re-encrypted; transfer after rotation %d; replay of %d events match=%v", n, r.Status, rep.Events, rep.Match)
-				if n == 0 || !rep.Match {
+				c, err := f.ClientAs(AuditorComponent)
+				if err != nil {
+					return "", err
+				}
+				var rep ReplayReport
+				seen, werr := Eventually(ctx, 30*time.Second, func() (bool, string, error) {
+					r, err := Send(ctx, c, "GET", f.Local.LedgerURL()+"/internal/v1/audit/replay", nil, Bearer(tok))
+					if err != nil {
+						return false, "", err
+					}
+					rep = ReplayReport{}
+					if r.Status != http.StatusOK || json.Unmarshal(r.Body, &rep) != nil {
+						return false, "", fmt.Errorf("replay: %s", r)
+					}
+					return len(rep.SealedBy) == 1 && rep.SealedBy[kid] > 0,
+						fmt.Sprintf("%d of %d rows sealed under the new key", rep.SealedBy[kid], rep.Events), nil
+				})
+				obs := fmt.Sprintf("%d older rows re-encrypted in the background after a key-file rotation (%s); transfer after rotation %d; replay of %d events match=%v", older, seen, r.Status, rep.Events, rep.Match)
+				if werr != nil {
+					return obs, fmt.Errorf("older rows still sealed under older keys: %w", werr)
+				}
+				if older == 0 || !rep.Match {
 					return obs, errors.New("rotation was not transparent")
 				}
 				return obs, nil

@@ -153,9 +153,13 @@ type Local interface {
 	// checkpoint signer, so a reviewer can check the sample's checkpoint
 	// without the system.
 	AuditVerifierKeys() ([]string, error)
-	// RotateDataKey starts a new data key and re-encrypts older audit
-	// payloads; it returns how many rows were re-encrypted.
-	RotateDataKey(ctx context.Context) (int, error)
+	// RotateDataKey rotates the key file as "malai rotate-keys" does and
+	// returns the new data key's id. The running system learns the key
+	// through its key-file watch and seals with it once it is active; the
+	// ledger then re-encrypts the older audit rows in the background
+	// (with PostgreSQL, RotateDataKey runs what "malai audit-rekey" does,
+	// as the migrator, once the key seals).
+	RotateDataKey(ctx context.Context) (keyID string, err error)
 	// TraceID is the trace of component's span carrying correlationID.
 	TraceID(component, correlationID string) (string, bool)
 	// AlarmFiring reports component's error-rate alarm.

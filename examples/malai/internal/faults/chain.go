@@ -11,8 +11,9 @@ const (
 	// LedgerNoWitness: the ledger publishes its checkpoints to no witness
 	// (it still signs and stores them beside the rows).
 	LedgerNoWitness Fault = "ledger-no-witness"
-	// DataKeyNoReencrypt: System.RotateDataKey rotates the data key and
-	// re-encrypts none of the older audit rows (they stay sealed under the
-	// keys they were written with).
+	// DataKeyNoReencrypt: the ledger's background re-encryption is off: a
+	// data-key rotation takes effect, but none of the older audit rows is
+	// re-encrypted (they stay sealed under the keys they were written
+	// with).
 	DataKeyNoReencrypt Fault = "data-key-no-reencrypt"
 )
