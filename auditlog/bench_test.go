@@ -3,7 +3,6 @@ package auditlog_test
 import (
 	"context"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,15 +41,6 @@ func benchExport(b *testing.B) (*auditlog.Export, []note.Verifier) {
 		b.Fatal(err)
 	}
 	return exp, []note.Verifier{k.verifier}
-}
-
-// cpuTime returns the process's user+system CPU time. On a shared,
-// overloaded machine rows per CPU-second is the stable figure; rows/s is
-// wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func report(b *testing.B, start time.Duration) {
