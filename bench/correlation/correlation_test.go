@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,14 +72,6 @@ func run(b *testing.B, h http.Handler) {
 // per op swings with other tenants' load; CPU time per op does much less,
 // so every benchmark here reports both (cpu-ns/op).
 type cpuClock struct{ start time.Duration }
-
-func cpuNow() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func startCPU() cpuClock { return cpuClock{start: cpuNow()} }
 

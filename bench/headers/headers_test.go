@@ -5,7 +5,6 @@ package headersbench
 
 import (
 	"net/http"
-	"syscall"
 	"testing"
 
 	"github.com/malai-sec/malai/headers"
@@ -93,17 +92,6 @@ func run(b *testing.B, h http.Handler, path string) {
 		h.ServeHTTP(w, r)
 	}
 	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
-}
-
-// cpuTime is the process's user+system CPU time in nanoseconds. On a
-// shared machine wall time includes waiting for a core; CPU time per
-// operation does not, so cpu-ns/op stays comparable under load.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkHeaders measures the handler alone, the handler plus the bare

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,17 +89,6 @@ func (w *discardWriter) reset() {
 }
 
 func newWriter() *discardWriter { return &discardWriter{h: http.Header{}} }
-
-// cpuTime is the process's user+system CPU time. On this shared machine
-// wall time per op swings with other tenants' load; CPU time per op does
-// not, so cpu-ns/op stays comparable.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // loop runs body b.N times (via b.Loop) and reports CPU time per op.
 func loop(b *testing.B, body func()) {

@@ -12,7 +12,6 @@ import (
 	"github.com/casbin/casbin/v2/model"
 	stringadapter "github.com/casbin/casbin/v2/persist/string-adapter"
 	"github.com/malai-sec/malai/rbac"
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkPaired times Malai and its peer in alternating blocks inside
@@ -135,13 +134,4 @@ func BenchmarkPaired(b *testing.B) {
 			})
 		}
 	}
-}
-
-// threadCPU returns the CPU time the calling OS thread has used.
-func threadCPU(b *testing.B) time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ts.Nano())
 }
