@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,14 +24,6 @@ import (
 // across a benchmark loop: on a shared machine wall time per op swings
 // with other tenants' load, CPU time per op much less.
 type cpuClock struct{ start time.Duration }
-
-func cpuNow() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func startCPU() cpuClock { return cpuClock{start: cpuNow()} }
 
