@@ -1,22 +1,57 @@
 package waf
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 )
 
+// sampleToken is an access token of identity's shape (ES256 compact JWS,
+// header typ "at+jwt" and a kid, the RFC 9068 claims plus identity's),
+// 700-odd bytes like the real ones; the signature is stand-in bytes.
+func sampleToken() string {
+	enc := base64.RawURLEncoding
+	sum := sha256.Sum256([]byte("sample"))
+	header := `{"alg":"ES256","kid":"` + enc.EncodeToString(sum[:]) + `","typ":"at+jwt"}`
+	claims := `{"iss":"https://malai.example","sub":"user:6f1c2a9d0b3e4f5a8c7d9e0f1a2b3c4d",` +
+		`"aud":["malai-api"],"exp":1795000300,"iat":1795000000,"nbf":1795000000,` +
+		`"jti":"` + enc.EncodeToString(sum[:16]) + `","client_id":"malai-web",` +
+		`"scope":"accounts:read accounts:write transfers:read transfers:write profile:read",` +
+		`"class":"user","auth_time":1794999000,"amr":["pwd","otp"],"sid":"` + enc.EncodeToString(sum[8:24]) + `"}`
+	sig := append(sum[:], sum[:]...) // 64 bytes, as an ES256 signature
+	return enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(claims)) + "." + enc.EncodeToString(sig)
+}
+
+// apiHeaders are what the WAF sees of an API call in the gateway's chain:
+// the client's own headers (Go's client, as the load generator and the
+// web app's server-side calls send them), X-Forwarded-For from the
+// trusted proxy in front, the bearer token. Correlation, security headers
+// and the limits before the WAF add no request header (the correlation
+// id and traceparent go onto the upstream request, after it).
+func apiHeaders(r *http.Request, token string) {
+	r.Header.Set("User-Agent", "Go-http-client/1.1")
+	r.Header.Set("Accept-Encoding", "gzip")
+	r.Header.Set("X-Forwarded-For", "198.51.100.23")
+	r.Header.Set("Authorization", "Bearer "+token)
+}
+
 // BenchmarkWAF compares the gateway's WAF with Coraza's default
 // configuration (recommended base, engine on, CRS at paranoia level 1)
 // behind the same handler, per request shape.
 func BenchmarkWAF(b *testing.B) {
+	token := sampleToken()
 	shapes := []struct {
 		name, method, target, body string
+		api                        bool
 	}{
-		{"benign GET", "GET", "/v1/accounts/acc_123?expand=owner", ""},
-		{"small JSON POST", "POST", "/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1500,"memo":"rent"}`},
-		{"12KiB JSON POST", "POST", "/v1/transfers", `{"memo":"` + strings.Repeat("lorem ipsum ", 1024) + `"}`},
+		{"benign GET", "GET", "/v1/accounts/acc_123?expand=owner", "", false},
+		{"small JSON POST", "POST", "/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1500,"memo":"rent"}`, false},
+		{"12KiB JSON POST", "POST", "/v1/transfers", `{"memo":"` + strings.Repeat("lorem ipsum ", 1024) + `"}`, false},
+		{"API GET", "GET", "/v1/accounts/acc_123", "", true},
+		{"API JSON POST", "POST", "/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1500,"memo":"rent"}`, true},
 	}
 	for _, cfg := range []struct {
 		name string
@@ -32,12 +67,22 @@ func BenchmarkWAF(b *testing.B) {
 			b.Run(cfg.name+"/"+s.name, func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					r := jsonPost(s.target, s.body)
-					r.Method = s.method
-					if s.body == "" {
+					var r *http.Request
+					switch {
+					case s.api && s.body == "":
+						r = httptest.NewRequest(s.method, s.target, nil)
+						apiHeaders(r, token)
+					case s.api:
+						r = httptest.NewRequest(s.method, s.target, strings.NewReader(s.body))
+						apiHeaders(r, token)
+						r.Header.Set("Content-Type", "application/json")
+						r.Header.Set("Idempotency-Key", `"load-1-2-3-mhx2k9"`)
+					case s.body == "":
 						r = httptest.NewRequest(s.method, s.target, nil)
 						r.Header.Set("User-Agent", "Mozilla/5.0")
 						r.Header.Set("Accept", "application/json")
+					default:
+						r = jsonPost(s.target, s.body)
 					}
 					h.ServeHTTP(httptest.NewRecorder(), r)
 				}
