@@ -228,7 +228,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	wcfg := cfg.WAF
 	gc := waf.GatewayConfig()
-	wcfg.Exclusions, wcfg.OpaqueCookies = gc.Exclusions, gc.OpaqueCookies
+	wcfg.Exclusions, wcfg.OpaqueCookies, wcfg.OpaqueBearer = gc.Exclusions, gc.OpaqueCookies, gc.OpaqueBearer
 	for _, rt := range cfg.Routes {
 		method, path, _ := strings.Cut(rt.Pattern, " ")
 		if len(rt.PasswordFields) > 0 {

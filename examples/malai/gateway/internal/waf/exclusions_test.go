@@ -162,3 +162,72 @@ func TestOpaqueCookieConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A token of identity's shape passes the rules uninspected; the same
+// header off the shape, under another scheme, or twice, is inspected. A
+// rule tagged like the CRS's that refuses any header value beginning
+// "Bearer" (any case) shows which values the rules still read; the real rules
+// refuse an attack off the shape. (At paranoia level 1 no CRS rule looks
+// for SQL or shell syntax in Authorization, with or without this.)
+func TestIssuedBearerIsNotInspected(t *testing.T) {
+	token := sampleToken()
+	if n := len(token); n < 600 || n > 900 {
+		t.Fatalf("sample token is %d bytes, want identity's ~700", n)
+	}
+	if !regexp.MustCompile("^(?:" + IssuedBearer + ")$").MatchString(token) {
+		t.Fatal("sample token off IssuedBearer")
+	}
+	probe := GatewayConfig()
+	probe.beforeCRS = `SecRule REQUEST_HEADERS "@rx (?i)^bearer " "id:99001,phase:1,deny,status:403,log,tag:'OWASP_CRS'"` + "\n"
+	send := func(h http.Handler, auth ...string) int {
+		r := httptest.NewRequest("GET", "/v1/accounts/acc_1", nil)
+		r.Header.Set("User-Agent", "Go-http-client/1.1")
+		r.Header.Set("Accept", "application/json")
+		for _, a := range auth {
+			r.Header.Add("Authorization", a)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	ok := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(http.StatusNoContent) })
+	hp := newSuiteWAF(t, probe).Handler(ok)
+	parts := strings.Split(token, ".")
+	for _, c := range []struct {
+		name string
+		auth []string
+		want int
+	}{
+		{"issued shape", []string{"Bearer " + token}, http.StatusNoContent},
+		{"second Authorization header", []string{"Bearer " + token, "Bearer " + token}, http.StatusForbidden},
+		{"other scheme", []string{"bearer " + token}, http.StatusForbidden},
+		{"padding", []string{"Bearer " + token + "=="}, http.StatusForbidden},
+		{"fourth segment", []string{"Bearer " + token + ".eyJ"}, http.StatusForbidden},
+		{"short signature", []string{"Bearer " + token[:len(token)-1]}, http.StatusForbidden},
+		{"quote in the claims", []string{"Bearer " + parts[0] + "." + parts[1] + "'." + parts[2]}, http.StatusForbidden},
+		{"trailing text", []string{"Bearer " + token + " eyJ"}, http.StatusForbidden},
+		{"SQL injection", []string{"Bearer ' OR 1=1--"}, http.StatusForbidden},
+		{"not a JWT", []string{"Bearer not.a.token"}, http.StatusForbidden},
+	} {
+		if got := send(hp, c.auth...); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+	}
+	// The real rules still read an Authorization header off the shape.
+	hg := newSuiteWAF(t, GatewayConfig()).Handler(ok)
+	for _, c := range []struct {
+		name string
+		auth []string
+	}{
+		{"path traversal", []string{"Bearer ../../../../etc/passwd"}},
+		{"traversal in the claims", []string{"Bearer " + parts[0] + "./../../../etc/passwd." + parts[2]}},
+		{"attack in a second header", []string{"Bearer " + token, "Bearer ../../../../etc/passwd"}},
+	} {
+		if got := send(hg, c.auth...); got != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", c.name, got)
+		}
+	}
+	if got := send(hg, "Bearer "+token); got != http.StatusNoContent {
+		t.Errorf("issued token through the gateway's rules: %d, want 204", got)
+	}
+}

@@ -5,8 +5,28 @@ package waf
 // gateway adds its runtime limits (concurrency, body caps) to it; the CRS
 // regression test runs exactly these directives.
 func GatewayConfig() Config {
-	return Config{Exclusions: CredentialExclusions(), OpaqueCookies: IssuedCookies()}
+	return Config{Exclusions: CredentialExclusions(), OpaqueCookies: IssuedCookies(), OpaqueBearer: IssuedBearer}
 }
+
+// IssuedBearer is the shape of identity's access tokens: a compact JWS
+// signed with ES256, three base64url segments without padding, a JSON
+// header and JSON claims (both start with `{"`, "eyJ" encoded) and the
+// 64-byte signature (86 characters), each bounded in length.
+//
+// Why no rule needs to read such a token: its alphabet is letters,
+// digits, "-" and "_", which cannot spell a quote, a space, a bracket, a
+// slash, a dot outside the two separators, "%", "<", "$" or any other
+// character the header rules need to find an injection, a traversal or a
+// smuggled request; the decoded bytes are read only by jwtverify, which
+// refuses the token unless identity's key signed it (and then its claims
+// are identity's own text). What the rules could still match in it is
+// chance: random base64url holds "--" now and then, which libinjection
+// reads as an SQL comment, and every ~700-byte token costs each header
+// rule a scan with its transformations on every API call. A token off
+// this shape (another scheme, a quote, a space, padding, a fourth
+// segment, an overlong segment) and a second Authorization header are
+// inspected as before.
+const IssuedBearer = `eyJ[A-Za-z0-9_-]{1,256}\.eyJ[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{86}`
 
 // IssuedCookies are the cookies identity and the web app issue, in the
 // exact shapes they issue (names and shapes agreed with them; a test

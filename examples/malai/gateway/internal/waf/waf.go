@@ -53,6 +53,15 @@ type Config struct {
 	// random or MAC-checked base64url text (see [OpaqueCookie]): no rule
 	// inspects such a value when it has exactly its issued shape.
 	OpaqueCookies []OpaqueCookie
+	// OpaqueBearer is the exact shape of the bearer tokens the system
+	// issues, an RE2 expression over the token (after "Bearer "),
+	// anchored here. When a request holds exactly one Authorization
+	// header, of scheme "Bearer" and a token of that shape, no CRS rule
+	// inspects it; any other value, or a second Authorization header, is
+	// inspected as before. Empty: every Authorization header is
+	// inspected. Only a shape whose alphabet cannot spell what the rules
+	// look for belongs here (see [IssuedBearer]).
+	OpaqueBearer string
 	// ReportPaths receive browser reports (CSP violations): there, and
 	// only there, application/csp-report and application/reports+json
 	// are admitted, and their bodies are inspected as JSON.
@@ -230,6 +239,11 @@ func New(cfg Config) (*WAF, error) {
 			return nil, fmt.Errorf("waf: opaque cookie %s: format must be a regular expression without quotes", c.Name)
 		}
 	}
+	if b := cfg.OpaqueBearer; b != "" {
+		if _, err := regexp.Compile(b); err != nil || strings.ContainsAny(b, "\"'\n\r") {
+			return nil, errors.New("waf: OpaqueBearer must be a regular expression without quotes")
+		}
+	}
 	for _, p := range cfg.ReportPaths {
 		if !directivePath.MatchString(p) {
 			return nil, fmt.Errorf("waf: report path %q must be an absolute path of [A-Za-z0-9/_.-]", p)
@@ -368,6 +382,9 @@ SecAuditEngine Off
 	for i, c := range cfg.OpaqueCookies {
 		writeOpaqueCookie(&b, 10800+i*2, c)
 	}
+	if cfg.OpaqueBearer != "" {
+		writeOpaqueBearer(&b, 10850, cfg.OpaqueBearer)
+	}
 	b.WriteString(cfg.beforeCRS)
 	b.WriteString("Include @owasp_crs/*.conf\n")
 	for _, id := range p.RemoveRules {
@@ -412,6 +429,14 @@ func writeReportPath(b *strings.Builder, id int, path string) {
 func writeOpaqueCookie(b *strings.Builder, id int, c OpaqueCookie) {
 	fmt.Fprintf(b, "SecRule &REQUEST_COOKIES:%s \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", c.Name, id)
 	fmt.Fprintf(b, "  SecRule REQUEST_COOKIES:%s \"@rx ^(?:%s)$\" \"t:none,ctl:ruleRemoveTargetByTag=OWASP_CRS;REQUEST_COOKIES:%s\"\n", c.Name, c.Format, c.Name)
+}
+
+// writeOpaqueBearer removes the Authorization header from every CRS
+// rule's targets for this transaction when it is present once, as a
+// bearer token of the issued shape.
+func writeOpaqueBearer(b *strings.Builder, id int, format string) {
+	fmt.Fprintf(b, "SecRule &REQUEST_HEADERS:Authorization \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", id)
+	fmt.Fprintf(b, "  SecRule REQUEST_HEADERS:Authorization \"@rx ^Bearer (?:%s)$\" \"t:none,ctl:ruleRemoveTargetByTag=OWASP_CRS;REQUEST_HEADERS:Authorization\"\n", format)
 }
 
 var (
