@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/malai-sec/malai/examples/malai/internal/platform"
 )
@@ -81,7 +80,8 @@ func usage(fs *flag.FlagSet, synopsis, about string) {
 }
 
 // componentCmd runs the command name ("all" or one component) until
-// SIGINT or SIGTERM; SIGHUP reloads the policy and the deny list.
+// one of stopSignals (SIGINT or SIGTERM); reloadSignals (SIGHUP on Unix,
+// none on Windows) reload the policy and the deny list.
 func componentCmd(name string, args []string) error {
 	spec, ok := commandGroups[name]
 	if !ok {
@@ -198,7 +198,7 @@ func componentCmd(name string, args []string) error {
 	if !*quiet {
 		o.LogMirror = os.Stderr
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 	defer stop()
 	sys, err := Start(ctx, o)
 	if err != nil {
@@ -217,8 +217,11 @@ func componentCmd(name string, args []string) error {
 		}
 		fmt.Println(line)
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	var hup chan os.Signal // nil, never ready, without a reload signal
+	if sigs := reloadSignals(); len(sigs) > 0 {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, sigs...)
+	}
 	for {
 		select {
 		case <-ctx.Done():
