@@ -121,7 +121,7 @@ func LoadOrCreate(dir string, now func() time.Time) (*CA, error) {
 		if !cert.IsCA {
 			return nil, fmt.Errorf("pki: %s is not a CA certificate", certPath)
 		}
-		if fi, err := os.Stat(keyPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		if fi, err := os.Stat(keyPath); err == nil && readableByOthers(fi) {
 			return nil, fmt.Errorf("pki: %s is readable by others (mode %v); chmod 600 it", keyPath, fi.Mode().Perm())
 		}
 		if now().Add(CALifetime / 10).After(cert.NotAfter) {

@@ -102,19 +102,6 @@ func TestCAIsKeptAcrossRestarts(t *testing.T) {
 	}
 }
 
-func TestCAKeyReadableByOthersIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := LoadOrCreate(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(filepath.Join(dir, CAKeyFile), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := LoadOrCreate(dir, nil); err == nil {
-		t.Fatal("a world-readable CA key was used")
-	}
-}
-
 func TestHalfAPKIIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := LoadOrCreate(dir, nil); err != nil {
