@@ -120,7 +120,11 @@ func encryptionChecks() []Check {
 					return len(rep.SealedBy) == 1 && rep.SealedBy[kid] > 0,
 						fmt.Sprintf("%d of %d rows sealed under the new key", rep.SealedBy[kid], rep.Events), nil
 				})
-				obs := fmt.Sprintf("%d older rows re-encrypted in the background after a key-file rotation (%s); transfer after rotation %d; replay of %d events match=%v", older, seen, r.Status, rep.Events, rep.Match)
+				how := "in the background by the ledger"
+				if _, _, ok := f.Local.Postgres(); ok {
+					how = "as the migrator, as \"malai audit-rekey\" does"
+				}
+				obs := fmt.Sprintf("%d older rows re-encrypted %s after a key-file rotation (%s); transfer after rotation %d; replay of %d events match=%v", older, how, seen, r.Status, rep.Events, rep.Match)
 				if werr != nil {
 					return obs, fmt.Errorf("older rows still sealed under older keys: %w", werr)
 				}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/malai-sec/malai/auditlog"
 	"github.com/malai-sec/malai/auditlog/filestore"
+	"github.com/malai-sec/malai/auditlog/memstore"
 	"github.com/malai-sec/malai/keyring"
 )
 
@@ -154,4 +155,62 @@ func TestBackgroundReencryption(t *testing.T) {
 			t.Fatalf("event %d differs after re-encryption", i)
 		}
 	}
+}
+
+// TestRekeyerSharedStoreOnlyReports: with the chain in PostgreSQL (the
+// ledger's role may not rewrite rows) the rekeyer rewrites nothing and
+// says once per sealing key how many rows "malai audit-rekey" has to
+// re-encrypt.
+func TestRekeyerSharedStoreOnlyReports(t *testing.T) {
+	ctx := context.Background()
+	skey, _, _ := note.GenerateKey(rand.Reader, "ledger.test/audit")
+	signer, _ := note.NewSigner(skey)
+	k1, _ := keyring.NewKey()
+	ring, _ := keyring.NewRing("k1", map[string]keyring.Key{"k1": k1})
+	st := memstore.New()
+	l, err := auditlog.New(auditlog.Config{Store: st, Origin: "ledger.test/audit", Signers: []note.Signer{signer}, Ring: ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.AppendBatch(ctx, []auditlog.Event{{Type: "a"}, {Type: "b"}, {Type: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	k2, _ := keyring.NewKey()
+	if err := ring.Rotate("k2", k2); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var lines bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&lockedWriter{mu: &mu, w: &lines}, nil))
+	stop := startRekeyer(&rekeyer{st: st, ring: ring, log: logger, shared: true, poll: time.Millisecond})
+	eventually(t, 10*time.Second, "the audit-rekey notice", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return bytes.Contains(lines.Bytes(), []byte("malai audit-rekey"))
+	})
+	// Dozens of polls later: still one notice, and nothing rewritten.
+	time.Sleep(50 * time.Millisecond)
+	stop()
+	mu.Lock()
+	n := bytes.Count(lines.Bytes(), []byte("malai audit-rekey"))
+	got := lines.String()
+	mu.Unlock()
+	if n != 1 || !bytes.Contains([]byte(got), []byte(`"rows":3`)) {
+		t.Fatalf("want one notice naming 3 rows, got %d: %s", n, got)
+	}
+	if by, _ := l.SealedBy(ctx); by["k1"] != 3 {
+		t.Fatalf("the rekeyer rewrote rows of a shared store: %v", by)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }
