@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -178,7 +180,7 @@ func TestIssuedBearerIsNotInspected(t *testing.T) {
 		t.Fatal("sample token off IssuedBearer")
 	}
 	probe := GatewayConfig()
-	probe.beforeCRS = `SecRule REQUEST_HEADERS "@rx (?i)^bearer " "id:99001,phase:1,deny,status:403,log,tag:'OWASP_CRS'"` + "\n"
+	probe.beforeCRS = `SecRule REQUEST_HEADERS "@rx (?i)^bearer " "id:939999,phase:1,deny,status:403,log,tag:'OWASP_CRS'"` + "\n" // an id among the CRS rules that read the headers
 	send := func(h http.Handler, auth ...string) int {
 		r := httptest.NewRequest("GET", "/v1/accounts/acc_1", nil)
 		r.Header.Set("User-Agent", "Go-http-client/1.1")
@@ -229,5 +231,40 @@ func TestIssuedBearerIsNotInspected(t *testing.T) {
 	}
 	if got := send(hg, "Bearer "+token); got != http.StatusNoContent {
 		t.Errorf("issued token through the gateway's rules: %d, want 204", got)
+	}
+}
+
+// The scan of the embedded CRS finds the rules that read a collection:
+// a rule that reads all headers, one that reads a header by name, one
+// in a chain's second rule; never one that reads neither. The cookie and
+// bearer exclusions remove their targets from exactly these.
+func TestCRSReaders(t *testing.T) {
+	readers, err := crsReaders()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		col  string
+		id   int
+		want bool
+	}{
+		{"REQUEST_HEADERS", 930110, true},  // REQUEST_HEADERS|!REQUEST_HEADERS:Referer
+		{"REQUEST_HEADERS", 920280, true},  // &REQUEST_HEADERS:Host
+		{"REQUEST_HEADERS", 920180, true},  // REQUEST_HEADERS only in the chain's later rules
+		{"REQUEST_HEADERS", 942140, false}, // ARGS and cookies only
+		{"REQUEST_COOKIES", 942100, true},
+		{"REQUEST_COOKIES", 930110, false},
+	} {
+		if got := slices.Contains(readers[c.col], c.id); got != c.want {
+			t.Errorf("%s read by %d: %v, want %v", c.col, c.id, got, c.want)
+		}
+	}
+	if _, err := scanCRS(fstest.MapFS{}); err == nil {
+		t.Error("scan of an empty tree succeeded")
+	}
+	var b strings.Builder
+	removeTarget(&b, "REQUEST_HEADERS:Authorization")
+	if !strings.HasPrefix(b.String(), ",ctl:ruleRemoveTargetById=") {
+		t.Errorf("removeTarget wrote %q", b.String())
 	}
 }

@@ -428,7 +428,9 @@ func writeReportPath(b *strings.Builder, id int, path string) {
 // this transaction when it is present once with its issued shape.
 func writeOpaqueCookie(b *strings.Builder, id int, c OpaqueCookie) {
 	fmt.Fprintf(b, "SecRule &REQUEST_COOKIES:%s \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", c.Name, id)
-	fmt.Fprintf(b, "  SecRule REQUEST_COOKIES:%s \"@rx ^(?:%s)$\" \"t:none,ctl:ruleRemoveTargetByTag=OWASP_CRS;REQUEST_COOKIES:%s\"\n", c.Name, c.Format, c.Name)
+	fmt.Fprintf(b, "  SecRule REQUEST_COOKIES:%s \"@rx ^(?:%s)$\" \"t:none", c.Name, c.Format)
+	removeTarget(b, "REQUEST_COOKIES:"+c.Name)
+	b.WriteString("\"\n")
 }
 
 // writeOpaqueBearer removes the Authorization header from every CRS
@@ -436,7 +438,9 @@ func writeOpaqueCookie(b *strings.Builder, id int, c OpaqueCookie) {
 // bearer token of the issued shape.
 func writeOpaqueBearer(b *strings.Builder, id int, format string) {
 	fmt.Fprintf(b, "SecRule &REQUEST_HEADERS:Authorization \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", id)
-	fmt.Fprintf(b, "  SecRule REQUEST_HEADERS:Authorization \"@rx ^Bearer (?:%s)$\" \"t:none,ctl:ruleRemoveTargetByTag=OWASP_CRS;REQUEST_HEADERS:Authorization\"\n", format)
+	fmt.Fprintf(b, "  SecRule REQUEST_HEADERS:Authorization \"@rx ^Bearer (?:%s)$\" \"t:none", format)
+	removeTarget(b, "REQUEST_HEADERS:Authorization")
+	b.WriteString("\"\n")
 }
 
 var (
