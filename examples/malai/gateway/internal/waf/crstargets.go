@@ -18,7 +18,8 @@ import (
 //
 // Why: ctl:ruleRemoveTargetByTag=OWASP_CRS walks every one of the ~700
 // rules on every request it fires on, and stores an exception for each
-// (14 % of an API call's WAF time, for the bearer token alone). An
+// (14 % of a request's WAF time, measured with a bearer token removed
+// that way). An
 // exception on a collection matters only to a rule that reads that
 // collection, so naming those rules by id removes the same targets from
 // the same rules. A rule this scan missed would go on inspecting the

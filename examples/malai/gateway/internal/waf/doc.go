@@ -55,11 +55,12 @@
 //
 // [Config.OpaqueBearer] does the same for the access token in
 // Authorization: one header, scheme "Bearer", a token of exactly the
-// issued shape ([IssuedBearer]: three bounded base64url segments) is
-// skipped by every rule. Its alphabet cannot spell what the header rules
-// look for, and only jwtverify reads its decoded bytes; skipping it saves
-// every API call a ~700-byte scan per header rule. Any other value, or a
-// second Authorization header, is inspected as before.
+// issued shape ([IssuedBearer]: three bounded base64url segments) is not
+// handed to the rules. Its alphabet cannot spell what the header rules
+// look for, only jwtverify reads its decoded bytes, and no CRS rule names
+// the header; leaving it out saves every API call a ~700-byte scan per
+// header rule. Any other value, or a second Authorization header, is
+// inspected as before.
 //
 // # Example
 //

@@ -56,9 +56,12 @@ type Config struct {
 	// OpaqueBearer is the exact shape of the bearer tokens the system
 	// issues, an RE2 expression over the token (after "Bearer "),
 	// anchored here. When a request holds exactly one Authorization
-	// header, of scheme "Bearer" and a token of that shape, no CRS rule
-	// inspects it; any other value, or a second Authorization header, is
-	// inspected as before. Empty: every Authorization header is
+	// header, of scheme "Bearer" and a token of that shape, the header is
+	// not handed to the rules at all (no CRS rule names Authorization, so
+	// it is their only change: skipping it costs nothing, where a ctl
+	// removing it from the rules' targets cost more than inspecting it);
+	// any other value, or a second Authorization header, is inspected as
+	// before. Empty: every Authorization header is
 	// inspected. Only a shape whose alphabet cannot spell what the rules
 	// look for belongs here (see [IssuedBearer]).
 	OpaqueBearer string
@@ -197,6 +200,7 @@ type WAF struct {
 	pool    *admission
 	budget  *budget // nil: no inspection-time budget
 	stats   counters
+	bearer  *regexp.Regexp // nil: every Authorization header is inspected
 
 	// observe, when set (tests), sees every finished transaction;
 	// holding runs while a slot is held, before the rules.
@@ -239,9 +243,11 @@ func New(cfg Config) (*WAF, error) {
 			return nil, fmt.Errorf("waf: opaque cookie %s: format must be a regular expression without quotes", c.Name)
 		}
 	}
+	var bearer *regexp.Regexp
 	if b := cfg.OpaqueBearer; b != "" {
-		if _, err := regexp.Compile(b); err != nil || strings.ContainsAny(b, "\"'\n\r") {
-			return nil, errors.New("waf: OpaqueBearer must be a regular expression without quotes")
+		var err error
+		if bearer, err = regexp.Compile("^Bearer (?:" + b + ")$"); err != nil {
+			return nil, errors.New("waf: OpaqueBearer must be a regular expression")
 		}
 	}
 	for _, p := range cfg.ReportPaths {
@@ -309,7 +315,7 @@ func New(cfg Config) (*WAF, error) {
 			}
 		}
 	}
-	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg),
+	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg), bearer: bearer,
 		budget: newBudget(cfg.InspectionRate, cfg.InspectionBurst, time.Now)}
 	profiles := append([]Profile{{}}, cfg.Profiles...)
 	for _, p := range profiles {
@@ -382,9 +388,6 @@ SecAuditEngine Off
 	for i, c := range cfg.OpaqueCookies {
 		writeOpaqueCookie(&b, 10800+i*2, c)
 	}
-	if cfg.OpaqueBearer != "" {
-		writeOpaqueBearer(&b, 10850, cfg.OpaqueBearer)
-	}
 	b.WriteString(cfg.beforeCRS)
 	b.WriteString("Include @owasp_crs/*.conf\n")
 	for _, id := range p.RemoveRules {
@@ -430,16 +433,6 @@ func writeOpaqueCookie(b *strings.Builder, id int, c OpaqueCookie) {
 	fmt.Fprintf(b, "SecRule &REQUEST_COOKIES:%s \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", c.Name, id)
 	fmt.Fprintf(b, "  SecRule REQUEST_COOKIES:%s \"@rx ^(?:%s)$\" \"t:none", c.Name, c.Format)
 	removeTarget(b, "REQUEST_COOKIES:"+c.Name)
-	b.WriteString("\"\n")
-}
-
-// writeOpaqueBearer removes the Authorization header from every CRS
-// rule's targets for this transaction when it is present once, as a
-// bearer token of the issued shape.
-func writeOpaqueBearer(b *strings.Builder, id int, format string) {
-	fmt.Fprintf(b, "SecRule &REQUEST_HEADERS:Authorization \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", id)
-	fmt.Fprintf(b, "  SecRule REQUEST_HEADERS:Authorization \"@rx ^Bearer (?:%s)$\" \"t:none", format)
-	removeTarget(b, "REQUEST_HEADERS:Authorization")
 	b.WriteString("\"\n")
 }
 
@@ -534,7 +527,7 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 			_ = tx.Close()
 		}()
 		start := time.Now()
-		it, err := inspect(tx, r, body)
+		it, err := inspect(tx, r, body, f.bearer)
 		if expensive {
 			f.budget.charge(key, time.Since(start))
 		}
@@ -798,7 +791,8 @@ func matchedList(tx types.Transaction) string {
 }
 
 // inspect runs phases 1 and 2 over the request and its already read body.
-func inspect(tx types.Transaction, r *http.Request, body []byte) (*types.Interruption, error) {
+// A single Authorization header matching bearer is left out.
+func inspect(tx types.Transaction, r *http.Request, body []byte, bearer *regexp.Regexp) (*types.Interruption, error) {
 	host, port, _ := net.SplitHostPort(r.RemoteAddr)
 	p, _ := strconv.Atoi(port)
 	tx.ProcessConnection(host, p, "", 0)
@@ -813,6 +807,9 @@ func inspect(tx types.Transaction, r *http.Request, body []byte) (*types.Interru
 			// other expectation with 417) before the handler runs; the
 			// body is already read. The CRS restricts the header (920450)
 			// for servers that do not, which refused every curl upload.
+			continue
+		}
+		if k == "Authorization" && len(vs) == 1 && bearer != nil && bearer.MatchString(vs[0]) {
 			continue
 		}
 		for _, v := range vs {
