@@ -208,6 +208,7 @@ func TestIssuedBearerIsNotInspected(t *testing.T) {
 		{"short signature", []string{"Bearer " + token[:len(token)-1]}, http.StatusForbidden},
 		{"quote in the claims", []string{"Bearer " + parts[0] + "." + parts[1] + "'." + parts[2]}, http.StatusForbidden},
 		{"trailing text", []string{"Bearer " + token + " eyJ"}, http.StatusForbidden},
+		{"overlong", []string{"Bearer " + parts[0] + "." + parts[1] + strings.Repeat("A", MaxOpaqueBearer) + "." + parts[2]}, http.StatusForbidden},
 		{"SQL injection", []string{"Bearer ' OR 1=1--"}, http.StatusForbidden},
 		{"not a JWT", []string{"Bearer not.a.token"}, http.StatusForbidden},
 	} {

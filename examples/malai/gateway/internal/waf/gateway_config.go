@@ -11,7 +11,8 @@ func GatewayConfig() Config {
 // IssuedBearer is the shape of identity's access tokens: a compact JWS
 // signed with ES256, three base64url segments without padding, a JSON
 // header and JSON claims (both start with `{"`, "eyJ" encoded) and the
-// 64-byte signature (86 characters), each bounded in length.
+// 64-byte signature (86 characters); the whole header value is at most
+// [MaxOpaqueBearer] bytes.
 //
 // Why no rule needs to read such a token: its alphabet is letters,
 // digits, "-" and "_", which cannot spell a quote, a space, a bracket, a
@@ -26,7 +27,7 @@ func GatewayConfig() Config {
 // this shape (another scheme, a quote, a space, padding, a fourth
 // segment, an overlong segment) and a second Authorization header are
 // inspected as before.
-const IssuedBearer = `eyJ[A-Za-z0-9_-]{1,256}\.eyJ[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{86}`
+const IssuedBearer = `eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{86}`
 
 // IssuedCookies are the cookies identity and the web app issue, in the
 // exact shapes they issue (names and shapes agreed with them; a test

@@ -56,7 +56,8 @@ type Config struct {
 	// OpaqueBearer is the exact shape of the bearer tokens the system
 	// issues, an RE2 expression over the token (after "Bearer "),
 	// anchored here. When a request holds exactly one Authorization
-	// header, of scheme "Bearer" and a token of that shape, the header is
+	// header, of scheme "Bearer" and a token of that shape, at most
+	// [MaxOpaqueBearer] bytes in all, the header is
 	// not handed to the rules at all (no CRS rule names Authorization, so
 	// it is their only change: skipping it costs nothing, where a ctl
 	// removing it from the rules' targets cost more than inspecting it);
@@ -185,6 +186,12 @@ const (
 	defaultMaxWait      = time.Second
 	defaultLightMaxWait = 2 * time.Second
 )
+
+// MaxOpaqueBearer bounds an Authorization header that [Config.OpaqueBearer]
+// may leave out; a longer one is inspected. (Bounded here, not with
+// repetition counts in the expression: RE2 caps them at 1000, and the
+// expanded expression costs the match more.)
+const MaxOpaqueBearer = 2048
 
 // Errors reported through the log and the problem responses.
 var (
@@ -809,7 +816,7 @@ func inspect(tx types.Transaction, r *http.Request, body []byte, bearer *regexp.
 			// for servers that do not, which refused every curl upload.
 			continue
 		}
-		if k == "Authorization" && len(vs) == 1 && bearer != nil && bearer.MatchString(vs[0]) {
+		if k == "Authorization" && len(vs) == 1 && bearer != nil && len(vs[0]) <= MaxOpaqueBearer && bearer.MatchString(vs[0]) {
 			continue
 		}
 		for _, v := range vs {
