@@ -35,6 +35,10 @@
 //     however the process ends.
 //   - Rows are never rewritten in place. [Store.Rekey] (re-encryption)
 //     writes a new file beside the old one, fsyncs it and renames it over.
+//   - Windows cannot fsync a directory: there a new log file's directory
+//     entry and a Rekey's rename are as durable as NTFS's metadata
+//     journal makes them (never torn, possibly undone by a crash soon
+//     after). Appends are fsynced the same on every system.
 //
 // # Usage
 //

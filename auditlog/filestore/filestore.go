@@ -713,15 +713,3 @@ func (s *Store) Close() error {
 	unlockDir(s.lock)
 	return err
 }
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("filestore: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("filestore: sync directory: %w", err)
-	}
-	return nil
-}

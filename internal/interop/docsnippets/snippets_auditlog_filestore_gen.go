@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 )
 
-// auditlog/filestore/doc.go:41
+// auditlog/filestore/doc.go:45
 func snippet1() {
 	var dataDir string
 	st, err := filestore.Open(filepath.Join(dataDir, "audit"))
