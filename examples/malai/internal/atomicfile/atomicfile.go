@@ -38,10 +38,5 @@ func Write(path string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	// The rename is durable once the directory is synced.
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(dir)
 }
