@@ -200,6 +200,15 @@ func componentCmd(name string, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 	defer stop()
+	// The reload signal is caught from the start: one that arrives while
+	// the system starts or seeds its demo data (the gateway already
+	// answers) must not kill the process, which is SIGHUP's default.
+	var hup chan os.Signal // nil, never ready, without a reload signal
+	if sigs := reloadSignals(); len(sigs) > 0 {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, sigs...)
+		defer signal.Stop(hup)
+	}
 	sys, err := Start(ctx, o)
 	if err != nil {
 		return err
@@ -216,11 +225,6 @@ func componentCmd(name string, args []string) error {
 			line += ", public " + sys.GatewayURL
 		}
 		fmt.Println(line)
-	}
-	var hup chan os.Signal // nil, never ready, without a reload signal
-	if sigs := reloadSignals(); len(sigs) > 0 {
-		hup = make(chan os.Signal, 1)
-		signal.Notify(hup, sigs...)
 	}
 	for {
 		select {
