@@ -316,7 +316,7 @@ func startMalai(ctx context.Context, bin, dir string, extra []string) (*target, 
 	var c *http.Client
 	for {
 		if t.tls == nil {
-			t.tls, _ = tlsFor(filepath.Join(dir, "ca.pem"))
+			t.tls, _ = tlsFor(filepath.Join(dir, "pki", "ca.pem"))
 		}
 		if t.tls != nil {
 			c = &http.Client{Transport: &http.Transport{TLSClientConfig: t.tls}, Timeout: 10 * time.Second}
