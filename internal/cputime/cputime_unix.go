@@ -1,13 +1,13 @@
 //go:build unix
 
-package identity
+package cputime
 
 import (
 	"syscall"
 	"time"
 )
 
-func cpuNow() time.Duration {
+func process() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

@@ -1,6 +1,6 @@
 //go:build windows
 
-package ledger
+package cputime
 
 import (
 	"time"
@@ -8,8 +8,7 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// cpuTime is the process's user and system CPU time.
-func cpuTime() time.Duration {
+func process() time.Duration {
 	var creation, exit, kernel, user windows.Filetime
 	if err := windows.GetProcessTimes(windows.CurrentProcess(), &creation, &exit, &kernel, &user); err != nil {
 		return 0
