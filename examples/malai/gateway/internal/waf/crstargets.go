@@ -13,17 +13,18 @@ import (
 )
 
 // crsReaders lists, per collection, the ids of the CRS rules (tagged
-// OWASP_CRS) that read it ("!" and the name: those untagged that do): a chain's id when any rule of the chain names the collection among
-// its variables (whole, by key, negated or counted).
+// OWASP_CRS) that read it, and under "!" and the collection's name the
+// untagged rules that do. A chain counts under its first rule's id when
+// any rule of the chain names the collection among its variables (whole,
+// by key, negated or counted).
 //
 // Why: ctl:ruleRemoveTargetByTag=OWASP_CRS walks every one of the ~700
 // rules on every request it fires on, and stores an exception for each
 // (14 % of a request's WAF time, measured with a bearer token removed
-// that way). An
-// exception on a collection matters only to a rule that reads that
-// collection, so naming those rules by id removes the same targets from
-// the same rules. A rule this scan missed would go on inspecting the
-// value: an error here costs CPU, never a detection.
+// that way). An exception on a collection matters only to a rule that
+// reads that collection, so naming those rules by id removes the same
+// targets from the same rules. A rule this scan missed would go on
+// inspecting the value: an error here costs CPU, never a detection.
 var crsReaders = sync.OnceValues(func() (map[string][]int, error) {
 	return scanCRS(coreruleset.FS)
 })

@@ -434,8 +434,9 @@ func writeReportPath(b *strings.Builder, id int, path string) {
 		"setvar:'tx.allowed_request_content_type=|application/csp-report| |application/reports+json|'\"\n", path, id)
 }
 
-// writeOpaqueCookie removes the cookie from every CRS rule's targets for
-// this transaction when it is present once with its issued shape.
+// writeOpaqueCookie removes the cookie from the targets of every CRS rule
+// that reads cookies, for this transaction, when it is present once with
+// its issued shape.
 func writeOpaqueCookie(b *strings.Builder, id int, c OpaqueCookie) {
 	fmt.Fprintf(b, "SecRule &REQUEST_COOKIES:%s \"@eq 1\" \"id:%d,phase:1,pass,nolog,t:none,chain\"\n", c.Name, id)
 	fmt.Fprintf(b, "  SecRule REQUEST_COOKIES:%s \"@rx ^(?:%s)$\" \"t:none", c.Name, c.Format)
