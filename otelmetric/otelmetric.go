@@ -138,17 +138,18 @@ func (m *Metrics) Verifications() func(context.Context, jwtverify.Event) {
 // fetches and feeding the key-set age and size gauges.
 func (m *Metrics) KeySetRefreshes() func(jwtverify.RefreshEvent) {
 	return func(e jwtverify.RefreshEvent) {
+		// The gauges' state is set before the fetch is counted, so a reader
+		// that sees the fetch also sees the key set it installed.
+		if e.Keys != 0 || e.Err == nil || e.Age != 0 { // else never had a key set: nothing to age
+			m.mu.Lock()
+			m.keySets[e.Issuer] = keySetState{goodAt: time.Now().Add(-e.Age), keys: e.Keys}
+			m.mu.Unlock()
+		}
 		k := attrKey{hook: 'r', a: e.Issuer, b: e.Trigger, ok: e.Err == nil}
 		m.refreshes.Add(context.Background(), 1, m.set(k, func() []attribute.KeyValue {
 			return []attribute.KeyValue{attribute.String("issuer", e.Issuer), attribute.String("trigger", e.Trigger),
 				attribute.String("outcome", outcome(e.Err == nil, "ok", "error"))}
 		})...)
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if e.Keys == 0 && e.Err != nil && e.Age == 0 {
-			return // never had a key set: nothing to age
-		}
-		m.keySets[e.Issuer] = keySetState{goodAt: time.Now().Add(-e.Age), keys: e.Keys}
 	}
 }
 
