@@ -22,13 +22,15 @@ import (
 // concurrent 12 KiB JSON posts, or with posts the WAF blocks, while a
 // second address (127.0.0.1) sends GET /healthz one at a time; the
 // victim's p50/p99 under the flood against its unloaded ones, with the
-// WAF's concurrency cap and without it (Faults.NoWAFCap, the state before
-// the cap), and with the cap but without the inspection-time budget. The
+// WAF's concurrency cap, inspection-time budget and held refusals (the
+// default), without the held refusals, with the cap alone, and with none
+// of them (Faults.NoWAFCap, the state before the cap). The
 // per-IP limit is lifted so that only the WAF's admission is measured;
 // the victim is measured from the flood's third second on.
 // The clients run in the benchmark's process over plain HTTP/1.1, so
 // cpu-ms/attack counts the process's CPU (server and clients) per attacker
-// request answered, of any status: an upper bound on the server's.
+// request answered, of any status: an upper bound on the server's;
+// cpu-cores is that CPU per second of the flood.
 func BenchmarkFlood(b *testing.B) {
 	memo := strings.Repeat("lorem ipsum ", 1024) // 12 KiB
 	for _, attack := range []struct{ name, body string }{
@@ -36,15 +38,18 @@ func BenchmarkFlood(b *testing.B) {
 		{"WAF-blocked posts", fmt.Sprintf(`{"from":"acc_1","to":"acc_2","amount":1,"memo":%q}`, memo[:2048]+"<script>alert(document.cookie)</script>")},
 	} {
 		for _, adm := range []struct {
-			name           string
-			capped, budget bool
-		}{{"capped+budget", true, true}, {"capped", true, false}, {"uncapped (before)", false, false}} {
+			name                 string
+			capped, budget, held bool
+		}{{"capped+budget+held", true, true, true}, {"capped+budget", true, true, false}, {"capped", true, false, false}, {"uncapped (before)", false, false, false}} {
 			b.Run(attack.name+"/"+adm.name, func(b *testing.B) {
 				e := newEdge(b, func(c *Config) {
 					c.PerIP = 10_000_000
 					c.Faults.NoWAFCap = !adm.capped
 					if !adm.budget {
 						c.WAF.InspectionRate = -1
+					}
+					if !adm.held {
+						c.WAF.RefusalDelay = -1
 					}
 				})
 				url := serveHTTP(b, e.h)
@@ -57,7 +62,7 @@ func BenchmarkFlood(b *testing.B) {
 				var attacks atomic.Int64
 				statuses := sync.Map{}
 				var wg sync.WaitGroup
-				cpu0 := cpuTime()
+				cpu0, floodStart := cpuTime(), time.Now()
 				for range 16 {
 					wg.Go(func() {
 						c := client("127.0.0.2")
@@ -85,7 +90,7 @@ func BenchmarkFlood(b *testing.B) {
 				loaded := victimLatencies(victim, url, 200)
 				stop.Store(true)
 				wg.Wait()
-				cpu := cpuTime() - cpu0
+				cpu, flood := cpuTime()-cpu0, time.Since(floodStart)
 				codes := map[int]int64{}
 				statuses.Range(func(k, v any) bool { codes[k.(int)] = v.(*atomic.Int64).Load(); return true })
 				b.ReportMetric(ms(pct(base, 50)), "victim-unloaded-p50-ms")
@@ -94,6 +99,7 @@ func BenchmarkFlood(b *testing.B) {
 				b.ReportMetric(ms(pct(loaded, 99)), "victim-p99-ms")
 				b.ReportMetric(float64(pct(loaded, 99))/float64(pct(base, 99)), "p99-ratio")
 				b.ReportMetric(ms(cpu)/float64(attacks.Load()), "cpu-ms/attack")
+				b.ReportMetric(cpu.Seconds()/flood.Seconds(), "cpu-cores")
 				b.Logf("attacker answers %v", codes)
 			})
 		}

@@ -171,7 +171,7 @@ type Config struct {
 type Faults struct {
 	LimitAfterWAF bool // the reputation list and per-IP limit run after the WAF
 	NoShapeLimits bool // no header/cookie/argument/URL/body caps before the WAF
-	NoWAFCap      bool // the WAF's concurrency cap and inspection-time budget are lifted (no 503, no 429 from them)
+	NoWAFCap      bool // the WAF's concurrency cap, inspection-time budget and refusal delay are lifted (no 503, no 429 from them)
 	NoTokenCheck  bool // JWT check #1 off: any bearer token is forwarded unverified
 	// WAFRules are SecLang directives appended after the CRS (a rule
 	// family removed, a false positive added).
@@ -251,7 +251,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Faults.NoWAFCap {
 		wcfg.MaxConcurrent, wcfg.PerClient, wcfg.MaxWaiting, wcfg.PerClientWaiting = 1<<20, 1<<20, 1<<20, 1<<20
 		wcfg.MaxWait, wcfg.LightMaxWait = time.Hour, time.Hour
-		wcfg.InspectionRate = -1
+		wcfg.InspectionRate, wcfg.RefusalDelay = -1, -1
 	}
 	var err error
 	if g.waf, err = waf.New(wcfg); err != nil {

@@ -27,6 +27,13 @@
 //     before their body is read, until its use drains. The pool bounds
 //     an address's share of the CPU at any moment, the budget its share
 //     over time.
+//   - Those 429s and 503s are answered RefusalDelay (1 s) after the
+//     request arrived, holding no slot and no place in the queue: a client
+//     that retries at once without backing off gets one answer per
+//     connection a second, not tens of thousands whose answers together
+//     take the cores from everyone else. At most MaxHeldPerClient (64) of
+//     one address and MaxHeld (4096) in all are held; past them a refusal
+//     is answered at once.
 //   - Any inspection error fails closed (503). An interruption is a 403
 //     problem+json that names no rule; the matched rule ids go to the log
 //     under the request's correlation id.

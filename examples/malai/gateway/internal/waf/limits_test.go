@@ -553,7 +553,9 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // client's next heavy request past PerClientHeavyWaiting is refused at
 // once, so a flood still does not queue.
 func TestDoubleSubmissionWaitsItsTurn(t *testing.T) {
-	w := newSuiteWAF(t, Config{MaxConcurrent: 4, PerClient: 1, PerClientHeavyWaiting: 2})
+	// RefusalDelay off: this test is about the queue (TestRefusalsAreHeld
+	// about holding the refusal).
+	w := newSuiteWAF(t, Config{MaxConcurrent: 4, PerClient: 1, PerClientHeavyWaiting: 2, RefusalDelay: -1})
 	hd := newHolder(w)
 	h := w.Handler(okHandler())
 	var wg sync.WaitGroup

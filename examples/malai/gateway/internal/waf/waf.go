@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"runtime"
@@ -126,6 +127,21 @@ type Config struct {
 	BodyTimeout time.Duration
 	// RetryAfter is the Retry-After of a 503 (busy). Default 1 s.
 	RetryAfter time.Duration
+	// RefusalDelay is how long after its arrival a refused request is
+	// answered (429: its client is over its inspection-time budget; 503:
+	// no slot for it, mostly because its client holds its share):
+	// a client that retries at once without backing off then gets one
+	// answer per connection per RefusalDelay, not thousands a second whose
+	// answers, cheap one by one, together take the cores from every other
+	// client. Holding a refusal costs a goroutine and a timer, no CPU; at
+	// most MaxHeldPerClient of one client (an IPv6 /64) and MaxHeld in all
+	// are held, past which refusals are answered at once. Default 1 s (as
+	// RetryAfter: a client that honours Retry-After never waits for it);
+	// negative: every refusal is answered at once.
+	RefusalDelay time.Duration
+	// MaxHeldPerClient and MaxHeld bound the refusals held at once, per
+	// client and in all. Defaults 64 and 4096.
+	MaxHeldPerClient, MaxHeld int
 	// OnBlock is called, before the 403 is written, for every request the
 	// rules refused (the gateway charges the client's rate budget more).
 	// It must not block.
@@ -205,7 +221,8 @@ type WAF struct {
 	engines map[string]coraza.WAF // "" is the default profile
 	log     *slog.Logger
 	pool    *admission
-	budget  *budget // nil: no inspection-time budget
+	budget  *budget      // nil: no inspection-time budget
+	held    *refusalHold // nil: refusals are answered at once
 	stats   counters
 	bearer  *regexp.Regexp // nil: every Authorization header is inspected
 
@@ -305,6 +322,18 @@ func New(cfg Config) (*WAF, error) {
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = time.Second
 	}
+	if cfg.RefusalDelay == 0 {
+		cfg.RefusalDelay = time.Second
+	}
+	if cfg.MaxHeldPerClient == 0 {
+		cfg.MaxHeldPerClient = 64
+	}
+	if cfg.MaxHeld == 0 {
+		cfg.MaxHeld = 4096
+	}
+	if cfg.MaxHeldPerClient < 0 || cfg.MaxHeld < 0 {
+		return nil, errors.New("waf: negative MaxHeldPerClient or MaxHeld")
+	}
 	if cfg.MaxConcurrent < 1 || cfg.PerClient < 1 || cfg.PerClientWaiting < 0 || cfg.PerClientHeavyWaiting < 0 || cfg.MaxWaiting < 0 || cfg.MaxWait < 0 || cfg.LightMaxWait < 0 ||
 		cfg.BodyTimeout < 0 || cfg.RetryAfter < 0 {
 		return nil, errors.New("waf: MaxConcurrent and PerClient must be positive; PerClientWaiting, PerClientHeavyWaiting, MaxWaiting, MaxWait, LightMaxWait, BodyTimeout and RetryAfter not negative")
@@ -323,7 +352,8 @@ func New(cfg Config) (*WAF, error) {
 		}
 	}
 	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg), bearer: bearer,
-		budget: newBudget(cfg.InspectionRate, cfg.InspectionBurst, time.Now)}
+		budget: newBudget(cfg.InspectionRate, cfg.InspectionBurst, time.Now),
+		held:   newRefusalHold(cfg.RefusalDelay, cfg.MaxHeldPerClient, cfg.MaxHeld)}
 	profiles := append([]Profile{{}}, cfg.Profiles...)
 	for _, p := range profiles {
 		if _, dup := w.engines[p.Name]; dup {
@@ -477,10 +507,10 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 		// A client past its inspection-time budget is refused before its
 		// body is read: each of its heavy requests then costs next to
 		// nothing.
-		key := clientKey(r)
+		key, arrived := clientKey(r), time.Now()
 		if r.ContentLength != 0 || heavy(r, nil) {
 			if ok, wait := f.budget.allow(key); !ok {
-				f.refuseOverBudget(w, r, wait)
+				f.refuseOverBudget(w, r, key, arrived, wait)
 				return
 			}
 		}
@@ -514,7 +544,7 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 		}
 		release, err := f.pool.acquire(r.Context(), key, expensive, maxWait)
 		if err != nil {
-			f.refuseBusy(w, r, err)
+			f.refuseBusy(w, r, key, arrived, err)
 			return
 		}
 		eng := f.engines[""]
@@ -752,8 +782,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (f *WAF) refuseBusy(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
+func (f *WAF) refuseBusy(w http.ResponseWriter, r *http.Request, key netip.Prefix, arrived time.Time, err error) {
+	if r.Context().Err() != nil || !f.held.hold(r.Context(), key, arrived) {
 		f.stats.clientGone.Add(1)
 		w.WriteHeader(StatusClientClosed)
 		return
@@ -768,7 +798,12 @@ func (f *WAF) refuseBusy(w http.ResponseWriter, r *http.Request, err error) {
 // refuseOverBudget answers a heavy request of a client that has used its
 // inspection time (429, the per-IP limit's answer: it is this client's
 // rate, not the gateway's capacity).
-func (f *WAF) refuseOverBudget(w http.ResponseWriter, r *http.Request, wait time.Duration) {
+func (f *WAF) refuseOverBudget(w http.ResponseWriter, r *http.Request, key netip.Prefix, arrived time.Time, wait time.Duration) {
+	if !f.held.hold(r.Context(), key, arrived) {
+		f.stats.clientGone.Add(1)
+		w.WriteHeader(StatusClientClosed)
+		return
+	}
 	f.stats.overBudget.Add(1)
 	f.log.WarnContext(r.Context(), "waf: client over its inspection-time budget; refusing", "retry_after", wait.String())
 	w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
