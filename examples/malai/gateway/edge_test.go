@@ -246,3 +246,24 @@ func TestResponses(t *testing.T) {
 		}
 	}
 }
+
+// The routes of the system's own services are inspected with the
+// Services profile: PHP text in a ledger memo is inert and reaches the
+// ledger, while an XSS payload in the same field is refused before it.
+func TestServiceRoutesUseTheServiceProfile(t *testing.T) {
+	e := newEdge(t, nil)
+	auth := map[string]string{"Authorization": "Bearer " + e.userToken}
+	before := e.ledger.count()
+	if c := e.do(e.good, "POST", "/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1,"memo":"<?php echo $a; ?>"}`, auth).Code; c == http.StatusForbidden {
+		t.Fatalf("PHP text in a ledger memo: %d; the service profile was not applied", c)
+	}
+	if e.ledger.count() != before+1 {
+		t.Fatalf("PHP text in a ledger memo did not reach the ledger")
+	}
+	if c := e.do(e.good, "POST", "/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1,"memo":"<script>alert(document.cookie)</script>"}`, auth).Code; c != http.StatusForbidden {
+		t.Fatalf("XSS in a ledger memo: %d, want 403", c)
+	}
+	if e.ledger.count() != before+1 {
+		t.Fatalf("the refused request reached the ledger")
+	}
+}

@@ -228,7 +228,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	wcfg := cfg.WAF
 	gc := waf.GatewayConfig()
-	wcfg.Exclusions, wcfg.OpaqueCookies, wcfg.OpaqueBearer = gc.Exclusions, gc.OpaqueCookies, gc.OpaqueBearer
+	wcfg.Exclusions, wcfg.OpaqueCookies, wcfg.OpaqueBearer, wcfg.Profiles = gc.Exclusions, gc.OpaqueCookies, gc.OpaqueBearer, gc.Profiles
 	for _, rt := range cfg.Routes {
 		method, path, _ := strings.Cut(rt.Pattern, " ")
 		if len(rt.PasswordFields) > 0 {
@@ -340,6 +340,11 @@ func New(cfg Config) (*Gateway, error) {
 				return
 			}
 			r = r.WithContext(waf.WithBodyLimit(r.Context(), rt.BodyLimit))
+		}
+		if rt.Upstream != "" {
+			// A route of the system's own services: the rule set without
+			// the families of technologies the system does not run.
+			r = r.WithContext(waf.WithProfile(r.Context(), waf.Services))
 		}
 		inspected.ServeHTTP(w, r)
 	})

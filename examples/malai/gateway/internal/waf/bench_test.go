@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/malai-sec/malai/internal/cputime"
 )
 
 // sampleToken is an access token of identity's shape (ES256 compact JWS,
@@ -38,7 +40,8 @@ func apiHeaders(r *http.Request, token string) {
 	r.Header.Set("Authorization", "Bearer "+token)
 }
 
-// BenchmarkWAF compares the gateway's WAF with Coraza's default
+// BenchmarkWAF compares the gateway's WAF, with its default rule set and
+// with the Services profile of its service routes, with Coraza's default
 // configuration (recommended base, engine on, CRS at paranoia level 1)
 // behind the same handler, per request shape.
 func BenchmarkWAF(b *testing.B) {
@@ -54,9 +57,14 @@ func BenchmarkWAF(b *testing.B) {
 		{"API JSON POST", "POST", "/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1500,"memo":"rent"}`, true},
 	}
 	for _, cfg := range []struct {
-		name string
-		c    Config
-	}{{"gateway", GatewayConfig()}, {"coraza-default", Config{rulesOverride: corazaDefault("")}}} {
+		name, profile string
+		c             Config
+	}{
+		{"gateway", "", GatewayConfig()},
+		// The gateway's service routes (every API shape's route is one).
+		{"gateway-services", Services, GatewayConfig()},
+		{"coraza-default", "", Config{rulesOverride: corazaDefault("")}},
+	} {
 		cfg.c.BodyLimit = 16 << 10
 		w := newSuiteWAF(b, cfg.c)
 		h := w.Handler(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -66,6 +74,7 @@ func BenchmarkWAF(b *testing.B) {
 		for _, s := range shapes {
 			b.Run(cfg.name+"/"+s.name, func(b *testing.B) {
 				b.ReportAllocs()
+				cpu0 := cputime.Process()
 				for b.Loop() {
 					var r *http.Request
 					switch {
@@ -84,8 +93,14 @@ func BenchmarkWAF(b *testing.B) {
 					default:
 						r = jsonPost(s.target, s.body)
 					}
+					if cfg.profile != "" {
+						r = r.WithContext(WithProfile(r.Context(), cfg.profile))
+					}
 					h.ServeHTTP(httptest.NewRecorder(), r)
 				}
+				// The process's CPU per request: on a shared machine the
+				// wall time includes waiting for a core.
+				b.ReportMetric(float64(cputime.Process()-cpu0)/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}

@@ -69,6 +69,20 @@
 // header rule. Any other value, or a second Authorization header, is
 // inspected as before.
 //
+// # Profiles
+//
+// A [Profile] is the rule set without named rule families, selected per
+// request with [WithProfile]. The gateway runs the [Services] profile
+// ([ServiceProfile]) on the routes it forwards to the system's own
+// services: JSON APIs in Go, where the families that detect PHP, Java
+// deserialization, Node.js, Ruby and Perl injection, remote file
+// inclusion, other platforms' session-id parameters and those platforms'
+// error pages in responses match text that no interpreter in the system
+// reads (each family with its reason in serviceRemovals). SQL injection,
+// XSS, shell commands, path traversal, SSRF, template injection, protocol
+// attacks and Log4Shell stay on; the web app's pages and every other path
+// get the whole rule set, which is what the CRS regression suite tests.
+//
 // # Example
 //
 //	w, err := waf.New(waf.Config{})

@@ -5,7 +5,56 @@ package waf
 // gateway adds its runtime limits (concurrency, body caps) to it; the CRS
 // regression test runs exactly these directives.
 func GatewayConfig() Config {
-	return Config{Exclusions: CredentialExclusions(), OpaqueCookies: IssuedCookies(), OpaqueBearer: IssuedBearer}
+	return Config{Exclusions: CredentialExclusions(), OpaqueCookies: IssuedCookies(), OpaqueBearer: IssuedBearer,
+		Profiles: []Profile{ServiceProfile()}}
+}
+
+// Services names the profile of the routes the gateway forwards to the
+// system's own services (identity, the ledger, the worker): JSON APIs
+// written in Go. Everything else (the web app's pages, unknown paths)
+// keeps the whole rule set.
+const Services = "services"
+
+// serviceRemovals are the rule families a service route goes without,
+// each with why it protects nothing there. What they share: every
+// component of the system is a Go binary; a request's text reaches Go
+// code, PostgreSQL (as bound parameters), Redis (as values), the logs
+// and, rendered by the web app, a browser. No PHP, JVM, Node.js, Ruby or
+// Perl interpreter, no IIS, no file include exists anywhere for the text
+// to reach, so detections of those technologies' injections match text
+// that is inert here, and cost every API call a scan per argument. The
+// families that guard what the text does reach stay: SQL injection,
+// XSS, shell commands, path traversal, SSRF, template injection,
+// protocol attacks and smuggling, Log4Shell (a log pipeline further on
+// may run Java), the generic and SQL-error response leaks, scanners,
+// and the protocol rules.
+var serviceRemovals = []struct{ ids, reason string }{
+	{"931100-931999", "remote file inclusion: a URL handed to PHP's include; nothing includes or fetches a URL a request names (SSRF, 934110/934120/934190, stays)"},
+	{"933100-933999", "PHP injection: no PHP interpreter; PHP tags, superglobals, wrappers, serialized objects and function names are text to Go"},
+	{"934100-934101", "Node.js injection: no Node.js"},
+	{"934130", "JavaScript prototype pollution: Go's JSON decoding has no prototype; the services refuse unknown members"},
+	{"934140", "Perl injection: no Perl"},
+	{"934150", "Ruby injection: no Ruby"},
+	{"934160", "Node.js DoS pattern: no Node.js event loop"},
+	{"934170", "PHP data: scheme: no PHP stream wrappers"},
+	{"943110-943120", "session fixation by a session-id parameter (PHPSESSID, JSESSIONID, …): no service takes a session from a parameter; 943100 (cookie-setting markup) stays"},
+	{"944100-944149", "Java class, process-spawn and deserialization payloads: no JVM deserializes or loads anything"},
+	{"944153-944999", "Java deserialization and class loading at paranoia levels 2-3: no JVM (Log4Shell, 944150-944152, stays)"},
+	{"952100-952999", "Java error pages in responses: no Java server"},
+	{"953100-953999", "PHP error and source leaks in responses: no PHP"},
+	{"954100-954999", "IIS error pages in responses: no IIS"},
+	{"955100-955999", "web shell pages in responses: the services serve no file a request could have placed"},
+	{"956100-956999", "Ruby error pages in responses: no Ruby"},
+}
+
+// ServiceProfile is the [Services] rule set: the whole CRS without
+// serviceRemovals.
+func ServiceProfile() Profile {
+	p := Profile{Name: Services}
+	for _, r := range serviceRemovals {
+		p.Remove = append(p.Remove, r.ids)
+	}
+	return p
 }
 
 // IssuedBearer is the shape of identity's access tokens: a compact JWS

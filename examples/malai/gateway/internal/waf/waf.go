@@ -192,10 +192,14 @@ type OpaqueCookie struct {
 }
 
 // Profile is a rule set for routes whose content cannot carry what some
-// rules look for. RemoveRules are CRS ids removed from it.
+// rules look for. Remove are the CRS rules it goes without: ids
+// ("933100") or inclusive ranges of ids ("933100-933999"); every one
+// needs a reason in the caller's table. Keep a family's paranoia-level
+// markers (its x011–x018 rules): without them its higher-level rules
+// would run at every level.
 type Profile struct {
-	Name        string
-	RemoveRules []int
+	Name   string
+	Remove []string
 }
 
 const (
@@ -359,6 +363,11 @@ func New(cfg Config) (*WAF, error) {
 		if _, dup := w.engines[p.Name]; dup {
 			return nil, fmt.Errorf("waf: profile %q defined twice", p.Name)
 		}
+		for _, ids := range p.Remove {
+			if !ruleIDs.MatchString(ids) {
+				return nil, fmt.Errorf("waf: profile %q: %q is not a rule id or a range of ids", p.Name, ids)
+			}
+		}
 		e, err := compile(Directives(cfg, p))
 		if err != nil {
 			return nil, err
@@ -427,8 +436,8 @@ SecAuditEngine Off
 	}
 	b.WriteString(cfg.beforeCRS)
 	b.WriteString("Include @owasp_crs/*.conf\n")
-	for _, id := range p.RemoveRules {
-		fmt.Fprintf(&b, "SecRuleRemoveById %d\n", id)
+	for _, ids := range p.Remove {
+		fmt.Fprintf(&b, "SecRuleRemoveById %s\n", ids)
 	}
 	b.WriteString(cfg.AfterCRS)
 	return b.String()
@@ -477,6 +486,7 @@ func writeOpaqueCookie(b *strings.Builder, id int, c OpaqueCookie) {
 var (
 	directivePath = regexp.MustCompile(`^/[A-Za-z0-9/_.{}-]{0,200}$`)
 	fieldName     = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+	ruleIDs       = regexp.MustCompile(`^[0-9]{1,9}(?:-[0-9]{1,9})?$`)
 )
 
 type ctxKey int
