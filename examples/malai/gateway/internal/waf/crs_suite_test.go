@@ -123,6 +123,9 @@ func newSuiteWAF(t testing.TB, cfg Config) *WAF {
 	if cfg.InspectionRate == 0 {
 		cfg.InspectionRate = -1 // thousands of requests from one address, back to back
 	}
+	if cfg.RefusalDelay == 0 {
+		cfg.RefusalDelay = -1 // the same: their refusals are what is tested, not their pace
+	}
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = 13107200 // Coraza's recommended limit: the suite sends up to 64 KiB
 	}
