@@ -80,3 +80,34 @@ func TestInspectionBudget(t *testing.T) {
 		}
 	}
 }
+
+// A heavy request the rules refuse costs its client's budget four times
+// its inspection time; one that passes costs its time.
+func TestBlockedRequestsCostTheBudgetMore(t *testing.T) {
+	w := newSuiteWAF(t, Config{InspectionRate: time.Nanosecond, InspectionBurst: time.Hour})
+	w.since = func(time.Time) time.Duration { return 10 * time.Millisecond }
+	h := w.Handler(okHandler())
+	used := func(ip string) time.Duration {
+		w.budget.mu.Lock()
+		defer w.budget.mu.Unlock()
+		s := w.budget.used[netip.MustParsePrefix(ip+"/32")]
+		if s == nil {
+			return 0
+		}
+		return s.d
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, heavyPost("192.0.2.80"))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("a benign post: %d", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, withClient(jsonPost("/v1/transfers", `{"memo":"<script>alert(document.cookie)</script>"}`), "192.0.2.81"))
+	if rec.Code != http.StatusForbidden {
+		t.Fatalf("an attack: %d", rec.Code)
+	}
+	// Drained by at most a few nanoseconds since.
+	if p, b := used("192.0.2.80"), used("192.0.2.81"); p < 9*time.Millisecond || p > 10*time.Millisecond || b < 39*time.Millisecond || b > 40*time.Millisecond {
+		t.Fatalf("budget used: passing post %v (want 10ms), blocked post %v (want 40ms)", p, b)
+	}
+}

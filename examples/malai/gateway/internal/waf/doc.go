@@ -24,7 +24,8 @@
 //   - Each address has a budget of inspection time for its heavy requests
 //     (InspectionRate per second, InspectionBurst at once: a quarter of a
 //     core, 2 s): past it they are refused with 429 and Retry-After
-//     before their body is read, until its use drains. The pool bounds
+//     before their body is read, until its use drains. One the rules
+//     refuse costs four times its inspection time. The pool bounds
 //     an address's share of the CPU at any moment, the budget its share
 //     over time.
 //   - Those 429s and 503s are answered RefusalDelay (1 s) after the

@@ -93,9 +93,11 @@ type Config struct {
 	// and Retry-After until its use has drained. PerClient bounds a
 	// client's share of the slots at any moment, this its share of the
 	// CPU over time: a client that keeps its slot busy would otherwise
-	// hold a core for as long as it floods. Defaults 250 ms per second (a
-	// quarter of a core) and 2 s: an ordinary JSON post costs 2–3 ms, a
-	// 12 KiB one ~70 ms. A negative InspectionRate turns the budget off;
+	// hold a core for as long as it floods. A heavy request the rules
+	// refuse is charged four times its inspection time. Defaults 250 ms
+	// per second (a quarter of a core) and 2 s: an ordinary JSON post
+	// costs 1–3 ms, a 12 KiB one 45–70 ms. A negative InspectionRate turns
+	// the budget off;
 	// so does the default in a binary built with the race detector, where
 	// every inspection takes about twenty times its time.
 	InspectionRate, InspectionBurst time.Duration
@@ -207,6 +209,10 @@ const (
 	defaultLightMaxWait = 2 * time.Second
 )
 
+// blockedCharge is how many times its inspection time a heavy request
+// the rules refused costs its client's inspection-time budget.
+const blockedCharge = 4
+
 // MaxOpaqueBearer bounds an Authorization header that [Config.OpaqueBearer]
 // may leave out; a longer one is inspected. (Bounded here, not with
 // repetition counts in the expression: RE2 caps them at 1000, and the
@@ -234,6 +240,7 @@ type WAF struct {
 	// holding runs while a slot is held, before the rules.
 	observe func(r *http.Request, tx types.Transaction)
 	holding func(r *http.Request)
+	since   func(time.Time) time.Duration // time.Since; tests fix an inspection's duration
 }
 
 // New compiles the rule set (and each profile). It takes a second or two:
@@ -357,7 +364,7 @@ func New(cfg Config) (*WAF, error) {
 	}
 	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg), bearer: bearer,
 		budget: newBudget(cfg.InspectionRate, cfg.InspectionBurst, time.Now),
-		held:   newRefusalHold(cfg.RefusalDelay, cfg.MaxHeldPerClient, cfg.MaxHeld)}
+		held:   newRefusalHold(cfg.RefusalDelay, cfg.MaxHeldPerClient, cfg.MaxHeld), since: time.Since}
 	profiles := append([]Profile{{}}, cfg.Profiles...)
 	for _, p := range profiles {
 		if _, dup := w.engines[p.Name]; dup {
@@ -576,11 +583,18 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 		}()
 		start := time.Now()
 		it, err := inspect(tx, r, body, f.bearer)
-		if expensive {
-			f.budget.charge(key, time.Since(start))
-		}
+		took := f.since(start)
 		release()
-		switch f.decide(tx, it, err, r, body) {
+		v := f.decide(tx, it, err, r, body)
+		if expensive {
+			if v == blocked {
+				// An attack uses its client's budget up faster than
+				// ordinary requests do, as it does the per-IP limit.
+				took *= blockedCharge
+			}
+			f.budget.charge(key, took)
+		}
+		switch v {
 		case pass:
 			f.stats.passed.Add(1)
 			r2 := r
