@@ -96,10 +96,10 @@ type Config struct {
 	// hold a core for as long as it floods. A heavy request the rules
 	// refuse is charged four times its inspection time. Defaults 250 ms
 	// per second (a quarter of a core) and 2 s: an ordinary JSON post
-	// costs 1–3 ms, a 12 KiB one 45–70 ms. A negative InspectionRate turns
-	// the budget off;
-	// so does the default in a binary built with the race detector, where
-	// every inspection takes about twenty times its time.
+	// costs 1–3 ms, a 12 KiB one 45–70 ms. A negative InspectionRate
+	// turns the budget off; so does the default in a binary built with
+	// the race detector, where every inspection takes about twenty times
+	// its time.
 	InspectionRate, InspectionBurst time.Duration
 	// MaxWaiting bounds the requests waiting for a slot; one more is
 	// refused at once with 503. Default 32 × MaxConcurrent.
