@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,8 +251,20 @@ func TestResponses(t *testing.T) {
 // The routes of the system's own services are inspected with the
 // Services profile: PHP text in a ledger memo is inert and reaches the
 // ledger, while an XSS payload in the same field is refused before it.
+// The web app's pages keep the whole rule set: the same PHP text in a
+// page's query is refused.
 func TestServiceRoutesUseTheServiceProfile(t *testing.T) {
-	e := newEdge(t, nil)
+	var pages atomic.Int64
+	e := newEdge(t, func(c *Config) {
+		c.Routes = append(c.Routes, Route{Pattern: "GET /page", Upstream: "web", Web: true})
+		c.Web = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { pages.Add(1) })
+	})
+	if c := e.do(e.good, "GET", "/page?q=ordinary+words", "", nil).Code; c != http.StatusOK || pages.Load() != 1 {
+		t.Fatalf("a benign page request: %d, served %d", c, pages.Load())
+	}
+	if c := e.do(e.good, "GET", "/page?q=%3C%3Fphp%20echo%20%24a%3B%20%3F%3E", "", nil).Code; c != http.StatusForbidden || pages.Load() != 1 {
+		t.Fatalf("PHP text in a page's query: %d, served %d; want 403 (the whole rule set on web pages)", c, pages.Load())
+	}
 	auth := map[string]string{"Authorization": "Bearer " + e.userToken}
 	before := e.ledger.count()
 	if c := e.do(e.good, "POST", "/v1/transfers", `{"from":"acc_1","to":"acc_2","amount":1,"memo":"<?php echo $a; ?>"}`, auth).Code; c == http.StatusForbidden {

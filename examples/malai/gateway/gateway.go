@@ -341,9 +341,10 @@ func New(cfg Config) (*Gateway, error) {
 			}
 			r = r.WithContext(waf.WithBodyLimit(r.Context(), rt.BodyLimit))
 		}
-		if rt.Upstream != "" {
+		if rt.Upstream != "" && !rt.Web {
 			// A route of the system's own services: the rule set without
-			// the families of technologies the system does not run.
+			// the families of technologies the system does not run. The
+			// web app's pages (and /healthz) keep the whole rule set.
 			r = r.WithContext(waf.WithProfile(r.Context(), waf.Services))
 		}
 		inspected.ServeHTTP(w, r)
