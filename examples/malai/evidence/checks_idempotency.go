@@ -28,7 +28,7 @@ func idempotencyChecks() []Check {
 			if err != nil {
 				return "", err
 			}
-			var got []string
+			var got, accepted []string
 			bad := false
 			for i, body := range []string{
 				fmt.Sprintf(`{"from":%q,"to":%q,"amount":1000,"AMOUNT":3}`, f.Alice.Account, f.Bob.Account),
@@ -42,7 +42,19 @@ func idempotencyChecks() []Check {
 					}
 					got = append(got, fmt.Sprintf("%s %d", path, r.Status))
 					bad = bad || r.Status != http.StatusBadRequest
+					if loc := r.Header.Get("Location"); r.Status == http.StatusAccepted && strings.HasPrefix(loc, "/v1/jobs/") {
+						accepted = append(accepted, loc)
+					}
 				}
+			}
+			// A job accepted in error runs later: wait for it, so that the
+			// balance below includes it and no later check sees it land.
+			for _, loc := range accepted {
+				_, _ = Eventually(ctx, 20*time.Second, func() (bool, string, error) {
+					r, err := f.Do(ctx, "GET", f.Target.Gateway+loc, nil, f.Alice.Auth())
+					s := JSONString(r.Body, "status")
+					return err == nil && r.Status == 200 && (s == "succeeded" || s == "failed"), r.String(), err
+				})
 			}
 			after, err := f.Balance(ctx, f.Alice)
 			if err != nil {
