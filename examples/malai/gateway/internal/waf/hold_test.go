@@ -90,6 +90,28 @@ func TestRefusalsAreHeld(t *testing.T) {
 	close(hd.hold)
 	wg.Wait()
 
+	// The bound in all: with one refusal held, another client's is
+	// answered at once.
+	all := newSuiteWAF(t, Config{InspectionRate: time.Nanosecond, InspectionBurst: time.Nanosecond, RefusalDelay: delay, MaxHeld: 1})
+	ha := all.Handler(okHandler())
+	ha.ServeHTTP(httptest.NewRecorder(), heavyPost("192.0.2.90"))
+	ha.ServeHTTP(httptest.NewRecorder(), heavyPost("192.0.2.91"))
+	heldDone := make(chan int, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		ha.ServeHTTP(rec, heavyPost("192.0.2.90"))
+		heldDone <- rec.Code
+	}()
+	waitHeld(t, all, netip.MustParsePrefix("192.0.2.90/32"), 1)
+	rec = httptest.NewRecorder()
+	ha.ServeHTTP(rec, heavyPost("192.0.2.91"))
+	if n, total := all.held.count(netip.MustParsePrefix("192.0.2.90/32")); rec.Code != http.StatusTooManyRequests || n != 1 || total != 1 {
+		t.Fatalf("past MaxHeld: %d with %d of %d held; want 429 at once while the first is still held", rec.Code, n, total)
+	}
+	if c := <-heldDone; c != http.StatusTooManyRequests {
+		t.Fatalf("the held refusal: %d", c)
+	}
+
 	// Over the inspection-time budget: the 429 is held the same way.
 	b := newSuiteWAF(t, Config{InspectionRate: time.Nanosecond, InspectionBurst: time.Nanosecond, RefusalDelay: delay})
 	hb := b.Handler(okHandler())
