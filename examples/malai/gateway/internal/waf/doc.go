@@ -84,6 +84,20 @@
 // attacks and Log4Shell stay on; the web app's pages and every other path
 // get the whole rule set, which is what the CRS regression suite tests.
 //
+// # Responses
+//
+// Phases 3 and 4 run over every response whose body the configuration
+// inspects (text/plain, text/html, text/xml, buffered up to 512 KiB): a
+// leaked SQL error or a directory listing is withheld with 502. A
+// response whose body is not inspected (the services' JSON and problem
+// documents, images) skips the two phases when none of the rule set's
+// phase-3 and phase-4 rules, at its paranoia level, reads anything but
+// the body and the transaction's own variables: nothing in them can act
+// on it. That holds for the [Services] profile at level 1; the whole rule
+// set (the IIS rules read the status) and every profile from level 2
+// (950100 reads it too) run the phases on every response, and so does any
+// rule set with a phase-3 or phase-4 rule of the caller's own.
+//
 // # Example
 //
 //	w, err := waf.New(waf.Config{})

@@ -27,7 +27,11 @@ type responseInspector struct {
 	sent      bool // headers written to w
 	buffering bool
 	blocked   bool
-	buf       bytes.Buffer
+	// skipUninspected: the rule set's phases 3 and 4 cannot act on a
+	// response whose body is not inspected; skipped marks one that went
+	// without them.
+	skipUninspected, skipped bool
+	buf                      bytes.Buffer
 }
 
 func (ri *responseInspector) Header() http.Header { return ri.w.Header() }
@@ -49,11 +53,17 @@ func (ri *responseInspector) WriteHeader(code int) {
 			ri.tx.AddResponseHeader(k, v)
 		}
 	}
+	inspected := ri.tx.IsResponseBodyAccessible() && ri.tx.IsResponseBodyProcessable()
+	if !inspected && ri.skipUninspected {
+		ri.skipped, ri.sent = true, true
+		ri.w.WriteHeader(code)
+		return
+	}
 	if it := ri.tx.ProcessResponseHeaders(code, ri.r.Proto); it != nil {
 		ri.blocked = true
 		return
 	}
-	if ri.tx.IsResponseBodyAccessible() && ri.tx.IsResponseBodyProcessable() {
+	if inspected {
 		ri.buffering = true
 		return
 	}
@@ -113,7 +123,7 @@ func (ri *responseInspector) finish() {
 	}
 	if ri.buffering {
 		ri.flushInspected()
-	} else if !ri.blocked {
+	} else if !ri.blocked && !ri.skipped {
 		if it, err := ri.tx.ProcessResponseBody(); (it != nil || err != nil) && !ri.sent {
 			ri.blocked = true
 		}

@@ -228,7 +228,7 @@ var (
 // WAF is a request filter. It is safe for concurrent use.
 type WAF struct {
 	cfg     Config
-	engines map[string]coraza.WAF // "" is the default profile
+	engines map[string]engine // "" is the default profile
 	log     *slog.Logger
 	pool    *admission
 	budget  *budget      // nil: no inspection-time budget
@@ -241,6 +241,14 @@ type WAF struct {
 	observe func(r *http.Request, tx types.Transaction)
 	holding func(r *http.Request)
 	since   func(time.Time) time.Duration // time.Since; tests fix an inspection's duration
+}
+
+// engine is one profile's compiled rule set.
+type engine struct {
+	coraza.WAF
+	// skipUninspected: phases 3 and 4 cannot act on a response whose
+	// body is not inspected, so such responses skip them (respphases.go).
+	skipUninspected bool
 }
 
 // New compiles the rule set (and each profile). It takes a second or two:
@@ -362,7 +370,7 @@ func New(cfg Config) (*WAF, error) {
 			}
 		}
 	}
-	w := &WAF{cfg: cfg, engines: map[string]coraza.WAF{}, log: cfg.Logger, pool: newAdmission(cfg), bearer: bearer,
+	w := &WAF{cfg: cfg, engines: map[string]engine{}, log: cfg.Logger, pool: newAdmission(cfg), bearer: bearer,
 		budget: newBudget(cfg.InspectionRate, cfg.InspectionBurst, time.Now),
 		held:   newRefusalHold(cfg.RefusalDelay, cfg.MaxHeldPerClient, cfg.MaxHeld), since: time.Since}
 	profiles := append([]Profile{{}}, cfg.Profiles...)
@@ -375,11 +383,20 @@ func New(cfg Config) (*WAF, error) {
 				return nil, fmt.Errorf("waf: profile %q: %q is not a rule id or a range of ids", p.Name, ids)
 			}
 		}
-		e, err := compile(Directives(cfg, p))
+		d := Directives(cfg, p)
+		e, err := compile(d)
 		if err != nil {
 			return nil, err
 		}
-		w.engines[p.Name] = e
+		// Coraza's own configuration (rulesOverride: the comparisons) runs
+		// every phase, as Coraza's middleware does.
+		inert := false
+		if cfg.rulesOverride == "" {
+			if inert, _, err = respPhasesInert(coreruleset.FS, d, cfg.ParanoiaLevel, p.Remove); err != nil {
+				return nil, err
+			}
+		}
+		w.engines[p.Name] = engine{WAF: e, skipUninspected: inert}
 	}
 	return w, nil
 }
@@ -603,7 +620,7 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 				r2.Body = io.NopCloser(bytes.NewReader(body))
 				r2.ContentLength = int64(len(body))
 			}
-			ri := &responseInspector{w: w, r: r, f: f, tx: tx}
+			ri := &responseInspector{w: w, r: r, f: f, tx: tx, skipUninspected: eng.skipUninspected}
 			next.ServeHTTP(ri, r2)
 			ri.finish()
 		case failed:
