@@ -105,3 +105,59 @@ func BenchmarkWAF(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWAFFamilies shows where a service route's inspection time
+// goes: the service profile whole, then without one CRS family at a time
+// (the difference is that family's cost per request). It removes
+// detections, so it measures and nothing more: no configuration here is
+// one to run.
+func BenchmarkWAFFamilies(b *testing.B) {
+	token := sampleToken()
+	families := []struct{ name, ids string }{
+		{"none", ""},
+		{"911-913 method, scanners", "911000-913999"},
+		{"920 protocol enforcement", "920000-920999"},
+		{"921 protocol attacks", "921000-921999"},
+		{"930 path traversal", "930000-930999"},
+		{"932 shell commands", "932000-932999"},
+		{"934 SSRF, SSTI", "934000-934999"},
+		{"941 XSS", "941000-941999"},
+		{"942 SQL injection", "942000-942999"},
+		{"943-944 session fixation, Log4Shell", "943000-944999"},
+	}
+	for _, fam := range families {
+		cfg := GatewayConfig()
+		cfg.BodyLimit = 16 << 10
+		p := ServiceProfile()
+		if fam.ids != "" {
+			p.Remove = append(p.Remove, fam.ids)
+		}
+		cfg.Profiles = []Profile{p}
+		w := newSuiteWAF(b, cfg)
+		h := w.Handler(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			rw.Header().Set("Content-Type", "application/json")
+			_, _ = rw.Write([]byte(`{"ok":true}`))
+		}))
+		for _, post := range []bool{false, true} {
+			shape := "API GET"
+			if post {
+				shape = "API JSON POST"
+			}
+			b.Run("without "+fam.name+"/"+shape, func(b *testing.B) {
+				cpu0 := cputime.Process()
+				for b.Loop() {
+					r := httptest.NewRequest("GET", "/v1/accounts/acc_123", nil)
+					if post {
+						r = httptest.NewRequest("POST", "/v1/transfers", strings.NewReader(`{"from":"acc_1","to":"acc_2","amount":1500,"memo":"rent"}`))
+						r.Header.Set("Content-Type", "application/json")
+						r.Header.Set("Idempotency-Key", `"load-1-2-3-mhx2k9"`)
+					}
+					apiHeaders(r, token)
+					r = r.WithContext(WithProfile(r.Context(), Services))
+					h.ServeHTTP(httptest.NewRecorder(), r)
+				}
+				b.ReportMetric(float64(cputime.Process()-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
