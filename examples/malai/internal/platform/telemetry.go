@@ -146,6 +146,9 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	t.Spans = NewSpanRing(cfg.SpanBuffer)
 	tracerOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSyncer(t.Spans)}
 	if cfg.OTLPEndpoint != "" {
+		// otlpQueue spans wait for the collector (a few seconds of
+		// load): past it the SDK drops spans, never blocks a request.
+		const otlpQueue = 4096
 		// A collector that is down costs a batch a few seconds of retries,
 		// never a minute, and never blocks a request (export is batched).
 		opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(otlpTracesURL(cfg.OTLPEndpoint)), otlptracehttp.WithTimeout(5 * time.Second),
@@ -160,7 +163,7 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 			}
 			return nil, fmt.Errorf("platform: OTLP exporter: %w", err)
 		}
-		tracerOpts = append(tracerOpts, sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(DefaultSpanBuffer)))
+		tracerOpts = append(tracerOpts, sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(otlpQueue)))
 	}
 	t.Tracer = sdktrace.NewTracerProvider(tracerOpts...)
 
