@@ -39,6 +39,12 @@ func TestResponsePhasesInert(t *testing.T) {
 	if ok, why := inert(pl2, ServiceProfile()); ok || !strings.Contains(why, "950100") {
 		t.Errorf("service profile at level 2: inert %v (%s), want 950100 to keep the phases on", ok, why)
 	}
+	// A detection level above the blocking level runs 950100 too.
+	detect := GatewayConfig()
+	detect.AfterCRS = `SecAction "id:99004,phase:1,pass,nolog,setvar:tx.detection_paranoia_level=2"` + "\n"
+	if ok, why := inert(detect, ServiceProfile()); ok || !strings.Contains(why, "950100") {
+		t.Errorf("service profile with detection level 2: inert %v (%s), want 950100 to keep the phases on", ok, why)
+	}
 	// A rule of the caller's own in phase 3 or 4, whatever it reads.
 	for _, rule := range []string{
 		`SecRule RESPONSE_HEADERS:X-Leak "@streq yes" "id:99001,phase:3,deny,status:502"`,
