@@ -53,8 +53,7 @@ func (ri *responseInspector) WriteHeader(code int) {
 			ri.tx.AddResponseHeader(k, v)
 		}
 	}
-	inspected := ri.tx.IsResponseBodyAccessible() && ri.tx.IsResponseBodyProcessable()
-	if !inspected && ri.skipUninspected {
+	if ri.skipUninspected && !(ri.tx.IsResponseBodyAccessible() && ri.tx.IsResponseBodyProcessable()) {
 		ri.skipped, ri.sent = true, true
 		ri.w.WriteHeader(code)
 		return
@@ -63,7 +62,8 @@ func (ri *responseInspector) WriteHeader(code int) {
 		ri.blocked = true
 		return
 	}
-	if inspected {
+	// Asked again: a phase-3 rule may have changed the body's access.
+	if ri.tx.IsResponseBodyAccessible() && ri.tx.IsResponseBodyProcessable() {
 		ri.buffering = true
 		return
 	}

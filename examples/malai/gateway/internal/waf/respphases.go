@@ -72,6 +72,7 @@ type seclangRule struct {
 	id, phase, level int
 	vars             []string // collection names, upper case
 	acts             bool     // an action that changes state or the answer
+	ctl              bool     // a ctl action: changes the transaction's settings
 	// bodyAbsent: a link matches on the body's absence (a negated
 	// operator or a count over RESPONSE_BODY).
 	bodyAbsent bool
@@ -84,6 +85,7 @@ var (
 	// the answer; what is left (pass, nolog, log, msg, tag, skipAfter,
 	// transformations, ...) only records or skips rules. A false match
 	// (the word in a message) keeps the phases on: safe.
+	ruleCtl  = regexp.MustCompile(`(?:^|[",])\s*ctl\s*:`)
 	ruleActs = regexp.MustCompile(`(?:^|[",])\s*(?:setvar|block|deny|drop|redirect|proxy|ctl|exec|allow|status|initcol|setuid|setsid|expirevar|deprecatevar)\s*[:,"']`)
 )
 
@@ -137,6 +139,7 @@ func parseRules(text string) []seclangRule {
 			}
 		}
 		r.acts = r.acts || ruleActs.MatchString(rest)
+		r.ctl = r.ctl || ruleCtl.MatchString(rest)
 		inChain = ruleChain.MatchString(line)
 	}
 	return out
@@ -149,6 +152,11 @@ func parseRules(text string) []seclangRule {
 // response only to skip rules (the CRS's "compressed: skip the body
 // rules" gates).
 func (r seclangRule) actsOnResponse() string {
+	if r.ctl {
+		// It may switch the body's inspection on (responseBodyAccess,
+		// forceResponseBodyVariable) or the rules' targets.
+		return "changes the transaction's settings in phase " + strconv.Itoa(r.phase)
+	}
 	if r.acts && r.bodyAbsent {
 		return "acts on an empty body in phase " + strconv.Itoa(r.phase)
 	}

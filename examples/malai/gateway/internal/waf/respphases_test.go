@@ -123,6 +123,14 @@ func TestUninspectedResponsesSkipTheResponsePhases(t *testing.T) {
 	if code, body, ran := run(t, own, Services, json); code != http.StatusBadGateway || !ran || strings.Contains(body, "balance") {
 		t.Errorf("service route, own phase-3 rule, JSON: %d, phases ran %v, body %q; want 502", code, ran, body)
 	}
+	// A phase-3 rule that switches the JSON body's inspection on: the body
+	// is then held and inspected, and a leak in it withheld.
+	force := GatewayConfig()
+	force.AfterCRS = `SecRule RESPONSE_HEADERS:Content-Type "@beginsWith application/json" "id:99005,phase:3,pass,nolog,ctl:forceResponseBodyVariable=On"` + "\n"
+	jsonLeak := answer{"application/json", `{"error":"pq: PostgreSQL query failed: ERROR:  syntax error at or near \"'\""}`}
+	if code, body, _ := run(t, force, Services, jsonLeak); code != http.StatusBadGateway || strings.Contains(body, "PostgreSQL") {
+		t.Errorf("service route, body inspection forced in phase 3, leak in JSON: %d %q; want 502 without the leak", code, body)
+	}
 }
 
 // TestSkippedResponsePhasesWouldNotHaveActed runs phases 3 and 4 of the
