@@ -35,6 +35,8 @@ func respPhasesInert(fsys fs.FS, directives string, pl int, removed []string) (b
 	if err != nil || len(files) == 0 {
 		return false, "", fmt.Errorf("waf: CRS rule files not found: %v", err)
 	}
+	// The base configuration and the CRS setup the directives include.
+	files = append(files, "@coraza.conf-recommended", "@crs-setup.conf.example")
 	ranges, err := idRanges(removed)
 	if err != nil {
 		return false, "", err
@@ -49,18 +51,38 @@ func respPhasesInert(fsys fs.FS, directives string, pl int, removed []string) (b
 			return false, fmt.Sprintf("rule %d (not the CRS's) runs in phase %d", r.id, r.phase), nil
 		}
 	}
+	phase := map[int]int{}
 	for _, name := range files {
 		data, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			return false, "", fmt.Errorf("waf: %s: %w", name, err)
 		}
 		for _, r := range parseRules(string(data)) {
+			phase[r.id] = r.phase
 			if r.phase != 3 && r.phase != 4 || r.level > pl || inRanges(ranges, r.id) {
 				continue
 			}
 			if why := r.actsOnResponse(); why != "" {
 				return false, fmt.Sprintf("rule %d %s", r.id, why), nil
 			}
+		}
+	}
+	// A rule changed in place (its targets or actions) is no longer the
+	// one scanned: by id, it must be one of the request phases'; by tag
+	// or message, it could be any.
+	for _, line := range logicalLines(directives) {
+		rest, ok := strings.CutPrefix(line, "SecRuleUpdate")
+		if !ok {
+			continue
+		}
+		kind, args, _ := strings.Cut(rest, " ")
+		if !strings.HasSuffix(kind, "ById") {
+			return false, "SecRuleUpdate" + kind + " may change a response rule", nil
+		}
+		idText, _, _ := strings.Cut(strings.TrimSpace(args), " ")
+		id, err := strconv.Atoi(idText)
+		if p, known := phase[id]; err != nil || !known || p == 3 || p == 4 {
+			return false, fmt.Sprintf("SecRuleUpdate%s %s may change a response rule", kind, idText), nil
 		}
 	}
 	return true, "", nil
@@ -79,6 +101,7 @@ type seclangRule struct {
 }
 
 var (
+	ruleIDAny = regexp.MustCompile(`[",]\s*id:\s*'?(\d+)`)
 	rulePhase = regexp.MustCompile(`[",]\s*phase:\s*'?(\d|request|response|logging)'?`)
 	ruleLevel = regexp.MustCompile(`tag:'paranoia-level/(\d)'`)
 	// ruleActs finds the actions that change the transaction's state or
@@ -107,7 +130,7 @@ func parseRules(text string) []seclangRule {
 		}
 		if !inChain {
 			r := seclangRule{phase: 2}
-			if m := ruleIDRx.FindStringSubmatch(line); m != nil {
+			if m := ruleIDAny.FindStringSubmatch(line); m != nil {
 				r.id, _ = strconv.Atoi(m[1])
 			}
 			if m := rulePhase.FindStringSubmatch(line); m != nil {

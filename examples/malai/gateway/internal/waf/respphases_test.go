@@ -45,8 +45,12 @@ func TestResponsePhasesInert(t *testing.T) {
 	if ok, why := inert(detect, ServiceProfile()); ok || !strings.Contains(why, "950100") {
 		t.Errorf("service profile with detection level 2: inert %v (%s), want 950100 to keep the phases on", ok, why)
 	}
-	// A rule of the caller's own in phase 3 or 4, whatever it reads.
+	// A rule of the caller's own in phase 3 or 4, whatever it reads, and
+	// a response rule changed in place.
 	for _, rule := range []string{
+		`SecRuleUpdateTargetById 951100 "RESPONSE_HEADERS"`,
+		`SecRuleUpdateActionById 951110 "phase:3"`,
+		`SecRuleUpdateTargetByTag "attack-disclosure" "RESPONSE_HEADERS"`,
 		`SecRule RESPONSE_HEADERS:X-Leak "@streq yes" "id:99001,phase:3,deny,status:502"`,
 		`SecRule TX:ANYTHING "@eq 1" "id:99002,phase:4,deny,status:502"`,
 		`SecAction "id:99003,phase:response,pass,setvar:tx.x=1"`,
