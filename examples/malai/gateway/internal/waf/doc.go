@@ -96,7 +96,9 @@
 // on it. That holds for the [Services] profile at level 1; the whole rule
 // set (the IIS rules read the status) and every profile from level 2
 // (950100 reads it too) run the phases on every response, and so does any
-// rule set with a phase-3 or phase-4 rule of the caller's own.
+// rule set with a phase-3 or phase-4 rule of the caller's own, a
+// response rule changed in place (SecRuleUpdateTargetById and the like),
+// or a raised detection paranoia level.
 //
 // # Example
 //
