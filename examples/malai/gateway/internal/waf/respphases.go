@@ -43,8 +43,14 @@ func respPhasesInert(fsys fs.FS, directives string, pl int, removed []string) (b
 	}
 	// A detection level of the caller's own above the blocking level runs
 	// the higher levels' rules too: count them all.
-	if strings.Contains(strings.ToLower(directives), "detection_paranoia_level") {
+	lower := strings.ToLower(directives)
+	if strings.Contains(lower, "detection_paranoia_level") {
 		pl = 4
+	}
+	// The outbound score is the CRS's response rules' alone; one the
+	// caller's rules touch could block a response whatever its body.
+	if strings.Contains(lower, "outbound_anomaly_score") {
+		return false, "the directives set the outbound anomaly score", nil
 	}
 	for _, r := range parseRules(directives) {
 		if r.phase == 3 || r.phase == 4 {
@@ -104,11 +110,11 @@ var (
 	ruleIDAny = regexp.MustCompile(`[",]\s*id:\s*'?(\d+)`)
 	rulePhase = regexp.MustCompile(`[",]\s*phase:\s*'?(\d|request|response|logging)'?`)
 	ruleLevel = regexp.MustCompile(`tag:'paranoia-level/(\d)'`)
+	ruleCtl   = regexp.MustCompile(`(?:^|[",])\s*ctl\s*:`)
 	// ruleActs finds the actions that change the transaction's state or
 	// the answer; what is left (pass, nolog, log, msg, tag, skipAfter,
 	// transformations, ...) only records or skips rules. A false match
 	// (the word in a message) keeps the phases on: safe.
-	ruleCtl  = regexp.MustCompile(`(?:^|[",])\s*ctl\s*:`)
 	ruleActs = regexp.MustCompile(`(?:^|[",])\s*(?:setvar|block|deny|drop|redirect|proxy|ctl|exec|allow|status|initcol|setuid|setsid|expirevar|deprecatevar)\s*[:,"']`)
 )
 

@@ -49,6 +49,7 @@ func TestResponsePhasesInert(t *testing.T) {
 	// a response rule changed in place.
 	for _, rule := range []string{
 		`SecRuleUpdateTargetById 951100 "RESPONSE_HEADERS"`,
+		`SecAction "id:99006,phase:2,pass,nolog,setvar:tx.outbound_anomaly_score_pl1=10"`,
 		`SecRuleUpdateActionById 951110 "phase:3"`,
 		`SecRuleUpdateTargetByTag "attack-disclosure" "RESPONSE_HEADERS"`,
 		`SecRule RESPONSE_HEADERS:X-Leak "@streq yes" "id:99001,phase:3,deny,status:502"`,
