@@ -8,12 +8,12 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
-// DefaultSpanBuffer is how many finished spans a [SpanRing] keeps: a
-// few seconds of a component's spans under load, hours of an idle one.
+// DefaultSpanBuffer is how many finished spans a [SpanRing] keeps: under
+// a second of a component's spans at full load, hours of an idle one's.
 // Every kept span is live heap the garbage collector marks on every
 // cycle: at 4096 per component the rings held about half of the
-// reference system's live heap under load (35 of 64 MB), and that
-// marking cost ~6 % of each request's CPU (BENCHMARKS.md, whole chain).
+// reference system's live heap under load (35 of 64 MB), and going to
+// 1024 cut 6–10 % of each request's CPU (BENCHMARKS.md, whole chain).
 // A deployment that needs more history exports to a collector.
 const DefaultSpanBuffer = 1024
 
