@@ -3,13 +3,9 @@ package waf
 import (
 	"fmt"
 	"io/fs"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-
-	coreruleset "github.com/corazawaf/coraza-coreruleset/v4"
 )
 
 // crsReaders lists, per collection, the ids of the CRS rules (tagged
@@ -26,51 +22,40 @@ import (
 // targets from the same rules. A rule this scan missed would go on
 // inspecting the value: an error here costs CPU, never a detection.
 var crsReaders = sync.OnceValues(func() (map[string][]int, error) {
-	return scanCRS(coreruleset.FS)
+	files, err := embeddedRules()
+	if err != nil {
+		return nil, err
+	}
+	return readersOf(files)
 })
 
-var (
-	ruleIDRx  = regexp.MustCompile(`"\s*id:(\d+)`)
-	ruleChain = regexp.MustCompile(`[",]\s*chain\s*[,"]`)
-)
-
+// scanCRS is crsReaders over the rule files in fsys.
 func scanCRS(fsys fs.FS) (map[string][]int, error) {
-	files, err := fs.Glob(fsys, "@owasp_crs/*.conf")
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("waf: CRS rule files not found: %v", err)
+	files, err := readRules(fsys)
+	if err != nil {
+		return nil, err
 	}
+	return readersOf(files)
+}
+
+func readersOf(files []ruleFile) (map[string][]int, error) {
 	out := map[string][]int{}
-	for _, name := range files {
-		data, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return nil, fmt.Errorf("waf: %s: %w", name, err)
+	for _, f := range files {
+		if !f.crs {
+			continue
 		}
-		head, tagged, inChain := 0, false, false
-		for _, line := range logicalLines(string(data)) {
-			if !strings.HasPrefix(line, "SecRule ") {
-				continue
+		for _, r := range f.rules {
+			if r.id == 0 {
+				return nil, fmt.Errorf("waf: %s: rule without an id", f.name)
 			}
-			if !inChain {
-				m := ruleIDRx.FindStringSubmatch(line)
-				if m == nil {
-					return nil, fmt.Errorf("waf: %s: rule without an id: %.80s", name, line)
-				}
-				head, _ = strconv.Atoi(m[1])
-				tagged = strings.Contains(line, "tag:'OWASP_CRS'")
-			}
-			inChain = ruleChain.MatchString(line)
-			vars, _, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(line, "SecRule ")), " ")
-			for _, v := range strings.Split(vars, "|") {
-				v = strings.TrimLeft(v, "!&")
-				col, _, _ := strings.Cut(v, ":")
-				col = strings.ToUpper(col)
-				if !tagged {
+			for _, col := range r.vars {
+				if !r.tagged {
 					// ctl:ruleRemoveTargetByTag=OWASP_CRS never touched
 					// it: no range may hold it.
 					col = "!" + col
 				}
-				if ids := out[col]; len(ids) == 0 || ids[len(ids)-1] != head {
-					out[col] = append(ids, head)
+				if ids := out[col]; len(ids) == 0 || ids[len(ids)-1] != r.id {
+					out[col] = append(ids, r.id)
 				}
 			}
 		}

@@ -6,6 +6,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+
+	coreruleset "github.com/corazawaf/coraza-coreruleset/v4"
 )
 
 // Response phases with nothing to inspect.
@@ -25,18 +28,12 @@ import (
 // in phase 3) and the phases run on every response, as before.
 
 // respPhasesInert reports whether phases 3 and 4 of the rule set that
-// directives configure, over the CRS files in fsys, can act on a response
+// directives configure, over the rule files (readRules), can act on a response
 // whose body is not inspected; if not, why not (the first rule that can).
 // A CRS rule counts unless removed or above paranoia level pl. Any rule
 // of directives' own (the exclusions, the caller's rules) in phase 3 or 4
 // keeps the phases on, whatever it reads.
-func respPhasesInert(fsys fs.FS, directives string, pl int, removed []string) (bool, string, error) {
-	files, err := fs.Glob(fsys, "@owasp_crs/*.conf")
-	if err != nil || len(files) == 0 {
-		return false, "", fmt.Errorf("waf: CRS rule files not found: %v", err)
-	}
-	// The base configuration and the CRS setup the directives include.
-	files = append(files, "@coraza.conf-recommended", "@crs-setup.conf.example")
+func respPhasesInert(files []ruleFile, directives string, pl int, removed []string) (bool, string, error) {
 	ranges, err := idRanges(removed)
 	if err != nil {
 		return false, "", err
@@ -58,12 +55,8 @@ func respPhasesInert(fsys fs.FS, directives string, pl int, removed []string) (b
 		}
 	}
 	phase := map[int]int{}
-	for _, name := range files {
-		data, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return false, "", fmt.Errorf("waf: %s: %w", name, err)
-		}
-		for _, r := range parseRules(string(data)) {
+	for _, f := range files {
+		for _, r := range f.rules {
 			phase[r.id] = r.phase
 			if r.phase != 3 && r.phase != 4 || r.level > pl || inRanges(ranges, r.id) {
 				continue
@@ -94,10 +87,47 @@ func respPhasesInert(fsys fs.FS, directives string, pl int, removed []string) (b
 	return true, "", nil
 }
 
+// ruleFile is one embedded rule file, parsed: the CRS's own (crs) or one
+// the directives include before it (the recommended base, the setup).
+type ruleFile struct {
+	name  string
+	crs   bool
+	rules []seclangRule
+}
+
+// embeddedRules are the rule files the WAF's directives use, read and
+// parsed once: the response-phase check of every profile and the scan of
+// the rules' targets share them.
+var embeddedRules = sync.OnceValues(func() ([]ruleFile, error) {
+	return readRules(coreruleset.FS)
+})
+
+// readRules reads and parses the CRS rule files in fsys and the two files
+// the directives include before them.
+func readRules(fsys fs.FS) ([]ruleFile, error) {
+	names, err := fs.Glob(fsys, "@owasp_crs/*.conf")
+	if err != nil || len(names) == 0 {
+		return nil, fmt.Errorf("waf: CRS rule files not found: %v", err)
+	}
+	nCRS := len(names)
+	names = append(names, "@coraza.conf-recommended", "@crs-setup.conf.example")
+	out := make([]ruleFile, 0, len(names))
+	for i, name := range names {
+		data, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("waf: %s: %w", name, err)
+		}
+		out = append(out, ruleFile{name: name, crs: i < nCRS, rules: parseRules(string(data))})
+	}
+	return out, nil
+}
+
 // seclangRule is one rule with its chained rules folded in: the head's
-// id, phase and paranoia level, every variable and action of the chain.
+// id, phase, paranoia level and OWASP_CRS tag, every variable and action
+// of the chain.
 type seclangRule struct {
 	id, phase, level int
+	tagged           bool     // tagged OWASP_CRS
 	vars             []string // collection names, upper case
 	acts             bool     // an action that changes state or the answer
 	ctl              bool     // a ctl action: changes the transaction's settings
@@ -107,6 +137,7 @@ type seclangRule struct {
 }
 
 var (
+	ruleChain = regexp.MustCompile(`[",]\s*chain\s*[,"]`)
 	ruleIDAny = regexp.MustCompile(`[",]\s*id:\s*'?(\d+)`)
 	rulePhase = regexp.MustCompile(`[",]\s*phase:\s*'?(\d|request|response|logging)'?`)
 	ruleLevel = regexp.MustCompile(`tag:'paranoia-level/(\d)'`)
@@ -154,6 +185,7 @@ func parseRules(text string) []seclangRule {
 			if m := ruleLevel.FindStringSubmatch(line); m != nil {
 				r.level, _ = strconv.Atoi(m[1])
 			}
+			r.tagged = strings.Contains(line, "tag:'OWASP_CRS'")
 			out = append(out, r)
 		}
 		r := &out[len(out)-1]

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	coreruleset "github.com/corazawaf/coraza-coreruleset/v4"
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
 	"github.com/corazawaf/coraza/v3/types"
 )
@@ -20,7 +19,11 @@ func TestResponsePhasesInert(t *testing.T) {
 		if cfg.ParanoiaLevel == 0 {
 			cfg.ParanoiaLevel = 1
 		}
-		ok, why, err := respPhasesInert(coreruleset.FS, Directives(cfg, p), cfg.ParanoiaLevel, p.Remove)
+		files, err := embeddedRules()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, why, err := respPhasesInert(files, Directives(cfg, p), cfg.ParanoiaLevel, p.Remove)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -392,7 +392,11 @@ func New(cfg Config) (*WAF, error) {
 		// every phase, as Coraza's middleware does.
 		inert := false
 		if cfg.rulesOverride == "" {
-			if inert, _, err = respPhasesInert(coreruleset.FS, d, cfg.ParanoiaLevel, p.Remove); err != nil {
+			files, err := embeddedRules()
+			if err != nil {
+				return nil, err
+			}
+			if inert, _, err = respPhasesInert(files, d, cfg.ParanoiaLevel, p.Remove); err != nil {
 				return nil, err
 			}
 		}
