@@ -57,8 +57,10 @@ func ParseCheckpoint(text []byte) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("%w: bad size line", ErrCheckpoint)
 	}
+	// Strict still skips CR and LF inside the text: compare with the
+	// canonical encoding, so one root has one spelling.
 	root, err := base64.StdEncoding.Strict().DecodeString(lines[2])
-	if err != nil || len(root) != len(Hash{}) {
+	if err != nil || len(root) != len(Hash{}) || base64.StdEncoding.EncodeToString(root) != lines[2] {
 		return Checkpoint{}, fmt.Errorf("%w: bad root hash line", ErrCheckpoint)
 	}
 	for _, ext := range lines[3:] {
