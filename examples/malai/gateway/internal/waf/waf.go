@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -384,7 +385,15 @@ func New(cfg Config) (*WAF, error) {
 			}
 		}
 		d := Directives(cfg, p)
-		e, err := compile(d)
+		root := fs.FS(coreruleset.FS)
+		if cfg.rulesOverride == "" {
+			r, err := rulesFS()
+			if err != nil {
+				return nil, err
+			}
+			root = r
+		}
+		e, err := compile(d, root)
 		if err != nil {
 			return nil, err
 		}
@@ -417,8 +426,10 @@ func validField(s string) bool {
 	return true
 }
 
-func compile(directives string) (coraza.WAF, error) {
-	w, err := coraza.NewWAF(coraza.NewWAFConfig().WithDirectives(directives).WithRootFS(coreruleset.FS))
+// compile builds a rule set from directives whose includes are read
+// from root: the CRS's files, or the gateway's screened copy of them.
+func compile(directives string, root fs.FS) (coraza.WAF, error) {
+	w, err := coraza.NewWAF(coraza.NewWAFConfig().WithDirectives(directives).WithRootFS(root))
 	if err != nil {
 		return nil, fmt.Errorf("waf: rules: %w", err)
 	}
