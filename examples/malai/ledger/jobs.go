@@ -92,7 +92,9 @@ func (s *Service) signJob(id string) (string, error) {
 
 func (s *Service) verifyJob(m jobMessage) bool {
 	sealed, err := base64.RawURLEncoding.DecodeString(m.Sig)
-	if err != nil || m.Job == "" {
+	// The decoder skips CR and LF: only the spelling signJob writes is
+	// the signature, so a message has one accepted form.
+	if err != nil || m.Job == "" || base64.RawURLEncoding.EncodeToString(sealed) != m.Sig {
 		return false
 	}
 	_, _, err = s.cfg.JobKeys.Open(nil, sealed, jobAAD(m.Job))

@@ -261,4 +261,10 @@ func TestJobSignatureSurvivesRotation(t *testing.T) {
 	if w := e.runJob(forged); w.code != http.StatusForbidden {
 		t.Fatalf("job signed by a foreign ring: %s", w)
 	}
+	// The issued signature spelt with a line break inside decodes to the
+	// same bytes; it is not the signature the ledger wrote.
+	respelt, _ := json.Marshal(jobMessage{Job: m.Job, Sig: m.Sig[:10] + "\r\n" + m.Sig[10:]})
+	if w := e.runJob(respelt); w.code != http.StatusForbidden {
+		t.Fatalf("issued signature with CR LF inside: %s", w)
+	}
 }
