@@ -89,6 +89,10 @@
 // Phases 3 and 4 run over every response whose body the configuration
 // inspects (text/plain, text/html, text/xml, buffered up to 512 KiB): a
 // leaked SQL error or a directory listing is withheld with 502. A
+// response that names no media type is given the one net/http would
+// send (http.DetectContentType of its first 512 bytes, unless it is
+// encoded or has no body) before its headers are inspected, so an
+// untyped error page is inspected as the text the client reads. A
 // response whose body is not inspected (the services' JSON and problem
 // documents, images) skips the two phases when none of the rule set's
 // phase-3 and phase-4 rules, at its paranoia level, reads anything but

@@ -32,7 +32,15 @@ type responseInspector struct {
 	// without them.
 	skipUninspected, skipped bool
 	buf                      bytes.Buffer
+	// typing: the response names no media type, so the server will
+	// name one from the body's first bytes; they are held (sniff) until
+	// the type is known, then the headers are inspected with it.
+	typing bool
+	sniff  []byte
 }
+
+// sniffLen is how much of a body http.DetectContentType reads.
+const sniffLen = 512
 
 func (ri *responseInspector) Header() http.Header { return ri.w.Header() }
 
@@ -48,6 +56,50 @@ func (ri *responseInspector) WriteHeader(code int) {
 		return
 	}
 	ri.status = code
+	if untyped(ri.w.Header(), code) {
+		ri.typing = true
+		return
+	}
+	ri.begin()
+}
+
+// untyped reports a response whose Content-Type net/http (HTTP/1.1 and
+// HTTP/2 alike) would set from the body's first bytes: none is set, the
+// body is neither encoded nor framed by the handler, and the status
+// allows a body. Unnamed, Coraza would not inspect it while the client
+// reads it as text/plain or text/html: a leaked error page that names no
+// type would pass. The inspector names the type first, with the same
+// function and the same bytes, so the rules see what the client will.
+func untyped(h http.Header, code int) bool {
+	if _, typed := h["Content-Type"]; typed {
+		return false
+	}
+	return h.Get("Content-Encoding") == "" && h.Get("Transfer-Encoding") == "" &&
+		code != http.StatusNoContent && code != http.StatusNotModified
+}
+
+// typeFromBody sets the media type from the held bytes (none when the
+// body is empty, as net/http does), inspects the headers and passes the
+// held bytes on.
+func (ri *responseInspector) typeFromBody() error {
+	ri.typing = false
+	held := ri.sniff
+	ri.sniff = nil
+	if len(held) > 0 {
+		ri.w.Header().Set("Content-Type", http.DetectContentType(held))
+	}
+	ri.begin()
+	if len(held) > 0 {
+		_, err := ri.write(held)
+		return err
+	}
+	return nil
+}
+
+// begin inspects the response's headers (phase 3) and decides whether
+// its body is held for phase 4.
+func (ri *responseInspector) begin() {
+	code := ri.status
 	for k, vs := range ri.w.Header() {
 		for _, v := range vs {
 			ri.tx.AddResponseHeader(k, v)
@@ -75,6 +127,25 @@ func (ri *responseInspector) Write(p []byte) (int, error) {
 	if ri.status == 0 {
 		ri.WriteHeader(http.StatusOK)
 	}
+	if ri.typing {
+		if len(ri.sniff)+len(p) < sniffLen {
+			ri.sniff = append(ri.sniff, p...)
+			return len(p), nil
+		}
+		n := sniffLen - len(ri.sniff)
+		ri.sniff = append(ri.sniff, p[:n]...)
+		if err := ri.typeFromBody(); err != nil {
+			return 0, err
+		}
+		if _, err := ri.write(p[n:]); err != nil {
+			return n, err
+		}
+		return len(p), nil
+	}
+	return ri.write(p)
+}
+
+func (ri *responseInspector) write(p []byte) (int, error) {
 	switch {
 	case ri.blocked:
 		return len(p), nil
@@ -90,6 +161,12 @@ func (ri *responseInspector) Write(p []byte) (int, error) {
 
 // Flush sends what is not held for inspection.
 func (ri *responseInspector) Flush() {
+	if ri.typing {
+		// net/http names the type from what is buffered when flushed.
+		if ri.typeFromBody() != nil {
+			return
+		}
+	}
 	if ri.buffering || ri.blocked {
 		return
 	}
@@ -120,6 +197,9 @@ func (ri *responseInspector) flushInspected() {
 func (ri *responseInspector) finish() {
 	if ri.status == 0 {
 		ri.WriteHeader(http.StatusOK)
+	}
+	if ri.typing {
+		_ = ri.typeFromBody() // a failed write leaves nothing to inspect or refuse
 	}
 	if ri.buffering {
 		ri.flushInspected()

@@ -105,13 +105,7 @@ func TestUninspectedResponsesSkipTheResponsePhases(t *testing.T) {
 			rw.Header().Set("X-Leak", "yes")
 			_, _ = rw.Write([]byte(a.body))
 		}))
-		r := httptest.NewRequest("GET", "/v1/accounts/acc_123", nil)
-		apiHeaders(r, sampleToken())
-		if profile != "" {
-			r = r.WithContext(WithProfile(r.Context(), profile))
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
+		rec := getAccount(h, profile)
 		return rec.Code, rec.Body.String(), ran
 	}
 	json := answer{"application/json", `{"id":"acc_123","balance":1500}`}
