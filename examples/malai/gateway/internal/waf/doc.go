@@ -34,7 +34,9 @@
 //     connection a second, not tens of thousands whose answers together
 //     take the cores from everyone else. At most MaxHeldPerClient (64) of
 //     one address and MaxHeld (4096) in all are held; past them a refusal
-//     is answered at once.
+//     is answered at once. Each kind of cheap refusal (503, 429, 408) is
+//     logged at most ten times a second, the next line saying how many
+//     were left out; [Stats] counts every one.
 //   - Any inspection error fails closed (503). An interruption is a 403
 //     problem+json that names no rule; the matched rule ids go to the log
 //     under the request's correlation id.

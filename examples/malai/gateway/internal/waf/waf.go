@@ -242,6 +242,9 @@ type WAF struct {
 	observe func(r *http.Request, tx types.Transaction)
 	holding func(r *http.Request)
 	since   func(time.Time) time.Duration // time.Since; tests fix an inspection's duration
+
+	// The cheap refusals' log lines, each kind bounded (loglimit.go).
+	busyLog, budgetLog, slowLog *logLimiter
 }
 
 // engine is one profile's compiled rule set.
@@ -373,7 +376,10 @@ func New(cfg Config) (*WAF, error) {
 	}
 	w := &WAF{cfg: cfg, engines: map[string]engine{}, log: cfg.Logger, pool: newAdmission(cfg), bearer: bearer,
 		budget: newBudget(cfg.InspectionRate, cfg.InspectionBurst, time.Now),
-		held:   newRefusalHold(cfg.RefusalDelay, cfg.MaxHeldPerClient, cfg.MaxHeld), since: time.Since}
+		held:   newRefusalHold(cfg.RefusalDelay, cfg.MaxHeldPerClient, cfg.MaxHeld), since: time.Since,
+		busyLog:   newLogLimiter(cfg.Logger, refusalLogBurst, time.Now),
+		budgetLog: newLogLimiter(cfg.Logger, refusalLogBurst, time.Now),
+		slowLog:   newLogLimiter(cfg.Logger, refusalLogBurst, time.Now)}
 	profiles := append([]Profile{{}}, cfg.Profiles...)
 	for _, p := range profiles {
 		if _, dup := w.engines[p.Name]; dup {
@@ -803,7 +809,7 @@ func (f *WAF) refuseRead(w http.ResponseWriter, r *http.Request, err error) {
 		// Our own read deadline fired (which also cancels the request's
 		// context): the client may still be listening, so answer it.
 		f.stats.slow.Add(1)
-		f.log.WarnContext(r.Context(), "waf: request body too slow; refusing", "status", http.StatusRequestTimeout)
+		f.slowLog.Warn(r.Context(), "waf: request body too slow; refusing", "status", http.StatusRequestTimeout)
 		closeConn(w, r)
 		problem.Write(w, r.WithContext(context.WithoutCancel(r.Context())), problem.Problem{Status: http.StatusRequestTimeout,
 			Type: "request-timeout", Title: "Request timeout", Detail: "The request body did not arrive in time."})
@@ -845,7 +851,7 @@ func (f *WAF) refuseBusy(w http.ResponseWriter, r *http.Request, key netip.Prefi
 		return
 	}
 	f.stats.busy.Add(1)
-	f.log.WarnContext(r.Context(), "waf: no inspection capacity; refusing", "error", err.Error())
+	f.busyLog.Warn(r.Context(), "waf: no inspection capacity; refusing", "error", err.Error())
 	w.Header().Set("Retry-After", strconv.FormatInt(int64((f.cfg.RetryAfter+time.Second-1)/time.Second), 10))
 	problem.Write(w, r, problem.Problem{Status: http.StatusServiceUnavailable, Type: "service-unavailable",
 		Title: "Service temporarily unavailable", Detail: "The gateway is at capacity; retry after the delay in Retry-After."})
@@ -861,7 +867,7 @@ func (f *WAF) refuseOverBudget(w http.ResponseWriter, r *http.Request, key netip
 		return
 	}
 	f.stats.overBudget.Add(1)
-	f.log.WarnContext(r.Context(), "waf: client over its inspection-time budget; refusing", "retry_after", wait.String())
+	f.budgetLog.Warn(r.Context(), "waf: client over its inspection-time budget; refusing", "retry_after", wait.String())
 	w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
 	write(w, r, problem.Problem{Status: http.StatusTooManyRequests, Type: "rate-limited",
 		Title: "Too many requests", Detail: "This client has used its share of request inspection; retry after the delay in Retry-After."})
