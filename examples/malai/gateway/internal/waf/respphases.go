@@ -92,6 +92,7 @@ func respPhasesInert(files []ruleFile, directives string, pl int, removed []stri
 type ruleFile struct {
 	name  string
 	crs   bool
+	text  string
 	rules []seclangRule
 }
 
@@ -117,7 +118,8 @@ func readRules(fsys fs.FS) ([]ruleFile, error) {
 		if err != nil {
 			return nil, fmt.Errorf("waf: %s: %w", name, err)
 		}
-		out = append(out, ruleFile{name: name, crs: i < nCRS, rules: parseRules(string(data))})
+		text := string(data)
+		out = append(out, ruleFile{name: name, crs: i < nCRS, text: text, rules: parseRules(text)})
 	}
 	return out, nil
 }

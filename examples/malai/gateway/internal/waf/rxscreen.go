@@ -48,24 +48,21 @@ const screenedRxName = "malaiScreenedRx"
 
 // screenMaxMem bounds what RE2 may hold for one pattern: its program and
 // its DFA's cache of states, which grows with the values it has seen and
-// is never returned. With ~400 CRS patterns that bounds RE2's memory at
-// ~400 MiB whatever requests arrive; a pattern whose program needs more
-// (one, at 1 MiB) is not screened, and a DFA that fills its share gives
-// up on that value (Go decides).
+// is never returned. With the CRS's 305 screened patterns that bounds
+// RE2's memory at ~305 MiB whatever requests arrive; a pattern whose
+// program needs more is not screened, and a DFA that fills its share
+// gives up on that value (Go decides).
 const screenMaxMem = 1 << 20
 
 func init() {
 	plugins.RegisterOperator(screenedRxName, newScreenedRx)
 }
 
+// screenedRx is one pattern, compiled once and shared by every rule that
+// has it (it holds no per-rule state).
 type screenedRx struct {
 	re     *regexp.Regexp
 	screen *experimental.Set // nil: RE2 did not compile it; Go alone
-}
-
-type screenedRxCompiled struct {
-	re     *regexp.Regexp
-	screen *experimental.Set
 }
 
 func newScreenedRx(o plugintypes.OperatorOptions) (plugintypes.Operator, error) {
@@ -81,11 +78,11 @@ func newScreenedRx(o plugintypes.OperatorOptions) (plugintypes.Operator, error) 
 		if err != nil {
 			return nil, err
 		}
-		c := &screenedRxCompiled{re: re}
+		o := &screenedRx{re: re}
 		if s, err := experimental.CompileSetWithOptions([]string{expr}, experimental.CompileOptions{MaxMem: screenMaxMem}); err == nil {
-			c.screen = s
+			o.screen = s
 		}
-		return c, nil
+		return o, nil
 	}
 	var v any
 	var err error
@@ -99,8 +96,7 @@ func newScreenedRx(o plugintypes.OperatorOptions) (plugintypes.Operator, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := v.(*screenedRxCompiled)
-	return &screenedRx{re: c.re, screen: c.screen}, nil
+	return v.(*screenedRx), nil
 }
 
 // Evaluate is Coraza's @rx with RE2's answer first.
@@ -167,19 +163,18 @@ func hasByteEscape(p string) bool {
 // renamed to the screened operator, where the pattern qualifies.
 type screenedFS struct{ fs.FS }
 
-// screenedRules are the CRS rule files, renamed, read once.
+// screenedRules are the CRS rule files, renamed, from the files the WAF
+// has already read (embeddedRules).
 var screenedRules = sync.OnceValues(func() (map[string][]byte, error) {
-	names, err := fs.Glob(coreruleset.FS, "@owasp_crs/*.conf")
-	if err != nil || len(names) == 0 {
-		return nil, fmt.Errorf("waf: CRS rule files not found: %v", err)
+	files, err := embeddedRules()
+	if err != nil {
+		return nil, err
 	}
-	out := make(map[string][]byte, len(names))
-	for _, name := range names {
-		data, err := fs.ReadFile(coreruleset.FS, name)
-		if err != nil {
-			return nil, fmt.Errorf("waf: %s: %w", name, err)
+	out := make(map[string][]byte, len(files))
+	for _, f := range files {
+		if f.crs {
+			out[f.name] = []byte(screenRx(f.text))
 		}
-		out[name] = []byte(screenRx(string(data)))
 	}
 	return out, nil
 })

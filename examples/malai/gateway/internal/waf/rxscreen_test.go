@@ -95,20 +95,19 @@ func operatorPatterns(text, op string) []string {
 
 // screenedPatterns are the CRS's screened patterns, as Coraza receives
 // them, with Go's and RE2's compiled forms.
-func screenedPatterns(t testing.TB) []*screenedRxCompiled {
+func screenedPatterns(t testing.TB) []*screenedRx {
 	files, err := screenedRules()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*screenedRxCompiled
+	var out []*screenedRx
 	for _, data := range files {
 		for _, p := range operatorPatterns(string(data), "@"+screenedRxName+" ") {
 			op, err := newScreenedRx(pluginOptions(p))
 			if err != nil {
 				t.Fatalf("%q: %v", p, err)
 			}
-			o := op.(*screenedRx)
-			out = append(out, &screenedRxCompiled{re: o.re, screen: o.screen})
+			out = append(out, op.(*screenedRx))
 		}
 	}
 	return out
@@ -158,7 +157,7 @@ SecRule REQUEST_HEADERS:X-Probe2 "!@` + screenedRxName + ` ^safe$" "id:99102,pha
 
 // screenMisses reports whether c's screen answers "no match" for v, and
 // whether Go's regexp then disagrees.
-func screenMisses(c *screenedRxCompiled, v string) (miss, disagree bool) {
+func screenMisses(c *screenedRx, v string) (miss, disagree bool) {
 	if c.screen == nil {
 		return false, false
 	}
