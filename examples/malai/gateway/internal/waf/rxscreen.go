@@ -163,8 +163,8 @@ func hasByteEscape(p string) bool {
 // renamed to the screened operator, where the pattern qualifies.
 type screenedFS struct{ fs.FS }
 
-// screenedRules are the CRS rule files, renamed, from the files the WAF
-// has already read (embeddedRules).
+// screenedRules are the CRS rule files, renamed and without logdata
+// (dropLogdata), from the files the WAF has already read (embeddedRules).
 var screenedRules = sync.OnceValues(func() (map[string][]byte, error) {
 	files, err := embeddedRules()
 	if err != nil {
@@ -173,7 +173,7 @@ var screenedRules = sync.OnceValues(func() (map[string][]byte, error) {
 	out := make(map[string][]byte, len(files))
 	for _, f := range files {
 		if f.crs {
-			out[f.name] = []byte(screenRx(f.text))
+			out[f.name] = []byte(dropLogdata(screenRx(f.text)))
 		}
 	}
 	return out, nil
