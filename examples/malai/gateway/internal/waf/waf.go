@@ -613,7 +613,9 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 		}
 		tx := eng.NewTransaction()
 		defer func() {
-			tx.ProcessLogging()
+			if reportable(tx) {
+				tx.ProcessLogging()
+			}
 			if f.observe != nil {
 				f.observe(r, tx)
 			}
