@@ -349,6 +349,9 @@ func (p *profile) classify(c *Claims) (Class, *Error) {
 			return ClassAny, errClass
 		}
 	}
+	if p.cfg.RequireClassClaim {
+		return ClassAny, errClass
+	}
 	if p.cfg.Profile == ProfileOIDC && oidcService(c) {
 		return ClassService, nil
 	}

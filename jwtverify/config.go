@@ -174,6 +174,13 @@ type Issuer struct {
 	// token (RFC 9068 §2.2) and one with a different "sub" is a user token;
 	// a token with neither is refused.
 	ClassClaim string
+	// RequireClassClaim refuses a token that does not state ClassClaim
+	// instead of inferring its class from "sub" and "client_id": set it
+	// when the issuer states the class on every token it issues, so a
+	// token minted without it (another flow of the same issuer, a user
+	// whose subject equals a client's id) cannot be taken for a service's.
+	// Classify, when set, decides instead.
+	RequireClassClaim bool
 	// Classify, when set, replaces the rules above. It sees verified claims
 	// and returns ClassUser, ClassService, or ClassAny to refuse the token.
 	Classify func(*Claims) Class

@@ -29,7 +29,8 @@
 //     (all of).
 //   - Its class is known: [ClassUser] or [ClassService], from the
 //     "token_class" claim or, failing that, "sub" == "client_id" for a
-//     service (RFC 9068 §2.2).
+//     service (RFC 9068 §2.2); with [Issuer.RequireClassClaim], from the
+//     claim alone.
 //   - A claim that must be a string, a NumericDate or a list of strings is
 //     one ("exp": "1700000000" is refused, not converted).
 //

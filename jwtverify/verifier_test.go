@@ -133,6 +133,7 @@ func TestClassRules(t *testing.T) {
 			return ClassUser
 		}
 	}, key)
+	strict := newStatic(t, clock, func(c *Config) { c.Issuers[0].RequireClassClaim = true }, key)
 	for _, tc := range []struct {
 		name   string
 		v      *Verifier
@@ -140,6 +141,11 @@ func TestClassRules(t *testing.T) {
 		want   Class
 		reason Reason
 	}{
+		{"required claim absent, sub == client_id", strict, base(func(c map[string]any) { c["client_id"] = "alice" }), 0, ReasonClass},
+		{"required claim absent, sub != client_id", strict, base(func(c map[string]any) {}), 0, ReasonClass},
+		{"required claim present", strict, base(func(c map[string]any) { c["client_id"] = "alice"; c["token_class"] = "user" }), ClassUser, ""},
+		{"required claim, service", strict, base(func(c map[string]any) { c["client_id"] = "alice"; c["token_class"] = "service" }), ClassService, ""},
+		{"required claim empty", strict, base(func(c map[string]any) { c["token_class"] = "" }), 0, ReasonClass},
 		{"sub == client_id is service", v, base(func(c map[string]any) { c["client_id"] = "alice" }), ClassService, ""},
 		{"sub != client_id is user", v, base(func(c map[string]any) {}), ClassUser, ""},
 		{"no client_id no class", v, base(func(c map[string]any) { delete(c, "client_id") }), 0, ReasonClass},
