@@ -32,6 +32,9 @@ type proof struct {
 	beforeRestart func(dataDir string) error
 	// fail are the ids of the checks that must fail (usually one).
 	fail []string
+	// fixture, when set, is what the evidence pass's own setup must fail
+	// with instead: the fault refuses what every check starts from.
+	fixture string
 }
 
 func id(row, name string) string { return row + " / " + name }
@@ -171,12 +174,11 @@ var proofs = []proof{
 		fail: []string{
 			id(evidence.RowAuthentication, "after a restart a username cannot be registered again, and its owner's account stays theirs alone"),
 			id(evidence.RowIdempotency, "an idempotency key survives a restart: the retry replays the first result and moves no more money")}},
-	// Token shape: every layer refuses exp − iat over 15 minutes (the
-	// check's own bound) and a typ other than at+jwt, so only the class
-	// can go wrong alone: a user token stating no token_class is still
-	// taken as a user's (sub differs from client_id) by every verifier.
+	// Token shape: every verifier requires token_class
+	// (RequireClassClaim), so a user token stating none is refused
+	// everywhere and the pass cannot open its fixture's accounts.
 	{name: "user tokens state no class", faults: faults.Set{faults.IdentityNoTokenClass},
-		fail: []string{id(evidence.RowAuthentication, "sign-in issues a short-lived at+jwt user token")}},
+		fixture: "HTTP 401"},
 	// Sign-in hardening.
 	{name: "MFA enrolment without re-authentication", faults: faults.Set{faults.IdentityNoReauth},
 		fail: []string{id(evidence.RowSignIn, "MFA enrolment with an access token alone is refused; with the current password it proceeds")}},
@@ -279,6 +281,9 @@ var unproven = func() map[string]string {
 			m[id] = why
 		}
 	}
+	set("every verifier refuses a token whose typ, lifetime or class is wrong (the class claim is required), so no fault breaks "+
+		"the token's shape without breaking the pass's sign-in first; the class is proved by the \"user tokens state no class\" proof",
+		id(evidence.RowAuthentication, "sign-in issues a short-lived at+jwt user token"))
 	set("a request without a token names no subject, so even with its own layer off (faults.LedgerNoTokenCheck) the ledger "+
 		"refuses it; its layer is proved through the forged and bad-claim checks",
 		id(evidence.RowTokens, "ledger directly, as the gateway (gateway bypassed): no token → 401"))
@@ -305,7 +310,7 @@ func TestEveryCheckHasAProof(t *testing.T) {
 	}
 	proven := map[string]bool{}
 	for _, p := range proofs {
-		if len(p.fail) == 0 {
+		if len(p.fail) == 0 && p.fixture == "" {
 			t.Errorf("proof %q expects no failure", p.name)
 		}
 		for _, id := range p.fail {
@@ -372,6 +377,12 @@ func TestEvidenceChecksCanFail(t *testing.T) {
 				}
 			}
 			rep, err := runLocalEvidence(ctx, cfg, nil)
+			if p.fixture != "" {
+				if err == nil || !strings.Contains(err.Error(), p.fixture) {
+					t.Fatalf("evidence pass: %v, want its fixture to fail with %q", err, p.fixture)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -116,6 +116,7 @@ func TestBadClaimTokensAtEveryLayer(t *testing.T) {
 		"wrong issuer":      sign(hdr, claims(`"iss":"`+iss+`"`, `"iss":"https://evil.example"`)),
 		"service audience":  sign(hdr, claims(`"aud":"malai-api"`, `"aud":"malai-internal"`)),
 		"service class":     sign(hdr, claims(`"token_class":"user"`, `"token_class":"service"`)),
+		"no class":          sign(hdr, claims(`"token_class":"user",`, "")),
 		"no sub":            sign(hdr, claims(`"sub":"`+sub+`",`, "")),
 		"jku header":        sign(`{"alg":"ES256","kid":"$KID","typ":"at+jwt","jku":"https://evil.example/jwks"}`, claims()),
 	}

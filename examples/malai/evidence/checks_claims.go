@@ -50,6 +50,7 @@ func badClaims(real map[string]any) (bad map[string][2]string, good map[string][
 		"wrong issuer":      {hdr, claims(set("iss", "https://evil.example"))},
 		"service audience":  {hdr, claims(set("aud", "malai-internal"))},
 		"service class":     {hdr, claims(set("token_class", "service"))},
+		"no class":          {hdr, claims(del("token_class"))},
 		"no sub":            {hdr, claims(del("sub"))},
 		"jku header":        {`{"alg":"ES256","kid":"$KID","typ":"at+jwt","jku":"https://evil.example/jwks"}`, valid},
 	}

@@ -45,7 +45,8 @@
 //
 // Every verifier of the system applies [VerifierProfile]: ES256 only, typ
 // at+jwt (any case, with or without "application/"), the issuer, one
-// audience, a lifetime of at most MaxAccessTokenTTL, strict JSON (no
+// audience, a lifetime of at most MaxAccessTokenTTL, the token_class
+// claim stated (never inferred from sub and client_id), strict JSON (no
 // duplicate members, no crit, NumericDates as numbers). Identity checks
 // its own account routes with jwtverify and that profile, then requires
 // the account to exist and the token's session to be live — so a signed-out

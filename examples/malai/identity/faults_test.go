@@ -120,7 +120,7 @@ func TestFaultNoRiskEngine(t *testing.T) {
 }
 
 // TestFaultNoTokenClass: a user token states no token_class, and
-// identity's own verifier still takes it as a user's (class inferred).
+// identity's own verifier refuses it (the class claim is required).
 func TestFaultNoTokenClass(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Faults.NoTokenClass = true })
 	h.signUp("alice", strongPW)
@@ -128,7 +128,7 @@ func TestFaultNoTokenClass(t *testing.T) {
 	if c, ok := claimsOf(t, s.token)[ClaimTokenClass]; ok {
 		t.Fatalf("with NoTokenClass the user token states token_class %v", c)
 	}
-	if w := h.do(http.MethodGet, "/v1/account", "", "", withBearer(s.token)); w.Code != http.StatusOK {
-		t.Fatalf("a classless user token on identity's own route: %d %s", w.Code, w.Body)
+	if w := h.do(http.MethodGet, "/v1/account", "", "", withBearer(s.token)); w.Code != http.StatusUnauthorized {
+		t.Fatalf("a classless user token on identity's own route: %d %s, want 401", w.Code, w.Body)
 	}
 }

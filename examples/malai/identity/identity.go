@@ -292,8 +292,8 @@ type Faults struct {
 	// new network. Pair, network, stuffing, spraying and device limits
 	// are unchanged.
 	NoRiskEngine bool
-	// NoTokenClass: user tokens state no token_class; verifiers fall
-	// back to inferring the class (sub differs from client_id: a user).
+	// NoTokenClass: user tokens state no token_class; every verifier of
+	// the system requires it and refuses them.
 	NoTokenClass bool
 }
 

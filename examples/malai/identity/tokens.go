@@ -112,11 +112,12 @@ func (s *Service) mint(ctx context.Context, g grant) (TokenResponse, error) {
 
 // VerifierProfile is the token profile every verifier of the system
 // applies to identity's tokens of audience aud: ES256 only, typ at+jwt,
-// the issuer, one audience, at most MaxAccessTokenTTL. Set the key
+// the issuer, one audience, at most MaxAccessTokenTTL, token_class
+// required (every token identity issues states it). Set the key
 // source (JWKSURL or Keys) before use.
 func VerifierProfile(issuer, aud string) jwtverify.Issuer {
 	return jwtverify.Issuer{Issuer: issuer, Algorithms: []string{Algorithm}, Audiences: []string{aud},
-		Type: TokenType, ClassClaim: ClaimTokenClass, MaxLifetime: MaxAccessTokenTTL}
+		Type: TokenType, ClassClaim: ClaimTokenClass, RequireClassClaim: true, MaxLifetime: MaxAccessTokenTTL}
 }
 
 // inProcessVerifier builds identity's own verifier: the system's profile

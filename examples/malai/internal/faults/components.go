@@ -63,8 +63,8 @@ const (
 	// signal (no throttle on the account, no block of a right password
 	// from a new network).
 	IdentityNoRiskEngine Fault = "identity-no-risk-engine"
-	// IdentityNoTokenClass: user tokens state no token_class (verifiers
-	// infer the class from sub and client_id).
+	// IdentityNoTokenClass: user tokens state no token_class (every
+	// verifier requires it and refuses them).
 	IdentityNoTokenClass Fault = "identity-no-token-class"
 )
 

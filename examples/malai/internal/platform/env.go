@@ -219,6 +219,8 @@ func (e *Env) VerifierVia(aud, jwksURL string, c *http.Client) (*jwtverify.Verif
 		Issuers: []jwtverify.Issuer{{
 			Issuer: e.Issuer, JWKSURL: jwksURL, Algorithms: []string{"ES256"},
 			Audiences: []string{aud}, MaxLifetime: 15 * time.Minute,
+			// identity states token_class on every token it issues.
+			RequireClassClaim: true,
 		}},
 		HTTPClient: c,
 		CacheSize:  10_000,
