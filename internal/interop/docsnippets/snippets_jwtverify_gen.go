@@ -25,7 +25,7 @@ func snippet10() {
 	_ = claims
 }
 
-// jwtverify/doc.go:52
+// jwtverify/doc.go:53
 func snippet11() {
 	var mux *http.ServeMux
 	var settle http.HandlerFunc
