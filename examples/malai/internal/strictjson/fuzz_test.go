@@ -68,6 +68,12 @@ func refWalk(dec *json.Decoder, depth int) error {
 	if err != nil {
 		return ErrSyntax
 	}
+	if n, ok := tok.(json.Number); ok {
+		if _, err := n.Float64(); err != nil {
+			return ErrRange
+		}
+		return nil
+	}
 	d, ok := tok.(json.Delim)
 	if !ok {
 		return nil
@@ -121,7 +127,7 @@ func FuzzCheckMatchesReference(f *testing.F) {
 		`{"from":"a","to":"b","amount":5}`, `{"amount":1000,"AMOUNT":3}`, `{"a":{"b":1,"b":2}}`,
 		`[{"x":1},{"x":1}]`, `{"a\u0041":1,"aA":2}`, `{"k":1,"\u212a":2}`, `{"s":1,"\u017f":2}`,
 		`{"a":"\\","a":1}`, `{"a":1} {}`, `{"a":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`,
-		`"str"`, `1e5`, `{"":1,"":2}`, `{"a":1,}`, `{"ß":1,"SS":2}`, `{"ǅ":1,"ǆ":2}`,
+		`"str"`, `1e5`, `1E700`, `[-1e309,1]`, `{"a":1e-400}`, `{"":1,"":2}`, `{"a":1,}`, `{"ß":1,"SS":2}`, `{"ǅ":1,"ǆ":2}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -17,6 +17,9 @@
 //   - every member of a decoded struct named exactly (case-sensitively) as
 //     one of its fields' JSON names, no unknown member;
 //   - valid UTF-8 and no unpaired surrogate escape anywhere;
+//   - every number within the range of an IEEE 754 double (I-JSON,
+//     RFC 7493 §2.2): 1e400 is +Inf to one parser and an error to the
+//     next;
 //   - nesting at most [MaxDepth] levels.
 //
 // Bound the body before calling (http.MaxBytesReader): Decode reads all
@@ -37,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -58,6 +62,7 @@ var (
 	ErrDepth       = errors.New("strictjson: nested too deeply")
 	ErrType        = errors.New("strictjson: member of the wrong type")
 	ErrNotObject   = errors.New("strictjson: not a JSON object")
+	ErrRange       = errors.New("strictjson: number out of range")
 )
 
 // Check reports whether b is one JSON value that satisfies every rule in
@@ -137,7 +142,7 @@ func (o *object) add(name string) error {
 }
 
 // scanNames walks b, which json.Valid accepted, checking every object's
-// member names and the nesting depth.
+// member names, every number's range and the nesting depth.
 func scanNames(b []byte, top []string) ([]string, error) {
 	var stack [MaxDepth]struct {
 		obj bool
@@ -176,9 +181,45 @@ func scanNames(b []byte, top []string) ([]string, error) {
 				}
 			}
 			i = j
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			j := numberEnd(b, i)
+			if err := checkRange(b[i:j]); err != nil {
+				return nil, err
+			}
+			i = j - 1
 		}
 	}
 	return top, nil
+}
+
+// numberEnd returns the index just past the number literal that starts
+// at b[i] (b is valid JSON).
+func numberEnd(b []byte, i int) int {
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case c >= '0' && c <= '9', c == '-', c == '+', c == '.', c == 'e', c == 'E':
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// maxPlainDigits is how long a number without an exponent can be and
+// still be below the largest double (1.8e308 has 309 integer digits).
+const maxPlainDigits = 300
+
+// checkRange refuses a number literal whose magnitude no double holds.
+// Only a literal with an exponent or hundreds of digits can, so the
+// common case is not parsed.
+func checkRange(lit []byte) error {
+	if len(lit) < maxPlainDigits && bytes.IndexAny(lit, "eE") < 0 {
+		return nil
+	}
+	if _, err := strconv.ParseFloat(string(lit), 64); err != nil {
+		return ErrRange
+	}
+	return nil
 }
 
 // stringEnd returns the index of the quote closing the string literal

@@ -2,6 +2,7 @@ package strictjson
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -58,6 +59,10 @@ func TestDecode(t *testing.T) {
 		{"string amount", `{"amount":"5"}`, ErrType},
 		{"overflowing amount", `{"amount":99999999999999999999}`, ErrType},
 		{"too deep", `{"meta":` + deep(40) + `}`, ErrDepth},
+		{"number beyond a double", `{"amount":1E700}`, ErrRange},
+		{"negative number beyond a double", `{"from":"a","tags":[{"note":"x"}],"amount":-1e309}`, ErrRange},
+		{"nested number beyond a double", `{"meta":{"note":[1.7976931348623159e308]}}`, ErrRange},
+		{"integer literal beyond a double", `{"amount":1` + strings.Repeat("0", 400) + `}`, ErrRange},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,6 +72,34 @@ func TestDecode(t *testing.T) {
 				t.Fatalf("Decode(%q) = %v, want %v", tc.body, err, tc.want)
 			}
 		})
+	}
+}
+
+// Check holds every number to the range of a double (the body is then
+// the same value to any JSON parser behind it) and lets through what
+// only rounds: underflow to zero, the largest double, long fractions.
+func TestCheckNumberRange(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want error
+	}{
+		{`1E700`, ErrRange},
+		{`[0,1e309]`, ErrRange},
+		{`{"a":{"b":-1.8e308}}`, ErrRange},
+		{`1` + strings.Repeat("0", 309), ErrRange},
+		{`{"a":1e-400}`, nil},
+		{`1.7976931348623157e308`, nil},
+		{`-1.7976931348623157E+308`, nil},
+		{`1` + strings.Repeat("0", 300), nil},
+		{`0.` + strings.Repeat("0", 400) + `1`, nil},
+		{`{"s":"1e999","t":true,"n":null}`, nil},
+	} {
+		if err := Check([]byte(tc.body)); !errors.Is(err, tc.want) && (tc.want != nil || err != nil) {
+			t.Errorf("Check(%.40s) = %v, want %v", tc.body, err, tc.want)
+		}
+		if err := referenceCheck([]byte(tc.body)); (err == nil) != (tc.want == nil) {
+			t.Errorf("reference(%.40s) = %v, want %v", tc.body, err, tc.want)
+		}
 	}
 }
 
