@@ -219,14 +219,43 @@ func TestCRSRegression(t *testing.T) {
 		}
 		t.Logf("CRS rules matched differ in %d of %d tests", diffs, len(theirs))
 	})
+	var pl1 map[string]outcome
 	t.Run("gateway configuration, paranoia level 1, blocking", func(t *testing.T) {
 		levels := ruleLevels(t)
 		w := newSuiteWAF(t, gatewaySuiteConfig(""))
-		res := runSuite(t, w, skipIgnored(cases), gov)
-		report(t, "gateway configuration (PL1, blocking)", cases, res, func(c crsCase, o outcome) string {
+		pl1 = runSuite(t, w, skipIgnored(cases), gov)
+		report(t, "gateway configuration (PL1, blocking)", cases, pl1, func(c crsCase, o outcome) string {
 			return expectedAtPL1(c, o, levels)
 		})
 		t.Logf("  %d of them without their log-text assertion (logdataTests)", len(logdataTests))
+	})
+	t.Run("paranoia pruning, same results", func(t *testing.T) {
+		if pl1 == nil {
+			t.Skip("the level-1 run failed")
+		}
+		files, err := embeddedRules()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pruned, err := levelPruned(files, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := gatewaySuiteConfig("")
+		cfg.keepLevels = true
+		kept := runSuite(t, newSuiteWAF(t, cfg), skipIgnored(cases), gov)
+		diffs := 0
+		for name, o := range kept {
+			// The markers match (and skip) only where they are kept.
+			ids := slices.DeleteFunc(slices.Clone(o.ids), func(id int) bool { return slices.Contains(pruned, id) })
+			if o.pass != pl1[name].pass || !slices.Equal(ids, pl1[name].ids) {
+				diffs++
+				if diffs <= 20 {
+					t.Errorf("%s: every level kept pass=%v matched %v; pruned pass=%v matched %v", name, o.pass, ids, pl1[name].pass, pl1[name].ids)
+				}
+			}
+		}
+		t.Logf("paranoia pruning: outcome or rules matched differ in %d of %d tests", diffs, len(kept))
 	})
 }
 

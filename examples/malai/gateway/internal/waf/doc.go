@@ -106,6 +106,18 @@
 // response rule changed in place (SecRuleUpdateTargetById and the like),
 // or a raised detection paranoia level.
 //
+// # Paranoia levels
+//
+// The CRS gates its rules by paranoia level at run time, with a marker
+// rule per level and phase in every file that skips the rest of the file
+// below its level: 184 markers walked by every request. When nothing but
+// [Config.ParanoiaLevel] sets a transaction's levels (no rule of the
+// caller's names a paranoia level), the rule set is built without the
+// rules above the level and without the markers: the same rules run, in
+// the same order, with none of the skipping. A caller's rule that raises
+// the detection or blocking level keeps every rule and marker, so the
+// raised level takes effect as in the CRS.
+//
 // # Regular expressions
 //
 // The CRS's @rx rules run through an operator that asks RE2 (go-re2, its

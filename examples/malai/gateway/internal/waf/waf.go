@@ -163,6 +163,10 @@ type Config struct {
 	// placed just before the CRS rules (the regression suite's required
 	// test settings).
 	rulesOverride, beforeCRS string
+	// keepLevels keeps the rules above the paranoia level and the
+	// paranoia markers (levelPruned) in the rule set: the regression
+	// suite's comparison of the two.
+	keepLevels bool
 }
 
 // Exclusion removes the JSON fields Fields of the route (Method, Path)
@@ -484,6 +488,7 @@ SecAuditEngine Off
 	for _, ids := range p.Remove {
 		fmt.Fprintf(&b, "SecRuleRemoveById %s\n", ids)
 	}
+	writeLevelPruning(&b, cfg)
 	b.WriteString(cfg.AfterCRS)
 	return b.String()
 }
