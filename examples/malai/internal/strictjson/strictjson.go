@@ -213,7 +213,7 @@ const maxPlainDigits = 300
 // Only a literal with an exponent or hundreds of digits can, so the
 // common case is not parsed.
 func checkRange(lit []byte) error {
-	if len(lit) < maxPlainDigits && bytes.IndexAny(lit, "eE") < 0 {
+	if len(lit) < maxPlainDigits && !bytes.ContainsAny(lit, "eE") {
 		return nil
 	}
 	if _, err := strconv.ParseFloat(string(lit), 64); err != nil {
