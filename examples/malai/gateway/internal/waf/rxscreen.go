@@ -63,6 +63,7 @@ func init() {
 type screenedRx struct {
 	re     *regexp.Regexp
 	screen *experimental.Set // nil: RE2 did not compile it; Go alone
+	index  int               // its bit in verdictCache; -1: none
 }
 
 func newScreenedRx(o plugintypes.OperatorOptions) (plugintypes.Operator, error) {
@@ -78,9 +79,10 @@ func newScreenedRx(o plugintypes.OperatorOptions) (plugintypes.Operator, error) 
 		if err != nil {
 			return nil, err
 		}
-		o := &screenedRx{re: re}
+		o := &screenedRx{re: re, index: -1}
 		if s, err := experimental.CompileSetWithOptions([]string{expr}, experimental.CompileOptions{MaxMem: screenMaxMem}); err == nil {
 			o.screen = s
+			o.index = screenIndexes.index(expr)
 		}
 		return o, nil
 	}
@@ -101,10 +103,8 @@ func newScreenedRx(o plugintypes.OperatorOptions) (plugintypes.Operator, error) 
 
 // Evaluate is Coraza's @rx with RE2's answer first.
 func (o *screenedRx) Evaluate(tx plugintypes.TransactionState, value string) bool {
-	if o.screen != nil && utf8.ValidString(value) {
-		if m, err := o.screen.FindAllStringWithError(value, 1); err == nil && len(m) == 0 {
-			return false
-		}
+	if o.screen != nil && utf8.ValidString(value) && !o.screenMatches(value) {
+		return false
 	}
 	if !tx.Capturing() {
 		return o.re.MatchString(value)
@@ -123,6 +123,27 @@ func (o *screenedRx) Evaluate(tx plugintypes.TransactionState, value string) boo
 		}
 	}
 	return true
+}
+
+// screenMatches is RE2's answer on a valid UTF-8 value: false only when
+// RE2 ran to the end and found no match; remembered (verdictCache).
+func (o *screenedRx) screenMatches(value string) bool {
+	var v *screenVerdicts
+	if o.index >= 0 {
+		if v = verdictCache.verdicts(value); v != nil {
+			if matched, known := v.answer(o.index); known {
+				return matched
+			}
+		}
+	}
+	m, err := o.screen.FindAllStringWithError(value, 1)
+	if err != nil {
+		return true // it cannot say: Go decides, and nothing is kept
+	}
+	if v != nil {
+		v.remember(o.index, len(m) > 0)
+	}
+	return len(m) > 0
 }
 
 // hasByteEscape reports a \x escape in a pattern that spells something

@@ -169,7 +169,8 @@ func screenMisses(c *screenedRx, v string) (miss, disagree bool) {
 
 // FuzzScreenAgreesWithRegexp: where the screen answers (valid UTF-8, the
 // DFA ran to the end), a miss is a miss to Go's regexp too, for every
-// screened CRS pattern over the same value.
+// screened CRS pattern over the same value; and the operator, with its
+// remembered answers, decides as the two do.
 func FuzzScreenAgreesWithRegexp(f *testing.F) {
 	pats := screenedPatterns(f)
 	for _, s := range []string{"", "hello", "1' OR '1'='1' --", "<script>alert(1)</script>", "$(cat /etc/passwd)",
@@ -182,8 +183,17 @@ func FuzzScreenAgreesWithRegexp(f *testing.F) {
 			return // Go alone decides: not the screen's
 		}
 		for _, c := range pats {
-			if _, disagree := screenMisses(c, v); disagree {
+			miss, disagree := screenMisses(c, v)
+			if disagree {
 				t.Fatalf("RE2 misses what Go's regexp matches: %q on %q", c.re.String(), v)
+			}
+			// The operator, asking RE2 or its remembered answer,
+			// decides as Go's regexp, the first time and the next.
+			want := !miss && c.re.MatchString(v)
+			for range 2 {
+				if got := c.Evaluate(noCapture{}, v); got != want {
+					t.Fatalf("the operator answers %v, RE2 and Go %v: %q on %q", got, want, c.re.String(), v)
+				}
 			}
 		}
 	})

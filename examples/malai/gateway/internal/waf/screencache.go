@@ -1,0 +1,153 @@
+package waf
+
+import (
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// RE2's answers on recurring values, remembered.
+//
+// A request's values recur across requests: its header values (the
+// client's User-Agent, Accept, Content-Type, the host and the path), its
+// JSON members' names (every transfer has "json.from" and "json.amount")
+// and many of their values (a customer's account ids). Each is tested by
+// every screened rule that reads it, 60-odd rules for an API argument,
+// with the same pattern on the same string every time: RE2's answer is a
+// function of the two. The screen therefore remembers, per value, which
+// patterns it has run and which of those RE2 matched, and asks RE2 only
+// the first time.
+//
+// What is remembered is RE2's answer and nothing more. A "no" decides as
+// it does uncached (no match); a "yes" still goes to Go's regexp, which
+// decides and captures as before. An error (a DFA out of memory) is not
+// remembered: it says nothing about the value. A value that is not valid
+// UTF-8 never reaches the screen, so never the cache.
+//
+// Bounds, whatever requests arrive: values up to screenCacheMaxValue
+// bytes, screenCacheShards × screenCacheShardValues values, the first
+// screenCacheMaxPatterns patterns the process compiles (the CRS has 305;
+// a pattern beyond them is screened uncached). A full shard drops one of
+// its values at random to take a new one, so a flood of new values costs
+// what the screen cost before the cache (plus one lookup per rule and one
+// small allocation per new value) and evicts values a flood does not
+// repeat. At most ~2 MiB.
+
+const (
+	screenCacheMaxValue    = 256
+	screenCacheShards      = 32
+	screenCacheShardValues = 128
+	screenCacheMaxPatterns = 512
+	screenCacheWords       = screenCacheMaxPatterns / 64
+)
+
+// screenVerdicts are RE2's answers on one value, one bit per pattern
+// index: asked (the answer is in matched), matched (RE2 matched).
+type screenVerdicts struct {
+	asked, matched [screenCacheWords]atomic.Uint64
+}
+
+type screenShard struct {
+	mu     sync.Mutex
+	values map[string]*screenVerdicts
+}
+
+// screenCache is the process's cache: every rule set of the process shares
+// the compiled patterns (the Memoizer), so it shares their answers.
+type screenCache struct {
+	seed   maphash.Seed
+	shards [screenCacheShards]screenShard
+}
+
+var verdictCache = newScreenCache()
+
+func newScreenCache() *screenCache {
+	c := &screenCache{seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].values = make(map[string]*screenVerdicts, screenCacheShardValues)
+	}
+	return c
+}
+
+// verdicts are value's answers, made empty for a value not yet seen; nil
+// for a value too long to keep.
+func (c *screenCache) verdicts(value string) *screenVerdicts {
+	if len(value) > screenCacheMaxValue {
+		return nil
+	}
+	s := &c.shards[maphash.String(c.seed, value)%screenCacheShards]
+	s.mu.Lock()
+	v := s.values[value]
+	if v == nil {
+		if len(s.values) >= screenCacheShardValues {
+			for k := range s.values { // a random one: map order
+				delete(s.values, k)
+				break
+			}
+		}
+		v = new(screenVerdicts)
+		// The value may alias a request's buffer: keep a copy.
+		s.values[strings.Clone(value)] = v
+	}
+	s.mu.Unlock()
+	return v
+}
+
+// len is how many values c holds.
+func (c *screenCache) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.values)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// answer is RE2's remembered answer for pattern index i: known is false
+// when it has not been asked.
+func (v *screenVerdicts) answer(i int) (matched, known bool) {
+	w, bit := i/64, uint64(1)<<(i%64)
+	if v.asked[w].Load()&bit == 0 {
+		return false, false
+	}
+	return v.matched[w].Load()&bit != 0, true
+}
+
+// remember records RE2's answer for pattern index i; the answer is
+// stored before the bit that says it is there.
+func (v *screenVerdicts) remember(i int, matched bool) {
+	w, bit := i/64, uint64(1)<<(i%64)
+	if matched {
+		v.matched[w].Or(bit)
+	}
+	v.asked[w].Or(bit)
+}
+
+// patternIndexes number the patterns the process has screened: the same
+// pattern, compiled again (another rule set, a test), has the same index,
+// so the numbering is bounded by the distinct patterns of the process,
+// and stops at screenCacheMaxPatterns.
+type patternIndexes struct {
+	mu sync.Mutex
+	of map[string]int
+}
+
+var screenIndexes = &patternIndexes{of: map[string]int{}}
+
+// index is expr's index, or -1 when the cache holds no bit for it.
+func (p *patternIndexes) index(expr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i, ok := p.of[expr]; ok {
+		return i
+	}
+	i := len(p.of)
+	if i >= screenCacheMaxPatterns {
+		return -1
+	}
+	p.of[expr] = i
+	return i
+}
