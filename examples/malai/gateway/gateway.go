@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -493,7 +494,8 @@ func proxy(target *url.URL, rt http.RoundTripper, clientIP func(*http.Request) (
 			}
 			pr.Out.Header.Set("X-Forwarded-Proto", "https")
 		},
-		Transport: rt,
+		Transport:  rt,
+		BufferPool: &copyBuffers,
 		// The gateway's correlation layer already set the one
 		// X-Request-Id of the response.
 		ModifyResponse: func(resp *http.Response) error {
@@ -506,6 +508,32 @@ func proxy(target *url.URL, rt http.RoundTripper, clientIP func(*http.Request) (
 			writeUnavailable(w, r)
 		},
 	}
+}
+
+// proxyBufferSize is the buffer ReverseProxy copies a response through
+// (its own default).
+const proxyBufferSize = 32 << 10
+
+// copyBuffers are the proxies' copy buffers, reused: ReverseProxy would
+// allocate one per response, an eighth of the bytes a forwarded transfer
+// allocated. A buffer holds an earlier response's bytes, but the proxy
+// writes only what it has just read into it.
+var copyBuffers proxyBuffers
+
+type proxyBuffers struct{ pool sync.Pool }
+
+func (p *proxyBuffers) Get() []byte {
+	if a, ok := p.pool.Get().(*[proxyBufferSize]byte); ok {
+		return a[:]
+	}
+	return new([proxyBufferSize]byte)[:]
+}
+
+func (p *proxyBuffers) Put(b []byte) {
+	if cap(b) < proxyBufferSize {
+		return // not one of ours
+	}
+	p.pool.Put((*[proxyBufferSize]byte)(b[:proxyBufferSize]))
 }
 
 func writeUnavailable(w http.ResponseWriter, r *http.Request) {
