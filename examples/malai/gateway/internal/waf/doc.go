@@ -132,12 +132,15 @@
 // costs 0.86× what it did, a request with a 16 KiB value a sixth (see
 // BENCHMARKS.md).
 //
-// RE2's answers are remembered per value (up to 256 bytes, 4 096 values
-// in all, dropped at random when full): a header value, a JSON member's
-// name or a customer's account id is asked of each pattern once, not on
-// every request. Only RE2's answer is kept; a "yes" still goes to Go's
-// regexp, which decides and captures. A flood of values never seen
-// before costs what it cost without the cache.
+// RE2's answers are remembered per client and value (up to 256 bytes,
+// 4 096 values in all, dropped at random when full): a client's header
+// values, JSON member names and account ids are asked of each pattern
+// once, not on every request. Only RE2's answer is kept; a "yes" still
+// goes to Go's regexp, which decides and captures. One client's answers
+// are never another's (the client is the resolved address, or its IPv6
+// /64), so how fast the WAF answers tells nobody what others sent. A
+// flood of values never seen before costs what it cost without the
+// cache.
 //
 // # Example
 //

@@ -103,7 +103,7 @@ func newScreenedRx(o plugintypes.OperatorOptions) (plugintypes.Operator, error) 
 
 // Evaluate is Coraza's @rx with RE2's answer first.
 func (o *screenedRx) Evaluate(tx plugintypes.TransactionState, value string) bool {
-	if o.screen != nil && utf8.ValidString(value) && !o.screenMatches(value) {
+	if o.screen != nil && utf8.ValidString(value) && !o.screenMatches(tx, value) {
 		return false
 	}
 	if !tx.Capturing() {
@@ -126,11 +126,12 @@ func (o *screenedRx) Evaluate(tx plugintypes.TransactionState, value string) boo
 }
 
 // screenMatches is RE2's answer on a valid UTF-8 value: false only when
-// RE2 ran to the end and found no match; remembered (verdictCache).
-func (o *screenedRx) screenMatches(value string) bool {
+// RE2 ran to the end and found no match; remembered for the transaction's
+// client (verdictCache).
+func (o *screenedRx) screenMatches(tx plugintypes.TransactionState, value string) bool {
 	var v *screenVerdicts
-	if o.index >= 0 {
-		if v = verdictCache.verdicts(value); v != nil {
+	if client, ok := screenClient(tx.ID()); ok && o.index >= 0 {
+		if v = verdictCache.verdicts(client, value); v != nil {
 			if matched, known := v.answer(o.index); known {
 				return matched
 			}

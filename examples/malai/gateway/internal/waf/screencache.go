@@ -2,6 +2,8 @@ package waf
 
 import (
 	"hash/maphash"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,13 +27,21 @@ import (
 // remembered: it says nothing about the value. A value that is not valid
 // UTF-8 never reaches the screen, so never the cache.
 //
+// One client's values are not another's: an answer is remembered for the
+// client that sent the value (its address, or its IPv6 /64, as the
+// trusted-proxy resolver gave it), under a keyed hash of it carried in
+// the transaction's id (screenTxID). Otherwise how fast the WAF answered
+// would tell a client whether anyone had sent a value lately (an email
+// address at sign-in, an account id). A transaction whose id carries no
+// client (one not started by the WAF's handler) is screened uncached.
+//
 // Bounds, whatever requests arrive: values up to screenCacheMaxValue
 // bytes, screenCacheShards × screenCacheShardValues values, the first
 // screenCacheMaxPatterns patterns the process compiles (the CRS has 305;
 // a pattern beyond them is screened uncached). A full shard drops one of
 // its values at random to take a new one, so a flood of new values costs
-// what the screen cost before the cache (plus one lookup per rule and one
-// small allocation per new value) and evicts values a flood does not
+// what the screen cost before the cache (plus one lookup per rule and two
+// small allocations per new value) and evicts values a flood does not
 // repeat. At most ~2 MiB.
 
 const (
@@ -48,9 +58,15 @@ type screenVerdicts struct {
 	asked, matched [screenCacheWords]atomic.Uint64
 }
 
+// screenKey is one client's value.
+type screenKey struct {
+	client uint64
+	value  string
+}
+
 type screenShard struct {
 	mu     sync.Mutex
-	values map[string]*screenVerdicts
+	values map[screenKey]*screenVerdicts
 }
 
 // screenCache is the process's cache: every rule set of the process shares
@@ -65,20 +81,21 @@ var verdictCache = newScreenCache()
 func newScreenCache() *screenCache {
 	c := &screenCache{seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].values = make(map[string]*screenVerdicts, screenCacheShardValues)
+		c.shards[i].values = make(map[screenKey]*screenVerdicts, screenCacheShardValues)
 	}
 	return c
 }
 
-// verdicts are value's answers, made empty for a value not yet seen; nil
-// for a value too long to keep.
-func (c *screenCache) verdicts(value string) *screenVerdicts {
+// verdicts are client's answers on value, made empty for a value not yet
+// seen; nil for a value too long to keep.
+func (c *screenCache) verdicts(client uint64, value string) *screenVerdicts {
 	if len(value) > screenCacheMaxValue {
 		return nil
 	}
-	s := &c.shards[maphash.String(c.seed, value)%screenCacheShards]
+	k := screenKey{client, value}
+	s := &c.shards[(maphash.String(c.seed, value)^client)%screenCacheShards]
 	s.mu.Lock()
-	v := s.values[value]
+	v := s.values[k]
 	if v == nil {
 		if len(s.values) >= screenCacheShardValues {
 			for k := range s.values { // a random one: map order
@@ -88,7 +105,8 @@ func (c *screenCache) verdicts(value string) *screenVerdicts {
 		}
 		v = new(screenVerdicts)
 		// The value may alias a request's buffer: keep a copy.
-		s.values[strings.Clone(value)] = v
+		k.value = strings.Clone(value)
+		s.values[k] = v
 	}
 	s.mu.Unlock()
 	return v
@@ -150,4 +168,44 @@ func (p *patternIndexes) index(expr string) int {
 	}
 	p.of[expr] = i
 	return i
+}
+
+// Transaction ids that carry their client.
+//
+// screenTxID is a new transaction's id for the client key: "s", 16 hex
+// digits of a keyed hash of the key (never the address itself: ids reach
+// Coraza's logs), "-", and a process-wide sequence number that keeps the
+// id unique. screenClient reads the hash back.
+
+var (
+	clientSeed = maphash.MakeSeed()
+	txSeq      atomic.Uint64
+)
+
+const screenIDPrefix = "s"
+
+func screenTxID(client netip.Prefix) string {
+	if !client.IsValid() {
+		// No client to hold the answers for: screened uncached.
+		return "u-" + strconv.FormatUint(txSeq.Add(1), 36)
+	}
+	h := maphash.Comparable(clientSeed, client)
+	b := make([]byte, 0, 1+16+1+13)
+	b = append(b, screenIDPrefix...)
+	const hexdigits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, hexdigits[h>>uint(shift)&0xf])
+	}
+	b = append(b, '-')
+	b = strconv.AppendUint(b, txSeq.Add(1), 36)
+	return string(b)
+}
+
+// screenClient is the client hash an id of screenTxID's carries.
+func screenClient(id string) (uint64, bool) {
+	if len(id) < 18 || id[:1] != screenIDPrefix || id[17] != '-' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(id[1:17], 16, 64)
+	return v, err == nil
 }

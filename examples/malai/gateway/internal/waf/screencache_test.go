@@ -1,6 +1,9 @@
 package waf
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,11 +16,24 @@ import (
 	"github.com/wasilibs/go-re2/experimental"
 )
 
-// noCapture is a transaction that captures nothing: all Evaluate asks of
-// it outside a capturing rule.
-type noCapture struct{ plugintypes.TransactionState }
+// noCapture is a transaction that captures nothing, of the client
+// 192.0.2.1 (or of id's): all Evaluate asks of it outside a capturing
+// rule.
+type noCapture struct {
+	plugintypes.TransactionState
+	id string
+}
 
 func (noCapture) Capturing() bool { return false }
+
+var testClientID = screenTxID(netip.MustParsePrefix("192.0.2.1/32"))
+
+func (t noCapture) ID() string {
+	if t.id == "" {
+		return testClientID
+	}
+	return t.id
+}
 
 // screenValues are benign and hostile values of the kinds the CRS reads.
 var screenValues = []string{
@@ -44,7 +60,8 @@ func TestScreenCacheDecidesAsRegexp(t *testing.T) {
 			if c.screen == nil || c.index < 0 {
 				continue
 			}
-			if _, known := verdictCache.verdicts(v).answer(c.index); known {
+			client, _ := screenClient(testClientID)
+			if _, known := verdictCache.verdicts(client, v).answer(c.index); known {
 				cached++
 			}
 		}
@@ -93,6 +110,16 @@ func TestScreenCacheAnswers(t *testing.T) {
 	if c.Evaluate(noCapture{}, "another attack-"+strconv.FormatInt(time.Now().UnixNano(), 10)) {
 		t.Fatal("a new value was not asked of the screen")
 	}
+	// Another client's remembered answers are not this one's: its
+	// first question goes to the (new) screen.
+	other := noCapture{id: screenTxID(netip.MustParsePrefix("198.51.100.7/32"))}
+	if c.Evaluate(other, hit) {
+		t.Fatal("one client's remembered answer decided for another")
+	}
+	// Nor for a transaction whose id carries no client.
+	if c.Evaluate(noCapture{id: "AbCdEfGhIjKlMnOpQrS"}, hit) {
+		t.Fatal("a transaction without a client was answered from the cache")
+	}
 	// Invalid UTF-8 is never screened, so never remembered: Go decides.
 	if !c.Evaluate(noCapture{}, "\xffattack-1") {
 		t.Fatal("an invalid value was not decided by Go's regexp")
@@ -104,15 +131,15 @@ func TestScreenCacheAnswers(t *testing.T) {
 // numbering of patterns stops at the cache's bits.
 func TestScreenCacheBounds(t *testing.T) {
 	c := newScreenCache()
-	if c.verdicts(strings.Repeat("a", screenCacheMaxValue+1)) != nil {
+	if c.verdicts(1, strings.Repeat("a", screenCacheMaxValue+1)) != nil {
 		t.Fatal("a value above the bound was kept")
 	}
-	if c.verdicts(strings.Repeat("a", screenCacheMaxValue)) == nil {
+	if c.verdicts(1, strings.Repeat("a", screenCacheMaxValue)) == nil {
 		t.Fatal("a value at the bound was not kept")
 	}
 	const max = screenCacheShards * screenCacheShardValues
 	for i := range 4 * max {
-		v := c.verdicts("value-" + strconv.Itoa(i))
+		v := c.verdicts(uint64(i%7), "value-"+strconv.Itoa(i))
 		v.remember(i%screenCacheMaxPatterns, i%2 == 0)
 		if m, known := v.answer(i % screenCacheMaxPatterns); !known || m != (i%2 == 0) {
 			t.Fatalf("value %d: answer %v/%v", i, m, known)
@@ -122,16 +149,19 @@ func TestScreenCacheBounds(t *testing.T) {
 		t.Fatalf("cache holds %d values, bound %d", n, max)
 	}
 	// The same value, asked again, is the same entry.
-	a, b := c.verdicts("same"), c.verdicts("same")
+	a, b := c.verdicts(1, "same"), c.verdicts(1, "same")
 	if a != b {
 		t.Fatal("one value, two entries")
+	}
+	if c.verdicts(2, "same") == a {
+		t.Fatal("two clients' value, one entry")
 	}
 	// A cache's copy of the key does not alias the caller's bytes.
 	buf := []byte("aliased-value")
 	s := unsafe.String(&buf[0], len(buf))
-	c.verdicts(s).remember(0, true)
+	c.verdicts(1, s).remember(0, true)
 	copy(buf, "XXXXXXXXXXXXX")
-	if _, known := c.verdicts("aliased-value").answer(0); !known {
+	if _, known := c.verdicts(1, "aliased-value").answer(0); !known {
 		t.Fatal("the cache kept the caller's bytes, not a copy")
 	}
 
@@ -184,5 +214,71 @@ func TestScreenCacheConcurrent(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error("disagrees with Go's regexp:", e)
+	}
+}
+
+// TestScreenTxID: an id carries a keyed hash of its client, never the
+// address; two clients' ids carry two hashes, one client's ids the same
+// one and are each unique; an id without a client carries none.
+func TestScreenTxID(t *testing.T) {
+	a1 := screenTxID(netip.MustParsePrefix("203.0.113.9/32"))
+	a2 := screenTxID(netip.MustParsePrefix("203.0.113.9/32"))
+	b := screenTxID(netip.MustParsePrefix("2001:db8::/64"))
+	if a1 == a2 {
+		t.Fatal("two transactions, one id")
+	}
+	ha1, ok1 := screenClient(a1)
+	ha2, ok2 := screenClient(a2)
+	hb, ok3 := screenClient(b)
+	if !ok1 || !ok2 || !ok3 || ha1 != ha2 || ha1 == hb {
+		t.Fatalf("client hashes %x %x %x (%v %v %v)", ha1, ha2, hb, ok1, ok2, ok3)
+	}
+	if strings.Contains(a1, "203.0.113.9") || strings.Contains(b, "2001") {
+		t.Fatalf("an id spells its client's address: %q %q", a1, b)
+	}
+	if _, ok := screenClient(screenTxID(netip.Prefix{})); ok {
+		t.Fatal("an id without a client carries one")
+	}
+	for _, id := range []string{"", "s", "s0123456789abcdef", "x0123456789abcdef-1", "s0123456789abcdeg-1", "AbCdEfGhIjKlMnOpQrS"} {
+		if _, ok := screenClient(id); ok {
+			t.Errorf("%q read as an id with a client", id)
+		}
+	}
+}
+
+// TestScreenCacheSharesNothingAcrossClients runs the WAF's handler: one
+// client's requests fill the cache for that client only.
+func TestScreenCacheSharesNothingAcrossClients(t *testing.T) {
+	w := newSuiteWAF(t, GatewayConfig())
+	h := w.Handler(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(http.StatusNoContent) }))
+	value := "probe-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	send := func(addr string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = addr + ":4000"
+		r.Header.Set("User-Agent", value)
+		r.Header.Set("Accept", "text/html")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d", rec.Code)
+		}
+	}
+	known := func(addr string) int {
+		client, _ := screenClient(screenTxID(netip.MustParsePrefix(addr + "/32")))
+		v := verdictCache.verdicts(client, value)
+		n := 0
+		for i := range screenCacheMaxPatterns {
+			if _, ok := v.answer(i); ok {
+				n++
+			}
+		}
+		return n
+	}
+	send("192.0.2.10")
+	if n := known("192.0.2.10"); n == 0 {
+		t.Fatal("the sender's answers were not remembered")
+	}
+	if n := known("192.0.2.11"); n != 0 {
+		t.Fatalf("another client holds %d of the sender's answers", n)
 	}
 }

@@ -616,7 +616,7 @@ func (f *WAF) Handler(next http.Handler) http.Handler {
 		if f.holding != nil {
 			f.holding(r)
 		}
-		tx := eng.NewTransaction()
+		tx := eng.NewTransactionWithID(screenTxID(key))
 		defer func() {
 			if reportable(tx) {
 				tx.ProcessLogging()
