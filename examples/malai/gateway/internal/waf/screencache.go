@@ -52,21 +52,21 @@ const (
 	screenCacheWords       = screenCacheMaxPatterns / 64
 )
 
-// screenVerdicts are RE2's answers on one value, one bit per pattern
-// index: asked (the answer is in matched), matched (RE2 matched).
+// screenVerdicts are RE2's answers on one client's value, one bit per
+// pattern index: asked (the answer is in matched), matched (RE2
+// matched); and the value they are for.
 type screenVerdicts struct {
 	asked, matched [screenCacheWords]atomic.Uint64
+	client         uint64
+	value          string
 }
 
-// screenKey is one client's value.
-type screenKey struct {
-	client uint64
-	value  string
-}
-
+// A shard's values are found by their hash (of client and value) and
+// checked against the value kept: two that share a hash take turns in
+// one slot, never each other's answers.
 type screenShard struct {
 	mu     sync.Mutex
-	values map[screenKey]*screenVerdicts
+	values map[uint64]*screenVerdicts
 }
 
 // screenCache is the process's cache: every rule set of the process shares
@@ -81,7 +81,7 @@ var verdictCache = newScreenCache()
 func newScreenCache() *screenCache {
 	c := &screenCache{seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].values = make(map[screenKey]*screenVerdicts, screenCacheShardValues)
+		c.shards[i].values = make(map[uint64]*screenVerdicts, screenCacheShardValues)
 	}
 	return c
 }
@@ -92,24 +92,30 @@ func (c *screenCache) verdicts(client uint64, value string) *screenVerdicts {
 	if len(value) > screenCacheMaxValue {
 		return nil
 	}
-	k := screenKey{client, value}
-	s := &c.shards[(maphash.String(c.seed, value)^client)%screenCacheShards]
+	h := c.hash(client, value)
+	s := &c.shards[h%screenCacheShards]
 	s.mu.Lock()
-	v := s.values[k]
-	if v == nil {
-		if len(s.values) >= screenCacheShardValues {
+	v := s.values[h]
+	if v == nil || v.client != client || v.value != value {
+		if v == nil && len(s.values) >= screenCacheShardValues {
 			for k := range s.values { // a random one: map order
 				delete(s.values, k)
 				break
 			}
 		}
-		v = new(screenVerdicts)
 		// The value may alias a request's buffer: keep a copy.
-		k.value = strings.Clone(value)
-		s.values[k] = v
+		v = &screenVerdicts{client: client, value: strings.Clone(value)}
+		s.values[h] = v
 	}
 	s.mu.Unlock()
 	return v
+}
+
+// hash is the slot of client's value. The client's hash is keyed
+// already; mixing it into the value's keeps one client's values from
+// crowding one shard.
+func (c *screenCache) hash(client uint64, value string) uint64 {
+	return maphash.String(c.seed, value) ^ (client * 0x9e3779b97f4a7c15)
 }
 
 // len is how many values c holds.
@@ -206,6 +212,18 @@ func screenClient(id string) (uint64, bool) {
 	if len(id) < 18 || id[:1] != screenIDPrefix || id[17] != '-' {
 		return 0, false
 	}
-	v, err := strconv.ParseUint(id[1:17], 16, 64)
-	return v, err == nil
+	var v uint64
+	for i := 1; i < 17; i++ {
+		c := id[i]
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint64(c)
+	}
+	return v, true
 }

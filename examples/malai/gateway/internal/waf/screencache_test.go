@@ -156,6 +156,15 @@ func TestScreenCacheBounds(t *testing.T) {
 	if c.verdicts(2, "same") == a {
 		t.Fatal("two clients' value, one entry")
 	}
+	// Two values of one slot (a hash collision, planted here) take
+	// turns in it; neither gets the other's answers.
+	h := c.hash(1, "slot-x")
+	planted := &screenVerdicts{client: 2, value: "slot-y"}
+	planted.remember(3, true)
+	c.shards[h%screenCacheShards].values[h] = planted
+	if _, known := c.verdicts(1, "slot-x").answer(3); known {
+		t.Fatal("a value got the answers of another value of its slot")
+	}
 	// A cache's copy of the key does not alias the caller's bytes.
 	buf := []byte("aliased-value")
 	s := unsafe.String(&buf[0], len(buf))
