@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"time"
@@ -171,12 +173,27 @@ func limitBeforeWAFChecks() []Check {
 					retry  string
 				}
 				out := make(chan answer, 24)
+				// A burst arrives at once: each post's body is held until
+				// all 24 have connected and sent their headers, so the
+				// connections' handshakes do not spread them out over
+				// more than one inspection's time.
+				gate := make(chan struct{})
+				var sent sync.WaitGroup
+				sent.Add(24)
+				go func() {
+					waitGroup(&sent, 10*time.Second)
+					close(gate)
+				}()
 				var wg sync.WaitGroup
 				for i := 0; i < 24; i++ {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						r, err := f.Do(ctx, "POST", f.Target.Gateway+"/v1/transfers", body,
+						var once sync.Once
+						done := func() { once.Do(sent.Done) }
+						defer done() // a post that failed before its headers
+						tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: done})
+						r, err := f.Do(tctx, "POST", f.Target.Gateway+"/v1/transfers", &gatedReader{gate: gate, r: strings.NewReader(body), n: len(body)},
 							f.Alice.Auth().With("Content-Type", "application/json").With("X-Forwarded-For", "198.51.100.67").With("Idempotency-Key", f.Key(fmt.Sprintf("burst-%d", i))))
 						if err != nil {
 							out <- answer{status: -1}
@@ -204,5 +221,29 @@ func limitBeforeWAFChecks() []Check {
 				}
 				return obs, nil
 			}},
+	}
+}
+
+// gatedReader reads r (n bytes) once gate is closed.
+type gatedReader struct {
+	gate <-chan struct{}
+	r    io.Reader
+	n    int
+}
+
+func (g *gatedReader) Len() int { return g.n }
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	<-g.gate
+	return g.r.Read(p)
+}
+
+// waitGroup waits for wg, or at most d.
+func waitGroup(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
 	}
 }

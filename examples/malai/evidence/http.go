@@ -69,6 +69,8 @@ func Send(ctx context.Context, c *http.Client, method, url string, body any, h H
 		rd = bytes.NewReader(b)
 	case string:
 		rd = strings.NewReader(b)
+	case io.Reader: // sent as it reads: chunked, unless it has a Len
+		rd = b
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
@@ -79,6 +81,9 @@ func Send(ctx context.Context, c *http.Client, method, url string, body any, h H
 	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return Response{}, err
+	}
+	if l, ok := body.(interface{ Len() int }); ok && req.ContentLength == 0 {
+		req.ContentLength = int64(l.Len())
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
